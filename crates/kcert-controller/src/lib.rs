@@ -1,0 +1,1 @@
+//! The CSR approver and signer controllers (filled in by the controller issue).

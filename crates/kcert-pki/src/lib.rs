@@ -1,0 +1,41 @@
+//! kcert-pki: the X.509 core of kcert. Pure: no kube, no tokio, no clock and no randomness of
+//! its own for anything a test wants to pin (time and serial randomness are passed in).
+//!
+//! ```text
+//!  PrivateKey::generate ──► build_csr ──► PEM CSR ──► CertificateRequest::from_pem
+//!                                                      (signature checked, subject read
+//!                                                       as the API server reads it)
+//!                                                             │
+//!  CertificateAuthority::load / create ──► sign(csr, SigningProfile, now, rng) ──► certificate
+//! ```
+//!
+//! Subjects are copied byte for byte from the CSR into the certificate, so every O (group)
+//! survives — unlike builders that model a name as a map of one value per attribute type.
+//! One crypto backend (aws-lc-rs, also kube's TLS backend) does key generation and signing.
+#![warn(missing_docs)]
+
+mod ca;
+mod cert;
+mod csr;
+mod error;
+mod key;
+mod name;
+mod oid;
+pub mod pem;
+mod profile;
+mod random;
+pub mod time_fmt;
+
+pub use ca::CertificateAuthority;
+pub use cert::{CertificateInfo, IssuedCertificate};
+pub use csr::{build_csr, CertificateRequest, RequestedExtension, SubjectAltNames};
+pub use error::{PkiError, Result};
+pub use key::{KeyAlgorithm, KeyType, PrivateKey, PublicKey};
+pub use name::{raw_name_der, CsrSubject, NameAttribute, SubjectInfo};
+pub use profile::{SigningProfile, Usage, BACKDATE, CLIENT_USAGES, MIN_LIFETIME};
+pub use random::{RandomSource, SystemRandom};
+
+/// Object identifiers kcert names (for tests and hostile corpora).
+pub mod oids {
+    pub use crate::oid::*;
+}

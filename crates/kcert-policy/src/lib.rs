@@ -1,0 +1,1 @@
+//! Pure approval decisions for CertificateSigningRequests (filled in by the controller issue).
