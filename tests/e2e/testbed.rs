@@ -4,9 +4,11 @@
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use kcert_tests::csr_object;
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
 use kcert_testbed::{CaKeyType, TestCluster};
+use kcert_tests::csr_object;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use std::time::Duration;
@@ -17,7 +19,10 @@ async fn whoami(client: Client) -> (String, Vec<String>) {
         .await
         .expect("SelfSubjectReview");
     let info = review.status.and_then(|s| s.user_info).expect("user info");
-    (info.username.unwrap_or_default(), info.groups.unwrap_or_default())
+    (
+        info.username.unwrap_or_default(),
+        info.groups.unwrap_or_default(),
+    )
 }
 
 fn api_error(result: Result<impl std::fmt::Debug, kube::Error>) -> kube::core::Status {
@@ -74,7 +79,10 @@ async fn a_ca_signed_certificate_authenticates_as_its_cn_and_groups() {
     let (name, groups) = whoami(cluster.user_client(&user, &["dev", "ops"]).await.unwrap()).await;
     assert_eq!(name, user);
     for g in ["dev", "ops", "system:authenticated"] {
-        assert!(groups.contains(&g.to_string()), "{g} missing from {groups:?}");
+        assert!(
+            groups.contains(&g.to_string()),
+            "{g} missing from {groups:?}"
+        );
     }
 }
 
@@ -83,7 +91,8 @@ async fn a_user_is_forbidden_until_granted_a_role() {
     let cluster = TestCluster::shared().await;
     let ns = cluster.namespace("grant").await.unwrap();
     let user = cluster.unique_name("jane");
-    let jane_pods: Api<Pod> = Api::namespaced(cluster.user_client(&user, &["dev"]).await.unwrap(), &ns);
+    let jane_pods: Api<Pod> =
+        Api::namespaced(cluster.user_client(&user, &["dev"]).await.unwrap(), &ns);
     let denied = api_error(jane_pods.list(&ListParams::default()).await);
     assert_eq!(denied.code, 403, "{denied:?}");
     assert!(denied.message.contains(&user), "{}", denied.message);
@@ -136,21 +145,47 @@ async fn admission_refuses_system_masters_for_the_client_signer() {
     let cluster = TestCluster::shared().await;
     let csrs: Api<CertificateSigningRequest> = Api::all(cluster.admin_client().await.unwrap());
     let name = cluster.unique_name("masters");
-    let csr = csr_object(&name, "kubernetes.io/kube-apiserver-client", "mallory", &["dev", "system:masters"], None);
+    let csr = csr_object(
+        &name,
+        "kubernetes.io/kube-apiserver-client",
+        "mallory",
+        &["dev", "system:masters"],
+        None,
+    );
     let refused = api_error(csrs.create(&PostParams::default(), &csr).await);
     assert_eq!(refused.code, 403, "{refused:?}");
-    assert!(refused.message.contains("system:masters"), "{}", refused.message);
+    assert!(
+        refused.message.contains("system:masters"),
+        "{}",
+        refused.message
+    );
 }
 
 #[tokio::test]
 async fn validation_refuses_expiration_below_600_seconds() {
     let cluster = TestCluster::shared().await;
     let csrs: Api<CertificateSigningRequest> = Api::all(cluster.admin_client().await.unwrap());
-    let short = csr_object(&cluster.unique_name("short"), "kcert.dev/client", "jane", &["dev"], Some(599));
+    let short = csr_object(
+        &cluster.unique_name("short"),
+        "kcert.dev/client",
+        "jane",
+        &["dev"],
+        Some(599),
+    );
     let refused = api_error(csrs.create(&PostParams::default(), &short).await);
     assert_eq!(refused.code, 422, "{refused:?}");
-    assert!(refused.message.contains("expirationSeconds"), "{}", refused.message);
-    let ok = csr_object(&cluster.unique_name("ten-min"), "kcert.dev/client", "jane", &["dev"], Some(600));
+    assert!(
+        refused.message.contains("expirationSeconds"),
+        "{}",
+        refused.message
+    );
+    let ok = csr_object(
+        &cluster.unique_name("ten-min"),
+        "kcert.dev/client",
+        "jane",
+        &["dev"],
+        Some(600),
+    );
     csrs.create(&PostParams::default(), &ok).await.unwrap();
 }
 
@@ -206,10 +241,14 @@ async fn approving_needs_the_approve_verb_on_the_signer() {
 
     let name = cluster.unique_name("needs-approval");
     let csrs: Api<CertificateSigningRequest> = Api::all(admin);
-    csrs.create(&PostParams::default(), &csr_object(&name, &signer, "jane", &["dev"], None))
-        .await
-        .unwrap();
-    let as_approver: Api<CertificateSigningRequest> = Api::all(cluster.user_client(&approver, &[]).await.unwrap());
+    csrs.create(
+        &PostParams::default(),
+        &csr_object(&name, &signer, "jane", &["dev"], None),
+    )
+    .await
+    .unwrap();
+    let as_approver: Api<CertificateSigningRequest> =
+        Api::all(cluster.user_client(&approver, &[]).await.unwrap());
     eventually("the approver can read CSRs", || as_approver.get(&name)).await;
     let approve = serde_json::json!({"status": {"conditions": [{
         "type": "Approved", "status": "True", "reason": "TestApprove", "message": "approved by a test"
@@ -221,12 +260,20 @@ async fn approving_needs_the_approve_verb_on_the_signer() {
     );
     assert_eq!(refused.code, 403, "{refused:?}");
     assert!(
-        refused.message.contains(&format!("user not permitted to approve requests with signerName \"{signer}\"")),
+        refused.message.contains(&format!(
+            "user not permitted to approve requests with signerName \"{signer}\""
+        )),
         "{}",
         refused.message
     );
     let still = csrs.get(&name).await.unwrap();
-    assert!(still.status.and_then(|s| s.conditions).unwrap_or_default().is_empty());
+    assert!(
+        still
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -237,7 +284,11 @@ async fn kubectl_lists_namespaces_with_the_admin_kubeconfig() {
         .args(["get", "namespaces", "-o", "name"])
         .output()
         .expect("kubectl runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.lines().any(|l| l == "namespace/default"), "{text}");
 }
@@ -245,18 +296,26 @@ async fn kubectl_lists_namespaces_with_the_admin_kubeconfig() {
 #[tokio::test]
 async fn an_ecdsa_ca_cluster_runs_beside_the_shared_one_and_cleans_up() {
     let shared = TestCluster::shared().await;
-    let cluster = TestCluster::builder().ca_key(CaKeyType::EcdsaP256).start().await.unwrap();
+    let cluster = TestCluster::builder()
+        .ca_key(CaKeyType::EcdsaP256)
+        .start()
+        .await
+        .unwrap();
     assert_ne!(cluster.server(), shared.server());
     assert_eq!(cluster.ca().info().key_algorithm.to_string(), "ECDSA P-256");
     let (name, groups) = whoami(cluster.user_client("erin", &["ops"]).await.unwrap()).await;
-    assert_eq!((name.as_str(), groups.contains(&"ops".to_string())), ("erin", true));
+    assert_eq!(
+        (name.as_str(), groups.contains(&"ops".to_string())),
+        ("erin", true)
+    );
     // A certificate from the other cluster's CA is not trusted here.
     let foreign = shared.user_kubeconfig("erin", &["ops"]).unwrap();
-    let foreign = foreign.replace(shared.server(), cluster.server()).replace(
-        &base64_of(shared.ca_pem()),
-        &base64_of(cluster.ca_pem()),
-    );
-    let client = kcert_testbed::client_from_kubeconfig(&foreign).await.unwrap();
+    let foreign = foreign
+        .replace(shared.server(), cluster.server())
+        .replace(&base64_of(shared.ca_pem()), &base64_of(cluster.ca_pem()));
+    let client = kcert_testbed::client_from_kubeconfig(&foreign)
+        .await
+        .unwrap();
     let refused = api_error(
         Api::<SelfSubjectReview>::all(client)
             .create(&PostParams::default(), &SelfSubjectReview::default())

@@ -1,12 +1,12 @@
 //! The certificate authority: load the cluster CA (checked) or create one, and sign.
 
-use crate::cert::{sign_certificate, CertificateInfo, CertificateTemplate, IssuedCertificate};
+use crate::cert::{CertificateInfo, CertificateTemplate, IssuedCertificate, sign_certificate};
 use crate::csr::CertificateRequest;
 use crate::name::CsrSubject;
-use crate::profile::{leaf_extensions_for, truncate_to_seconds, SigningProfile};
-use crate::random::{serial_number, RandomSource};
+use crate::profile::{SigningProfile, leaf_extensions_for, truncate_to_seconds};
+use crate::random::{RandomSource, serial_number};
 use crate::time_fmt::rfc3339;
-use crate::{pem, PkiError, PrivateKey, Result};
+use crate::{PkiError, PrivateKey, Result, pem};
 use std::time::{Duration, SystemTime};
 
 /// A CA certificate with its private key, checked to belong together.
@@ -31,7 +31,9 @@ impl CertificateAuthority {
                     found: b.label.clone(),
                     expected: "CERTIFICATE",
                 },
-                None => PkiError::NotPem { expected: "CERTIFICATE" },
+                None => PkiError::NotPem {
+                    expected: "CERTIFICATE",
+                },
             });
         }
         let mut matching = None;
@@ -75,7 +77,9 @@ impl CertificateAuthority {
         rng: &dyn RandomSource,
     ) -> Result<Self> {
         if lifetime.is_zero() {
-            return Err(PkiError::InvalidLifetime("a CA needs a lifetime above zero".into()));
+            return Err(PkiError::InvalidLifetime(
+                "a CA needs a lifetime above zero".into(),
+            ));
         }
         let subject = CsrSubject::new(common_name, Vec::<String>::new())?.to_der()?;
         let now = truncate_to_seconds(now);
@@ -84,7 +88,11 @@ impl CertificateAuthority {
             issuer_der: &subject,
             subject_der: &subject,
             public_key: key.public_key(),
-            not_before: now - Duration::from_secs(3600).min(now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()),
+            not_before: now
+                - Duration::from_secs(3600).min(
+                    now.duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or_default(),
+                ),
             not_after: now + lifetime,
             is_ca: true,
             // digitalSignature, keyCertSign, cRLSign
@@ -131,12 +139,18 @@ impl CertificateAuthority {
             key_usage_bits,
             extended_key_usages,
             authority_key_id: Some(&self.key_id),
-            san_extension: if profile.allow_sans { csr.san_extension() } else { None },
+            san_extension: if profile.allow_sans {
+                csr.san_extension()
+            } else {
+                None
+            },
         };
         let der = sign_certificate(&template, &self.key)?;
-        let serial = hex::encode(x509_cert::serial_number::SerialNumber::<x509_cert::certificate::Rfc5280>::new(&serial)
-            .map_err(crate::error::encode("serial"))?
-            .as_bytes());
+        let serial = hex::encode(
+            x509_cert::serial_number::SerialNumber::<x509_cert::certificate::Rfc5280>::new(&serial)
+                .map_err(crate::error::encode("serial"))?
+                .as_bytes(),
+        );
         Ok(IssuedCertificate {
             der,
             serial,

@@ -3,19 +3,19 @@
 
 use crate::csr::SubjectAltNames;
 use crate::error::{corrupt, encode};
-use crate::key::{colon_hex, to_der, KeyAlgorithm, PublicKey};
+use crate::key::{KeyAlgorithm, PublicKey, colon_hex, to_der};
 use crate::name::SubjectInfo;
 use crate::profile::Usage;
 use crate::time_fmt::rfc3339;
-use crate::{oid, pem, PrivateKey, Result};
+use crate::{PrivateKey, Result, oid, pem};
 use der::asn1::{AnyRef, BitString, BitStringRef, OctetString, UintRef};
 use der::{Decode, Encode, Sequence};
 use spki::AlgorithmIdentifierOwned;
 use std::time::SystemTime;
+use x509_cert::ext::Extension;
 use x509_cert::ext::pkix::{
     AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, SubjectKeyIdentifier,
 };
-use x509_cert::ext::Extension;
 use x509_cert::time::Time;
 
 #[derive(Sequence)]
@@ -61,7 +61,11 @@ pub(crate) struct CertificateTemplate<'a> {
     pub san_extension: Option<&'a Extension>,
 }
 
-fn extension<T: Encode>(id: der::oid::ObjectIdentifier, critical: bool, value: &T) -> Result<Extension> {
+fn extension<T: Encode>(
+    id: der::oid::ObjectIdentifier,
+    critical: bool,
+    value: &T,
+) -> Result<Extension> {
     Ok(Extension {
         extn_id: id,
         critical,
@@ -82,7 +86,10 @@ fn key_usage_bit_string(bits: u16) -> Result<BitString> {
 }
 
 /// Sign `template` with `signer`, returning the certificate DER.
-pub(crate) fn sign_certificate(template: &CertificateTemplate<'_>, signer: &PrivateKey) -> Result<Vec<u8>> {
+pub(crate) fn sign_certificate(
+    template: &CertificateTemplate<'_>,
+    signer: &PrivateKey,
+) -> Result<Vec<u8>> {
     let mut extensions = Vec::new();
     if template.key_usage_bits != 0 {
         extensions.push(extension(
@@ -136,7 +143,8 @@ pub(crate) fn sign_certificate(template: &CertificateTemplate<'_>, signer: &Priv
             not_after: crate::time_fmt::x509_time(template.not_after)?,
         },
         subject: AnyRef::from_der(template.subject_der).map_err(corrupt("subject name"))?,
-        subject_public_key_info: AnyRef::from_der(template.public_key.spki_der()).map_err(corrupt("public key"))?,
+        subject_public_key_info: AnyRef::from_der(template.public_key.spki_der())
+            .map_err(corrupt("public key"))?,
         extensions,
     };
     let tbs_der = tbs.to_der().map_err(encode("certificate"))?;
@@ -203,7 +211,8 @@ impl CertificateInfo {
         let subject_der = to_der(tbs.subject(), "subject")?;
         let subject = SubjectInfo::from_der(&subject_der)?;
         let issuer = SubjectInfo::from_der(&to_der(tbs.issuer(), "issuer")?)?.to_string();
-        let public_key = PublicKey::from_spki_der(&to_der(tbs.subject_public_key_info(), "public key")?)?;
+        let public_key =
+            PublicKey::from_spki_der(&to_der(tbs.subject_public_key_info(), "public key")?)?;
         let mut info = CertificateInfo {
             subject,
             issuer,
@@ -215,7 +224,9 @@ impl CertificateInfo {
             sans: SubjectAltNames::default(),
             key_algorithm: public_key.algorithm(),
             public_key_sha256: public_key.fingerprint_sha256(),
-            fingerprint_sha256: colon_hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref()),
+            fingerprint_sha256: colon_hex(
+                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref(),
+            ),
             subject_key_id: None,
             authority_key_id: None,
             signature_algorithm: oid::name(&cert.signature_algorithm().oid),
@@ -228,7 +239,9 @@ impl CertificateInfo {
             let value = ext.extn_value.as_bytes();
             match ext.extn_id {
                 oid::BASIC_CONSTRAINTS => {
-                    info.is_ca = BasicConstraints::from_der(value).map_err(corrupt("basicConstraints"))?.ca;
+                    info.is_ca = BasicConstraints::from_der(value)
+                        .map_err(corrupt("basicConstraints"))?
+                        .ca;
                 }
                 oid::KEY_USAGE => {
                     let bits = BitStringRef::from_der(value).map_err(corrupt("keyUsage"))?;
@@ -243,20 +256,27 @@ impl CertificateInfo {
                     }
                 }
                 oid::EXT_KEY_USAGE => {
-                    let eku = ExtendedKeyUsage::from_der(value).map_err(corrupt("extendedKeyUsage"))?;
+                    let eku =
+                        ExtendedKeyUsage::from_der(value).map_err(corrupt("extendedKeyUsage"))?;
                     for o in &eku.0 {
-                        info.usages.push(Usage::from_eku(o).map(|u| u.as_str().to_string()).unwrap_or_else(|| o.to_string()));
+                        info.usages.push(
+                            Usage::from_eku(o)
+                                .map(|u| u.as_str().to_string())
+                                .unwrap_or_else(|| o.to_string()),
+                        );
                     }
                 }
                 oid::SUBJECT_ALT_NAME => {
                     info.sans = SubjectAltNames::from_extension(ext)?;
                 }
                 oid::SUBJECT_KEY_IDENTIFIER => {
-                    let ski = SubjectKeyIdentifier::from_der(value).map_err(corrupt("subjectKeyIdentifier"))?;
+                    let ski = SubjectKeyIdentifier::from_der(value)
+                        .map_err(corrupt("subjectKeyIdentifier"))?;
                     info.subject_key_id = Some(hex::encode(ski.0.as_bytes()));
                 }
                 oid::AUTHORITY_KEY_IDENTIFIER => {
-                    let aki = AuthorityKeyIdentifier::from_der(value).map_err(corrupt("authorityKeyIdentifier"))?;
+                    let aki = AuthorityKeyIdentifier::from_der(value)
+                        .map_err(corrupt("authorityKeyIdentifier"))?;
                     info.authority_key_id = aki.key_identifier.map(|k| hex::encode(k.as_bytes()));
                 }
                 _ => {}

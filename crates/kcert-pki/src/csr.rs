@@ -2,16 +2,16 @@
 //! (signature verified, subject read as the API server reads it, every extension listed).
 
 use crate::error::{corrupt, encode};
-use crate::key::{to_der, PublicKey};
+use crate::key::{PublicKey, to_der};
 use crate::name::{CsrSubject, SubjectInfo};
-use crate::{oid, pem, PkiError, PrivateKey, Result};
-use der::asn1::{BitString, Ia5String, OctetString, SetOfVec};
+use crate::{PkiError, PrivateKey, Result, oid, pem};
 use der::Decode;
+use der::asn1::{BitString, Ia5String, OctetString, SetOfVec};
 use std::net::IpAddr;
 use x509_cert::attr::Attribute;
-use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::Extension;
+use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::name::Name;
 use x509_cert::request::{CertReq, CertReqInfo, ExtensionReq, Version};
 
@@ -33,11 +33,16 @@ pub struct SubjectAltNames {
 impl SubjectAltNames {
     /// No names at all.
     pub fn is_empty(&self) -> bool {
-        self.dns.is_empty() && self.ips.is_empty() && self.emails.is_empty() && self.uris.is_empty() && self.other == 0
+        self.dns.is_empty()
+            && self.ips.is_empty()
+            && self.emails.is_empty()
+            && self.uris.is_empty()
+            && self.other == 0
     }
 
     pub(crate) fn from_extension(ext: &Extension) -> Result<Self> {
-        let san = SubjectAltName::from_der(ext.extn_value.as_bytes()).map_err(corrupt("subjectAltName"))?;
+        let san = SubjectAltName::from_der(ext.extn_value.as_bytes())
+            .map_err(corrupt("subjectAltName"))?;
         let mut out = SubjectAltNames::default();
         for name in san.0 {
             match name {
@@ -45,8 +50,12 @@ impl SubjectAltNames {
                 GeneralName::Rfc822Name(s) => out.emails.push(s.to_string()),
                 GeneralName::UniformResourceIdentifier(s) => out.uris.push(s.to_string()),
                 GeneralName::IpAddress(octets) => match octets.as_bytes().len() {
-                    4 => out.ips.push(IpAddr::from(<[u8; 4]>::try_from(octets.as_bytes()).expect("4"))),
-                    16 => out.ips.push(IpAddr::from(<[u8; 16]>::try_from(octets.as_bytes()).expect("16"))),
+                    4 => out.ips.push(IpAddr::from(
+                        <[u8; 4]>::try_from(octets.as_bytes()).expect("4"),
+                    )),
+                    16 => out.ips.push(IpAddr::from(
+                        <[u8; 16]>::try_from(octets.as_bytes()).expect("16"),
+                    )),
                     _ => out.other += 1,
                 },
                 _ => out.other += 1,
@@ -59,7 +68,10 @@ impl SubjectAltNames {
         if self.is_empty() {
             return Ok(None);
         }
-        let ia5 = |s: &String| Ia5String::new(s).map_err(|_| PkiError::InvalidSubject(format!("SAN {s:?} is not ASCII")));
+        let ia5 = |s: &String| {
+            Ia5String::new(s)
+                .map_err(|_| PkiError::InvalidSubject(format!("SAN {s:?} is not ASCII")))
+        };
         let mut names = Vec::new();
         for d in &self.dns {
             names.push(GeneralName::DnsName(ia5(d)?));
@@ -110,11 +122,12 @@ pub struct RequestedExtension {
 /// Build a CSR for `subject` with optional `sans`, signed by `key`; PEM `CERTIFICATE REQUEST`.
 pub fn build_csr(key: &PrivateKey, subject: &CsrSubject, sans: &SubjectAltNames) -> Result<String> {
     let subject = Name::from_der(&subject.to_der()?).map_err(encode("subject"))?;
-    let public_key =
-        spki::SubjectPublicKeyInfoOwned::from_der(key.public_key().spki_der()).map_err(encode("public key"))?;
+    let public_key = spki::SubjectPublicKeyInfoOwned::from_der(key.public_key().spki_der())
+        .map_err(encode("public key"))?;
     let mut attributes = SetOfVec::new();
     if let Some(ext) = sans.to_extension()? {
-        let req = der::Any::encode_from(&ExtensionReq(vec![ext])).map_err(encode("extension request"))?;
+        let req =
+            der::Any::encode_from(&ExtensionReq(vec![ext])).map_err(encode("extension request"))?;
         let mut values = SetOfVec::new();
         values.insert(req).map_err(encode("extension request"))?;
         attributes
@@ -165,12 +178,10 @@ impl CertificateRequest {
         let req = CertReq::from_der(der).map_err(corrupt("certificate request"))?;
         let public_key = PublicKey::from_spki_der(&to_der(&req.info.public_key, "public key")?)?;
         let info_der = to_der(&req.info, "CSR")?;
-        let signature = req
-            .signature
-            .as_bytes()
-            .ok_or(PkiError::BadSignature)?;
+        let signature = req.signature.as_bytes().ok_or(PkiError::BadSignature)?;
         let alg_der = to_der(&req.algorithm, "signature algorithm")?;
-        let alg = spki::AlgorithmIdentifierRef::from_der(&alg_der).map_err(corrupt("signature algorithm"))?;
+        let alg = spki::AlgorithmIdentifierRef::from_der(&alg_der)
+            .map_err(corrupt("signature algorithm"))?;
         public_key.verify(&alg, &info_der, signature)?;
 
         let subject_der = to_der(&req.info.subject, "subject")?;
@@ -187,7 +198,9 @@ impl CertificateRequest {
                 for ext in req.0 {
                     if ext.extn_id == oid::SUBJECT_ALT_NAME {
                         if san_extension.is_some() {
-                            return Err(PkiError::InvalidSubject("the CSR requests subjectAltName twice".into()));
+                            return Err(PkiError::InvalidSubject(
+                                "the CSR requests subjectAltName twice".into(),
+                            ));
                         }
                         sans = SubjectAltNames::from_extension(&ext)?;
                         san_extension = Some(ext.clone());
@@ -285,14 +298,25 @@ mod tests {
     #[test]
     fn tampered_truncated_and_padded_csrs_are_refused() {
         let key = PrivateKey::generate(KeyType::Ed25519).unwrap();
-        let pem = build_csr(&key, &CsrSubject::new("jane", ["dev"]).unwrap(), &Default::default()).unwrap();
-        let der = pem::single_block(pem.as_bytes(), "CERTIFICATE REQUEST").unwrap().der.to_vec();
+        let pem = build_csr(
+            &key,
+            &CsrSubject::new("jane", ["dev"]).unwrap(),
+            &Default::default(),
+        )
+        .unwrap();
+        let der = pem::single_block(pem.as_bytes(), "CERTIFICATE REQUEST")
+            .unwrap()
+            .der
+            .to_vec();
 
         // Flip one byte of the subject's "dev": still well-formed, but the signature breaks.
         let at = der.windows(3).position(|w| w == b"dev").unwrap();
         let mut tampered = der.clone();
         tampered[at] = b'D';
-        assert!(matches!(CertificateRequest::from_der(&tampered), Err(PkiError::BadSignature)));
+        assert!(matches!(
+            CertificateRequest::from_der(&tampered),
+            Err(PkiError::BadSignature)
+        ));
 
         assert!(matches!(
             CertificateRequest::from_der(&der[..der.len() - 5]),
@@ -300,7 +324,10 @@ mod tests {
         ));
         let mut padded = der.clone();
         padded.extend_from_slice(b"junk");
-        assert!(matches!(CertificateRequest::from_der(&padded), Err(PkiError::CorruptDer { .. })));
+        assert!(matches!(
+            CertificateRequest::from_der(&padded),
+            Err(PkiError::CorruptDer { .. })
+        ));
     }
 
     #[test]
@@ -310,10 +337,23 @@ mod tests {
         let subject = CsrSubject::new("jane", ["dev"]).unwrap();
         let honest = build_csr(&key, &subject, &Default::default()).unwrap();
         let forged = build_csr(&other, &subject, &Default::default()).unwrap();
-        let honest = CertReq::from_der(&pem::single_block(honest.as_bytes(), "CERTIFICATE REQUEST").unwrap().der).unwrap();
-        let mut forged = CertReq::from_der(&pem::single_block(forged.as_bytes(), "CERTIFICATE REQUEST").unwrap().der).unwrap();
+        let honest = CertReq::from_der(
+            &pem::single_block(honest.as_bytes(), "CERTIFICATE REQUEST")
+                .unwrap()
+                .der,
+        )
+        .unwrap();
+        let mut forged = CertReq::from_der(
+            &pem::single_block(forged.as_bytes(), "CERTIFICATE REQUEST")
+                .unwrap()
+                .der,
+        )
+        .unwrap();
         forged.info.public_key = honest.info.public_key.clone();
         let der = forged.to_der().unwrap();
-        assert!(matches!(CertificateRequest::from_der(&der), Err(PkiError::BadSignature)));
+        assert!(matches!(
+            CertificateRequest::from_der(&der),
+            Err(PkiError::BadSignature)
+        ));
     }
 }

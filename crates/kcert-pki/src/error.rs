@@ -43,7 +43,9 @@ pub enum PkiError {
     )]
     EncryptedKey,
     /// An RSA key below 2048 bits.
-    #[error("RSA key of {bits} bits is too weak; use at least 2048 bits (kcert key --type rsa:2048)")]
+    #[error(
+        "RSA key of {bits} bits is too weak; use at least 2048 bits (kcert key --type rsa:2048)"
+    )]
     WeakRsaKey {
         /// The modulus size.
         bits: usize,
@@ -62,7 +64,9 @@ pub enum PkiError {
     )]
     BadSignature,
     /// A name attribute that the Kubernetes API server cannot read either.
-    #[error("subject attribute {oid} uses an unsupported string type (tag {tag}); use UTF8String or PrintableString")]
+    #[error(
+        "subject attribute {oid} uses an unsupported string type (tag {tag}); use UTF8String or PrintableString"
+    )]
     UnsupportedStringType {
         /// Attribute type.
         oid: String,
@@ -88,10 +92,14 @@ pub enum PkiError {
     )]
     CaKeyMismatch,
     /// The CA certificate is not a CA.
-    #[error("the certificate is not a CA (basicConstraints CA:TRUE is missing); pass the cluster CA certificate")]
+    #[error(
+        "the certificate is not a CA (basicConstraints CA:TRUE is missing); pass the cluster CA certificate"
+    )]
     NotACa,
     /// The CA certificate is outside its validity window.
-    #[error("the CA certificate is not valid now (valid {not_before} to {not_after}); renew or replace the CA")]
+    #[error(
+        "the CA certificate is not valid now (valid {not_before} to {not_after}); renew or replace the CA"
+    )]
     CaNotValidNow {
         /// Start of validity, RFC 3339.
         not_before: String,
@@ -99,13 +107,17 @@ pub enum PkiError {
         not_after: String,
     },
     /// A usage string that is not one of Kubernetes' key usages.
-    #[error("unknown usage '{0}'; use Kubernetes usage names such as 'digital signature', 'key encipherment', 'client auth', 'server auth'")]
+    #[error(
+        "unknown usage '{0}'; use Kubernetes usage names such as 'digital signature', 'key encipherment', 'client auth', 'server auth'"
+    )]
     UnknownUsage(String),
     /// A usage no leaf certificate may have.
     #[error("usage '{0}' would make the certificate a CA; leaf certificates cannot have it")]
     CaUsageNotAllowed(String),
     /// The CSR asks for SANs and the profile forbids them.
-    #[error("the CSR requests subject alternative names ({0}) but this signing profile does not allow SANs (client certificates carry none)")]
+    #[error(
+        "the CSR requests subject alternative names ({0}) but this signing profile does not allow SANs (client certificates carry none)"
+    )]
     SansNotAllowed(String),
     /// The CSR has no usages at all to sign with.
     #[error("no usages given: a certificate needs at least one usage such as 'client auth'")]

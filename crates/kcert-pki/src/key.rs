@@ -2,7 +2,7 @@
 //! public keys (identify, fingerprint, verify signatures).
 
 use crate::error::corrupt;
-use crate::{oid, pem, PkiError, Result};
+use crate::{PkiError, Result, oid, pem};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::{self as sig, KeyPair as _};
 use der::asn1::{AnyRef, OctetStringRef, UintRef};
@@ -115,7 +115,12 @@ pub struct PublicKey {
 
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PublicKey({}, {})", self.algorithm, self.fingerprint_sha256())
+        write!(
+            f,
+            "PublicKey({}, {})",
+            self.algorithm,
+            self.fingerprint_sha256()
+        )
     }
 }
 
@@ -123,10 +128,9 @@ impl PublicKey {
     /// Identify the key in a DER SubjectPublicKeyInfo. Unsupported algorithms and curves are errors.
     pub fn from_spki_der(der: &[u8]) -> Result<Self> {
         let spki = SubjectPublicKeyInfoRef::from_der(der).map_err(corrupt("public key"))?;
-        let key_bits = spki
-            .subject_public_key
-            .as_bytes()
-            .ok_or_else(|| PkiError::UnsupportedKey("public key bit string has unused bits".into()))?;
+        let key_bits = spki.subject_public_key.as_bytes().ok_or_else(|| {
+            PkiError::UnsupportedKey("public key bit string has unused bits".into())
+        })?;
         let (algorithm, rsa_exponent) = match spki.algorithm.oid {
             oid::RSA_ENCRYPTION => {
                 let (n, e) = rsa_public_numbers(key_bits)?;
@@ -185,9 +189,12 @@ impl PublicKey {
 
     /// RFC 5280 key identifier: SHA-1 of the subjectPublicKey bits (what Go and openssl use).
     pub fn key_identifier(&self) -> Vec<u8> {
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, self.key_bits())
-            .as_ref()
-            .to_vec()
+        aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            self.key_bits(),
+        )
+        .as_ref()
+        .to_vec()
     }
 
     /// Refuse keys that are too weak to certify: RSA below 2048 bits or with a small exponent.
@@ -197,7 +204,9 @@ impl PublicKey {
                 return Err(PkiError::WeakRsaKey { bits });
             }
             if bits > 8192 {
-                return Err(PkiError::UnsupportedKey(format!("RSA key of {bits} bits (at most 8192)")));
+                return Err(PkiError::UnsupportedKey(format!(
+                    "RSA key of {bits} bits (at most 8192)"
+                )));
             }
             let e = self.rsa_exponent.as_deref().unwrap_or_default();
             let small = e.len() < 3 || (e.len() == 3 && e < [0x01, 0x00, 0x01].as_slice());
@@ -212,29 +221,43 @@ impl PublicKey {
     }
 
     /// Verify `signature` over `message` made with `algorithm` by this key.
-    pub fn verify(&self, algorithm: &AlgorithmIdentifierRef<'_>, message: &[u8], signature: &[u8]) -> Result<()> {
+    pub fn verify(
+        &self,
+        algorithm: &AlgorithmIdentifierRef<'_>,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<()> {
         self.check_strength()?;
         let unsupported = || PkiError::UnsupportedSignatureAlgorithm(oid::name(&algorithm.oid));
-        let verifier: &'static dyn sig::VerificationAlgorithm = match (self.algorithm, algorithm.oid) {
-            (KeyAlgorithm::Rsa { .. }, oid::SHA256_WITH_RSA) => &sig::RSA_PKCS1_2048_8192_SHA256,
-            (KeyAlgorithm::Rsa { .. }, oid::SHA384_WITH_RSA) => &sig::RSA_PKCS1_2048_8192_SHA384,
-            (KeyAlgorithm::Rsa { .. }, oid::SHA512_WITH_RSA) => &sig::RSA_PKCS1_2048_8192_SHA512,
-            (KeyAlgorithm::EcdsaP256, oid::ECDSA_SHA256) => &sig::ECDSA_P256_SHA256_ASN1,
-            (KeyAlgorithm::EcdsaP256, oid::ECDSA_SHA384) => &sig::ECDSA_P256_SHA384_ASN1,
-            (KeyAlgorithm::EcdsaP256, oid::ECDSA_SHA512) => &sig::ECDSA_P256_SHA512_ASN1,
-            (KeyAlgorithm::EcdsaP384, oid::ECDSA_SHA256) => &sig::ECDSA_P384_SHA256_ASN1,
-            (KeyAlgorithm::EcdsaP384, oid::ECDSA_SHA384) => &sig::ECDSA_P384_SHA384_ASN1,
-            (KeyAlgorithm::EcdsaP384, oid::ECDSA_SHA512) => &sig::ECDSA_P384_SHA512_ASN1,
-            (KeyAlgorithm::EcdsaP521, oid::ECDSA_SHA256) => &sig::ECDSA_P521_SHA256_ASN1,
-            (KeyAlgorithm::EcdsaP521, oid::ECDSA_SHA384) => &sig::ECDSA_P521_SHA384_ASN1,
-            (KeyAlgorithm::EcdsaP521, oid::ECDSA_SHA512) => &sig::ECDSA_P521_SHA512_ASN1,
-            (KeyAlgorithm::Ed25519, oid::ED25519) => &sig::ED25519,
-            _ => return Err(unsupported()),
-        };
+        let verifier: &'static dyn sig::VerificationAlgorithm =
+            match (self.algorithm, algorithm.oid) {
+                (KeyAlgorithm::Rsa { .. }, oid::SHA256_WITH_RSA) => {
+                    &sig::RSA_PKCS1_2048_8192_SHA256
+                }
+                (KeyAlgorithm::Rsa { .. }, oid::SHA384_WITH_RSA) => {
+                    &sig::RSA_PKCS1_2048_8192_SHA384
+                }
+                (KeyAlgorithm::Rsa { .. }, oid::SHA512_WITH_RSA) => {
+                    &sig::RSA_PKCS1_2048_8192_SHA512
+                }
+                (KeyAlgorithm::EcdsaP256, oid::ECDSA_SHA256) => &sig::ECDSA_P256_SHA256_ASN1,
+                (KeyAlgorithm::EcdsaP256, oid::ECDSA_SHA384) => &sig::ECDSA_P256_SHA384_ASN1,
+                (KeyAlgorithm::EcdsaP256, oid::ECDSA_SHA512) => &sig::ECDSA_P256_SHA512_ASN1,
+                (KeyAlgorithm::EcdsaP384, oid::ECDSA_SHA256) => &sig::ECDSA_P384_SHA256_ASN1,
+                (KeyAlgorithm::EcdsaP384, oid::ECDSA_SHA384) => &sig::ECDSA_P384_SHA384_ASN1,
+                (KeyAlgorithm::EcdsaP384, oid::ECDSA_SHA512) => &sig::ECDSA_P384_SHA512_ASN1,
+                (KeyAlgorithm::EcdsaP521, oid::ECDSA_SHA256) => &sig::ECDSA_P521_SHA256_ASN1,
+                (KeyAlgorithm::EcdsaP521, oid::ECDSA_SHA384) => &sig::ECDSA_P521_SHA384_ASN1,
+                (KeyAlgorithm::EcdsaP521, oid::ECDSA_SHA512) => &sig::ECDSA_P521_SHA512_ASN1,
+                (KeyAlgorithm::Ed25519, oid::ED25519) => &sig::ED25519,
+                _ => return Err(unsupported()),
+            };
         // Parameters must be absent (ECDSA, Ed25519) or NULL (RSA PKCS#1): anything else is a
         // malformed identifier that Go's parser would also refuse.
         if let Some(params) = algorithm.parameters {
-            if !(matches!(self.algorithm, KeyAlgorithm::Rsa { .. }) && params.tag() == der::Tag::Null) {
+            if !(matches!(self.algorithm, KeyAlgorithm::Rsa { .. })
+                && params.tag() == der::Tag::Null)
+            {
                 return Err(unsupported());
             }
         }
@@ -287,7 +310,12 @@ pub struct PrivateKey {
 
 impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PrivateKey({}, public {})", self.public.algorithm, self.public.fingerprint_sha256())
+        write!(
+            f,
+            "PrivateKey({}, public {})",
+            self.public.algorithm,
+            self.public.fingerprint_sha256()
+        )
     }
 }
 
@@ -304,7 +332,9 @@ impl PrivateKey {
             KeyType::EcdsaP384 => KeyPairInner::Ecdsa(
                 sig::EcdsaKeyPair::generate(&sig::ECDSA_P384_SHA384_ASN1_SIGNING).map_err(fail)?,
             ),
-            KeyType::Ed25519 => KeyPairInner::Ed25519(sig::Ed25519KeyPair::generate().map_err(fail)?),
+            KeyType::Ed25519 => {
+                KeyPairInner::Ed25519(sig::Ed25519KeyPair::generate().map_err(fail)?)
+            }
             KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => {
                 let size = match key_type {
                     KeyType::Rsa2048 => aws_lc_rs::rsa::KeySize::Rsa2048,
@@ -330,7 +360,9 @@ impl PrivateKey {
                         found: b.label.clone(),
                         expected: PEM_LABELS,
                     },
-                    None => PkiError::NotPem { expected: "PRIVATE KEY" },
+                    None => PkiError::NotPem {
+                        expected: "PRIVATE KEY",
+                    },
                 });
             }
             (Some(b), Some(_)) => {
@@ -340,6 +372,11 @@ impl PrivateKey {
                 });
             }
         };
+        Self::from_block(block)
+    }
+
+    /// Read one PEM block already split out of a file (see [`pem::parse_blocks`]).
+    pub fn from_block(block: &pem::PemBlock) -> Result<Self> {
         match block.label.as_str() {
             "PRIVATE KEY" => Self::from_pkcs8_der(&block.der),
             "RSA PRIVATE KEY" => Self::from_pkcs1_der(&block.der),
@@ -355,24 +392,33 @@ impl PrivateKey {
     /// Read an unencrypted PKCS#8 PrivateKeyInfo (v1 or v2).
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self> {
         let (algorithm, private_key) = pkcs8_parts(der)?;
-        let rejected = |what: &'static str| move |e: aws_lc_rs::error::KeyRejected| key_rejected(what, e);
+        let rejected =
+            |what: &'static str| move |e: aws_lc_rs::error::KeyRejected| key_rejected(what, e);
         let inner = match algorithm.oid {
             oid::RSA_ENCRYPTION => {
                 check_rsa_private_size(private_key)?;
-                KeyPairInner::Rsa(aws_lc_rs::rsa::KeyPair::from_pkcs8(der).map_err(rejected("RSA key"))?)
+                KeyPairInner::Rsa(
+                    aws_lc_rs::rsa::KeyPair::from_pkcs8(der).map_err(rejected("RSA key"))?,
+                )
             }
             oid::EC_PUBLIC_KEY => {
                 let curve = algorithm
                     .parameters_oid()
                     .map_err(|_| PkiError::UnsupportedKey("EC key without a named curve".into()))?;
                 KeyPairInner::Ecdsa(
-                    sig::EcdsaKeyPair::from_pkcs8(signing_alg(curve)?, der).map_err(rejected("EC key"))?,
+                    sig::EcdsaKeyPair::from_pkcs8(signing_alg(curve)?, der)
+                        .map_err(rejected("EC key"))?,
                 )
             }
             oid::ED25519 => KeyPairInner::Ed25519(
-                sig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(rejected("Ed25519 key"))?,
+                sig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+                    .map_err(rejected("Ed25519 key"))?,
             ),
-            other => return Err(PkiError::UnsupportedKey(format!("private key algorithm {other}"))),
+            other => {
+                return Err(PkiError::UnsupportedKey(format!(
+                    "private key algorithm {other}"
+                )));
+            }
         };
         Self::from_inner(inner)
     }
@@ -462,7 +508,8 @@ impl PrivateKey {
         match &self.inner {
             KeyPairInner::Rsa(k) => {
                 let mut out = vec![0u8; k.public_modulus_len()];
-                k.sign(&sig::RSA_PKCS1_SHA256, &rng, message, &mut out).map_err(fail)?;
+                k.sign(&sig::RSA_PKCS1_SHA256, &rng, message, &mut out)
+                    .map_err(fail)?;
                 Ok(out)
             }
             KeyPairInner::Ecdsa(k) => Ok(k.sign(&rng, message).map_err(fail)?.as_ref().to_vec()),
@@ -541,7 +588,11 @@ fn sec1_curve(der: &[u8]) -> Result<der::oid::ObjectIdentifier> {
         (None, 32) => oid::SECP256R1,
         (None, 48) => oid::SECP384R1,
         (None, 66) => oid::SECP521R1,
-        (None, n) => return Err(PkiError::UnsupportedKey(format!("EC private key of {n} bytes without a curve"))),
+        (None, n) => {
+            return Err(PkiError::UnsupportedKey(format!(
+                "EC private key of {n} bytes without a curve"
+            )));
+        }
     })
 }
 
@@ -595,7 +646,10 @@ mod tests {
     #[test]
     fn encrypted_and_wrong_blocks_are_explained() {
         let enc = pem::encode("ENCRYPTED PRIVATE KEY", b"xx");
-        assert!(matches!(PrivateKey::from_pem(enc.as_bytes()), Err(PkiError::EncryptedKey)));
+        assert!(matches!(
+            PrivateKey::from_pem(enc.as_bytes()),
+            Err(PkiError::EncryptedKey)
+        ));
         let cert = pem::encode("CERTIFICATE", b"xx");
         assert!(matches!(
             PrivateKey::from_pem(cert.as_bytes()),

@@ -28,11 +28,11 @@ pub mod time_fmt;
 
 pub use ca::CertificateAuthority;
 pub use cert::{CertificateInfo, IssuedCertificate};
-pub use csr::{build_csr, CertificateRequest, RequestedExtension, SubjectAltNames};
+pub use csr::{CertificateRequest, RequestedExtension, SubjectAltNames, build_csr};
 pub use error::{PkiError, Result};
 pub use key::{KeyAlgorithm, KeyType, PrivateKey, PublicKey};
-pub use name::{raw_name_der, CsrSubject, NameAttribute, SubjectInfo};
-pub use profile::{SigningProfile, Usage, BACKDATE, CLIENT_USAGES, MIN_LIFETIME};
+pub use name::{CsrSubject, NameAttribute, SubjectInfo, raw_name_der};
+pub use profile::{BACKDATE, CLIENT_USAGES, MIN_LIFETIME, SigningProfile, Usage};
 pub use random::{RandomSource, SystemRandom};
 
 /// Object identifiers kcert names (for tests and hostile corpora).

@@ -2,7 +2,7 @@
 //! (Go's crypto/x509: the last CN wins, every O is a group, multi-valued RDNs are flattened).
 
 use crate::error::corrupt;
-use crate::{oid, PkiError, Result};
+use crate::{PkiError, Result, oid};
 use der::asn1::{AnyRef, SetOfVec, Utf8StringRef};
 use der::oid::ObjectIdentifier;
 use der::{Decode, Encode, Tag, Tagged};
@@ -19,7 +19,10 @@ pub struct CsrSubject {
 impl CsrSubject {
     /// A subject for `user` in `groups`. The user must be non-empty; neither may contain control
     /// characters or start or end with whitespace, since the API server would take them verbatim.
-    pub fn new(user: impl Into<String>, groups: impl IntoIterator<Item = impl Into<String>>) -> Result<Self> {
+    pub fn new(
+        user: impl Into<String>,
+        groups: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<Self> {
         let common_name = user.into();
         check_value("user (CN)", &common_name)?;
         let mut organizations: Vec<String> = Vec::new();
@@ -27,7 +30,9 @@ impl CsrSubject {
             let group = group.into();
             check_value("group (O)", &group)?;
             if organizations.contains(&group) {
-                return Err(PkiError::InvalidSubject(format!("group '{group}' is given twice")));
+                return Err(PkiError::InvalidSubject(format!(
+                    "group '{group}' is given twice"
+                )));
             }
             organizations.push(group);
         }
@@ -57,8 +62,11 @@ impl CsrSubject {
             let utf8 = Utf8StringRef::new(value).map_err(crate::error::encode("subject"))?;
             let value = der::Any::encode_from(&utf8).map_err(crate::error::encode("subject"))?;
             let mut rdn = RelativeDistinguishedName::default();
-            rdn.insert(AttributeTypeAndValue { oid: attr_oid, value })
-                .map_err(crate::error::encode("subject"))?;
+            rdn.insert(AttributeTypeAndValue {
+                oid: attr_oid,
+                value,
+            })
+            .map_err(crate::error::encode("subject"))?;
             rdns.push(rdn);
         }
         rdns.to_der().map_err(crate::error::encode("subject"))
@@ -182,14 +190,19 @@ fn decode_string(attr: &ObjectIdentifier, value: &AnyRef<'_>) -> Result<String> 
         detail: detail.to_string(),
     };
     match value.tag() {
-        Tag::Utf8String => String::from_utf8(bytes.to_vec()).map_err(|_| invalid("UTF8String", "not UTF-8")),
+        Tag::Utf8String => {
+            String::from_utf8(bytes.to_vec()).map_err(|_| invalid("UTF8String", "not UTF-8"))
+        }
         Tag::PrintableString => {
             // Go also accepts '*' and '&' here for compatibility with broken encoders.
-            let ok = bytes.iter().all(|b| {
-                b.is_ascii_alphanumeric() || b" '()+,-./:=?*&".contains(b)
-            });
+            let ok = bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b" '()+,-./:=?*&".contains(b));
             if !ok {
-                return Err(invalid("PrintableString", "contains characters outside its alphabet"));
+                return Err(invalid(
+                    "PrintableString",
+                    "contains characters outside its alphabet",
+                ));
             }
             Ok(String::from_utf8(bytes.to_vec()).expect("ASCII"))
         }
@@ -201,15 +214,17 @@ fn decode_string(attr: &ObjectIdentifier, value: &AnyRef<'_>) -> Result<String> 
         }
         Tag::NumericString => {
             if !bytes.iter().all(|b| b.is_ascii_digit() || *b == b' ') {
-                return Err(invalid("NumericString", "contains characters other than digits and space"));
+                return Err(invalid(
+                    "NumericString",
+                    "contains characters other than digits and space",
+                ));
             }
             Ok(String::from_utf8(bytes.to_vec()).expect("ASCII"))
         }
         // Go hands T61String bytes through unchanged; only valid UTF-8 is representable here,
         // and anything else is refused rather than guessed at.
-        Tag::TeletexString => {
-            String::from_utf8(bytes.to_vec()).map_err(|_| invalid("T61String", "holds bytes that are not UTF-8"))
-        }
+        Tag::TeletexString => String::from_utf8(bytes.to_vec())
+            .map_err(|_| invalid("T61String", "holds bytes that are not UTF-8")),
         Tag::BmpString => {
             let mut units = bytes;
             if units.len() % 2 != 0 {
@@ -237,11 +252,15 @@ pub fn raw_name_der(attributes: &[(ObjectIdentifier, Tag, &[u8])]) -> Result<Vec
     for (attr_oid, tag, bytes) in attributes {
         let value = der::Any::new(*tag, bytes.to_vec()).map_err(crate::error::encode("name"))?;
         let mut set = SetOfVec::new();
-        set.insert(AttributeTypeAndValue { oid: *attr_oid, value })
-            .map_err(crate::error::encode("name"))?;
+        set.insert(AttributeTypeAndValue {
+            oid: *attr_oid,
+            value,
+        })
+        .map_err(crate::error::encode("name"))?;
         let mut rdn = RelativeDistinguishedName::default();
         for atv in set.iter() {
-            rdn.insert(atv.clone()).map_err(crate::error::encode("name"))?;
+            rdn.insert(atv.clone())
+                .map_err(crate::error::encode("name"))?;
         }
         rdns.push(rdn);
     }
@@ -279,12 +298,19 @@ mod tests {
             (oid::ORGANIZATION, Tag::Ia5String, b"qa"),
         ])
         .unwrap();
-        assert_eq!(SubjectInfo::from_der(&der).unwrap().organizations, ["dév", "ops", "qa"]);
+        assert_eq!(
+            SubjectInfo::from_der(&der).unwrap().organizations,
+            ["dév", "ops", "qa"]
+        );
 
-        let bad_printable = raw_name_der(&[(oid::ORGANIZATION, Tag::PrintableString, b"a_b")]).unwrap();
+        let bad_printable =
+            raw_name_der(&[(oid::ORGANIZATION, Tag::PrintableString, b"a_b")]).unwrap();
         assert!(matches!(
             SubjectInfo::from_der(&bad_printable),
-            Err(PkiError::InvalidString { kind: "PrintableString", .. })
+            Err(PkiError::InvalidString {
+                kind: "PrintableString",
+                ..
+            })
         ));
         let octets = raw_name_der(&[(oid::ORGANIZATION, Tag::OctetString, b"x")]).unwrap();
         assert!(matches!(

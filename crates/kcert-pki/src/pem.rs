@@ -22,7 +22,8 @@ impl std::fmt::Debug for PemBlock {
 
 /// Every PEM block in `input`, in order. Text around blocks is ignored, as openssl does.
 pub fn parse_blocks(input: &[u8]) -> Result<Vec<PemBlock>> {
-    let text = std::str::from_utf8(input).map_err(|_| PkiError::BadPem("input is not text".into()))?;
+    let text =
+        std::str::from_utf8(input).map_err(|_| PkiError::BadPem("input is not text".into()))?;
     let mut blocks = Vec::new();
     let mut rest = text;
     while let Some(start) = rest.find("-----BEGIN ") {
@@ -52,7 +53,10 @@ pub fn single_block(input: &[u8], label: &'static str) -> Result<PemBlock> {
     let blocks = parse_blocks(input)?;
     let count = blocks.iter().filter(|b| b.label == label).count();
     match count {
-        1 => Ok(blocks.into_iter().find(|b| b.label == label).expect("counted one")),
+        1 => Ok(blocks
+            .into_iter()
+            .find(|b| b.label == label)
+            .expect("counted one")),
         0 => match blocks.into_iter().next() {
             Some(other) => Err(PkiError::WrongPemType {
                 found: other.label,

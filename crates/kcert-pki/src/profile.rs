@@ -1,6 +1,6 @@
 //! What a signature may grant: usages and lifetime, decided before any bytes are signed.
 
-use crate::{oid, PkiError, Result};
+use crate::{PkiError, Result, oid};
 use der::oid::ObjectIdentifier;
 use std::fmt;
 use std::str::FromStr;
@@ -182,7 +182,11 @@ pub(crate) fn leaf_extensions_for(usages: &[Usage]) -> Result<(u16, Vec<ObjectId
 }
 
 /// Kubernetes' default client usages (`kubectl` and the seeds use these).
-pub const CLIENT_USAGES: [Usage; 3] = [Usage::DigitalSignature, Usage::KeyEncipherment, Usage::ClientAuth];
+pub const CLIENT_USAGES: [Usage; 3] = [
+    Usage::DigitalSignature,
+    Usage::KeyEncipherment,
+    Usage::ClientAuth,
+];
 
 /// How kube-controller-manager backdates certificates (clock skew allowance).
 pub const BACKDATE: Duration = Duration::from_secs(5 * 60);
@@ -227,19 +231,31 @@ impl SigningProfile {
 
     /// NotBefore and NotAfter as kube-controller-manager computes them: backdated 5 minutes,
     /// the backdate also taken off the end for lifetimes of 8 hours or more, never past the CA.
-    pub fn validity(&self, now: SystemTime, ca_not_after: SystemTime) -> Result<(SystemTime, SystemTime)> {
+    pub fn validity(
+        &self,
+        now: SystemTime,
+        ca_not_after: SystemTime,
+    ) -> Result<(SystemTime, SystemTime)> {
         if self.max_lifetime.is_zero() {
-            return Err(PkiError::InvalidLifetime("the signer's maximum lifetime is zero".into()));
+            return Err(PkiError::InvalidLifetime(
+                "the signer's maximum lifetime is zero".into(),
+            ));
         }
         let ttl = self.granted_lifetime();
         let now = truncate_to_seconds(now);
         let not_before = now - BACKDATE;
-        let mut not_after = if ttl < SHORT_LIFETIME { now + ttl } else { now + ttl - BACKDATE };
+        let mut not_after = if ttl < SHORT_LIFETIME {
+            now + ttl
+        } else {
+            now + ttl - BACKDATE
+        };
         if not_after >= ca_not_after {
             not_after = ca_not_after;
         }
         if now >= ca_not_after || not_before >= ca_not_after {
-            return Err(PkiError::SignerExpired(crate::time_fmt::rfc3339(ca_not_after)));
+            return Err(PkiError::SignerExpired(crate::time_fmt::rfc3339(
+                ca_not_after,
+            )));
         }
         Ok((not_before, not_after))
     }
@@ -270,7 +286,11 @@ mod tests {
     fn lifetime_matches_kube_controller_manager() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let far = now + Duration::from_secs(10 * 365 * 24 * H);
-        let secs = |t: SystemTime| t.duration_since(now).map(|d| d.as_secs() as i64).unwrap_or_else(|e| -(e.duration().as_secs() as i64));
+        let secs = |t: SystemTime| {
+            t.duration_since(now)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or_else(|e| -(e.duration().as_secs() as i64))
+        };
         // Long lifetime: backdate taken off both ends.
         let (nb, na) = profile(24 * H, None).validity(now, far).unwrap();
         assert_eq!((secs(nb), secs(na)), (-300, (24 * H - 300) as i64));
@@ -307,6 +327,9 @@ mod tests {
         for u in Usage::ALL {
             assert_eq!(u.as_str().parse::<Usage>().unwrap(), u);
         }
-        assert!(matches!("client".parse::<Usage>(), Err(PkiError::UnknownUsage(_))));
+        assert!(matches!(
+            "client".parse::<Usage>(),
+            Err(PkiError::UnknownUsage(_))
+        ));
     }
 }

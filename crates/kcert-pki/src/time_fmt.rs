@@ -18,10 +18,14 @@ pub(crate) fn x509_time(t: SystemTime) -> crate::Result<x509_cert::time::Time> {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_err(|_| crate::PkiError::InvalidLifetime("time before 1970".into()))?;
     let whole = std::time::Duration::from_secs(since.as_secs());
-    let bad = |e| crate::PkiError::InvalidLifetime(format!("time not representable in a certificate: {e}"));
+    let bad = |e| {
+        crate::PkiError::InvalidLifetime(format!("time not representable in a certificate: {e}"))
+    };
     // 2050-01-01T00:00:00Z
     if whole.as_secs() < 2_524_608_000 {
-        Ok(x509_cert::time::Time::UtcTime(UtcTime::from_unix_duration(whole).map_err(bad)?))
+        Ok(x509_cert::time::Time::UtcTime(
+            UtcTime::from_unix_duration(whole).map_err(bad)?,
+        ))
     } else {
         Ok(x509_cert::time::Time::GeneralTime(
             GeneralizedTime::from_unix_duration(whole).map_err(bad)?,

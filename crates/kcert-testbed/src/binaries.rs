@@ -85,8 +85,13 @@ pub fn cache_dir() -> Result<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .ok_or_else(|| Error::Setup("neither HOME nor XDG_CACHE_HOME is set; set KCERT_TESTBED_CACHE".into()))?;
-    Ok(base.join("kcert").join("control-plane").join(KUBERNETES_VERSION))
+        .ok_or_else(|| {
+            Error::Setup("neither HOME nor XDG_CACHE_HOME is set; set KCERT_TESTBED_CACHE".into())
+        })?;
+    Ok(base
+        .join("kcert")
+        .join("control-plane")
+        .join(KUBERNETES_VERSION))
 }
 
 const COMPLETE_MARKER: &str = ".complete";
@@ -123,7 +128,11 @@ fn build(dir: &Path) -> Result<()> {
     let go = go()?;
     let src = dir.join("src");
     std::fs::create_dir_all(&src).map_err(|e| Error::io(&src, e))?;
-    for (name, text) in [("go.mod", GO_MOD), ("go.sum", GO_SUM), ("tools.go", TOOLS_GO)] {
+    for (name, text) in [
+        ("go.mod", GO_MOD),
+        ("go.sum", GO_SUM),
+        ("tools.go", TOOLS_GO),
+    ] {
         std::fs::write(src.join(name), text).map_err(|e| Error::io(&src.join(name), e))?;
     }
     let tmp = dir.join("bin.tmp");
@@ -158,15 +167,25 @@ fn build(dir: &Path) -> Result<()> {
         &["go.etcd.io/etcd/server/v3"],
         started,
     )?;
-    std::fs::write(tmp.join(COMPLETE_MARKER), KUBERNETES_VERSION).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::write(tmp.join(COMPLETE_MARKER), KUBERNETES_VERSION)
+        .map_err(|e| Error::io(&tmp, e))?;
     let bin = dir.join("bin");
     let _ = std::fs::remove_dir_all(&bin);
     std::fs::rename(&tmp, &bin).map_err(|e| Error::io(&bin, e))?;
-    progress(&format!("built in {:.1} min", started.elapsed().as_secs_f64() / 60.0));
+    progress(&format!(
+        "built in {:.1} min",
+        started.elapsed().as_secs_f64() / 60.0
+    ));
     Ok(())
 }
 
-fn go_build(go: &Path, src: &Path, flags: &[&str], packages: &[&str], started: Instant) -> Result<()> {
+fn go_build(
+    go: &Path,
+    src: &Path,
+    flags: &[&str],
+    packages: &[&str],
+    started: Instant,
+) -> Result<()> {
     let mut child = Command::new(go)
         .current_dir(src)
         .env("CGO_ENABLED", "0")

@@ -5,8 +5,8 @@ use crate::{Binaries, Error, Result};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kcert_pki::{
-    build_csr, CertificateAuthority, CertificateRequest, CsrSubject, KeyType, PrivateKey, SigningProfile,
-    SubjectAltNames, SystemRandom, Usage,
+    CertificateAuthority, CertificateRequest, CsrSubject, KeyType, PrivateKey, SigningProfile,
+    SubjectAltNames, SystemRandom, Usage, build_csr,
 };
 use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -17,8 +17,8 @@ use std::net::TcpListener;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// The cluster CA's key type.
@@ -61,7 +61,11 @@ impl TestClusterBuilder {
         loop {
             attempt += 1;
             match TestCluster::start_once(&self, &binaries).await {
-                Err(Error::Startup(msg)) if attempt < 3 && msg.contains("address already in use") => continue,
+                Err(Error::Startup(msg))
+                    if attempt < 3 && msg.contains("address already in use") =>
+                {
+                    continue;
+                }
                 other => return other,
             }
         }
@@ -100,8 +104,12 @@ static NAME_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A free TCP port on 127.0.0.1 (the OS picks; we release it for the server to bind).
 fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io(Path::new("127.0.0.1:0"), e))?;
-    Ok(listener.local_addr().map_err(|e| Error::io(Path::new("127.0.0.1:0"), e))?.port())
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io(Path::new("127.0.0.1:0"), e))?;
+    Ok(listener
+        .local_addr()
+        .map_err(|e| Error::io(Path::new("127.0.0.1:0"), e))?
+        .port())
 }
 
 /// Write a file readable by its owner only (keys), or by all (certificates).
@@ -156,10 +164,20 @@ impl TestCluster {
             CaKeyType::Rsa2048 => KeyType::Rsa2048,
             CaKeyType::EcdsaP256 => KeyType::EcdsaP256,
         })?;
-        let ca = CertificateAuthority::create(ca_key, "kcert-testbed-ca", Duration::from_secs(365 * 86400), now, &rng)?;
+        let ca = CertificateAuthority::create(
+            ca_key,
+            "kcert-testbed-ca",
+            Duration::from_secs(365 * 86400),
+            now,
+            &rng,
+        )?;
         let ca_pem = ca.certificate_pem();
         write_file(&dir.join("ca.crt"), ca_pem.as_bytes(), false)?;
-        write_file(&dir.join("ca.key"), ca.key().to_pkcs8_pem()?.as_bytes(), true)?;
+        write_file(
+            &dir.join("ca.key"),
+            ca.key().to_pkcs8_pem()?.as_bytes(),
+            true,
+        )?;
 
         let serving_key = PrivateKey::generate(KeyType::EcdsaP256)?;
         let sans = SubjectAltNames {
@@ -167,11 +185,19 @@ impl TestCluster {
             ips: vec!["127.0.0.1".parse().expect("literal")],
             ..Default::default()
         };
-        let csr = build_csr(&serving_key, &CsrSubject::new("kube-apiserver", Vec::<String>::new())?, &sans)?;
+        let csr = build_csr(
+            &serving_key,
+            &CsrSubject::new("kube-apiserver", Vec::<String>::new())?,
+            &sans,
+        )?;
         let serving = ca.sign(
             &CertificateRequest::from_pem(csr.as_bytes())?,
             &SigningProfile {
-                usages: vec![Usage::DigitalSignature, Usage::KeyEncipherment, Usage::ServerAuth],
+                usages: vec![
+                    Usage::DigitalSignature,
+                    Usage::KeyEncipherment,
+                    Usage::ServerAuth,
+                ],
                 max_lifetime: Duration::from_secs(365 * 86400),
                 requested_lifetime: None,
                 allow_sans: true,
@@ -180,7 +206,11 @@ impl TestCluster {
             &rng,
         )?;
         write_file(&dir.join("serving.crt"), serving.to_pem().as_bytes(), false)?;
-        write_file(&dir.join("serving.key"), serving_key.to_pkcs8_pem()?.as_bytes(), true)?;
+        write_file(
+            &dir.join("serving.key"),
+            serving_key.to_pkcs8_pem()?.as_bytes(),
+            true,
+        )?;
         let sa_key = PrivateKey::generate(KeyType::EcdsaP256)?;
         write_file(&dir.join("sa.key"), sa_key.to_pkcs8_pem()?.as_bytes(), true)?;
         let sa_pub = kcert_pki::pem::encode("PUBLIC KEY", sa_key.public_key().spki_der());
@@ -191,7 +221,8 @@ impl TestCluster {
         let api_port = free_port()?;
         let server = format!("https://127.0.0.1:{api_port}");
 
-        let (admin_cert, admin_key) = issue_client(&ca, "kcert-testbed-admin", &["system:masters"])?;
+        let (admin_cert, admin_key) =
+            issue_client(&ca, "kcert-testbed-admin", &["system:masters"])?;
         let admin_yaml = kubeconfig::render(
             &server,
             &ca_pem,
@@ -228,19 +259,32 @@ impl TestCluster {
             format!("--secure-port={api_port}"),
             format!("--cert-dir={}", dir.join("certs").display()),
             format!("--tls-cert-file={}", dir.join("serving.crt").display()),
-            format!("--tls-private-key-file={}", dir.join("serving.key").display()),
+            format!(
+                "--tls-private-key-file={}",
+                dir.join("serving.key").display()
+            ),
             format!("--client-ca-file={}", dir.join("ca.crt").display()),
             "--authorization-mode=Node,RBAC".into(),
             format!("--service-account-issuer={server}"),
-            format!("--service-account-key-file={}", dir.join("sa.pub").display()),
-            format!("--service-account-signing-key-file={}", dir.join("sa.key").display()),
+            format!(
+                "--service-account-key-file={}",
+                dir.join("sa.pub").display()
+            ),
+            format!(
+                "--service-account-signing-key-file={}",
+                dir.join("sa.key").display()
+            ),
             "--service-cluster-ip-range=10.0.0.0/24".into(),
             "--disable-admission-plugins=ServiceAccount".into(),
             "--profiling=false".into(),
             "--v=0".into(),
         ];
         args.extend(options.apiserver_args.iter().cloned());
-        let apiserver = spawn(&binaries.kube_apiserver, &args, &dir.join("kube-apiserver.log"));
+        let apiserver = spawn(
+            &binaries.kube_apiserver,
+            &args,
+            &dir.join("kube-apiserver.log"),
+        );
         let apiserver = match apiserver {
             Ok(child) => child,
             Err(e) => {
@@ -287,7 +331,9 @@ impl TestCluster {
                     }
                 }
             }
-            let request = http::Request::get("/readyz").body(Vec::new()).expect("static request");
+            let request = http::Request::get("/readyz")
+                .body(Vec::new())
+                .expect("static request");
             if let Ok(body) = client.request_text(request).await {
                 if body.trim() == "ok" {
                     return Ok(());
@@ -351,7 +397,11 @@ impl TestCluster {
 
     /// A kubectl of the cluster's version if one was built, else the one on PATH.
     pub fn kubectl(&self) -> Command {
-        let program = self.binaries.kubectl.clone().unwrap_or_else(|| PathBuf::from("kubectl"));
+        let program = self
+            .binaries
+            .kubectl
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("kubectl"));
         let mut cmd = Command::new(program);
         cmd.arg(format!("--kubeconfig={}", self.admin_kubeconfig.display()));
         cmd
@@ -359,7 +409,8 @@ impl TestCluster {
 
     /// A client with the admin's identity (CN=kcert-testbed-admin, O=system:masters).
     pub async fn admin_client(&self) -> Result<Client> {
-        let yaml = std::fs::read_to_string(&self.admin_kubeconfig).map_err(|e| Error::io(&self.admin_kubeconfig, e))?;
+        let yaml = std::fs::read_to_string(&self.admin_kubeconfig)
+            .map_err(|e| Error::io(&self.admin_kubeconfig, e))?;
         client_from_kubeconfig(&yaml).await
     }
 
@@ -385,7 +436,12 @@ impl TestCluster {
     /// A client for ServiceAccount `namespace/name` (created if missing) with a TokenRequest token.
     pub async fn service_account_client(&self, namespace: &str, name: &str) -> Result<Client> {
         let token = self.service_account_token(namespace, name).await?;
-        let yaml = kubeconfig::render(&self.server, &self.ca_pem, name, &Credentials::Token(&token));
+        let yaml = kubeconfig::render(
+            &self.server,
+            &self.ca_pem,
+            name,
+            &Credentials::Token(&token),
+        );
         client_from_kubeconfig(&yaml).await
     }
 
@@ -412,7 +468,9 @@ impl TestCluster {
             }),
             ..Default::default()
         };
-        let issued = accounts.create_token_request(name, &PostParams::default(), &request).await?;
+        let issued = accounts
+            .create_token_request(name, &PostParams::default(), &request)
+            .await?;
         issued
             .status
             .and_then(|s| s.token)
@@ -463,7 +521,11 @@ impl Drop for TestCluster {
     fn drop(&mut self) {
         self.stop();
         if std::env::var_os("KCERT_TESTBED_KEEP").is_some() {
-            let _ = writeln!(std::io::stderr(), "kcert-testbed: kept {}", self.dir.display());
+            let _ = writeln!(
+                std::io::stderr(),
+                "kcert-testbed: kept {}",
+                self.dir.display()
+            );
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -471,9 +533,17 @@ impl Drop for TestCluster {
 }
 
 /// Issue a client certificate for `user` in `groups` directly from the CA (one hour).
-fn issue_client(ca: &CertificateAuthority, user: &str, groups: &[&str]) -> Result<(String, String)> {
+fn issue_client(
+    ca: &CertificateAuthority,
+    user: &str,
+    groups: &[&str],
+) -> Result<(String, String)> {
     let key = PrivateKey::generate(KeyType::EcdsaP256)?;
-    let csr = build_csr(&key, &CsrSubject::new(user, groups.iter().copied())?, &SubjectAltNames::default())?;
+    let csr = build_csr(
+        &key,
+        &CsrSubject::new(user, groups.iter().copied())?,
+        &SubjectAltNames::default(),
+    )?;
     let cert = ca.sign(
         &CertificateRequest::from_pem(csr.as_bytes())?,
         &SigningProfile::client(Duration::from_secs(3600)),

@@ -18,8 +18,8 @@ mod binaries;
 mod cluster;
 pub mod kubeconfig;
 
-pub use binaries::{cache_dir, Binaries, ETCD_VERSION, KUBERNETES_VERSION};
-pub use cluster::{client_from_kubeconfig, CaKeyType, TestCluster, TestClusterBuilder};
+pub use binaries::{Binaries, ETCD_VERSION, KUBERNETES_VERSION, cache_dir};
+pub use cluster::{CaKeyType, TestCluster, TestClusterBuilder, client_from_kubeconfig};
 
 /// Errors of the test bed.
 #[derive(Debug, thiserror::Error)]

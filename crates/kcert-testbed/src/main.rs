@@ -1,6 +1,6 @@
 //! `kcert-testbed`: build the control plane, or run one cluster until interrupted.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use kcert_testbed::{Binaries, CaKeyType, TestCluster};
 use std::path::PathBuf;
 
@@ -60,7 +60,10 @@ async fn up(args: &[String]) -> Result<()> {
     let _ = std::fs::remove_file(&ready);
     let cluster = TestCluster::builder().ca_key(ca_key).start().await?;
     for (name, from) in [
-        ("admin.kubeconfig", cluster.admin_kubeconfig_path().to_path_buf()),
+        (
+            "admin.kubeconfig",
+            cluster.admin_kubeconfig_path().to_path_buf(),
+        ),
         ("ca.crt", cluster.ca_cert_path()),
         ("ca.key", cluster.ca_key_path()),
     ] {

@@ -1,0 +1,43 @@
+//! The `kcert` command line. `main` parses flags (see [`cli`]) and dispatches to one module
+//! per command under [`commands`]; files are written through [`files`] (atomic, 0600 keys).
+
+pub mod cli;
+pub mod commands;
+pub mod duration;
+pub mod files;
+
+use clap::Parser;
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+/// Exit codes, stable for pipelines.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Any failure: bad input, I/O, refused operation.
+    pub const ERROR: u8 = 1;
+    /// Bad command line (clap's code).
+    pub const USAGE: u8 = 2;
+}
+
+/// Run the CLI with `args` (including the program name) and return the exit code.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = match cli::Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    match commands::run(&cli) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("kcert: error: {e:#}");
+            ExitCode::from(exit::ERROR)
+        }
+    }
+}
