@@ -159,6 +159,7 @@ pub(crate) fn sign_certificate(
 
 /// What a certificate says, for `kcert inspect` and for checks.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CertificateInfo {
     /// The subject (CN = user, O = groups for client certificates).
     pub subject: SubjectInfo,
@@ -247,10 +248,10 @@ impl CertificateInfo {
                     let bits = BitStringRef::from_der(value).map_err(corrupt("keyUsage"))?;
                     for (i, byte) in bits.raw_bytes().iter().enumerate() {
                         for j in 0..8u8 {
-                            if byte & (0x80 >> j) != 0 {
-                                if let Some(u) = Usage::from_key_usage_bit(i as u8 * 8 + j) {
-                                    info.usages.push(u.as_str().to_string());
-                                }
+                            if byte & (0x80 >> j) != 0
+                                && let Some(u) = Usage::from_key_usage_bit(i as u8 * 8 + j)
+                            {
+                                info.usages.push(u.as_str().to_string());
                             }
                         }
                     }

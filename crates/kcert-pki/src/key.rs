@@ -13,8 +13,7 @@ use std::str::FromStr;
 use zeroize::Zeroizing;
 
 /// The algorithm (and size) of a public key, as found in a SubjectPublicKeyInfo.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KeyAlgorithm {
     /// RSA with a modulus of `bits` bits.
     Rsa {
@@ -40,6 +39,13 @@ impl fmt::Display for KeyAlgorithm {
             KeyAlgorithm::EcdsaP521 => f.write_str("ECDSA P-521"),
             KeyAlgorithm::Ed25519 => f.write_str("Ed25519"),
         }
+    }
+}
+
+impl serde::Serialize for KeyAlgorithm {
+    /// As its display form (`RSA 2048`, `ECDSA P-256`), the same string everywhere in JSON output.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -254,12 +260,11 @@ impl PublicKey {
             };
         // Parameters must be absent (ECDSA, Ed25519) or NULL (RSA PKCS#1): anything else is a
         // malformed identifier that Go's parser would also refuse.
-        if let Some(params) = algorithm.parameters {
-            if !(matches!(self.algorithm, KeyAlgorithm::Rsa { .. })
+        if let Some(params) = algorithm.parameters
+            && !(matches!(self.algorithm, KeyAlgorithm::Rsa { .. })
                 && params.tag() == der::Tag::Null)
-            {
-                return Err(unsupported());
-            }
+        {
+            return Err(unsupported());
         }
         sig::UnparsedPublicKey::new(verifier, self.key_bits())
             .verify(message, signature)

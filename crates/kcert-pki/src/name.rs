@@ -11,6 +11,7 @@ use x509_cert::name::{RdnSequence, RelativeDistinguishedName};
 
 /// The identity a Kubernetes client certificate carries: CN is the user, each O a group.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CsrSubject {
     common_name: String,
     organizations: Vec<String>,
@@ -101,6 +102,7 @@ pub struct NameAttribute {
 
 /// A name as the Kubernetes API server reads it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SubjectInfo {
     /// The user: the last CN, as Go's `pkix.Name` keeps it. `None` when there is no CN.
     pub common_name: Option<String>,

@@ -334,10 +334,10 @@ impl TestCluster {
             let request = http::Request::get("/readyz")
                 .body(Vec::new())
                 .expect("static request");
-            if let Ok(body) = client.request_text(request).await {
-                if body.trim() == "ok" {
-                    return Ok(());
-                }
+            if let Ok(body) = client.request_text(request).await
+                && body.trim() == "ok"
+            {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(Error::Startup(format!(

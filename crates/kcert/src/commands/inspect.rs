@@ -214,12 +214,12 @@ fn render_object(o: &Value, indent: &str) -> String {
             out.push_str(&line("serial", s(&o["serial"])));
             out.push_str(&line(
                 "valid",
-                format!("{} to {}", s(&o["not_before"]), s(&o["not_after"])),
+                format!("{} to {}", s(&o["notBefore"]), s(&o["notAfter"])),
             ));
             out.push_str(&line("usages", s(&o["usages"])));
             out.push_str(&line(
                 "CA",
-                if o["is_ca"] == json!(true) {
+                if o["isCa"] == json!(true) {
                     "yes".into()
                 } else {
                     "no".into()
@@ -233,13 +233,13 @@ fn render_object(o: &Value, indent: &str) -> String {
                 "key",
                 format!(
                     "{} (SHA-256 {})",
-                    key_text(&o["key_algorithm"]),
-                    s(&o["public_key_sha256"])
+                    s(&o["keyAlgorithm"]),
+                    s(&o["publicKeySha256"])
                 ),
             ));
             out.push_str(&line(
                 "fingerprint",
-                format!("SHA-256 {}", s(&o["fingerprint_sha256"])),
+                format!("SHA-256 {}", s(&o["fingerprintSha256"])),
             ));
         }
         "certificate-request" => {
@@ -318,7 +318,7 @@ fn render_object(o: &Value, indent: &str) -> String {
                     out.push_str(&format!(
                         "{indent}    CA: {} until {}\n",
                         s(&c["certificateAuthority"]["subject"]),
-                        s(&c["certificateAuthority"]["not_after"])
+                        s(&c["certificateAuthority"]["notAfter"])
                     ));
                 }
             }
@@ -355,17 +355,6 @@ fn render_object(o: &Value, indent: &str) -> String {
         _ => {}
     }
     out.trim_end().to_string()
-}
-
-fn key_text(v: &Value) -> String {
-    match v["type"].as_str() {
-        Some("rsa") => format!("RSA {}", s(&v["bits"])),
-        Some("ecdsa-p256") => "ECDSA P-256".into(),
-        Some("ecdsa-p384") => "ECDSA P-384".into(),
-        Some("ecdsa-p521") => "ECDSA P-521".into(),
-        Some("ed25519") => "Ed25519".into(),
-        _ => s(v),
-    }
 }
 
 fn sans_text(v: &Value) -> String {
