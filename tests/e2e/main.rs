@@ -1,4 +1,5 @@
 //! kcert's tests against a real kube-apiserver and etcd. One binary, one shared cluster
 //! (`TestCluster::shared`); each test uses unique names and its own namespace.
 
+mod pki;
 mod testbed;

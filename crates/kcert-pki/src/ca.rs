@@ -146,11 +146,7 @@ impl CertificateAuthority {
             },
         };
         let der = sign_certificate(&template, &self.key)?;
-        let serial = hex::encode(
-            x509_cert::serial_number::SerialNumber::<x509_cert::certificate::Rfc5280>::new(&serial)
-                .map_err(crate::error::encode("serial"))?
-                .as_bytes(),
-        );
+        let serial = crate::cert::serial_hex(&serial);
         Ok(IssuedCertificate {
             der,
             serial,
@@ -192,5 +188,213 @@ impl CertificateAuthority {
             self.info.key_algorithm,
             rfc3339(self.info.not_after_time())
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CertificateInfo, KeyType, SubjectAltNames, SystemRandom, Usage, build_csr};
+    use proptest::prelude::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn new_ca(key_type: KeyType, now: SystemTime) -> CertificateAuthority {
+        CertificateAuthority::create(
+            PrivateKey::generate(key_type).unwrap(),
+            "test-ca",
+            30 * DAY,
+            now,
+            &SystemRandom,
+        )
+        .unwrap()
+    }
+
+    fn csr_for(user: &str, groups: &[&str], sans: &SubjectAltNames) -> CertificateRequest {
+        let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+        let pem = build_csr(
+            &key,
+            &CsrSubject::new(user, groups.iter().copied()).unwrap(),
+            sans,
+        )
+        .unwrap();
+        CertificateRequest::from_pem(pem.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_created_ca_loads_back_and_signs_with_matching_identifiers() {
+        let now = SystemTime::now();
+        for key_type in [
+            KeyType::Rsa2048,
+            KeyType::EcdsaP256,
+            KeyType::EcdsaP384,
+            KeyType::Ed25519,
+        ] {
+            let ca = new_ca(key_type, now);
+            let loaded = CertificateAuthority::load(
+                ca.certificate_pem().as_bytes(),
+                ca.key().to_pkcs8_pem().unwrap().as_bytes(),
+                now,
+            )
+            .unwrap();
+            assert!(loaded.info().is_ca);
+            let csr = csr_for("jane", &["dev", "ops"], &SubjectAltNames::default());
+            let cert = loaded
+                .sign(&csr, &SigningProfile::client(DAY), now, &SystemRandom)
+                .unwrap();
+            let info = CertificateInfo::from_der(&cert.der).unwrap();
+            assert_eq!(info.subject.organizations, ["dev", "ops"]);
+            assert!(!info.is_ca);
+            assert_eq!(
+                info.usages,
+                ["digital signature", "key encipherment", "client auth"]
+            );
+            assert_eq!(
+                info.authority_key_id,
+                ca.info().subject_key_id,
+                "{key_type}"
+            );
+            assert_eq!(info.issuer, "CN=test-ca");
+            assert_eq!(info.public_key(), csr.public_key());
+            assert_eq!(cert.not_before, info.not_before_time());
+            assert_eq!(cert.not_after, info.not_after_time());
+        }
+    }
+
+    #[test]
+    fn loading_checks_pairing_ca_flag_and_validity() {
+        let now = SystemTime::now();
+        let ca = new_ca(KeyType::EcdsaP256, now);
+        let other = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+        let cert = ca.certificate_pem();
+        assert!(matches!(
+            CertificateAuthority::load(
+                cert.as_bytes(),
+                other.to_pkcs8_pem().unwrap().as_bytes(),
+                now
+            ),
+            Err(PkiError::CaKeyMismatch)
+        ));
+        let key = ca.key().to_pkcs8_pem().unwrap();
+        assert!(matches!(
+            CertificateAuthority::load(cert.as_bytes(), key.as_bytes(), now + 31 * DAY),
+            Err(PkiError::CaNotValidNow { .. })
+        ));
+        // A leaf presented as a CA.
+        let leaf_key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+        let pem = build_csr(
+            &leaf_key,
+            &CsrSubject::new("leaf", ["x"]).unwrap(),
+            &Default::default(),
+        )
+        .unwrap();
+        let leaf = ca
+            .sign(
+                &CertificateRequest::from_pem(pem.as_bytes()).unwrap(),
+                &SigningProfile::client(DAY),
+                now,
+                &SystemRandom,
+            )
+            .unwrap();
+        assert!(matches!(
+            CertificateAuthority::load(
+                leaf.to_pem().as_bytes(),
+                leaf_key.to_pkcs8_pem().unwrap().as_bytes(),
+                now
+            ),
+            Err(PkiError::NotACa)
+        ));
+        // A bundle: the certificate matching the key is the one used.
+        let bundle = format!(
+            "{}{}",
+            new_ca(KeyType::EcdsaP256, now).certificate_pem(),
+            cert
+        );
+        let loaded = CertificateAuthority::load(bundle.as_bytes(), key.as_bytes(), now).unwrap();
+        assert_eq!(loaded.certificate_der(), ca.certificate_der());
+    }
+
+    #[test]
+    fn sans_only_where_allowed_and_serials_are_unique_and_positive() {
+        let now = SystemTime::now();
+        let ca = new_ca(KeyType::EcdsaP256, now);
+        let sans = SubjectAltNames {
+            dns: vec!["svc.example".into()],
+            ..Default::default()
+        };
+        let csr = csr_for("web", &[], &sans);
+        assert!(matches!(
+            ca.sign(&csr, &SigningProfile::client(DAY), now, &SystemRandom),
+            Err(PkiError::SansNotAllowed(_))
+        ));
+        let server = SigningProfile {
+            usages: vec![Usage::DigitalSignature, Usage::ServerAuth],
+            allow_sans: true,
+            ..SigningProfile::client(DAY)
+        };
+        let cert = ca.sign(&csr, &server, now, &SystemRandom).unwrap();
+        assert_eq!(CertificateInfo::from_der(&cert.der).unwrap().sans, sans);
+
+        let mut serials = std::collections::HashSet::new();
+        let plain = csr_for("jane", &[], &SubjectAltNames::default());
+        for _ in 0..200 {
+            let cert = ca
+                .sign(&plain, &SigningProfile::client(DAY), now, &SystemRandom)
+                .unwrap();
+            assert!(
+                cert.serial.len() <= 32 && !cert.serial.starts_with("00"),
+                "{}",
+                cert.serial
+            );
+            assert!(serials.insert(cert.serial));
+        }
+    }
+
+    /// Serial bytes from a fixed pattern, to show the serial really comes from the source given.
+    struct Fixed(u8);
+    impl RandomSource for Fixed {
+        fn fill(&self, dest: &mut [u8]) -> Result<()> {
+            dest.fill(self.0);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn serial_comes_from_the_random_source_and_is_kept_positive() {
+        let now = SystemTime::now();
+        let ca = new_ca(KeyType::EcdsaP256, now);
+        let csr = csr_for("jane", &[], &SubjectAltNames::default());
+        let cert = ca
+            .sign(&csr, &SigningProfile::client(DAY), now, &Fixed(0xff))
+            .unwrap();
+        assert_eq!(cert.serial, format!("7f{}", "ff".repeat(15)));
+    }
+
+    fn name_value() -> impl Strategy<Value = String> {
+        // Printable Unicode without control characters, trimmed, non-empty.
+        "[^\\p{Cc}\\p{Cf}]{1,40}"
+            .prop_map(|s| s.trim().to_string())
+            .prop_filter("non-empty", |s| !s.is_empty())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn cn_and_every_o_round_trip_exactly_from_csr_to_certificate(
+            cn in name_value(),
+            groups in proptest::collection::btree_set(name_value(), 0..6),
+        ) {
+            use std::sync::OnceLock;
+            static CA: OnceLock<CertificateAuthority> = OnceLock::new();
+            let now = SystemTime::now();
+            let ca = CA.get_or_init(|| new_ca(KeyType::EcdsaP256, now));
+            let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+            let csr = csr_for(&cn, &groups, &SubjectAltNames::default());
+            prop_assert_eq!(csr.subject().common_name.as_deref(), Some(cn.as_str()));
+            let cert = ca.sign(&csr, &SigningProfile::client(DAY), now, &SystemRandom).unwrap();
+            let info = CertificateInfo::from_der(&cert.der).unwrap();
+            prop_assert_eq!(info.subject.common_name.as_deref(), Some(cn.as_str()));
+            prop_assert_eq!(&info.subject.organizations, &groups);
+        }
     }
 }

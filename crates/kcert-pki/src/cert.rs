@@ -217,7 +217,7 @@ impl CertificateInfo {
         let mut info = CertificateInfo {
             subject,
             issuer,
-            serial: hex::encode(tbs.serial_number().as_bytes()),
+            serial: serial_hex(tbs.serial_number().as_bytes()),
             not_before: rfc3339(tbs.validity().not_before.to_system_time()),
             not_after: rfc3339(tbs.validity().not_after.to_system_time()),
             is_ca: false,
@@ -300,6 +300,15 @@ impl CertificateInfo {
     pub fn public_key(&self) -> &PublicKey {
         &self.public_key
     }
+}
+
+/// A serial number as openssl prints it: the magnitude in hex, without DER's sign byte.
+pub(crate) fn serial_hex(bytes: &[u8]) -> String {
+    let first = bytes
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(bytes.len().saturating_sub(1));
+    hex::encode(&bytes[first..])
 }
 
 /// A certificate just signed.

@@ -647,3 +647,109 @@ fn help_documents_every_command_and_exit_codes() {
     let out = kcert(&["sign", "--days", "1", "--duration", "1h"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn requested_ca_powers_and_unknown_extensions_are_dropped_when_signing() {
+    let d = Dir::new();
+    let (ca_crt, ca_key) = ca(&d, "ecdsa-p256");
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        &d.s("k"),
+    ]);
+    openssl(&[
+        "req",
+        "-new",
+        "-key",
+        &d.s("k"),
+        "-subj",
+        "/CN=mallory/O=dev",
+        "-out",
+        &d.s("c"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE,pathlen:3",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-addext",
+        "1.2.3.4.5=critical,DER:0500",
+    ]);
+    let info = json(kcert(&["inspect", &d.s("c"), "-O", "json"]));
+    let names: Vec<&str> = info["objects"][0]["requestedExtensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["basicConstraints", "keyUsage", "1.2.3.4.5"]);
+    ok(kcert(&[
+        "sign",
+        "--ca",
+        &ca_crt,
+        "--ca-key",
+        &ca_key,
+        "--csr",
+        &d.s("c"),
+        "-o",
+        &d.s("crt"),
+    ]));
+    let text = openssl(&["x509", "-in", &d.s("crt"), "-noout", "-text"]);
+    assert!(text.contains("CA:FALSE"), "{text}");
+    assert!(!text.contains("Certificate Sign"), "{text}");
+    assert!(!text.contains("1.2.3.4.5"), "{text}");
+    assert!(!text.contains("pathlen"), "{text}");
+    // And the result cannot act as a CA for openssl either.
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        &d.s("k2"),
+    ]);
+    openssl(&[
+        "req",
+        "-new",
+        "-key",
+        &d.s("k2"),
+        "-subj",
+        "/CN=victim",
+        "-out",
+        &d.s("c2"),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &d.s("c2"),
+        "-CA",
+        &d.s("crt"),
+        "-CAkey",
+        &d.s("k"),
+        "-CAcreateserial",
+        "-out",
+        &d.s("crt2"),
+        "-days",
+        "1",
+    ]);
+    std::fs::write(d.p("chain"), std::fs::read_to_string(d.p("crt")).unwrap()).unwrap();
+    let out = Command::new("openssl")
+        .args([
+            "verify",
+            "-CAfile",
+            &ca_crt,
+            "-untrusted",
+            &d.s("chain"),
+            &d.s("crt2"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a certificate we signed must not be usable as a CA"
+    );
+}
