@@ -107,6 +107,13 @@ fn progress(line: &str) {
 }
 
 fn go() -> Result<PathBuf> {
+    let missing = || Error::Setup(
+        "Go is not installed: install Go 1.26 or newer to build kube-apiserver and etcd from source (once per machine), or set KUBEBUILDER_ASSETS to a directory holding etcd and kube-apiserver (e.g. from setup-envtest)".into(),
+    );
+    if let Some(explicit) = std::env::var_os("KCERT_TESTBED_GO") {
+        let path = PathBuf::from(explicit);
+        return if path.is_file() { Ok(path) } else { Err(missing()) };
+    }
     let candidates = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default()
@@ -118,9 +125,7 @@ fn go() -> Result<PathBuf> {
             return Ok(path);
         }
     }
-    Err(Error::Setup(
-        "Go is not installed: install Go 1.26 or newer to build kube-apiserver and etcd from source (once per machine), or set KUBEBUILDER_ASSETS to a directory holding etcd and kube-apiserver (e.g. from setup-envtest)".into(),
-    ))
+    Err(missing())
 }
 
 /// Build every binary into `dir/bin` (through `dir/bin.tmp`, renamed when complete).
