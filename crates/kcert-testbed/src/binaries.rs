@@ -107,12 +107,18 @@ fn progress(line: &str) {
 }
 
 fn go() -> Result<PathBuf> {
-    let missing = || Error::Setup(
+    let missing = || {
+        Error::Setup(
         "Go is not installed: install Go 1.26 or newer to build kube-apiserver and etcd from source (once per machine), or set KUBEBUILDER_ASSETS to a directory holding etcd and kube-apiserver (e.g. from setup-envtest)".into(),
-    );
+    )
+    };
     if let Some(explicit) = std::env::var_os("KCERT_TESTBED_GO") {
         let path = PathBuf::from(explicit);
-        return if path.is_file() { Ok(path) } else { Err(missing()) };
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(missing())
+        };
     }
     let candidates = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())

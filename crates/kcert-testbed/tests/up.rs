@@ -38,18 +38,36 @@ fn up_writes_files_serves_kubectl_and_stops_on_sigterm() {
         .unwrap_or_else(|| "kubectl".into());
     let out = Command::new(&kubectl)
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .args(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"])
+        .args([
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "kcert-testbed-admin");
 
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
     assert!(!ready.exists(), "ready is removed on shutdown");
-    let port = server.rsplit(':').next().unwrap().trim().parse::<u16>().unwrap();
+    let port = server
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim()
+        .parse::<u16>()
+        .unwrap();
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "the API server still listens after shutdown"
@@ -72,15 +90,27 @@ fn build_with(env: &[(&str, &str)]) -> (bool, String) {
 #[test]
 fn kubebuilder_assets_are_used_as_given_and_checked() {
     let bins = kcert_testbed::Binaries::locate().unwrap();
-    let bin_dir = bins.kube_apiserver.parent().unwrap().to_str().unwrap().to_string();
+    let bin_dir = bins
+        .kube_apiserver
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     let (ok, out) = build_with(&[("KUBEBUILDER_ASSETS", &bin_dir)]);
     assert!(ok, "{out}");
-    assert!(out.contains(&format!("kube-apiserver: {bin_dir}/kube-apiserver")), "{out}");
+    assert!(
+        out.contains(&format!("kube-apiserver: {bin_dir}/kube-apiserver")),
+        "{out}"
+    );
 
     let empty = tempfile::tempdir().unwrap();
     let (ok, out) = build_with(&[("KUBEBUILDER_ASSETS", empty.path().to_str().unwrap())]);
     assert!(!ok);
-    assert!(out.contains("has no etcd") && out.contains("setup-envtest"), "{out}");
+    assert!(
+        out.contains("has no etcd") && out.contains("setup-envtest"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -91,5 +121,8 @@ fn without_go_or_assets_the_error_says_what_to_install() {
         ("KCERT_TESTBED_GO", "/nonexistent/go"),
     ]);
     assert!(!ok);
-    assert!(out.contains("Go is not installed") && out.contains("KUBEBUILDER_ASSETS"), "{out}");
+    assert!(
+        out.contains("Go is not installed") && out.contains("KUBEBUILDER_ASSETS"),
+        "{out}"
+    );
 }

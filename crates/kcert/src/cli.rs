@@ -122,7 +122,7 @@ pub struct SignArgs {
     #[arg(long, conflicts_with = "duration", value_parser = clap::value_parser!(u32).range(1..=36500))]
     pub days: Option<u32>,
     /// Lifetime as a duration: 30m, 1h, 12h, 7d (10 minutes at least, as Kubernetes).
-    #[arg(long, value_parser = crate::duration::parse)]
+    #[arg(long, value_parser = kcert_policy::duration::parse)]
     pub duration: Option<std::time::Duration>,
     /// A usage to grant, in Kubernetes' names; repeat for several
     /// [default: digital signature, key encipherment, client auth].

@@ -3,7 +3,6 @@
 
 pub mod cli;
 pub mod commands;
-pub mod duration;
 pub mod files;
 
 use clap::Parser;

@@ -1,0 +1,389 @@
+//! `decide`: the whole approval logic, as a pure function with an explanation.
+
+use crate::facts::{CsrFacts, KeyKind};
+use crate::glob;
+use crate::policy::{CommonName, Policy, Rule};
+use crate::spec::NoMatchAction;
+
+/// What to do with a CSR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Write an Approved condition.
+    Approve,
+    /// Write a Denied condition.
+    Deny,
+    /// Leave it pending for a human.
+    Ignore,
+}
+
+/// Why: the stable, PascalCase reason written in the condition, the Event and the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// A rule's every constraint held.
+    AutoApproved,
+    /// An O is a protected group.
+    ProtectedGroup,
+    /// The CN names a Kubernetes component (`system:` prefix).
+    ProtectedUser,
+    /// The subject has no CN.
+    MissingCommonName,
+    /// The subject has several CNs (only the last counts for Kubernetes: confusing by design).
+    AmbiguousCommonName,
+    /// A rule was for the requester, but the CN is not one it allows.
+    CommonNameNotAllowed,
+    /// A rule was for the requester, but a requested group is not allowed.
+    GroupNotAllowed,
+    /// A rule was for the requester, but a usage is not allowed.
+    UsageNotAllowed,
+    /// A rule was for the requester, but the key type or size is not allowed.
+    KeyNotAllowed,
+    /// A rule was for the requester, but SANs are not allowed.
+    SansNotAllowed,
+    /// No rule is for this requester and signer.
+    NoMatchingRule,
+    /// The request could not be read or its signature does not verify.
+    InvalidRequest,
+}
+
+impl Reason {
+    /// Every reason, for documentation and tests.
+    pub const ALL: [Reason; 12] = [
+        Reason::AutoApproved,
+        Reason::ProtectedGroup,
+        Reason::ProtectedUser,
+        Reason::MissingCommonName,
+        Reason::AmbiguousCommonName,
+        Reason::CommonNameNotAllowed,
+        Reason::GroupNotAllowed,
+        Reason::UsageNotAllowed,
+        Reason::KeyNotAllowed,
+        Reason::SansNotAllowed,
+        Reason::NoMatchingRule,
+        Reason::InvalidRequest,
+    ];
+
+    /// The reason string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::AutoApproved => "AutoApproved",
+            Reason::ProtectedGroup => "ProtectedGroup",
+            Reason::ProtectedUser => "ProtectedUser",
+            Reason::MissingCommonName => "MissingCommonName",
+            Reason::AmbiguousCommonName => "AmbiguousCommonName",
+            Reason::CommonNameNotAllowed => "CommonNameNotAllowed",
+            Reason::GroupNotAllowed => "GroupNotAllowed",
+            Reason::UsageNotAllowed => "UsageNotAllowed",
+            Reason::KeyNotAllowed => "KeyNotAllowed",
+            Reason::SansNotAllowed => "SansNotAllowed",
+            Reason::NoMatchingRule => "NoMatchingRule",
+            Reason::InvalidRequest => "InvalidRequest",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A decision with its explanation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Approve, deny or leave.
+    pub outcome: Outcome,
+    /// The stable reason.
+    pub reason: Reason,
+    /// A sentence naming the rule and the field that decided.
+    pub message: String,
+    /// The id of the rule that decided, if one did.
+    pub rule: Option<String>,
+    /// The policy the deciding rule came from.
+    pub policy: Option<String>,
+    /// The longest lifetime to sign for, when the deciding rule caps it.
+    pub max_duration_seconds: Option<u64>,
+    /// One line per check and rule considered, in order.
+    pub trace: Vec<String>,
+}
+
+impl Decision {
+    fn new(outcome: Outcome, reason: Reason, message: String, trace: Vec<String>) -> Self {
+        Decision {
+            outcome,
+            reason,
+            message,
+            rule: None,
+            policy: None,
+            max_duration_seconds: None,
+            trace,
+        }
+    }
+
+    /// The decision for a request that could not be parsed or verified.
+    pub fn invalid_request(problem: &str) -> Self {
+        let message = format!("the request is invalid: {problem}");
+        Decision::new(
+            Outcome::Deny,
+            Reason::InvalidRequest,
+            message.clone(),
+            vec![message],
+        )
+    }
+}
+
+/// Decide what to do with `facts` under `policy`. Deterministic: the same facts and policy give
+/// the same decision, and every rule considered is explained in `trace`.
+pub fn decide(facts: &CsrFacts, policy: &Policy) -> Decision {
+    let mut trace = Vec::new();
+    // Checks no rule can override.
+    for group in &facts.organizations {
+        if policy.is_protected_group(group) {
+            let message = format!("group (O) {group:?} is protected and is never approved");
+            trace.push(message.clone());
+            return Decision::new(Outcome::Deny, Reason::ProtectedGroup, message, trace);
+        }
+    }
+    match facts.common_names.as_slice() {
+        [] => {
+            let message = "the subject has no CN (user name)".to_string();
+            trace.push(message.clone());
+            return Decision::new(Outcome::Deny, Reason::MissingCommonName, message, trace);
+        }
+        [_] => {}
+        many => {
+            let message = format!(
+                "the subject has {} CNs ({}); Kubernetes would use only the last: request one",
+                many.len(),
+                many.iter()
+                    .map(|c| format!("{c:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            trace.push(message.clone());
+            return Decision::new(Outcome::Deny, Reason::AmbiguousCommonName, message, trace);
+        }
+    }
+    let cn = facts.common_name().unwrap_or_default();
+    if cn.trim().to_lowercase().starts_with("system:") {
+        let message = format!(
+            "user (CN) {cn:?} is reserved: names starting with system: belong to Kubernetes itself"
+        );
+        trace.push(message.clone());
+        return Decision::new(Outcome::Deny, Reason::ProtectedUser, message, trace);
+    }
+    trace.push(format!(
+        "no protected group or user in CN {cn:?} O {:?}",
+        facts.organizations
+    ));
+
+    let mut first_failure: Option<Decision> = None;
+    for rule in policy.rules() {
+        if let Some(why) = not_for(rule, facts) {
+            trace.push(format!("{}: not applicable: {why}", rule.label()));
+            continue;
+        }
+        match check_constraints(rule, facts) {
+            Ok(summary) => {
+                let capped = match (rule.max_duration_seconds, facts.expiration_seconds) {
+                    (Some(max), Some(asked)) if asked > max as i64 => {
+                        format!("; lifetime capped at {max}s (asked {asked}s)")
+                    }
+                    (Some(max), None) => format!("; lifetime at most {max}s"),
+                    _ => String::new(),
+                };
+                let message = format!("{}: {summary}{capped}", rule.label());
+                trace.push(format!("{}: approves", rule.label()));
+                let mut d = Decision::new(Outcome::Approve, Reason::AutoApproved, message, trace);
+                d.rule = Some(rule.id.clone());
+                d.policy = Some(rule.policy.clone());
+                d.max_duration_seconds = rule.max_duration_seconds;
+                return d;
+            }
+            Err((reason, why)) => {
+                let message = format!("{}: {why}", rule.label());
+                trace.push(message.clone());
+                if first_failure.is_none() {
+                    let mut d = Decision::new(Outcome::Deny, reason, message, Vec::new());
+                    d.rule = Some(rule.id.clone());
+                    d.policy = Some(rule.policy.clone());
+                    first_failure = Some(d);
+                }
+            }
+        }
+    }
+    if let Some(mut d) = first_failure {
+        d.trace = trace;
+        return d;
+    }
+    let message = format!(
+        "no rule applies to requester {:?} with signer {:?}",
+        facts.requester.username, facts.signer_name
+    );
+    trace.push(message.clone());
+    let outcome = match policy.no_match_action() {
+        NoMatchAction::Ignore => Outcome::Ignore,
+        NoMatchAction::Deny => Outcome::Deny,
+    };
+    Decision::new(outcome, Reason::NoMatchingRule, message, trace)
+}
+
+/// Why `rule` is not for this CSR (signer or requester), or `None` when it is.
+fn not_for(rule: &Rule, facts: &CsrFacts) -> Option<String> {
+    if !rule.signer_names.is_empty()
+        && !rule
+            .signer_names
+            .iter()
+            .any(|p| glob::matches(p, &facts.signer_name))
+    {
+        return Some(format!(
+            "signer {:?} not in {:?}",
+            facts.signer_name, rule.signer_names
+        ));
+    }
+    let r = &facts.requester;
+    let by_user = rule.users.iter().any(|p| glob::matches(p, &r.username));
+    let by_group = rule
+        .groups
+        .iter()
+        .any(|p| r.groups.iter().any(|g| glob::matches(p, g)));
+    let by_sa = r.service_account().is_some_and(|(ns, name)| {
+        rule.service_accounts
+            .iter()
+            .any(|(pns, pname)| pns == ns && (pname == "*" || pname == name))
+    });
+    if by_user || by_group || by_sa {
+        None
+    } else {
+        Some(format!(
+            "requester {:?} (groups {:?}) is not among its requesters",
+            r.username, r.groups
+        ))
+    }
+}
+
+type Failure = (Reason, String);
+
+/// Every constraint in a fixed order; the first that fails is the answer.
+fn check_constraints(rule: &Rule, facts: &CsrFacts) -> Result<String, Failure> {
+    let cn = facts.common_name().unwrap_or_default();
+    let requester = &facts.requester.username;
+    let cn_ok = match &rule.common_name {
+        CommonName::SelfName => cn == requester,
+        CommonName::Exact(e) => cn == e,
+        CommonName::Glob(g) => glob::matches(g, cn),
+        CommonName::Regex(re) => re.is_match(cn),
+    };
+    if !cn_ok {
+        let detail = match &rule.common_name {
+            CommonName::SelfName => format!(
+                "CN {cn:?} must equal the requester's user name {requester:?} (commonName: self)"
+            ),
+            other => format!("CN {cn:?} does not match commonName {}", other.describe()),
+        };
+        return Err((Reason::CommonNameNotAllowed, detail));
+    }
+    for group in &facts.organizations {
+        let allowed = rule.allowed_groups.iter().any(|p| glob::matches(p, group))
+            || facts.requester.groups.iter().any(|rg| {
+                rule.groups_by_requester_group
+                    .get(rg)
+                    .is_some_and(|list| list.iter().any(|p| glob::matches(p, group)))
+            });
+        if !allowed {
+            return Err((
+                Reason::GroupNotAllowed,
+                format!(
+                    "group (O) {group:?} is not in groups.allowed nor granted to the requester's groups by groups.byRequesterGroup"
+                ),
+            ));
+        }
+    }
+    if facts.usages.is_empty() {
+        return Err((Reason::UsageNotAllowed, "no usages requested".into()));
+    }
+    for u in &facts.usages {
+        if !rule.usages.contains(u) {
+            return Err((
+                Reason::UsageNotAllowed,
+                format!(
+                    "usage {u:?} is not allowed (usages: {:?})",
+                    rule.usages.iter().collect::<Vec<_>>()
+                ),
+            ));
+        }
+    }
+    if !rule.key_types.iter().any(|t| t == facts.key.type_name()) {
+        return Err((
+            Reason::KeyNotAllowed,
+            format!(
+                "key type {} is not allowed (keys.types: {:?})",
+                facts.key, rule.key_types
+            ),
+        ));
+    }
+    if let KeyKind::Rsa(bits) = facts.key
+        && bits < rule.min_rsa_bits
+    {
+        return Err((
+            Reason::KeyNotAllowed,
+            format!(
+                "RSA key of {bits} bits is below keys.minRsaBits {}",
+                rule.min_rsa_bits
+            ),
+        ));
+    }
+    if !facts.sans.is_empty() {
+        let Some(dns) = &rule.san_dns else {
+            return Err((
+                Reason::SansNotAllowed,
+                "subject alternative names are not allowed by this rule (no subjectAltNames section)".into(),
+            ));
+        };
+        let bad = facts
+            .sans
+            .dns
+            .iter()
+            .find(|d| !dns.iter().any(|p| glob::matches(p, d)))
+            .map(|d| format!("DNS name {d:?}"))
+            .or_else(|| {
+                facts
+                    .sans
+                    .ips
+                    .iter()
+                    .find(|ip| !rule.san_ips.contains(ip))
+                    .map(|ip| format!("IP {ip}"))
+            })
+            .or_else(|| {
+                facts
+                    .sans
+                    .emails
+                    .iter()
+                    .find(|e| !rule.san_emails.iter().any(|p| glob::matches(p, e)))
+                    .map(|e| format!("email {e:?}"))
+            })
+            .or_else(|| {
+                facts
+                    .sans
+                    .uris
+                    .iter()
+                    .find(|u| !rule.san_uris.iter().any(|p| glob::matches(p, u)))
+                    .map(|u| format!("URI {u:?}"))
+            })
+            .or_else(|| {
+                (facts.sans.other > 0)
+                    .then(|| format!("{} SAN(s) of other kinds", facts.sans.other))
+            });
+        if let Some(bad) = bad {
+            return Err((
+                Reason::SansNotAllowed,
+                format!("{bad} is not allowed by subjectAltNames"),
+            ));
+        }
+    }
+    Ok(format!(
+        "CN {cn:?} ({}), groups {:?}, usages, key {} and SANs allowed",
+        rule.common_name.describe(),
+        facts.organizations,
+        facts.key
+    ))
+}

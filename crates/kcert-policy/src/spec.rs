@@ -1,0 +1,141 @@
+//! The policy as users write it: the `spec` of an `ApprovalPolicy` object, or a `--policy-file`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// An approval policy: ordered rules, and what to do when none matches.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicySpec {
+    /// What happens to a CSR no rule is for: `Ignore` leaves it pending for a human (the
+    /// default), `Deny` denies it.
+    #[serde(default)]
+    pub when_no_rule_matches: NoMatchAction,
+    /// Groups never approved, in addition to the built-in protected groups (exact names, or
+    /// patterns with `*` and `?`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected_groups: Vec<String>,
+    /// The rules, tried in order; the first whose every constraint holds approves.
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+}
+
+/// What to do when no rule is for a CSR.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum NoMatchAction {
+    /// Leave it pending, for a human to decide.
+    #[default]
+    Ignore,
+    /// Deny it.
+    Deny,
+}
+
+/// One rule: who it is for, and what they may get.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleSpec {
+    /// A name for the rule, unique within the policy; it appears in decisions and annotations.
+    pub id: String,
+    /// Signer names the rule applies to (patterns allowed). Empty means every signer name the
+    /// controller serves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signer_names: Vec<String>,
+    /// Who may use the rule: a requester matching any entry.
+    pub requesters: RequesterSpec,
+    /// What the CN (user name) may be. Default: `self: true`, the requester's own name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_name: Option<CommonNameSpec>,
+    /// Which O values (groups) may be requested. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<GroupsSpec>,
+    /// Usages that may be requested. Default: `digital signature`, `key encipherment`, `client auth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usages: Option<Vec<String>>,
+    /// Longest lifetime granted, e.g. `24h`, `7d`; longer requests are capped to it. Default:
+    /// the signer's own maximum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<String>,
+    /// Key types and sizes accepted. Default: every supported type, RSA from 2048 bits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<KeysSpec>,
+    /// Subject alternative names accepted. Default: none (client certificates carry none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_alt_names: Option<SansSpec>,
+}
+
+/// Requesters a rule is for: any user, group or ServiceAccount listed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequesterSpec {
+    /// User names (patterns allowed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// Groups the requester is in (patterns allowed). `system:authenticated` means everyone
+    /// who can create a CSR.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// ServiceAccounts as `NAMESPACE/NAME`; `NAMESPACE/*` for all in a namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_accounts: Vec<String>,
+}
+
+/// The constraint on the CN: exactly one of the fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CommonNameSpec {
+    /// The CN must equal the requester's user name (certificates for oneself, renewals).
+    #[serde(default, rename = "self", skip_serializing_if = "std::ops::Not::not")]
+    pub self_: bool,
+    /// The CN must be exactly this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// The CN must match this pattern (`*`, `?`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub glob: Option<String>,
+    /// The CN must match this regular expression (anchored at both ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// The constraint on the O values (groups).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GroupsSpec {
+    /// Groups anyone the rule is for may request (patterns allowed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<String>,
+    /// Groups that members of a requester group may request, e.g. `{admins: [dev, ops]}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_requester_group: BTreeMap<String, Vec<String>>,
+}
+
+/// The constraint on the key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeysSpec {
+    /// Key types: `rsa`, `ecdsa-p256`, `ecdsa-p384`, `ecdsa-p521`, `ed25519`. Empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<String>,
+    /// Smallest RSA modulus accepted; 2048 when unset, and never below 2048.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_rsa_bits: Option<u32>,
+}
+
+/// Subject alternative names a rule accepts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SansSpec {
+    /// DNS names (patterns allowed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// IP addresses, exactly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
+    /// Email addresses (patterns allowed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub emails: Vec<String>,
+    /// URIs (patterns allowed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uris: Vec<String>,
+}

@@ -1,0 +1,554 @@
+//! Every rule, every reason string, and the worked example of docs/policy.md.
+
+use crate::*;
+
+const EXAMPLE: &str = r#"
+whenNoRuleMatches: Ignore
+rules:
+  - id: developers-self
+    signerNames: [kcert.dev/client]
+    requesters:
+      groups: [developers]
+    commonName: {self: true}
+    groups:
+      allowed: [dev]
+    maxDuration: 24h
+  - id: admins-onboard
+    signerNames: [kcert.dev/client]
+    requesters:
+      groups: [admins]
+    commonName: {regex: "[a-z][a-z0-9.-]*"}
+    groups:
+      byRequesterGroup:
+        admins: [dev, ops]
+    maxDuration: 720h
+"#;
+
+fn policy(yaml: &str) -> Policy {
+    let spec: PolicySpec = serde_yaml::from_str(yaml).unwrap();
+    Policy::compile("onboarding", &spec).unwrap()
+}
+
+fn facts(requester: &str, requester_groups: &[&str], cn: &str, groups: &[&str]) -> CsrFacts {
+    CsrFacts {
+        signer_name: "kcert.dev/client".into(),
+        requester: Requester {
+            username: requester.into(),
+            uid: "uid-1".into(),
+            groups: requester_groups
+                .iter()
+                .map(|s| s.to_string())
+                .chain(["system:authenticated".into()])
+                .collect(),
+            extra: Default::default(),
+        },
+        common_names: vec![cn.into()],
+        organizations: groups.iter().map(|s| s.to_string()).collect(),
+        sans: SanFacts::default(),
+        usages: DEFAULT_USAGES.iter().map(|s| s.to_string()).collect(),
+        expiration_seconds: None,
+        key: KeyKind::EcdsaP256,
+    }
+}
+
+fn assert_decision(d: &Decision, outcome: Outcome, reason: Reason, needle: &str) {
+    assert_eq!((d.outcome, d.reason), (outcome, reason), "{d:#?}");
+    assert!(
+        d.message.contains(needle),
+        "{needle:?} not in {:?}",
+        d.message
+    );
+}
+
+#[test]
+fn worked_example_developers_self_and_admins_onboard() {
+    let p = policy(EXAMPLE);
+    let d = decide(&facts("jane", &["developers"], "jane", &["dev"]), &p);
+    assert_decision(
+        &d,
+        Outcome::Approve,
+        Reason::AutoApproved,
+        "rule 'developers-self' of policy 'onboarding'",
+    );
+    assert_eq!(d.rule.as_deref(), Some("developers-self"));
+    assert_eq!(d.max_duration_seconds, Some(86_400));
+
+    let d = decide(&facts("jane", &["developers"], "bob", &["dev"]), &p);
+    assert_decision(
+        &d,
+        Outcome::Deny,
+        Reason::CommonNameNotAllowed,
+        "must equal the requester's user name \"jane\"",
+    );
+
+    let d = decide(&facts("jane", &["developers"], "jane", &["ops"]), &p);
+    assert_decision(&d, Outcome::Deny, Reason::GroupNotAllowed, "\"ops\"");
+
+    let d = decide(&facts("alice", &["admins"], "bob", &["dev", "ops"]), &p);
+    assert_decision(&d, Outcome::Approve, Reason::AutoApproved, "admins-onboard");
+    assert_eq!(d.max_duration_seconds, Some(720 * 3600));
+
+    // An admin who is also a developer gets the first rule that fully holds.
+    let d = decide(
+        &facts("alice", &["developers", "admins"], "bob", &["ops"]),
+        &p,
+    );
+    assert_decision(&d, Outcome::Approve, Reason::AutoApproved, "admins-onboard");
+    assert!(
+        d.trace
+            .iter()
+            .any(|t| t.contains("developers-self") && t.contains("must equal")),
+        "{:?}",
+        d.trace
+    );
+
+    let d = decide(&facts("mallory", &["contractors"], "mallory", &["dev"]), &p);
+    assert_decision(
+        &d,
+        Outcome::Ignore,
+        Reason::NoMatchingRule,
+        "no rule applies to requester \"mallory\"",
+    );
+}
+
+#[test]
+fn protected_groups_and_users_beat_every_rule() {
+    let p = policy(
+        r#"
+rules:
+  - id: anything-goes
+    requesters: {groups: [system:authenticated]}
+    commonName: {glob: "*"}
+    groups: {allowed: ["*"]}
+"#,
+    );
+    for g in [
+        "system:masters",
+        "System:Masters",
+        "system:masters ",
+        " SYSTEM:MASTERS",
+        "system:nodes",
+        "system:serviceaccounts",
+        "system:serviceaccounts:kube-system",
+        "system:authenticated",
+        "system:unauthenticated",
+        "system:kube-proxy",
+        "system:bootstrappers:kubeadm:default-node-token",
+    ] {
+        let d = decide(&facts("jane", &[], "jane", &["dev", g]), &p);
+        assert_decision(&d, Outcome::Deny, Reason::ProtectedGroup, "is protected");
+    }
+    for cn in [
+        "system:admin",
+        "System:kube-controller-manager",
+        "system:node:worker-1",
+    ] {
+        let d = decide(&facts("jane", &[], cn, &["dev"]), &p);
+        assert_decision(&d, Outcome::Deny, Reason::ProtectedUser, "reserved");
+    }
+    // Not protected: an ordinary group that merely mentions system.
+    let d = decide(&facts("jane", &[], "jane", &["my-system:masters-fans"]), &p);
+    assert_eq!(d.outcome, Outcome::Approve);
+    // Configured protection adds to the built-in list.
+    let extra = policy(
+        r#"
+protectedGroups: ["breakglass-*"]
+rules:
+  - id: r
+    requesters: {groups: [system:authenticated]}
+    groups: {allowed: ["*"]}
+"#,
+    );
+    let d = decide(&facts("jane", &[], "jane", &["Breakglass-Admins"]), &extra);
+    assert_decision(
+        &d,
+        Outcome::Deny,
+        Reason::ProtectedGroup,
+        "Breakglass-Admins",
+    );
+}
+
+#[test]
+fn subject_shape_is_checked_before_rules() {
+    let p = policy(EXAMPLE);
+    let mut f = facts("jane", &["developers"], "jane", &["dev"]);
+    f.common_names = vec![];
+    assert_decision(
+        &decide(&f, &p),
+        Outcome::Deny,
+        Reason::MissingCommonName,
+        "no CN",
+    );
+    f.common_names = vec!["jane".into(), "admin".into()];
+    assert_decision(
+        &decide(&f, &p),
+        Outcome::Deny,
+        Reason::AmbiguousCommonName,
+        "2 CNs",
+    );
+}
+
+#[test]
+fn usages_keys_sans_and_lifetime_constraints() {
+    let p = policy(
+        r#"
+rules:
+  - id: strict
+    requesters: {users: [jane]}
+    keys: {types: [ecdsa-p256, rsa], minRsaBits: 3072}
+    maxDuration: 1h
+  - id: web
+    requesters: {users: [web-bot]}
+    commonName: {exact: web}
+    usages: [digital signature, server auth]
+    subjectAltNames: {dns: ["*.svc.example"], ips: ["10.0.0.1"]}
+"#,
+    );
+    let mut f = facts("jane", &[], "jane", &[]);
+    f.usages.push("server auth".into());
+    assert_decision(
+        &decide(&f, &p),
+        Outcome::Deny,
+        Reason::UsageNotAllowed,
+        "\"server auth\"",
+    );
+    f.usages.clear();
+    assert_decision(
+        &decide(&f, &p),
+        Outcome::Deny,
+        Reason::UsageNotAllowed,
+        "no usages",
+    );
+
+    let mut f = facts("jane", &[], "jane", &[]);
+    f.key = KeyKind::Ed25519;
+    assert_decision(
+        &decide(&f, &p),
+        Outcome::Deny,
+        Reason::KeyNotAllowed,
+        "ed25519",
+    );
+    f.key = KeyKind::Rsa(2048);
+    assert_decision(
+        &decide(&f, &p),
+        Outcome::Deny,
+        Reason::KeyNotAllowed,
+        "2048 bits is below keys.minRsaBits 3072",
+    );
+    f.key = KeyKind::Rsa(4096);
+    assert_eq!(decide(&f, &p).outcome, Outcome::Approve);
+
+    let mut f = facts("jane", &[], "jane", &[]);
+    f.sans.dns.push("jane.example".into());
+    assert_decision(
+        &decide(&f, &p),
+        Outcome::Deny,
+        Reason::SansNotAllowed,
+        "no subjectAltNames section",
+    );
+
+    let mut f = facts("jane", &[], "jane", &[]);
+    f.expiration_seconds = Some(7200);
+    let d = decide(&f, &p);
+    assert_decision(
+        &d,
+        Outcome::Approve,
+        Reason::AutoApproved,
+        "capped at 3600s",
+    );
+    assert_eq!(d.max_duration_seconds, Some(3600));
+
+    let mut web = facts("web-bot", &[], "web", &[]);
+    web.usages = vec!["digital signature".into(), "server auth".into()];
+    web.sans.dns = vec!["api.svc.example".into()];
+    web.sans.ips = vec!["10.0.0.1".into()];
+    assert_eq!(
+        decide(&web, &p).outcome,
+        Outcome::Approve,
+        "{:#?}",
+        decide(&web, &p)
+    );
+    web.sans.dns.push("evil.example".into());
+    assert_decision(
+        &decide(&web, &p),
+        Outcome::Deny,
+        Reason::SansNotAllowed,
+        "\"evil.example\"",
+    );
+    web.sans.dns.pop();
+    web.sans.uris.push("spiffe://x".into());
+    assert_decision(
+        &decide(&web, &p),
+        Outcome::Deny,
+        Reason::SansNotAllowed,
+        "URI",
+    );
+    web.sans.uris.clear();
+    web.common_names = vec!["webx".into()];
+    assert_decision(
+        &decide(&web, &p),
+        Outcome::Deny,
+        Reason::CommonNameNotAllowed,
+        "exact 'web'",
+    );
+}
+
+#[test]
+fn signer_names_and_service_accounts_scope_rules() {
+    let p = policy(
+        r#"
+whenNoRuleMatches: Deny
+rules:
+  - id: ci
+    signerNames: ["kcert.dev/*"]
+    requesters: {serviceAccounts: ["ci/*", "ops/deployer"]}
+    commonName: {glob: "ci-*"}
+"#,
+    );
+    let mut f = facts(
+        "system:serviceaccount:ci:runner",
+        &["system:serviceaccounts"],
+        "ci-build",
+        &[],
+    );
+    assert_eq!(decide(&f, &p).outcome, Outcome::Approve);
+    f.requester.username = "system:serviceaccount:ops:deployer".into();
+    assert_eq!(decide(&f, &p).outcome, Outcome::Approve);
+    f.requester.username = "system:serviceaccount:ops:other".into();
+    assert_decision(
+        &decide(&f, &p),
+        Outcome::Deny,
+        Reason::NoMatchingRule,
+        "no rule applies",
+    );
+    f.requester.username = "system:serviceaccount:ci:runner".into();
+    f.signer_name = "kubernetes.io/kube-apiserver-client".into();
+    let d = decide(&f, &p);
+    assert_decision(
+        &d,
+        Outcome::Deny,
+        Reason::NoMatchingRule,
+        "kubernetes.io/kube-apiserver-client",
+    );
+    assert!(
+        d.trace.iter().any(|t| t.contains("not applicable: signer")),
+        "{:?}",
+        d.trace
+    );
+}
+
+#[test]
+fn invalid_request_decision_names_the_problem() {
+    let d = Decision::invalid_request("the CSR's signature does not verify");
+    assert_decision(
+        &d,
+        Outcome::Deny,
+        Reason::InvalidRequest,
+        "signature does not verify",
+    );
+}
+
+#[test]
+fn every_reason_string_is_pascal_case_and_unique() {
+    let mut seen = std::collections::BTreeSet::new();
+    for r in Reason::ALL {
+        let s = r.as_str();
+        assert!(
+            s.chars().next().unwrap().is_ascii_uppercase()
+                && s.chars().all(|c| c.is_ascii_alphanumeric()),
+            "{s}"
+        );
+        assert!(seen.insert(s), "{s} twice");
+    }
+}
+
+#[test]
+fn bad_policies_are_refused_with_the_rule_and_field() {
+    let cases = [
+        (
+            "rules: [{id: a, requesters: {}}]",
+            "requesters names nobody",
+        ),
+        (
+            "rules: [{id: a, requesters: {users: [x]}}, {id: a, requesters: {users: [y]}}]",
+            "appears twice",
+        ),
+        ("rules: [{id: '', requesters: {users: [x]}}]", "id is empty"),
+        (
+            "rules: [{id: a, requesters: {users: [x]}, commonName: {regex: '('}}]",
+            "commonName.regex is invalid",
+        ),
+        (
+            "rules: [{id: a, requesters: {users: [x]}, commonName: {self: true, exact: x}}]",
+            "exactly one",
+        ),
+        (
+            "rules: [{id: a, requesters: {users: [x]}, usages: [client]}]",
+            "unknown usage",
+        ),
+        (
+            "rules: [{id: a, requesters: {users: [x]}, usages: [cert sign]}]",
+            "would make a CA",
+        ),
+        (
+            "rules: [{id: a, requesters: {users: [x]}, keys: {minRsaBits: 1024}}]",
+            "below 2048",
+        ),
+        (
+            "rules: [{id: a, requesters: {users: [x]}, keys: {types: [dsa]}}]",
+            "unknown key type",
+        ),
+        (
+            "rules: [{id: a, requesters: {users: [x]}, maxDuration: soon}]",
+            "maxDuration",
+        ),
+        (
+            "rules: [{id: a, requesters: {serviceAccounts: [ci]}}]",
+            "NAMESPACE/NAME",
+        ),
+        (
+            "rules: [{id: a, requesters: {users: [' x']}}]",
+            "surrounding spaces",
+        ),
+    ];
+    for (yaml, needle) in cases {
+        let spec: PolicySpec = serde_yaml::from_str(yaml).unwrap();
+        let err = Policy::compile("p", &spec).unwrap_err().to_string();
+        assert!(err.contains(needle), "{yaml}: {err}");
+        assert!(err.starts_with("policy 'p'"), "{err}");
+    }
+    let unknown_field = serde_yaml::from_str::<PolicySpec>(
+        "rules: [{id: a, requesters: {users: [x]}, comonName: {self: true}}]",
+    );
+    assert!(unknown_field.unwrap_err().to_string().contains("comonName"));
+}
+
+#[test]
+fn merged_policies_keep_order_and_deny_wins() {
+    let a = policy("rules: [{id: a, requesters: {users: [jane]}}]");
+    let b = Policy::compile(
+        "b",
+        &serde_yaml::from_str("whenNoRuleMatches: Deny\nprotectedGroups: [secret]\nrules: [{id: b, requesters: {users: [bob]}}]").unwrap(),
+    )
+    .unwrap();
+    let merged = Policy::merge([a, b]);
+    assert_eq!(
+        merged
+            .rules()
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(merged.no_match_action(), NoMatchAction::Deny);
+    assert!(merged.is_protected_group("secret"));
+    assert_eq!(
+        decide(&facts("bob", &[], "bob", &[]), &merged).outcome,
+        Outcome::Approve
+    );
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn group() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z]{1,8}",
+            Just("system:masters".to_string()),
+            Just("dev".to_string()),
+            "system:[a-z:-]{1,12}",
+        ]
+    }
+
+    fn any_policy() -> impl Strategy<Value = PolicySpec> {
+        let rule = (
+            "[a-z]{1,6}",
+            prop::collection::vec("[a-z*]{1,6}", 0..3),
+            prop::collection::vec(
+                prop_oneof!["[a-z*]{1,6}".prop_map(String::from), Just("*".to_string())],
+                0..4,
+            ),
+            prop::option::of(1u64..100_000),
+            any::<bool>(),
+        )
+            .prop_map(|(id, users, allowed, max, any_cn)| RuleSpec {
+                id,
+                requesters: RequesterSpec {
+                    users: if users.is_empty() {
+                        vec!["*".into()]
+                    } else {
+                        users
+                    },
+                    ..Default::default()
+                },
+                common_name: any_cn.then(|| CommonNameSpec {
+                    glob: Some("*".into()),
+                    ..Default::default()
+                }),
+                groups: Some(GroupsSpec {
+                    allowed,
+                    ..Default::default()
+                }),
+                max_duration: max.map(|s| format!("{s}s")),
+                ..Default::default()
+            });
+        prop::collection::vec(rule, 0..5).prop_map(|mut rules| {
+            let mut seen = std::collections::BTreeSet::new();
+            rules.retain(|r| seen.insert(r.id.clone()));
+            PolicySpec {
+                rules,
+                ..Default::default()
+            }
+        })
+    }
+
+    fn any_facts() -> impl Strategy<Value = CsrFacts> {
+        (
+            "[a-z]{1,6}",
+            "[a-z:]{1,8}",
+            prop::collection::vec(group(), 0..5),
+            prop::option::of(600i64..1_000_000),
+        )
+            .prop_map(|(user, cn, groups, exp)| {
+                let mut f = facts(&user, &[], &cn, &[]);
+                f.organizations = groups;
+                f.expiration_seconds = exp;
+                f
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn protected_groups_are_never_approved(spec in any_policy(), f in any_facts()) {
+            let p = Policy::compile("random", &spec).unwrap();
+            let d = decide(&f, &p);
+            if f.organizations.iter().any(|g| p.is_protected_group(g)) {
+                prop_assert_ne!(d.outcome, Outcome::Approve);
+                prop_assert_eq!(d.reason, Reason::ProtectedGroup);
+            }
+            // Deterministic.
+            prop_assert_eq!(&d, &decide(&f, &p));
+        }
+
+        #[test]
+        fn an_approval_means_the_deciding_rule_holds(spec in any_policy(), f in any_facts()) {
+            let p = Policy::compile("random", &spec).unwrap();
+            let d = decide(&f, &p);
+            if d.outcome == Outcome::Approve {
+                let rule = p.rules().iter().find(|r| Some(&r.id) == d.rule.as_ref()).unwrap();
+                let spec_rule = spec.rules.iter().find(|r| r.id == rule.id).unwrap();
+                prop_assert!(spec_rule.requesters.users.iter().any(|u| glob_matches(u, &f.requester.username)));
+                let allowed = &spec_rule.groups.as_ref().unwrap().allowed;
+                for g in &f.organizations {
+                    prop_assert!(allowed.iter().any(|p| glob_matches(p, g)));
+                    prop_assert!(!p.is_protected_group(g));
+                }
+                if spec_rule.common_name.is_none() {
+                    prop_assert_eq!(f.common_name(), Some(f.requester.username.as_str()));
+                }
+                prop_assert_eq!(d.max_duration_seconds, spec_rule.max_duration.as_ref().map(|s| s.trim_end_matches('s').parse::<u64>().unwrap()));
+            }
+        }
+    }
+}
