@@ -167,11 +167,13 @@ impl Policy {
     /// Merge several policies (e.g. every accepted `ApprovalPolicy`, in name order): rules are
     /// concatenated, protected groups united, and `Deny` wins for unmatched requests.
     pub fn merge(policies: impl IntoIterator<Item = Policy>) -> Policy {
-        let mut merged = Policy::default();
-        merged.protected_groups = BUILTIN_PROTECTED_GROUPS
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut merged = Policy {
+            protected_groups: BUILTIN_PROTECTED_GROUPS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ..Default::default()
+        };
         for p in policies {
             if p.no_match == NoMatchAction::Deny {
                 merged.no_match = NoMatchAction::Deny;

@@ -1,0 +1,45 @@
+//! Turning a CertificateSigningRequest object and its parsed request into policy facts.
+
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kcert_pki::{CertificateRequest, KeyAlgorithm};
+use kcert_policy::{CsrFacts, KeyKind, Requester, SanFacts};
+
+/// Parse `spec.request` (PEM) and verify its signature.
+pub fn parse_request(
+    csr: &CertificateSigningRequest,
+) -> Result<CertificateRequest, kcert_pki::PkiError> {
+    CertificateRequest::from_pem(&csr.spec.request.0)
+}
+
+/// The facts `decide` needs, from the object and the parsed request.
+pub fn csr_facts(csr: &CertificateSigningRequest, request: &CertificateRequest) -> CsrFacts {
+    let spec = &csr.spec;
+    let sans = request.sans();
+    CsrFacts {
+        signer_name: spec.signer_name.clone(),
+        requester: Requester {
+            username: spec.username.clone().unwrap_or_default(),
+            uid: spec.uid.clone().unwrap_or_default(),
+            groups: spec.groups.clone().unwrap_or_default(),
+            extra: spec.extra.clone().unwrap_or_default().into_iter().collect(),
+        },
+        common_names: request.subject().common_names.clone(),
+        organizations: request.subject().organizations.clone(),
+        sans: SanFacts {
+            dns: sans.dns.clone(),
+            ips: sans.ips.iter().map(|ip| ip.to_string()).collect(),
+            emails: sans.emails.clone(),
+            uris: sans.uris.clone(),
+            other: sans.other,
+        },
+        usages: spec.usages.clone().unwrap_or_default(),
+        expiration_seconds: spec.expiration_seconds.map(i64::from),
+        key: match request.public_key().algorithm() {
+            KeyAlgorithm::Rsa { bits } => KeyKind::Rsa(bits as u32),
+            KeyAlgorithm::EcdsaP256 => KeyKind::EcdsaP256,
+            KeyAlgorithm::EcdsaP384 => KeyKind::EcdsaP384,
+            KeyAlgorithm::EcdsaP521 => KeyKind::EcdsaP521,
+            KeyAlgorithm::Ed25519 => KeyKind::Ed25519,
+        },
+    }
+}

@@ -1,0 +1,169 @@
+//! `kcert-controller`: flags and environment in, `kcert_controller::run` out.
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use kcert_controller::{CaSource, PolicySource, Settings};
+use std::path::PathBuf;
+
+/// Approves CertificateSigningRequests by policy and signs them with the cluster CA.
+///
+/// Every flag can also be set through the environment variable shown.
+#[derive(Debug, Parser)]
+#[command(name = "kcert-controller", version, max_term_width = 100)]
+struct Flags {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Kubeconfig to use; in-cluster config or $KUBECONFIG when unset.
+    #[arg(long, env = "KCERT_KUBECONFIG", global = true)]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context.
+    #[arg(long, env = "KCERT_CONTEXT")]
+    context: Option<String>,
+    /// A signer name to serve; repeat for several. CSRs of other signers are never touched.
+    #[arg(long = "signer-name", env = "KCERT_SIGNER_NAMES", value_delimiter = ',', default_value = kcert_controller::DEFAULT_SIGNER_NAME)]
+    signer_names: Vec<String>,
+    /// Which controllers to run.
+    #[arg(
+        long,
+        env = "KCERT_CONTROLLERS",
+        value_delimiter = ',',
+        default_value = "approver,signer"
+    )]
+    controllers: Vec<Role>,
+    /// CA certificate file (with --ca-key), e.g. /etc/kubernetes/pki/ca.crt.
+    #[arg(
+        long,
+        env = "KCERT_CA_CERT",
+        requires = "ca_key",
+        conflicts_with = "ca_secret"
+    )]
+    ca_cert: Option<PathBuf>,
+    /// CA key file (with --ca-cert).
+    #[arg(long, env = "KCERT_CA_KEY", requires = "ca_cert")]
+    ca_key: Option<PathBuf>,
+    /// CA from a Secret NAMESPACE/NAME holding tls.crt and tls.key; reloaded when it changes.
+    #[arg(long, env = "KCERT_CA_SECRET")]
+    ca_secret: Option<String>,
+    /// Policy from a YAML file (re-read when it changes) instead of ApprovalPolicy objects.
+    #[arg(long, env = "KCERT_POLICY_FILE")]
+    policy_file: Option<PathBuf>,
+    /// Longest certificate lifetime the signer grants (requests and rules only shorten it).
+    #[arg(long, env = "KCERT_MAX_DURATION", default_value = "720h", value_parser = kcert_policy::duration::parse)]
+    max_duration: std::time::Duration,
+    /// Parallel reconciles per controller.
+    #[arg(long, env = "KCERT_CONCURRENCY", default_value_t = 8)]
+    concurrency: u16,
+    /// Log format.
+    #[arg(long, env = "KCERT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the ApprovalPolicy CRD (what deploy/crd.yaml holds).
+    Crd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Role {
+    Approver,
+    Signer,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let flags = Flags::parse();
+    if let Some(Command::Crd) = flags.command {
+        print!("{}", kcert_controller::crd::crd_yaml());
+        return std::process::ExitCode::SUCCESS;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match flags.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    match run(flags).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(flags: Flags) -> Result<()> {
+    let ca = match (&flags.ca_cert, &flags.ca_key, &flags.ca_secret) {
+        (Some(cert), Some(key), None) => Some(CaSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (None, None, Some(secret)) => {
+            let Some((namespace, name)) = secret.split_once('/') else {
+                bail!("--ca-secret {secret:?} must be NAMESPACE/NAME");
+            };
+            Some(CaSource::Secret {
+                namespace: namespace.into(),
+                name: name.into(),
+            })
+        }
+        _ => None,
+    };
+    let signer = flags.controllers.contains(&Role::Signer);
+    if signer && ca.is_none() {
+        bail!(
+            "the signer needs a CA: pass --ca-cert and --ca-key, or --ca-secret NAMESPACE/NAME (or run --controllers approver)"
+        );
+    }
+    let settings = Settings {
+        signer_names: flags.signer_names.clone(),
+        approver: flags.controllers.contains(&Role::Approver),
+        signer,
+        policy: match &flags.policy_file {
+            Some(p) => PolicySource::File(p.clone()),
+            None => PolicySource::Crd,
+        },
+        ca,
+        max_duration: flags.max_duration,
+        concurrency: flags.concurrency,
+        controller_name: "kcert-controller".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let options = kube::config::KubeConfigOptions {
+        context: flags.context.clone(),
+        ..Default::default()
+    };
+    let config = match &flags.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &options).await?
+        }
+        None if flags.context.is_some() => kube::Config::from_kubeconfig(&options).await?,
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig and not in a cluster")?,
+    };
+    let client = kube::Client::try_from(config)?;
+    tracing::info!(signers = ?settings.signer_names, approver = settings.approver, signer = settings.signer, "starting");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+    };
+    kcert_controller::run(client, settings, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! Where the policy comes from, kept current: a fixed spec, a YAML file (re-read when it
+//! changes), or every `ApprovalPolicy` in the cluster (watched; each gets a status).
+
+use crate::crd::{ApprovalPolicy, ApprovalPolicyStatus};
+use futures::StreamExt;
+use kcert_policy::{Policy, PolicySpec};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+
+/// How the controller gets its policy.
+#[derive(Clone, Debug)]
+pub enum PolicySource {
+    /// A fixed policy (tests, embedding).
+    Static(PolicySpec),
+    /// A YAML file: a bare spec, or one or more `ApprovalPolicy` documents.
+    File(PathBuf),
+    /// Every `ApprovalPolicy` object in the cluster.
+    Crd,
+}
+
+/// The policy in force, and a label saying which version of it (for provenance).
+#[derive(Clone, Debug)]
+pub struct PolicySnapshot {
+    /// The merged, compiled policy.
+    pub policy: Arc<Policy>,
+    /// e.g. `file:/etc/kcert/policy.yaml@1732634400` or `crd:onboarding@3,strict@1`.
+    pub version: String,
+}
+
+/// Shared, swappable policy; `changed` ticks whenever it is replaced.
+#[derive(Clone)]
+pub struct PolicyStore {
+    current: Arc<RwLock<Option<PolicySnapshot>>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Default for PolicyStore {
+    fn default() -> Self {
+        PolicyStore {
+            current: Arc::new(RwLock::new(None)),
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+impl PolicyStore {
+    /// The policy in force, if one was loaded.
+    pub fn get(&self) -> Option<PolicySnapshot> {
+        self.current.read().expect("policy lock").clone()
+    }
+
+    fn set(&self, snapshot: PolicySnapshot) {
+        tracing::info!(version = %snapshot.version, rules = snapshot.policy.rules().len(), "policy loaded");
+        *self.current.write().expect("policy lock") = Some(snapshot);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that sees every replacement.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+/// Parse a policy file: a bare spec, or `ApprovalPolicy` documents (merged in order).
+pub fn parse_policy_file(text: &str, origin: &str) -> Result<Policy, String> {
+    let mut policies = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value = serde_yaml::Value::deserialize(doc)
+            .map_err(|e| format!("{origin}: document {}: {e}", i + 1))?;
+        if value.is_null() {
+            continue;
+        }
+        if value.get("kind").and_then(|k| k.as_str()) == Some("ApprovalPolicy") {
+            let obj: ApprovalPolicy = serde_yaml::from_value(value)
+                .map_err(|e| format!("{origin}: document {}: {e}", i + 1))?;
+            let name = obj.name_any();
+            policies.push(
+                Policy::compile(&name, &PolicySpec::from(&obj.spec))
+                    .map_err(|e| format!("{origin}: {e}"))?,
+            );
+        } else {
+            let spec: PolicySpec = serde_yaml::from_value(value)
+                .map_err(|e| format!("{origin}: document {}: {e}", i + 1))?;
+            policies.push(Policy::compile(origin, &spec).map_err(|e| e.to_string())?);
+        }
+    }
+    if policies.is_empty() {
+        return Err(format!("{origin}: no policy in the file"));
+    }
+    Ok(Policy::merge(policies))
+}
+
+use serde::Deserialize as _;
+
+/// Load the policy once and keep it current until the task is dropped.
+pub async fn keep_current(source: PolicySource, store: PolicyStore, client: Client) {
+    match source {
+        PolicySource::Static(spec) => match Policy::compile("static", &spec) {
+            Ok(p) => store.set(PolicySnapshot {
+                policy: Arc::new(Policy::merge([p])),
+                version: "static".into(),
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "the policy is invalid; nothing will be approved")
+            }
+        },
+        PolicySource::File(path) => watch_file(path, store).await,
+        PolicySource::Crd => watch_crd(client, store).await,
+    }
+}
+
+async fn watch_file(path: PathBuf, store: PolicyStore) {
+    let mut last: Option<(SystemTime, u64)> = None;
+    loop {
+        let stamp = std::fs::metadata(&path)
+            .ok()
+            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+        if stamp != last {
+            last = stamp;
+            let origin = path.display().to_string();
+            match std::fs::read_to_string(&path) {
+                Ok(text) => match parse_policy_file(&text, &origin) {
+                    Ok(policy) => {
+                        let secs = stamp
+                            .and_then(|(t, _)| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                            .map(|d| d.as_secs())
+                            .unwrap_or_default();
+                        store.set(PolicySnapshot {
+                            policy: Arc::new(policy),
+                            version: format!("file:{origin}@{secs}"),
+                        });
+                    }
+                    // Keep the last good policy: a typo must not stop or widen approvals.
+                    Err(e) => {
+                        tracing::error!(error = %e, "policy file refused; keeping the previous policy")
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(file = %origin, error = %e, "cannot read the policy file; keeping the previous policy")
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+async fn watch_crd(client: Client, store: PolicyStore) {
+    let api: Api<ApprovalPolicy> = Api::all(client);
+    let (reader, writer) = kube::runtime::reflector::store::<ApprovalPolicy>();
+    let stream = kube::runtime::reflector(writer, watcher(api.clone(), watcher::Config::default()))
+        .default_backoff()
+        .touched_objects();
+    futures::pin_mut!(stream);
+    let mut first = true;
+    while let Some(event) = stream.next().await {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "watching ApprovalPolicy objects failed; retrying");
+            continue;
+        }
+        if first {
+            // Let the initial list settle so the first snapshot holds every policy.
+            let _ = reader.wait_until_ready().await;
+            first = false;
+        }
+        let mut objects = reader.state();
+        objects.sort_by_key(|o| o.name_any());
+        let mut accepted = Vec::new();
+        let mut version = Vec::new();
+        for obj in &objects {
+            let name = obj.name_any();
+            let generation = obj.metadata.generation;
+            let result = Policy::compile(&name, &PolicySpec::from(&obj.spec));
+            let status = match &result {
+                Ok(p) => ApprovalPolicyStatus {
+                    observed_generation: generation,
+                    accepted: true,
+                    message: format!("{} rule(s) in force", p.rules().len()),
+                    rules: p.rules().len() as u32,
+                },
+                Err(e) => ApprovalPolicyStatus {
+                    observed_generation: generation,
+                    accepted: false,
+                    message: e.to_string(),
+                    rules: 0,
+                },
+            };
+            if obj.status.as_ref() != Some(&status) {
+                let patch = serde_json::json!({ "status": status });
+                if let Err(e) = api
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    tracing::warn!(policy = %name, error = %e, "cannot write ApprovalPolicy status");
+                }
+            }
+            match result {
+                Ok(p) => {
+                    version.push(format!("{name}@{}", generation.unwrap_or_default()));
+                    accepted.push(p);
+                }
+                Err(e) => tracing::error!(policy = %name, error = %e, "policy refused"),
+            }
+        }
+        store.set(PolicySnapshot {
+            policy: Arc::new(Policy::merge(accepted)),
+            version: format!("crd:{}", version.join(",")),
+        });
+    }
+}
