@@ -1,5 +1,6 @@
 //! kcert's tests against a real kube-apiserver and etcd. One binary, one shared cluster
 //! (`TestCluster::shared`); each test uses unique names and its own namespace.
 
+mod controller;
 mod pki;
 mod testbed;

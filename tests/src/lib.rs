@@ -1,11 +1,16 @@
-//! Helpers shared by kcert's cluster tests: building CertificateSigningRequest objects.
+//! Helpers shared by kcert's cluster tests: CSR objects, an in-process controller, waiting.
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestSpec,
 };
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use kcert_controller::{CaSource, PolicySource, Settings};
 use kcert_pki::{CsrSubject, KeyType, PrivateKey, SubjectAltNames, build_csr};
-use kube::api::ObjectMeta;
+use kcert_testbed::TestCluster;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use std::time::{Duration, Instant};
 
 /// A CertificateSigningRequest for `user` in `groups` with a fresh ECDSA key.
 pub fn csr_object(
@@ -15,16 +20,40 @@ pub fn csr_object(
     groups: &[&str],
     expiration_seconds: Option<i32>,
 ) -> CertificateSigningRequest {
+    csr_with_key(name, signer, user, groups, expiration_seconds).0
+}
+
+/// Like [`csr_object`], also returning the key's PEM.
+pub fn csr_with_key(
+    name: &str,
+    signer: &str,
+    user: &str,
+    groups: &[&str],
+    expiration_seconds: Option<i32>,
+) -> (CertificateSigningRequest, String) {
     let key = PrivateKey::generate(KeyType::EcdsaP256).expect("key generation");
     let subject = CsrSubject::new(user, groups.iter().copied()).expect("valid subject");
     let pem = build_csr(&key, &subject, &SubjectAltNames::default()).expect("CSR");
+    (
+        csr_from_pem(name, signer, pem.into_bytes(), expiration_seconds),
+        key.to_pkcs8_pem().unwrap().to_string(),
+    )
+}
+
+/// A CertificateSigningRequest around any request bytes, with client usages.
+pub fn csr_from_pem(
+    name: &str,
+    signer: &str,
+    request: Vec<u8>,
+    expiration_seconds: Option<i32>,
+) -> CertificateSigningRequest {
     CertificateSigningRequest {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             ..Default::default()
         },
         spec: CertificateSigningRequestSpec {
-            request: ByteString(pem.into_bytes()),
+            request: ByteString(request),
             signer_name: signer.to_string(),
             usages: Some(vec![
                 "digital signature".into(),
@@ -36,4 +65,174 @@ pub fn csr_object(
         },
         status: None,
     }
+}
+
+/// Let every authenticated user create and read CSRs (once per cluster), as a cluster that
+/// offers self-service certificates does.
+pub async fn allow_everyone_to_request(cluster: &TestCluster) {
+    let admin = cluster.admin_client().await.unwrap();
+    let name = "kcert-tests-csr-requester";
+    let role = ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["certificates.k8s.io".into()]),
+            resources: Some(vec!["certificatesigningrequests".into()]),
+            verbs: vec!["create".into(), "get".into(), "list".into(), "watch".into()],
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let binding = ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: name.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "Group".into(),
+            name: "system:authenticated".into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            ..Default::default()
+        }]),
+    };
+    for r in [
+        Api::<ClusterRole>::all(admin.clone())
+            .create(&PostParams::default(), &role)
+            .await
+            .map(|_| ()),
+        Api::<ClusterRoleBinding>::all(admin)
+            .create(&PostParams::default(), &binding)
+            .await
+            .map(|_| ()),
+    ] {
+        match r {
+            Ok(()) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => panic!("RBAC setup: {e}"),
+        }
+    }
+}
+
+/// A kcert-controller running in this test's runtime, for one signer name of its own.
+pub struct RunningController {
+    /// The signer name it serves.
+    pub signer: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningController {
+    /// Start approver and signer for `signer` with `policy` and the cluster's CA.
+    pub fn start(
+        cluster: &TestCluster,
+        client: Client,
+        signer: &str,
+        policy: PolicySource,
+        max_duration: Duration,
+    ) -> Self {
+        let settings = Settings {
+            signer_names: vec![signer.to_string()],
+            policy,
+            ca: Some(CaSource::Files {
+                cert: cluster.ca_cert_path(),
+                key: cluster.ca_key_path(),
+            }),
+            max_duration,
+            ..Settings::default()
+        };
+        Self::start_with(client, settings)
+    }
+
+    /// Start with explicit settings.
+    pub fn start_with(client: Client, settings: Settings) -> Self {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let signer = settings.signer_names.first().cloned().unwrap_or_default();
+        let task = tokio::spawn(async move {
+            kcert_controller::run(client, settings, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        RunningController {
+            signer,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// Kill it abruptly, as a crash would (no graceful shutdown).
+    pub fn kill(mut self) {
+        self.stop.take();
+        self.task.abort();
+    }
+}
+
+impl Drop for RunningController {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task.abort();
+    }
+}
+
+/// Poll `name` until `done` holds (or panic after `limit`), returning the object.
+pub async fn wait_for(
+    api: &Api<CertificateSigningRequest>,
+    name: &str,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&CertificateSigningRequest) -> bool,
+) -> CertificateSigningRequest {
+    let deadline = Instant::now() + limit;
+    loop {
+        let csr = api.get(name).await.unwrap();
+        if done(&csr) {
+            return csr;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: not {what} after {limit:?}: {:#?}",
+            csr.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The (type, reason, message) of every condition.
+pub fn conditions(csr: &CertificateSigningRequest) -> Vec<(String, String, String)> {
+    csr.status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            (
+                c.type_,
+                c.reason.unwrap_or_default(),
+                c.message.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Whether the CSR has a certificate.
+pub fn issued(csr: &CertificateSigningRequest) -> bool {
+    csr.status
+        .as_ref()
+        .and_then(|s| s.certificate.as_ref())
+        .is_some()
+}
+
+/// Whether any of Approved, Denied or Failed is set.
+pub fn decided(csr: &CertificateSigningRequest) -> bool {
+    !conditions(csr).is_empty()
 }
