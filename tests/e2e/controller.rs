@@ -583,3 +583,217 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Install the checked-in CRD once per cluster and wait until it is served.
+async fn install_crd(cluster: &TestCluster) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let client = cluster.admin_client().await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crd.yaml"))
+        .unwrap();
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+    crds.patch(
+        "approvalpolicies.kcert.dev",
+        &PatchParams::apply("kcert-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = crds.get("approvalpolicies.kcert.dev").await.unwrap();
+        let established = c
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "CRD not established");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn approval_policy_objects_get_a_status_and_are_reloaded_live() {
+    use kcert_controller::crd::{ApprovalPolicy, ApprovalPolicySpec};
+    let cluster = TestCluster::shared().await;
+    allow_everyone_to_request(cluster).await;
+    install_crd(cluster).await;
+    let admin_client = cluster.admin_client().await.unwrap();
+    let signer = format!("kcert.dev/{}", cluster.unique_name("crd"));
+    let policies: Api<ApprovalPolicy> = Api::all(admin_client.clone());
+    let good_name = cluster.unique_name("onboarding");
+    let bad_name = cluster.unique_name("broken");
+    let rule = |groups: &str| {
+        serde_yaml::from_str::<ApprovalPolicySpec>(&format!(
+            "rules: [{{id: developers-self, signerNames: [\"{signer}\"], requesters: {{groups: [developers]}}, groups: {{allowed: [{groups}]}}}}]"
+        ))
+        .unwrap()
+    };
+    policies
+        .create(
+            &PostParams::default(),
+            &ApprovalPolicy::new(&good_name, rule("dev")),
+        )
+        .await
+        .unwrap();
+    let broken =
+        serde_yaml::from_str::<ApprovalPolicySpec>("rules: [{id: nobody, requesters: {}}]")
+            .unwrap();
+    policies
+        .create(
+            &PostParams::default(),
+            &ApprovalPolicy::new(&bad_name, broken),
+        )
+        .await
+        .unwrap();
+
+    let _controller = RunningController::start(
+        cluster,
+        admin_client.clone(),
+        &signer,
+        PolicySource::Crd,
+        Duration::from_secs(3600),
+    );
+    let status_of = |name: String| {
+        let policies = policies.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Some(s) = policies.get(&name).await.unwrap().status {
+                    return s;
+                }
+                assert!(std::time::Instant::now() < deadline, "{name} got no status");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let good = status_of(good_name.clone()).await;
+    assert!(good.accepted, "{good:?}");
+    assert_eq!((good.rules, good.observed_generation), (1, Some(1)));
+    let bad = status_of(bad_name.clone()).await;
+    assert!(!bad.accepted);
+    assert!(
+        bad.message.contains("requesters names nobody"),
+        "{}",
+        bad.message
+    );
+
+    let admin: Api<CertificateSigningRequest> = Api::all(admin_client);
+    let jane = cluster.user_client("jane", &["developers"]).await.unwrap();
+    let jane_csrs: Api<CertificateSigningRequest> = Api::all(jane);
+    let first = cluster.unique_name("crd-dev");
+    jane_csrs
+        .create(
+            &PostParams::default(),
+            &csr_object(&first, &signer, "jane", &["dev"], None),
+        )
+        .await
+        .unwrap();
+    let done = wait_for(&admin, &first, 20 * SECOND, "issued", issued).await;
+    let provenance: serde_json::Value =
+        serde_json::from_str(done.annotations().get(DECISION_ANNOTATION).unwrap()).unwrap();
+    assert_eq!(provenance["policy"], good_name.as_str());
+    assert!(
+        provenance["policyVersion"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{good_name}@1")),
+        "{provenance}"
+    );
+
+    // Change the rule live: ops instead of dev. A pending ops request is then approved.
+    let second = cluster.unique_name("crd-ops");
+    jane_csrs
+        .create(
+            &PostParams::default(),
+            &csr_object(&second, &signer, "jane", &["ops"], None),
+        )
+        .await
+        .unwrap();
+    let denied = wait_for(&admin, &second, 20 * SECOND, "decided", decided).await;
+    assert_eq!(conditions(&denied)[0].1, "GroupNotAllowed");
+    let patch = serde_json::json!({"spec": rule("ops")});
+    policies
+        .patch(&good_name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let updated = status_of(good_name.clone()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut status = updated;
+    while status.observed_generation != Some(2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status not updated: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = status_of(good_name.clone()).await;
+    }
+    let third = cluster.unique_name("crd-ops-again");
+    jane_csrs
+        .create(
+            &PostParams::default(),
+            &csr_object(&third, &signer, "jane", &["ops"], None),
+        )
+        .await
+        .unwrap();
+    let done = wait_for(&admin, &third, 20 * SECOND, "issued", issued).await;
+    assert_eq!(conditions(&done)[0].0, "Approved");
+    // Clean up cluster-scoped objects other tests would see.
+    for n in [good_name, bad_name] {
+        let _ = policies.delete(&n, &Default::default()).await;
+    }
+}
+
+#[tokio::test]
+async fn the_ca_can_come_from_a_secret_and_the_built_in_client_signer_can_be_served() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kcert_controller::{CaSource, Settings};
+    let cluster = TestCluster::shared().await;
+    let ns = cluster.namespace("ca-secret").await.unwrap();
+    let admin_client = cluster.admin_client().await.unwrap();
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "kcert-ca"},
+        "type": "kubernetes.io/tls",
+        "stringData": {
+            "tls.crt": std::fs::read_to_string(cluster.ca_cert_path()).unwrap(),
+            "tls.key": std::fs::read_to_string(cluster.ca_key_path()).unwrap(),
+        }
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(admin_client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    // No kube-controller-manager runs here, so kcert may serve the built-in client signer.
+    let signer = "kubernetes.io/kube-apiserver-client";
+    let policy = spec(&format!(
+        "rules: [{{id: onboard, signerNames: [\"{signer}\"], requesters: {{users: [kcert-testbed-admin]}}, commonName: {{glob: 'secret-ca-*'}}, groups: {{allowed: [dev]}}}}]"
+    ));
+    let settings = Settings {
+        signer_names: vec![signer.to_string()],
+        policy: PolicySource::Static(policy),
+        ca: Some(CaSource::Secret {
+            namespace: ns.clone(),
+            name: "kcert-ca".into(),
+        }),
+        ..Settings::default()
+    };
+    let _controller = RunningController::start_with(admin_client.clone(), settings);
+    let admin: Api<CertificateSigningRequest> = Api::all(admin_client);
+    let name = cluster.unique_name("secret-ca");
+    let (csr, _) = csr_with_key(
+        &name,
+        signer,
+        &format!("secret-ca-{name}"),
+        &["dev"],
+        Some(3600),
+    );
+    admin.create(&PostParams::default(), &csr).await.unwrap();
+    let done = wait_for(&admin, &name, 20 * SECOND, "issued", issued).await;
+    let cert = CertificateInfo::from_pem(&done.status.unwrap().certificate.unwrap().0).unwrap();
+    assert_eq!(cert.authority_key_id, cluster.ca().info().subject_key_id);
+}

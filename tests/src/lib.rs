@@ -152,6 +152,11 @@ impl RunningController {
 
     /// Start with explicit settings.
     pub fn start_with(client: Client, settings: Settings) -> Self {
+        // Controller logs show with RUST_LOG=kcert_controller=debug (captured per test otherwise).
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let signer = settings.signer_names.first().cloned().unwrap_or_default();
         let task = tokio::spawn(async move {

@@ -153,19 +153,18 @@ async fn watch_crd(client: Client, store: PolicyStore) {
     let api: Api<ApprovalPolicy> = Api::all(client);
     let (reader, writer) = kube::runtime::reflector::store::<ApprovalPolicy>();
     let stream = kube::runtime::reflector(writer, watcher(api.clone(), watcher::Config::default()))
-        .default_backoff()
-        .touched_objects();
+        .default_backoff();
     futures::pin_mut!(stream);
-    let mut first = true;
     while let Some(event) = stream.next().await {
-        if let Err(e) = event {
-            tracing::warn!(error = %e, "watching ApprovalPolicy objects failed; retrying");
-            continue;
-        }
-        if first {
-            // Let the initial list settle so the first snapshot holds every policy.
-            let _ = reader.wait_until_ready().await;
-            first = false;
+        match event {
+            // Recompute once the initial list is complete, then on every change (deletes too).
+            Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "watching ApprovalPolicy objects failed; retrying");
+                continue;
+            }
         }
         let mut objects = reader.state();
         objects.sort_by_key(|o| o.name_any());
@@ -206,9 +205,14 @@ async fn watch_crd(client: Client, store: PolicyStore) {
                 Err(e) => tracing::error!(policy = %name, error = %e, "policy refused"),
             }
         }
+        let version = format!("crd:{}", version.join(","));
+        // Status writes come back as events; only a new generation set changes the policy.
+        if store.get().is_some_and(|s| s.version == version) {
+            continue;
+        }
         store.set(PolicySnapshot {
             policy: Arc::new(Policy::merge(accepted)),
-            version: format!("crd:{}", version.join(",")),
+            version,
         });
     }
 }
