@@ -284,6 +284,7 @@ fn check_constraints(rule: &Rule, facts: &CsrFacts) -> Result<String, Failure> {
     }
     for group in &facts.organizations {
         let allowed = rule.allowed_groups.iter().any(|p| glob::matches(p, group))
+            || (rule.groups_from_requester && facts.requester.groups.iter().any(|g| g == group))
             || facts.requester.groups.iter().any(|rg| {
                 rule.groups_by_requester_group
                     .get(rg)
@@ -293,7 +294,7 @@ fn check_constraints(rule: &Rule, facts: &CsrFacts) -> Result<String, Failure> {
             return Err((
                 Reason::GroupNotAllowed,
                 format!(
-                    "group (O) {group:?} is not in groups.allowed nor granted to the requester's groups by groups.byRequesterGroup"
+                    "group (O) {group:?} is not in groups.allowed, not granted by groups.byRequesterGroup, nor (with groups.fromRequester) one the requester is in"
                 ),
             ));
         }

@@ -93,6 +93,7 @@ pub struct Rule {
     pub(crate) common_name: CommonName,
     pub(crate) allowed_groups: Vec<String>,
     pub(crate) groups_by_requester_group: BTreeMap<String, Vec<String>>,
+    pub(crate) groups_from_requester: bool,
     pub(crate) usages: BTreeSet<String>,
     pub(crate) max_duration_seconds: Option<u64>,
     pub(crate) key_types: Vec<String>,
@@ -321,6 +322,7 @@ fn compile_rule(policy: &str, r: &RuleSpec) -> Result<Rule, String> {
         common_name,
         allowed_groups: groups.allowed,
         groups_by_requester_group: groups.by_requester_group,
+        groups_from_requester: groups.from_requester,
         usages,
         max_duration_seconds,
         key_types: if keys.types.is_empty() {

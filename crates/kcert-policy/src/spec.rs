@@ -108,6 +108,9 @@ pub struct GroupsSpec {
     /// Groups that members of a requester group may request, e.g. `{admins: [dev, ops]}`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub by_requester_group: BTreeMap<String, Vec<String>>,
+    /// Requesters may request groups they are already in (renewals: same groups as now).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_requester: bool,
 }
 
 /// The constraint on the key.

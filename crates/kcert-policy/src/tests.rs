@@ -338,6 +338,30 @@ rules:
 }
 
 #[test]
+fn renewals_may_keep_exactly_the_requesters_groups() {
+    let p = policy(
+        r#"
+rules:
+  - id: self-renew
+    requesters: {groups: [system:authenticated]}
+    groups: {fromRequester: true}
+"#,
+    );
+    assert_eq!(
+        decide(&facts("jane", &["dev", "ops"], "jane", &["dev", "ops"]), &p).outcome,
+        Outcome::Approve
+    );
+    let d = decide(&facts("jane", &["dev"], "jane", &["dev", "admins"]), &p);
+    assert_decision(&d, Outcome::Deny, Reason::GroupNotAllowed, "\"admins\"");
+    // Being in a protected group as a requester does not make it requestable.
+    let d = decide(
+        &facts("jane", &["system:masters"], "jane", &["system:masters"]),
+        &p,
+    );
+    assert_decision(&d, Outcome::Deny, Reason::ProtectedGroup, "system:masters");
+}
+
+#[test]
 fn invalid_request_decision_names_the_problem() {
     let d = Decision::invalid_request("the CSR's signature does not verify");
     assert_decision(

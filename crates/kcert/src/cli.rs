@@ -6,15 +6,23 @@ use std::path::PathBuf;
 
 /// kcert: client certificates for Kubernetes, from key to kubeconfig.
 ///
-/// Exit codes: 0 success, 1 error (bad input, refused, I/O), 2 bad command line.
-/// kcert never prompts; private keys are written with mode 0600 and never over an existing
-/// file without --force.
+/// Exit codes: 0 success, 1 error (bad input, refused, I/O; `can-i`: no), 2 bad command line,
+/// 3 request denied or failed, 4 timed out waiting. kcert never prompts; private keys are
+/// written with mode 0600 and never over an existing file without --force.
 #[derive(Debug, Parser)]
 #[command(name = "kcert", version, max_term_width = 100)]
 pub struct Cli {
     /// Output format: human-readable text, or JSON on stdout for pipelines.
     #[arg(long, short = 'O', global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+
+    /// Kubeconfig for commands that talk to a cluster [default: $KUBECONFIG, then ~/.kube/config].
+    #[arg(long, global = true, env = "KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context [default: the current context].
+    #[arg(long, global = true)]
+    pub context: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -42,6 +50,206 @@ pub enum Command {
     Sign(SignArgs),
     /// Show what a CSR, certificate, key or kubeconfig says: subject, groups, validity, usages, key, fingerprint.
     Inspect(InspectArgs),
+    /// Get a certificate from the cluster through a CertificateSigningRequest and write a kubeconfig.
+    Request(RequestArgs),
+    /// List CertificateSigningRequests with what the policy would decide for pending ones.
+    List(ListArgs),
+    /// Show one CertificateSigningRequest: identity, requester, conditions, provenance, certificate.
+    Show(NameArgs),
+    /// Approve CertificateSigningRequests (as kubectl certificate approve; a Denied one stays denied).
+    Approve(DecideArgs),
+    /// Deny CertificateSigningRequests.
+    Deny(DecideArgs),
+    /// Work with approval policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Bind a Role or ClusterRole to a user or group (RoleBinding, or ClusterRoleBinding without --namespace).
+    Grant(GrantArgs),
+    /// Show who the cluster says you are (SelfSubjectReview).
+    Whoami,
+    /// Ask the cluster whether you may do something (SelfSubjectAccessReview); exit 0 yes, 1 no.
+    CanI(CanIArgs),
+    /// Write a kubeconfig for a ServiceAccount with a short-lived TokenRequest token.
+    Kubeconfig(KubeconfigArgs),
+    /// A local, real control plane with kcert-controller, for trying kcert.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+    /// Print shell completions.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// The user name (CN). Required unless --from-file.
+    #[arg(long, short = 'u', required_unless_present = "from_file")]
+    pub user: Option<String>,
+    /// A group (O); repeat for several.
+    #[arg(long = "group", short = 'g')]
+    pub groups: Vec<String>,
+    /// Onboard several users: YAML list of {user, groups, duration}.
+    #[arg(long, conflicts_with_all = ["user", "key", "name"])]
+    pub from_file: Option<PathBuf>,
+    /// Type of the key to generate.
+    #[arg(long, default_value_t = KeyType::EcdsaP256, value_parser = parse_key_type, conflicts_with = "key")]
+    pub key_type: KeyType,
+    /// Use this existing key instead of generating one (it is not copied).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// The signer to ask.
+    #[arg(long, default_value = "kcert.dev/client")]
+    pub signer_name: String,
+    /// Certificate lifetime to ask for (expirationSeconds; at least 10m).
+    #[arg(long, value_parser = kcert_policy::duration::parse)]
+    pub duration: Option<std::time::Duration>,
+    /// How long to wait for approval and the certificate.
+    #[arg(long, default_value = "5m", value_parser = kcert_policy::duration::parse)]
+    pub timeout: std::time::Duration,
+    /// CSR name [default: kcert-USER-<key fingerprint>, so a re-run with --key finds it].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Directory for USER.key, USER.crt and USER.kubeconfig.
+    #[arg(long, short = 'd', default_value = ".")]
+    pub out_dir: PathBuf,
+    /// Also add the user, cluster and context to this kubeconfig (created if missing).
+    #[arg(long)]
+    pub merge: Option<PathBuf>,
+    /// Namespace for the context written.
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// Replace existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only CSRs for this signer.
+    #[arg(long)]
+    pub signer_name: Option<String>,
+    /// Judge pending CSRs with this policy file instead of the cluster's ApprovalPolicies.
+    #[arg(long)]
+    pub policy_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// CSR name.
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// CSR names.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Reason written in the condition (PascalCase) [default: KcertApprove / KcertDeny].
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Message written in the condition.
+    #[arg(long)]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Explain what the policy decides for a CSR file or a CSR in the cluster. Writes nothing.
+    Test(PolicyTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyTestArgs {
+    /// A CSR PEM file, or the name of a CertificateSigningRequest in the cluster.
+    pub csr: String,
+    /// Policy file [default: the cluster's ApprovalPolicy objects].
+    #[arg(long)]
+    pub policy_file: Option<PathBuf>,
+    /// For a CSR file: who would request it [default: its CN].
+    #[arg(long)]
+    pub requester: Option<String>,
+    /// For a CSR file: the requester's groups (repeat).
+    #[arg(long = "requester-group")]
+    pub requester_groups: Vec<String>,
+    /// For a CSR file: the signer name.
+    #[arg(long, default_value = "kcert.dev/client")]
+    pub signer_name: String,
+    /// For a CSR file: expirationSeconds to assume.
+    #[arg(long, value_parser = kcert_policy::duration::parse)]
+    pub duration: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("subject").required(true).args(["user", "group"])))]
+#[command(group(clap::ArgGroup::new("role_kind").required(true).args(["role", "clusterrole"])))]
+pub struct GrantArgs {
+    /// The user to grant to.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The group to grant to.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// A Role in --namespace.
+    #[arg(long, requires = "namespace")]
+    pub role: Option<String>,
+    /// A ClusterRole (bound in --namespace, or cluster-wide without it).
+    #[arg(long)]
+    pub clusterrole: Option<String>,
+    /// Namespace of the RoleBinding.
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CanIArgs {
+    /// Verb, e.g. get, list, create, delete.
+    pub verb: String,
+    /// Resource, e.g. pods, deployments.apps, pods/log.
+    pub resource: String,
+    /// Namespace.
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KubeconfigArgs {
+    /// The ServiceAccount.
+    #[arg(long)]
+    pub service_account: String,
+    /// Its namespace.
+    #[arg(long, short = 'n')]
+    pub namespace: String,
+    /// Token lifetime.
+    #[arg(long, default_value = "1h", value_parser = kcert_policy::duration::parse)]
+    pub duration: std::time::Duration,
+    /// Create the ServiceAccount if it does not exist.
+    #[arg(long)]
+    pub create: bool,
+    /// Where to write the kubeconfig (mode 0600).
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+    /// Replace the file if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Start etcd, kube-apiserver and kcert-controller locally; run until Ctrl-C.
+    Up(SandboxUpArgs),
+    /// Run the whole onboarding flow on a throw-away sandbox and tear it down.
+    Demo,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxUpArgs {
+    /// Directory for admin.kubeconfig, ca.crt and ca.key.
+    #[arg(long, short = 'd', default_value = "kcert-sandbox")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,8 @@
 pub mod cli;
 pub mod commands;
 pub mod files;
+pub mod kubeconfig;
+pub mod target;
 
 use clap::Parser;
 use std::ffi::OsString;
@@ -17,6 +19,10 @@ pub mod exit {
     pub const ERROR: u8 = 1;
     /// Bad command line (clap's code).
     pub const USAGE: u8 = 2;
+    /// The request was denied (or failed at signing).
+    pub const DENIED: u8 = 3;
+    /// Gave up waiting.
+    pub const TIMED_OUT: u8 = 4;
 }
 
 /// Run the CLI with `args` (including the program name) and return the exit code.
@@ -35,8 +41,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     match commands::run(&cli) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
+            let code = e
+                .downcast_ref::<commands::Exit>()
+                .map_or(exit::ERROR, |x| x.code);
             eprintln!("kcert: error: {e:#}");
-            ExitCode::from(exit::ERROR)
+            ExitCode::from(code)
         }
     }
 }

@@ -1,13 +1,35 @@
 //! One module per command. Each takes its parsed arguments and the output format.
 
+mod access;
+mod admin;
 mod ca;
 mod csr;
 mod inspect;
 mod key;
+mod policy;
+pub mod request;
+mod sandbox;
 mod sign;
 
-use crate::cli::{CaCommand, Cli, Command, OutputFormat};
+use crate::cli::{CaCommand, Cli, Command, OutputFormat, PolicyCommand, SandboxCommand};
 use anyhow::Result;
+
+/// An error that ends the program with a specific exit code (see `kcert --help`).
+#[derive(Debug)]
+pub struct Exit {
+    /// The exit code.
+    pub code: u8,
+    /// What to print.
+    pub message: String,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
 
 /// Run the parsed command line.
 pub fn run(cli: &Cli) -> Result<()> {
@@ -18,6 +40,43 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Ca(CaCommand::Init(args)) => ca::init(args, out),
         Command::Sign(args) => sign::run(args, out),
         Command::Inspect(args) => inspect::run(args, out),
+        Command::Completions(args) => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "kcert",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        cluster_command => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let target =
+                    crate::target::Target::new(cli.kubeconfig.clone(), cli.context.clone());
+                match cluster_command {
+                    Command::Request(args) => request::run(args, out, &target).await,
+                    Command::List(args) => admin::list(args, out, &target).await,
+                    Command::Show(args) => admin::show(&args.name, out, &target).await,
+                    Command::Approve(args) => admin::decide(args, true, out, &target).await,
+                    Command::Deny(args) => admin::decide(args, false, out, &target).await,
+                    Command::Policy(PolicyCommand::Test(args)) => {
+                        policy::test(args, out, &target).await
+                    }
+                    Command::Grant(args) => access::grant(args, out, &target).await,
+                    Command::Whoami => access::whoami(out, &target).await,
+                    Command::CanI(args) => access::can_i(args, out, &target).await,
+                    Command::Kubeconfig(args) => access::kubeconfig(args, out, &target).await,
+                    Command::Sandbox(SandboxCommand::Up(args)) => sandbox::up(args, out).await,
+                    Command::Sandbox(SandboxCommand::Demo) => sandbox::demo(out).await,
+                    _ => unreachable!("offline commands are handled above"),
+                }
+            })
+        }
     }
 }
 

@@ -1,0 +1,314 @@
+//! `kcert list`, `show`, `approve`, `deny`: the admin's view of CertificateSigningRequests.
+
+use super::report;
+use super::request::api_message;
+use crate::cli::{DecideArgs, ListArgs, OutputFormat};
+use crate::target::Target;
+use anyhow::{Result, anyhow, bail};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kcert_controller::conditions;
+use kcert_controller::facts::{csr_facts, parse_request};
+use kcert_pki::CertificateInfo;
+use kcert_policy::Policy;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, ResourceExt};
+
+fn state(csr: &CertificateSigningRequest) -> &'static str {
+    if conditions::has(csr, conditions::FAILED) {
+        "Failed"
+    } else if conditions::has(csr, conditions::DENIED) {
+        "Denied"
+    } else if conditions::has_certificate(csr) {
+        "Issued"
+    } else if conditions::has(csr, conditions::APPROVED) {
+        "Approved"
+    } else {
+        "Pending"
+    }
+}
+
+fn age(csr: &CertificateSigningRequest) -> String {
+    let Some(created) = csr.metadata.creation_timestamp.as_ref() else {
+        return "-".into();
+    };
+    let secs = (k8s_openapi::jiff::Timestamp::now().as_second() - created.0.as_second()).max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+fn row(csr: &CertificateSigningRequest, policy: Option<&Policy>) -> serde_json::Value {
+    let parsed = parse_request(csr);
+    let (cn, groups) = match &parsed {
+        Ok(r) => (
+            r.subject().common_name.clone().unwrap_or_default(),
+            r.subject().organizations.clone(),
+        ),
+        Err(_) => ("(unreadable)".into(), Vec::new()),
+    };
+    let would = match (state(csr), policy, &parsed) {
+        ("Pending", Some(p), Ok(r)) => {
+            let d = kcert_policy::decide(&csr_facts(csr, r), p);
+            Some(format!("{:?}:{}", d.outcome, d.reason))
+        }
+        ("Pending", Some(_), Err(_)) => Some("Deny:InvalidRequest".into()),
+        _ => None,
+    };
+    serde_json::json!({
+        "name": csr.name_any(),
+        "age": age(csr),
+        "requester": csr.spec.username,
+        "user": cn,
+        "groups": groups,
+        "signer": csr.spec.signer_name,
+        "state": state(csr),
+        "policy": would,
+    })
+}
+
+pub async fn list(args: &ListArgs, out: OutputFormat, target: &Target) -> Result<()> {
+    let (client, _) = target.connect().await?;
+    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let lp = match &args.signer_name {
+        Some(s) => ListParams::default().fields(&format!("spec.signerName={s}")),
+        None => ListParams::default(),
+    };
+    let mut items = api
+        .list(&lp)
+        .await
+        .map_err(|e| anyhow!("listing CSRs: {}", api_message(&e)))?
+        .items;
+    items.sort_by_key(|c| c.metadata.creation_timestamp.as_ref().map(|t| t.0));
+    let policy = super::policy::load_policy(args.policy_file.as_deref(), Some(&client))
+        .await
+        .unwrap_or(None);
+    let rows: Vec<serde_json::Value> = items.iter().map(|c| row(c, policy.as_ref())).collect();
+    report(out, serde_json::json!(rows), || {
+        let mut lines = vec![format!(
+            "{:<32} {:>5} {:<24} {:<16} {:<16} {:<32} {:<9} {}",
+            "NAME", "AGE", "REQUESTER", "USER", "GROUPS", "SIGNER", "STATE", "POLICY"
+        )];
+        for r in &rows {
+            let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
+            let groups: Vec<&str> = r["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|g| g.as_str())
+                .collect();
+            lines.push(format!(
+                "{:<32} {:>5} {:<24} {:<16} {:<16} {:<32} {:<9} {}",
+                s("name"),
+                s("age"),
+                s("requester"),
+                s("user"),
+                if groups.is_empty() {
+                    "-".into()
+                } else {
+                    groups.join(",")
+                },
+                s("signer"),
+                s("state"),
+                s("policy")
+            ));
+        }
+        lines.join("\n")
+    });
+    Ok(())
+}
+
+pub async fn show(name: &str, out: OutputFormat, target: &Target) -> Result<()> {
+    let (client, _) = target.connect().await?;
+    let csr = Api::<CertificateSigningRequest>::all(client)
+        .get(name)
+        .await
+        .map_err(|e| anyhow!("CSR {name}: {}", api_message(&e)))?;
+    let request = parse_request(&csr);
+    let conds: Vec<serde_json::Value> = csr
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| serde_json::json!({"type": c.type_, "reason": c.reason, "message": c.message}))
+        .collect();
+    let cert = csr
+        .status
+        .as_ref()
+        .and_then(|s| s.certificate.as_ref())
+        .and_then(|c| CertificateInfo::from_pem(&c.0).ok());
+    let provenance = csr
+        .annotations()
+        .get(kcert_controller::DECISION_ANNOTATION)
+        .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok());
+    let json = serde_json::json!({
+        "name": name,
+        "state": state(&csr),
+        "signer": csr.spec.signer_name,
+        "requester": {"username": csr.spec.username, "groups": csr.spec.groups},
+        "subject": request.as_ref().map(|r| r.subject().to_string()).unwrap_or_else(|e| format!("unreadable: {e}")),
+        "user": request.as_ref().ok().and_then(|r| r.subject().common_name.clone()),
+        "groups": request.as_ref().map(|r| r.subject().organizations.clone()).unwrap_or_default(),
+        "key": request.as_ref().ok().map(|r| r.public_key().algorithm().to_string()),
+        "usages": csr.spec.usages,
+        "expirationSeconds": csr.spec.expiration_seconds,
+        "conditions": conds,
+        "decision": provenance,
+        "certificate": cert.as_ref().map(|c| serde_json::json!({"serial": c.serial, "notBefore": c.not_before, "notAfter": c.not_after, "issuer": c.issuer})),
+    });
+    report(out, json.clone(), || {
+        let mut s = format!(
+            "{name}: {}\n  signer      {}\n  requester   {} (groups: {})\n  subject     {}\n  key         {}\n  usages      {}",
+            json["state"].as_str().unwrap_or("-"),
+            csr.spec.signer_name,
+            csr.spec.username.as_deref().unwrap_or("-"),
+            csr.spec.groups.clone().unwrap_or_default().join(", "),
+            json["subject"].as_str().unwrap_or("-"),
+            json["key"].as_str().unwrap_or("-"),
+            csr.spec.usages.clone().unwrap_or_default().join(", "),
+        );
+        for c in &conds {
+            s.push_str(&format!(
+                "\n  condition   {}: {}: {}",
+                c["type"].as_str().unwrap_or("-"),
+                c["reason"].as_str().unwrap_or("-"),
+                c["message"].as_str().unwrap_or("-")
+            ));
+        }
+        if let Some(p) = &provenance {
+            s.push_str(&format!(
+                "\n  decided by  {} (rule {}, policy {})",
+                p["by"], p["rule"], p["policyVersion"]
+            ));
+        }
+        if let Some(c) = &cert {
+            s.push_str(&format!(
+                "\n  certificate serial {}, valid {} to {}",
+                c.serial, c.not_before, c.not_after
+            ));
+        }
+        s
+    });
+    Ok(())
+}
+
+pub async fn decide(
+    args: &DecideArgs,
+    approve: bool,
+    out: OutputFormat,
+    target: &Target,
+) -> Result<()> {
+    let (client, _) = target.connect().await?;
+    let api: Api<CertificateSigningRequest> = Api::all(client);
+    let (type_, default_reason, default_message) = if approve {
+        (
+            conditions::APPROVED,
+            "KcertApprove",
+            "This CSR was approved by kcert approve.",
+        )
+    } else {
+        (
+            conditions::DENIED,
+            "KcertDeny",
+            "This CSR was denied by kcert deny.",
+        )
+    };
+    let reason = args
+        .reason
+        .clone()
+        .unwrap_or_else(|| default_reason.to_string());
+    let message = args
+        .message
+        .clone()
+        .unwrap_or_else(|| default_message.to_string());
+    let mut results = Vec::new();
+    let mut failed = Vec::new();
+    for name in &args.names {
+        match decide_one(&api, name, type_, &reason, &message).await {
+            Ok(what) => results.push(serde_json::json!({"name": name, "result": what})),
+            Err(e) => {
+                eprintln!("kcert: {name}: {e:#}");
+                failed.push(name.clone());
+            }
+        }
+    }
+    report(
+        out,
+        serde_json::json!({"results": results, "failed": failed}),
+        || {
+            results
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}: {}",
+                        r["name"].as_str().unwrap_or("-"),
+                        r["result"].as_str().unwrap_or("-")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        },
+    );
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} not {}: {}",
+            failed.len(),
+            args.names.len(),
+            type_.to_lowercase(),
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Write one condition, re-reading on conflict; a decision already made is never reversed.
+async fn decide_one(
+    api: &Api<CertificateSigningRequest>,
+    name: &str,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) -> Result<&'static str> {
+    for _ in 0..5 {
+        let mut csr = api
+            .get(name)
+            .await
+            .map_err(|e| anyhow!("{}", api_message(&e)))?;
+        if conditions::has(&csr, type_) {
+            return Ok(if type_ == conditions::APPROVED {
+                "already approved"
+            } else {
+                "already denied"
+            });
+        }
+        if conditions::has(&csr, conditions::DENIED) {
+            bail!("it is Denied; denial is final (create a new CSR)");
+        }
+        if conditions::has(&csr, conditions::APPROVED) {
+            bail!("it is already Approved; an approval cannot be withdrawn");
+        }
+        csr.status
+            .get_or_insert_with(Default::default)
+            .conditions
+            .get_or_insert_with(Vec::new)
+            .push(conditions::condition(type_, reason, message));
+        match api
+            .replace_subresource("approval", name, &PostParams::default(), &csr)
+            .await
+        {
+            Ok(_) => {
+                return Ok(if type_ == conditions::APPROVED {
+                    "approved"
+                } else {
+                    "denied"
+                });
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => bail!("{}", api_message(&e)),
+        }
+    }
+    bail!("kept conflicting with other writers; try again")
+}

@@ -1,0 +1,117 @@
+//! `kcert policy test`: the controller's decision, explained, without writing anything.
+
+use super::report;
+use crate::cli::{OutputFormat, PolicyTestArgs};
+use crate::target::Target;
+use anyhow::{Context, Result, anyhow, bail};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kcert_controller::crd::ApprovalPolicy;
+use kcert_controller::facts::{csr_facts, parse_request};
+use kcert_pki::CertificateRequest;
+use kcert_policy::{DEFAULT_USAGES, Decision, Policy, PolicySpec, decide};
+use kube::{Api, Client, ResourceExt};
+use std::path::Path;
+
+/// The policy from `file`, or the cluster's accepted ApprovalPolicies (None if the CRD is absent).
+pub async fn load_policy(file: Option<&Path>, client: Option<&Client>) -> Result<Option<Policy>> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        return kcert_controller::policy_source::parse_policy_file(
+            &text,
+            &path.display().to_string(),
+        )
+        .map(Some)
+        .map_err(|e| anyhow!(e));
+    }
+    let Some(client) = client else {
+        bail!("no policy: pass --policy-file, or a CSR name to use the cluster's ApprovalPolicies");
+    };
+    let api: Api<ApprovalPolicy> = Api::all(client.clone());
+    let mut objects = match api.list(&Default::default()).await {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
+        Err(e) => return Err(e).context("listing ApprovalPolicy objects"),
+    };
+    objects.sort_by_key(|o| o.name_any());
+    let compiled = objects
+        .iter()
+        .filter_map(|o| Policy::compile(&o.name_any(), &PolicySpec::from(&o.spec)).ok());
+    Ok(Some(Policy::merge(compiled)))
+}
+
+pub async fn test(args: &PolicyTestArgs, out: OutputFormat, target: &Target) -> Result<()> {
+    let path = Path::new(&args.csr);
+    let decision = if path.is_file() {
+        let request = CertificateRequest::from_pem(&std::fs::read(path)?)
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let client = if args.policy_file.is_none() {
+            Some(target.connect().await?.0)
+        } else {
+            None
+        };
+        let policy = load_policy(args.policy_file.as_deref(), client.as_ref())
+            .await?
+            .ok_or_else(|| anyhow!("the cluster has no ApprovalPolicy CRD; pass --policy-file"))?;
+        let requester = args
+            .requester
+            .clone()
+            .or_else(|| request.subject().common_name.clone())
+            .unwrap_or_default();
+        let mut csr = CertificateSigningRequest::default();
+        csr.spec.signer_name = args.signer_name.clone();
+        csr.spec.username = Some(requester);
+        csr.spec.groups = Some(
+            args.requester_groups
+                .iter()
+                .cloned()
+                .chain(["system:authenticated".to_string()])
+                .collect(),
+        );
+        csr.spec.usages = Some(DEFAULT_USAGES.iter().map(|s| s.to_string()).collect());
+        csr.spec.expiration_seconds = args.duration.map(|d| d.as_secs() as i32);
+        decide(&csr_facts(&csr, &request), &policy)
+    } else {
+        let (client, _) = target.connect().await?;
+        let csr = Api::<CertificateSigningRequest>::all(client.clone())
+            .get(&args.csr)
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "{} is neither a file nor a CSR in the cluster: {}",
+                    args.csr,
+                    super::request::api_message(&e)
+                )
+            })?;
+        let policy = load_policy(args.policy_file.as_deref(), Some(&client))
+            .await?
+            .ok_or_else(|| anyhow!("the cluster has no ApprovalPolicy CRD; pass --policy-file"))?;
+        match parse_request(&csr) {
+            Ok(request) => decide(&csr_facts(&csr, &request), &policy),
+            Err(e) => Decision::invalid_request(&e.to_string()),
+        }
+    };
+    report(
+        out,
+        serde_json::json!({
+            "outcome": format!("{:?}", decision.outcome),
+            "reason": decision.reason.as_str(),
+            "message": decision.message,
+            "rule": decision.rule,
+            "policy": decision.policy,
+            "maxDurationSeconds": decision.max_duration_seconds,
+            "trace": decision.trace,
+        }),
+        || {
+            let mut s = format!(
+                "{:?} ({}): {}",
+                decision.outcome, decision.reason, decision.message
+            );
+            for t in &decision.trace {
+                s.push_str(&format!("\n  - {t}"));
+            }
+            s
+        },
+    );
+    Ok(())
+}
