@@ -1,0 +1,683 @@
+//! The `kcert` binary against a real API server with kcert-controller running: every cluster
+//! command end to end, and kubectl using the kubeconfig `kcert request` wrote.
+
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kcert_controller::PolicySource;
+use kcert_policy::PolicySpec;
+use kcert_testbed::TestCluster;
+use kcert_tests::{RunningController, allow_everyone_to_request, csr_object};
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn kcert(kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kcert"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("kcert runs")
+}
+
+fn ok_json(out: Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn onboarding_policy(signer: &str) -> PolicySpec {
+    serde_yaml::from_str(&format!(
+        r#"
+rules:
+  - id: admins-onboard
+    signerNames: ["{signer}"]
+    requesters: {{users: [kcert-testbed-admin]}}
+    commonName: {{glob: "*"}}
+    groups: {{allowed: ["*"]}}
+  - id: self-renew
+    signerNames: ["{signer}"]
+    requesters: {{groups: [system:authenticated]}}
+    groups: {{fromRequester: true}}
+"#
+    ))
+    .unwrap()
+}
+
+async fn with_controller(prefix: &str) -> (&'static TestCluster, RunningController) {
+    let cluster = TestCluster::shared().await;
+    allow_everyone_to_request(cluster).await;
+    let signer = format!("kcert.dev/{}", cluster.unique_name(prefix));
+    let client = cluster.admin_client().await.unwrap();
+    let c = RunningController::start(
+        cluster,
+        client,
+        &signer,
+        PolicySource::Static(onboarding_policy(&signer)),
+        Duration::from_secs(86_400),
+    );
+    (cluster, c)
+}
+
+fn kubectl(cluster: &TestCluster) -> Command {
+    Command::new(
+        cluster
+            .binaries()
+            .kubectl
+            .clone()
+            .unwrap_or_else(|| "kubectl".into()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_writes_a_kubeconfig_kubectl_accepts_and_reruns_reuse_the_csr() {
+    let (cluster, controller) = with_controller("request").await;
+    let admin = cluster.admin_kubeconfig_path();
+    let dir = tempfile::tempdir().unwrap();
+    let user = cluster.unique_name("jane");
+    let d = dir.path().to_str().unwrap();
+    let out = ok_json(tokio::task::block_in_place(|| {
+        kcert(
+            admin,
+            &[
+                "request",
+                "--user",
+                &user,
+                "--group",
+                "dev",
+                "--group",
+                "ops",
+                "--signer-name",
+                &controller.signer,
+                "--out-dir",
+                d,
+                "--duration",
+                "1h",
+                "-O",
+                "json",
+            ],
+        )
+    }));
+    assert_eq!(out["user"], user.as_str());
+    assert_eq!(out["reused"], false);
+    let csr = out["csr"].as_str().unwrap().to_string();
+    assert!(csr.starts_with(&format!("kcert-{user}-")), "{csr}");
+    let kubeconfig = dir.path().join(format!("{user}.kubeconfig"));
+    for (f, mode) in [
+        (format!("{user}.key"), 0o600),
+        (format!("{user}.kubeconfig"), 0o600),
+        (format!("{user}.crt"), 0o644),
+    ] {
+        assert_eq!(
+            std::fs::metadata(dir.path().join(&f))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            mode,
+            "{f}"
+        );
+    }
+    let text = std::fs::read_to_string(&kubeconfig).unwrap();
+    assert!(!text.contains("insecure-skip-tls-verify"));
+    // kubectl itself, with the file kcert wrote.
+    let whoami = kubectl(cluster)
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(["auth", "whoami", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(whoami.status.success(), "{}", stderr(&whoami));
+    let who: Value = serde_json::from_slice(&whoami.stdout).unwrap();
+    assert_eq!(who["status"]["userInfo"]["username"], user.as_str());
+    let groups = who["status"]["userInfo"]["groups"].as_array().unwrap();
+    assert!(
+        groups.contains(&Value::from("dev")) && groups.contains(&Value::from("ops")),
+        "{groups:?}"
+    );
+    let contexts = kubectl(cluster)
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(["config", "current-context"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&contexts.stdout).trim(),
+        format!("{user}@kcert-testbed")
+    );
+
+    // The same key again: the issued CSR is found and reused, nothing new is created.
+    let again = tempfile::tempdir().unwrap();
+    let key = dir.path().join(format!("{user}.key"));
+    let out = ok_json(tokio::task::block_in_place(|| {
+        kcert(
+            admin,
+            &[
+                "request",
+                "--user",
+                &user,
+                "--group",
+                "dev",
+                "--group",
+                "ops",
+                "--key",
+                key.to_str().unwrap(),
+                "--signer-name",
+                &controller.signer,
+                "--out-dir",
+                again.path().to_str().unwrap(),
+                "-O",
+                "json",
+            ],
+        )
+    }));
+    assert_eq!(
+        (out["csr"].as_str().unwrap(), out["reused"].as_bool()),
+        (csr.as_str(), Some(true))
+    );
+    // Same name, another key: refused with what to do.
+    let clash = tokio::task::block_in_place(|| {
+        kcert(
+            admin,
+            &[
+                "request",
+                "--user",
+                &user,
+                "--name",
+                &csr,
+                "--signer-name",
+                &controller.signer,
+                "--out-dir",
+                again.path().to_str().unwrap(),
+                "--force",
+            ],
+        )
+    });
+    assert_eq!(clash.status.code(), Some(1));
+    assert!(
+        stderr(&clash).contains("already exists for another key"),
+        "{}",
+        stderr(&clash)
+    );
+    // Existing files are not overwritten without --force, and nothing is requested.
+    let refused = tokio::task::block_in_place(|| {
+        kcert(
+            admin,
+            &[
+                "request",
+                "--user",
+                &user,
+                "--signer-name",
+                &controller.signer,
+                "--out-dir",
+                d,
+            ],
+        )
+    });
+    assert!(
+        stderr(&refused).contains("already exists; pass --force"),
+        "{}",
+        stderr(&refused)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denial_and_timeout_have_their_own_exit_codes() {
+    let (cluster, controller) = with_controller("exits").await;
+    let admin = cluster.admin_kubeconfig_path();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let denied = tokio::task::block_in_place(|| {
+        kcert(
+            admin,
+            &[
+                "request",
+                "--user",
+                "mallory",
+                "--group",
+                "System:Masters",
+                "--signer-name",
+                &controller.signer,
+                "--out-dir",
+                d,
+            ],
+        )
+    });
+    assert_eq!(denied.status.code(), Some(3), "{}", stderr(&denied));
+    assert!(
+        stderr(&denied).contains("was denied: ProtectedGroup"),
+        "{}",
+        stderr(&denied)
+    );
+    let nobody = format!("kcert.dev/{}", cluster.unique_name("nobody"));
+    let timed_out = tokio::task::block_in_place(|| {
+        kcert(
+            admin,
+            &[
+                "request",
+                "--user",
+                "slow",
+                "--signer-name",
+                &nobody,
+                "--timeout",
+                "2s",
+                "--out-dir",
+                d,
+            ],
+        )
+    });
+    assert_eq!(timed_out.status.code(), Some(4), "{}", stderr(&timed_out));
+    assert!(
+        stderr(&timed_out).contains("no approval after 2s")
+            && stderr(&timed_out).contains("kcert approve"),
+        "{}",
+        stderr(&timed_out)
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(files.is_empty(), "nothing is written on denial or timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_list_show_approve_and_deny_and_denial_is_final() {
+    let cluster = TestCluster::shared().await;
+    let admin = cluster.admin_kubeconfig_path();
+    let client = cluster.admin_client().await.unwrap();
+    let api: Api<CertificateSigningRequest> = Api::all(client);
+    let signer = format!("kcert.dev/{}", cluster.unique_name("manual"));
+    let (a, b) = (
+        cluster.unique_name("approve-me"),
+        cluster.unique_name("deny-me"),
+    );
+    for n in [&a, &b] {
+        api.create(
+            &PostParams::default(),
+            &csr_object(n, &signer, "jane", &["dev"], None),
+        )
+        .await
+        .unwrap();
+    }
+    let list = ok_json(tokio::task::block_in_place(|| {
+        kcert(admin, &["list", "--signer-name", &signer, "-O", "json"])
+    }));
+    let rows = list.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r["state"] == "Pending"
+        && r["user"] == "jane"
+        && r["requester"] == "kcert-testbed-admin"));
+    let approved = ok_json(tokio::task::block_in_place(|| {
+        kcert(admin, &["approve", &a, "-O", "json"])
+    }));
+    assert_eq!(approved["results"][0]["result"], "approved");
+    let denied = ok_json(tokio::task::block_in_place(|| {
+        kcert(
+            admin,
+            &[
+                "deny",
+                &b,
+                "--reason",
+                "NotToday",
+                "--message",
+                "ask again tomorrow",
+                "-O",
+                "json",
+            ],
+        )
+    }));
+    assert_eq!(denied["results"][0]["result"], "denied");
+    let refused = tokio::task::block_in_place(|| kcert(admin, &["approve", &b]));
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("denial is final"),
+        "{}",
+        stderr(&refused)
+    );
+    let shown = ok_json(tokio::task::block_in_place(|| {
+        kcert(admin, &["show", &b, "-O", "json"])
+    }));
+    assert_eq!(shown["state"], "Denied");
+    assert_eq!(shown["conditions"][0]["reason"], "NotToday");
+    assert_eq!(shown["conditions"][0]["message"], "ask again tomorrow");
+    let again = ok_json(tokio::task::block_in_place(|| {
+        kcert(admin, &["approve", &a, "-O", "json"])
+    }));
+    assert_eq!(again["results"][0]["result"], "already approved");
+    let text = String::from_utf8(
+        tokio::task::block_in_place(|| kcert(admin, &["list", "--signer-name", &signer])).stdout,
+    )
+    .unwrap();
+    assert!(
+        text.lines().next().unwrap().starts_with("NAME")
+            && text.contains("Denied")
+            && text.contains("Approved"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_whoami_can_i_and_service_account_kubeconfigs() {
+    let cluster = TestCluster::shared().await;
+    let admin = cluster.admin_kubeconfig_path();
+    let ns = cluster.namespace("access").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let user = cluster.unique_name("erin");
+    let user_kc = dir.path().join("erin.kubeconfig");
+    std::fs::write(&user_kc, cluster.user_kubeconfig(&user, &["qa"]).unwrap()).unwrap();
+    let me = ok_json(tokio::task::block_in_place(|| {
+        kcert(&user_kc, &["whoami", "-O", "json"])
+    }));
+    assert_eq!(me["username"], user.as_str());
+    assert!(
+        me["groups"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("qa"))
+    );
+    let no = tokio::task::block_in_place(|| {
+        kcert(&user_kc, &["can-i", "list", "configmaps", "-n", &ns])
+    });
+    assert_eq!(
+        (no.status.code(), String::from_utf8_lossy(&no.stdout).trim()),
+        (Some(1), "no")
+    );
+    // A ClusterRole of our own (the aggregated "view" needs kube-controller-manager).
+    let role: k8s_openapi::api::rbac::v1::ClusterRole = serde_yaml::from_str(&format!(
+        "metadata: {{name: {ns}-cm-reader}}\nrules: [{{apiGroups: [''], resources: [configmaps], verbs: [get, list]}}]"
+    ))
+    .unwrap();
+    Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(cluster.admin_client().await.unwrap())
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let granted = ok_json(tokio::task::block_in_place(|| {
+        kcert(
+            admin,
+            &[
+                "grant",
+                "--group",
+                "qa",
+                "--clusterrole",
+                &format!("{ns}-cm-reader"),
+                "-n",
+                &ns,
+                "-O",
+                "json",
+            ],
+        )
+    }));
+    assert_eq!(
+        (granted["kind"].as_str(), granted["result"].as_str()),
+        (Some("RoleBinding"), Some("created"))
+    );
+    let mut yes = None;
+    for _ in 0..100 {
+        let out = tokio::task::block_in_place(|| {
+            kcert(&user_kc, &["can-i", "list", "configmaps", "-n", &ns])
+        });
+        if out.status.success() {
+            yes = Some(out);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&yes.expect("allowed after grant").stdout).trim(),
+        "yes"
+    );
+    let still_no = tokio::task::block_in_place(|| {
+        kcert(&user_kc, &["can-i", "delete", "configmaps", "-n", &ns])
+    });
+    assert_eq!(still_no.status.code(), Some(1));
+    let again = ok_json(tokio::task::block_in_place(|| {
+        kcert(
+            admin,
+            &[
+                "grant",
+                "--group",
+                "qa",
+                "--clusterrole",
+                &format!("{ns}-cm-reader"),
+                "-n",
+                &ns,
+                "-O",
+                "json",
+            ],
+        )
+    }));
+    assert_eq!(again["result"], "already exists");
+
+    let sa_kc = dir.path().join("ci.kubeconfig");
+    let written = ok_json(tokio::task::block_in_place(|| {
+        kcert(
+            admin,
+            &[
+                "kubeconfig",
+                "--service-account",
+                "ci",
+                "-n",
+                &ns,
+                "--create",
+                "--duration",
+                "10m",
+                "-o",
+                sa_kc.to_str().unwrap(),
+                "-O",
+                "json",
+            ],
+        )
+    }));
+    assert_eq!(written["user"], format!("system:serviceaccount:{ns}:ci"));
+    assert_eq!(
+        std::fs::metadata(&sa_kc).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let sa = ok_json(tokio::task::block_in_place(|| {
+        kcert(&sa_kc, &["whoami", "-O", "json"])
+    }));
+    assert_eq!(sa["username"], format!("system:serviceaccount:{ns}:ci"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_test_explains_offline_and_against_a_cluster_csr_without_writing() {
+    let cluster = TestCluster::shared().await;
+    let admin = cluster.admin_kubeconfig_path();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "rules:\n- id: developers-self\n  requesters: {groups: [developers]}\n  groups: {allowed: [dev]}\n").unwrap();
+    let key = dir.path().join("k");
+    let csr = dir.path().join("c");
+    let offline = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kcert"))
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap()
+    };
+    assert!(
+        offline(&["key", "-o", key.to_str().unwrap()])
+            .status
+            .success()
+    );
+    assert!(
+        offline(&[
+            "csr",
+            "-u",
+            "jane",
+            "-g",
+            "dev",
+            "-k",
+            key.to_str().unwrap(),
+            "-o",
+            csr.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let p = policy.to_str().unwrap();
+    let c = csr.to_str().unwrap();
+    let yes = ok_json(offline(&[
+        "policy",
+        "test",
+        c,
+        "--policy-file",
+        p,
+        "--requester-group",
+        "developers",
+        "-O",
+        "json",
+    ]));
+    assert_eq!(
+        (yes["outcome"].as_str(), yes["rule"].as_str()),
+        (Some("Approve"), Some("developers-self"))
+    );
+    let no = ok_json(offline(&[
+        "policy",
+        "test",
+        c,
+        "--policy-file",
+        p,
+        "--requester",
+        "bob",
+        "--requester-group",
+        "developers",
+        "-O",
+        "json",
+    ]));
+    assert_eq!(no["reason"], "CommonNameNotAllowed");
+    assert!(no["trace"].as_array().unwrap().len() >= 2);
+    // Against a CSR in the cluster: the requester is the one the API server recorded.
+    let name = cluster.unique_name("policy-test");
+    let jane = cluster.user_client("jane", &["developers"]).await.unwrap();
+    allow_everyone_to_request(cluster).await;
+    Api::<CertificateSigningRequest>::all(jane)
+        .create(
+            &PostParams::default(),
+            &csr_object(&name, "kcert.dev/unserved", "jane", &["dev"], None),
+        )
+        .await
+        .unwrap();
+    let remote = ok_json(tokio::task::block_in_place(|| {
+        kcert(
+            admin,
+            &["policy", "test", &name, "--policy-file", p, "-O", "json"],
+        )
+    }));
+    assert_eq!(remote["outcome"], "Approve");
+    let api: Api<CertificateSigningRequest> = Api::all(cluster.admin_client().await.unwrap());
+    assert!(
+        api.get(&name)
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .is_empty(),
+        "policy test writes nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_file_onboards_several_users_and_merge_adds_contexts() {
+    let (cluster, controller) = with_controller("batch").await;
+    let admin = cluster.admin_kubeconfig_path();
+    let dir = tempfile::tempdir().unwrap();
+    let (u1, u2) = (cluster.unique_name("ann"), cluster.unique_name("ben"));
+    let users = dir.path().join("users.yaml");
+    std::fs::write(
+        &users,
+        format!(
+            "- {{user: {u1}, groups: [dev]}}\n- {{user: {u2}, groups: [ops], duration: 30m}}\n"
+        ),
+    )
+    .unwrap();
+    let merged = dir.path().join("merged.kubeconfig");
+    std::fs::copy(admin, &merged).unwrap();
+    let out = ok_json(tokio::task::block_in_place(|| {
+        kcert(
+            admin,
+            &[
+                "request",
+                "--from-file",
+                users.to_str().unwrap(),
+                "--signer-name",
+                &controller.signer,
+                "--out-dir",
+                dir.path().to_str().unwrap(),
+                "--merge",
+                merged.to_str().unwrap(),
+                "-O",
+                "json",
+            ],
+        )
+    }));
+    assert_eq!(out["issued"].as_array().unwrap().len(), 2);
+    assert_eq!(out["failed"], 0);
+    let contexts = kubectl(cluster)
+        .arg(format!("--kubeconfig={}", merged.display()))
+        .args(["config", "get-contexts", "-o", "name"])
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&contexts.stdout);
+    assert!(
+        names.contains(&format!("{u1}@kcert-testbed"))
+            && names.contains(&format!("{u2}@kcert-testbed"))
+            && names.contains("kcert-testbed-admin"),
+        "{names}"
+    );
+    let current = kubectl(cluster)
+        .arg(format!("--kubeconfig={}", merged.display()))
+        .args(["config", "current-context"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&current.stdout).trim(),
+        "kcert-testbed-admin",
+        "merge keeps the current context"
+    );
+    let as_u2 = kubectl(cluster)
+        .arg(format!("--kubeconfig={}", merged.display()))
+        .args([
+            "--context",
+            &format!("{u2}@kcert-testbed"),
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&as_u2.stdout), u2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_demo_runs_the_whole_flow() {
+    let out = tokio::task::block_in_place(|| {
+        Command::new(env!("CARGO_BIN_EXE_kcert"))
+            .args(["sandbox", "demo"])
+            .output()
+            .unwrap()
+    });
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    for needle in [
+        "issued jane (groups: dev)",
+        "user jane",
+        "groups dev",
+        "\nyes",
+        "no (as expected)",
+        "tear down",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+}
