@@ -74,8 +74,32 @@ pub enum Command {
     /// A local, real control plane with kcert-controller, for trying kcert.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// client-go exec credential plugin: serve the cached certificate, renewing it when due.
+    Credential(CredentialArgs),
     /// Print shell completions.
     Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CredentialArgs {
+    /// The cached certificate (replaced on renewal).
+    #[arg(long)]
+    pub cert_file: PathBuf,
+    /// The cached key (replaced on renewal, mode 0600).
+    #[arg(long)]
+    pub key_file: PathBuf,
+    /// Renew when less than this much lifetime is left.
+    #[arg(long, default_value = "1h", value_parser = kcert_policy::duration::parse)]
+    pub renew_before: std::time::Duration,
+    /// The signer to ask for renewals.
+    #[arg(long, default_value = "kcert.dev/client")]
+    pub signer_name: String,
+    /// Lifetime to ask for on renewal.
+    #[arg(long, value_parser = kcert_policy::duration::parse)]
+    pub duration: Option<std::time::Duration>,
+    /// How long to wait for a renewal before serving the still-valid certificate.
+    #[arg(long, default_value = "30s", value_parser = kcert_policy::duration::parse)]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +143,9 @@ pub struct RequestArgs {
     /// Replace existing files.
     #[arg(long)]
     pub force: bool,
+    /// Write a kubeconfig that runs `kcert credential` to renew the certificate before it expires.
+    #[arg(long)]
+    pub exec_plugin: bool,
 }
 
 #[derive(Debug, Args)]

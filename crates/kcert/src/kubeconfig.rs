@@ -27,6 +27,13 @@ pub enum Credentials<'a> {
     },
     /// A bearer token.
     Token(&'a str),
+    /// A client-go exec plugin: `command args…`, given the cluster's details.
+    Exec {
+        /// Absolute path of the program.
+        command: &'a str,
+        /// Its arguments.
+        args: &'a [String],
+    },
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -51,6 +58,13 @@ pub fn render(
             "client-key-data": b64(key_pem.as_bytes()),
         }),
         Credentials::Token(t) => serde_json::json!({ "token": t }),
+        Credentials::Exec { command, args } => serde_json::json!({ "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": command,
+            "args": args,
+            "provideClusterInfo": true,
+            "interactiveMode": "Never",
+        }}),
     };
     let mut context = serde_json::json!({"cluster": cluster.name, "user": user});
     if let Some(ns) = namespace {

@@ -681,3 +681,88 @@ async fn sandbox_demo_runs_the_whole_flow() {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_plugin_kubeconfig_works_and_renews_inside_the_window() {
+    let (cluster, controller) = with_controller("renew").await;
+    let admin = cluster.admin_kubeconfig_path();
+    let dir = tempfile::tempdir().unwrap();
+    let user = cluster.unique_name("rita");
+    let out = ok_json(tokio::task::block_in_place(|| {
+        kcert(
+            admin,
+            &[
+                "request",
+                "--user",
+                &user,
+                "--group",
+                "dev",
+                "--exec-plugin",
+                "--duration",
+                "10m",
+                "--signer-name",
+                &controller.signer,
+                "--out-dir",
+                dir.path().to_str().unwrap(),
+                "-O",
+                "json",
+            ],
+        )
+    }));
+    let first_serial = out["serial"].as_str().unwrap().to_string();
+    let kubeconfig = dir.path().join(format!("{user}.kubeconfig"));
+    let text = std::fs::read_to_string(&kubeconfig).unwrap();
+    assert!(
+        text.contains("client.authentication.k8s.io/v1") && text.contains("credential"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("client-key-data"),
+        "an exec kubeconfig embeds no key"
+    );
+    // 10 minutes left is inside the default 1 h window: kubectl's first call renews, as rita.
+    let whoami = kubectl(cluster)
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args([
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
+        ])
+        .output()
+        .unwrap();
+    assert!(whoami.status.success(), "{}", stderr(&whoami));
+    let said = String::from_utf8_lossy(&whoami.stdout);
+    assert!(
+        said.starts_with(&format!("{user} ")) && said.contains("dev"),
+        "{said}"
+    );
+    let renewed = kcert_pki::CertificateInfo::from_pem(
+        &std::fs::read(dir.path().join(format!("{user}.crt"))).unwrap(),
+    )
+    .unwrap();
+    assert_ne!(renewed.serial, first_serial, "the certificate was renewed");
+    assert_eq!(renewed.subject.organizations, ["dev"]);
+    let key = kcert_pki::PrivateKey::from_pem(
+        &std::fs::read(dir.path().join(format!("{user}.key"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        key.public_key(),
+        renewed.public_key(),
+        "key and certificate were replaced together"
+    );
+    // The renewal CSR was created by rita herself and approved by the self-renew rule.
+    let api: Api<CertificateSigningRequest> = Api::all(cluster.admin_client().await.unwrap());
+    let name = kcert::commands::request::default_csr_name(
+        &user,
+        &renewed.public_key().fingerprint_sha256(),
+    );
+    let csr = api.get(&name).await.unwrap();
+    assert_eq!(csr.spec.username.as_deref(), Some(user.as_str()));
+    let decision: Value = serde_json::from_str(
+        &csr.metadata.annotations.unwrap()[kcert_controller::DECISION_ANNOTATION],
+    )
+    .unwrap();
+    assert_eq!(decision["rule"], "self-renew");
+}

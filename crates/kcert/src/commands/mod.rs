@@ -3,6 +3,7 @@
 mod access;
 mod admin;
 mod ca;
+mod credential;
 mod csr;
 mod inspect;
 mod key;
@@ -73,6 +74,7 @@ pub fn run(cli: &Cli) -> Result<()> {
                     Command::Kubeconfig(args) => access::kubeconfig(args, out, &target).await,
                     Command::Sandbox(SandboxCommand::Up(args)) => sandbox::up(args, out).await,
                     Command::Sandbox(SandboxCommand::Demo) => sandbox::demo(out).await,
+                    Command::Credential(args) => credential::run(args).await,
                     _ => unreachable!("offline commands are handled above"),
                 }
             })

@@ -248,15 +248,19 @@ async fn request_one(
         bail!("CSR {name}: the issued certificate is for another key; refusing to use it");
     }
     let key_pem = key.to_pkcs8_pem()?;
-    let config = kubeconfig::render(
-        cluster,
-        &spec.user,
-        &Credentials::ClientCertificate {
+    let exec_args = exec_plugin_args(&cert_path, &key_path, args)?;
+    let exe = std::env::current_exe()?.display().to_string();
+    let credentials = match &exec_args {
+        Some(a) => Credentials::Exec {
+            command: &exe,
+            args: a,
+        },
+        None => Credentials::ClientCertificate {
             cert_pem: &cert_pem,
             key_pem: &key_pem,
         },
-        args.namespace.as_deref(),
-    );
+    };
+    let config = kubeconfig::render(cluster, &spec.user, &credentials, args.namespace.as_deref());
     let mut files = vec![
         (
             cert_path.clone(),
@@ -303,6 +307,40 @@ async fn request_one(
     })
 }
 
+/// `kcert credential …` arguments for an exec-plugin kubeconfig (absolute paths: kubectl may
+/// run from anywhere).
+fn exec_plugin_args(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    args: &RequestArgs,
+) -> Result<Option<Vec<String>>> {
+    if !args.exec_plugin {
+        return Ok(None);
+    }
+    let abs = |p: &std::path::Path| -> Result<String> {
+        Ok(if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            std::env::current_dir()?.join(p)
+        }
+        .display()
+        .to_string())
+    };
+    let mut v = vec![
+        "credential".to_string(),
+        "--cert-file".into(),
+        abs(cert)?,
+        "--key-file".into(),
+        abs(key)?,
+        "--signer-name".into(),
+        args.signer_name.clone(),
+    ];
+    if let Some(d) = args.duration {
+        v.extend(["--duration".into(), format!("{}s", d.as_secs())]);
+    }
+    Ok(Some(v))
+}
+
 impl RequestArgs {
     fn key_type_or_default(&self) -> KeyType {
         self.key_type
@@ -318,7 +356,7 @@ pub fn api_message(e: &kube::Error) -> String {
 }
 
 /// Wait until the CSR has a certificate; Denied/Failed and the timeout end it with their codes.
-async fn wait_for_certificate(
+pub(crate) async fn wait_for_certificate(
     api: &Api<CertificateSigningRequest>,
     name: &str,
     timeout: Duration,

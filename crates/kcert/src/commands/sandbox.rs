@@ -211,6 +211,7 @@ async fn demo_steps(sandbox: &Sandbox, out: OutputFormat, step: impl Fn(u32, &st
         merge: None,
         namespace: Some("demo".into()),
         force: false,
+        exec_plugin: false,
     };
     super::request::run(&request, out, &admin).await?;
     step(
