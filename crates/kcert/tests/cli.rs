@@ -753,3 +753,11 @@ fn requested_ca_powers_and_unknown_extensions_are_dropped_when_signing() {
         "a certificate we signed must not be usable as a CA"
     );
 }
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = ok(kcert(&["completions", shell]));
+        assert!(out.contains("kcert") && out.contains("request"), "{shell}");
+    }
+}
