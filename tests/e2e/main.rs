@@ -2,5 +2,6 @@
 //! (`TestCluster::shared`); each test uses unique names and its own namespace.
 
 mod controller;
+mod deploy;
 mod pki;
 mod testbed;
