@@ -3,5 +3,6 @@
 
 mod controller;
 mod deploy;
+mod ha;
 mod pki;
 mod testbed;

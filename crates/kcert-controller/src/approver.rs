@@ -36,6 +36,17 @@ pub async fn reconcile(
         message = %decision.message,
         "decided"
     );
+    let outcome = match decision.outcome {
+        Outcome::Approve => "approve",
+        Outcome::Deny => "deny",
+        Outcome::Ignore => "ignore",
+    };
+    ctx.metrics.decision(
+        outcome,
+        decision.reason.as_str(),
+        decision.rule.as_deref(),
+        &csr.spec.signer_name,
+    );
     match decision.outcome {
         Outcome::Ignore => {
             ctx.event(
@@ -89,7 +100,10 @@ async fn write_decision(
         "policy": decision.policy,
         "policyVersion": policy_version,
         "maxDurationSeconds": decision.max_duration_seconds,
-        "by": ctx.settings.controller_name,
+        "by": match &ctx.settings.instance {
+            Some(i) => format!("{}/{i}", ctx.settings.controller_name),
+            None => ctx.settings.controller_name.clone(),
+        },
     })
     .to_string();
     let mut current = csr.clone();

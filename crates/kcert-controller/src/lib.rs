@@ -20,6 +20,9 @@ pub mod ca_source;
 pub mod conditions;
 pub mod crd;
 pub mod facts;
+pub mod http;
+pub mod leader;
+pub mod metrics;
 pub mod policy_source;
 pub mod signer;
 
@@ -51,6 +54,12 @@ pub enum Error {
     /// Gave up after repeated write conflicts.
     #[error("CSR {0}: kept conflicting with other writers; will retry")]
     Conflict(String),
+    /// Another replica took the lease, or it could not be renewed.
+    #[error("lost leadership of lease {0}")]
+    LostLeadership(String),
+    /// The metrics address could not be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Listen(std::net::SocketAddr, std::io::Error),
 }
 
 /// What the controller does and with what.
@@ -72,8 +81,12 @@ pub struct Settings {
     pub concurrency: u16,
     /// Name in Events and provenance.
     pub controller_name: String,
-    /// This replica's name (pod name), for Events.
+    /// This replica's name (pod name), for Events and provenance.
     pub instance: Option<String>,
+    /// Serve /metrics, /healthz and /readyz here.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Run controllers only while holding this lease.
+    pub leader_election: Option<leader::LeaderElection>,
 }
 
 impl Default for Settings {
@@ -88,6 +101,8 @@ impl Default for Settings {
             concurrency: 8,
             controller_name: "kcert-controller".into(),
             instance: None,
+            metrics_addr: None,
+            leader_election: None,
         }
     }
 }
@@ -104,6 +119,8 @@ pub struct Context {
     pub ca: CaStore,
     /// Event recorder.
     pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl Context {
@@ -113,9 +130,38 @@ impl Context {
     }
 }
 
-fn error_policy(_csr: Arc<CertificateSigningRequest>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(%error, "reconcile failed; retrying in 5s");
+fn approver_error(
+    _csr: Arc<CertificateSigningRequest>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    tracing::warn!(%error, "approval failed; retrying in 5s");
+    ctx.metrics.reconcile_error("approver");
     Action::requeue(Duration::from_secs(5))
+}
+
+fn signer_error(_csr: Arc<CertificateSigningRequest>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, "signing failed; retrying in 5s");
+    ctx.metrics.reconcile_error("signer");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Spawned tasks that die with their owner: dropping `run`'s future (a crash in tests, an
+/// aborted task) must stop the controllers and the lease renewals too.
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Tasks {
+    fn push(&mut self, t: tokio::task::JoinHandle<()>) {
+        self.0.push(t);
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
 }
 
 /// Run until `shutdown` completes. Loads the policy and CA in the background and keeps them
@@ -130,7 +176,7 @@ pub async fn run(
     }
     let policy = PolicyStore::default();
     let ca = CaStore::default();
-    let mut background = Vec::new();
+    let mut background = Tasks(Vec::new());
     if settings.approver {
         background.push(tokio::spawn(policy_source::keep_current(
             settings.policy.clone(),
@@ -150,6 +196,44 @@ pub async fn run(
             ),
         }
     }
+    let metrics = Arc::new(metrics::Metrics::default());
+    if let Some(addr) = settings.metrics_addr {
+        let listener = http::bind(addr).await.map_err(|e| Error::Listen(addr, e))?;
+        let (policy, ca, s) = (policy.clone(), ca.clone(), settings.clone());
+        let ready: http::Readiness = Arc::new(move || {
+            (!s.approver || policy.get().is_some()) && (!s.signer || ca.get().is_some())
+        });
+        background.push(tokio::spawn(http::serve(listener, metrics.clone(), ready)));
+    }
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+    if let Some(le) = settings.leader_election.clone() {
+        tokio::select! {
+            _ = leader::acquire(&client, &le) => {}
+            _ = shutdown.clone() => return Ok(()),
+        }
+        let holder_client = client.clone();
+        background.push(tokio::spawn(async move {
+            leader::hold(&holder_client, &le).await;
+            let _ = lost_tx.send(());
+        }));
+    } else {
+        drop(lost_tx);
+    }
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lost_flag = lost.clone();
+    let user_shutdown = shutdown.clone();
+    let stop = async move {
+        let lost_signal = Box::pin(async move {
+            if lost_rx.await.is_ok() {
+                lost_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            } else {
+                std::future::pending::<()>().await;
+            }
+        });
+        futures::future::select(user_shutdown, lost_signal).await;
+    };
+    let stop = futures::future::FutureExt::shared(Box::pin(stop));
     let reporter = Reporter {
         controller: settings.controller_name.clone(),
         instance: settings.instance.clone(),
@@ -160,6 +244,7 @@ pub async fn run(
         settings: settings.clone(),
         policy: policy.clone(),
         ca,
+        metrics: metrics.clone(),
     });
     // One signer name: let the API server filter. Several: filter here (fields can't OR).
     let watch_config = match settings.signer_names.as_slice() {
@@ -167,8 +252,7 @@ pub async fn run(
         _ => watcher::Config::default(),
     };
     let config = ControllerConfig::default().concurrency(settings.concurrency);
-    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
-    let mut loops = Vec::new();
+    let mut loops = Tasks(Vec::new());
     if settings.approver {
         let policy_changed = futures::stream::unfold(policy.subscribe(), |mut rx| async move {
             rx.changed().await.ok()?;
@@ -177,9 +261,18 @@ pub async fn run(
         let api: Api<CertificateSigningRequest> = Api::all(client.clone());
         let approver = Controller::new(api, watch_config.clone())
             .with_config(config.clone())
-            .reconcile_all_on(policy_changed)
-            .graceful_shutdown_on(shutdown.clone())
-            .run(approver::reconcile, error_policy, ctx.clone())
+            .reconcile_all_on(policy_changed);
+        let store = approver.store();
+        let (m, signers) = (metrics.clone(), settings.signer_names.clone());
+        background.push(tokio::spawn(async move {
+            loop {
+                m.observe_store(&store, &signers);
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        }));
+        let approver = approver
+            .graceful_shutdown_on(stop.clone())
+            .run(approver::reconcile, approver_error, ctx.clone())
             .for_each(|_| futures::future::ready(()));
         loops.push(tokio::spawn(approver));
     }
@@ -187,16 +280,21 @@ pub async fn run(
         let api: Api<CertificateSigningRequest> = Api::all(client.clone());
         let signer = Controller::new(api, watch_config)
             .with_config(config)
-            .graceful_shutdown_on(shutdown.clone())
-            .run(signer::reconcile, error_policy, ctx.clone())
+            .graceful_shutdown_on(stop.clone())
+            .run(signer::reconcile, signer_error, ctx.clone())
             .for_each(|_| futures::future::ready(()));
         loops.push(tokio::spawn(signer));
     }
-    for l in loops {
+    for l in loops.0.iter_mut() {
         let _ = l.await;
     }
-    for b in background {
-        b.abort();
+    drop(background);
+    if lost.load(std::sync::atomic::Ordering::SeqCst) {
+        let name = settings
+            .leader_election
+            .map(|l| l.lease_name)
+            .unwrap_or_default();
+        return Err(Error::LostLeadership(name));
     }
     Ok(())
 }

@@ -56,6 +56,21 @@ struct Flags {
     /// Log format.
     #[arg(long, env = "KCERT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve /metrics, /healthz and /readyz on this address ("off" to disable).
+    #[arg(long, env = "KCERT_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: String,
+    /// Run the controllers only while holding a Lease, so several replicas can run (one active).
+    #[arg(long, env = "KCERT_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kcert-system")]
+    leader_election_namespace: String,
+    /// Name of the Lease.
+    #[arg(long, default_value = "kcert-controller")]
+    leader_election_lease: String,
+    /// How long a leader's lease lasts without renewal.
+    #[arg(long, default_value = "15s", value_parser = kcert_policy::duration::parse)]
+    lease_duration: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +139,10 @@ async fn run(flags: Flags) -> Result<()> {
             "the signer needs a CA: pass --ca-cert and --ca-key, or --ca-secret NAMESPACE/NAME (or run --controllers approver)"
         );
     }
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
     let settings = Settings {
         signer_names: flags.signer_names.clone(),
         approver: flags.controllers.contains(&Role::Approver),
@@ -136,7 +155,25 @@ async fn run(flags: Flags) -> Result<()> {
         max_duration: flags.max_duration,
         concurrency: flags.concurrency,
         controller_name: "kcert-controller".into(),
-        instance: std::env::var("POD_NAME").ok(),
+        instance: Some(identity.clone()),
+        metrics_addr: match flags.metrics_addr.as_str() {
+            "off" | "" => None,
+            a => Some(
+                a.parse()
+                    .with_context(|| format!("--metrics-addr {a:?} is not HOST:PORT"))?,
+            ),
+        },
+        leader_election: flags
+            .leader_elect
+            .then(|| kcert_controller::leader::LeaderElection {
+                lease_duration: flags.lease_duration,
+                retry_period: (flags.lease_duration / 7).max(std::time::Duration::from_millis(500)),
+                ..kcert_controller::leader::LeaderElection::new(
+                    &flags.leader_election_namespace,
+                    &flags.leader_election_lease,
+                    &identity,
+                )
+            }),
     };
     let options = kube::config::KubeConfigOptions {
         context: flags.context.clone(),

@@ -110,6 +110,7 @@ pub async fn reconcile(
             .await
         {
             Ok(_) => {
+                ctx.metrics.issued(&csr.spec.signer_name, started.elapsed());
                 tracing::info!(serial = %issued.serial, not_after = %kcert_pki::time_fmt::rfc3339(issued.not_after), elapsed_ms = started.elapsed().as_millis() as u64, "issued");
                 let note = format!(
                     "issued serial {} for {}, valid until {}",

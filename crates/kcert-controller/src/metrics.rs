@@ -1,0 +1,199 @@
+//! Prometheus metrics, beside the reconcilers rather than in them: they call small recorders.
+
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kube::runtime::reflector::Store;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    outcome: String,
+    reason: String,
+    rule: String,
+    signer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignerLabels {
+    signer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExpiryLabels {
+    signer: String,
+    within: String,
+}
+
+/// Every metric kcert-controller exports.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    decisions: Family<DecisionLabels, Counter>,
+    issued: Family<SignerLabels, Counter>,
+    signing_seconds: Family<SignerLabels, Histogram, fn() -> Histogram>,
+    reconcile_errors: Family<ControllerLabels, Counter>,
+    pending: Family<SignerLabels, Gauge>,
+    oldest_pending_seconds: Family<SignerLabels, Gauge<f64, AtomicU64>>,
+    expiring: Family<ExpiryLabels, Gauge>,
+}
+
+fn signing_buckets() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Metrics {
+            registry: Mutex::new(Registry::with_prefix("kcert")),
+            decisions: Family::default(),
+            issued: Family::default(),
+            signing_seconds: Family::new_with_constructor(signing_buckets),
+            reconcile_errors: Family::default(),
+            pending: Family::default(),
+            oldest_pending_seconds: Family::default(),
+            expiring: Family::default(),
+        };
+        {
+            let mut r = m.registry.lock().expect("registry");
+            r.register(
+                "decisions",
+                "Approval decisions by outcome, reason, rule and signer",
+                m.decisions.clone(),
+            );
+            r.register("issued", "Certificates issued", m.issued.clone());
+            r.register(
+                "signing_duration_seconds",
+                "Time to sign a certificate and write it to the CSR",
+                m.signing_seconds.clone(),
+            );
+            r.register(
+                "reconcile_errors",
+                "Reconciles that failed and were retried",
+                m.reconcile_errors.clone(),
+            );
+            r.register(
+                "pending_csrs",
+                "CSRs of our signers with no decision yet",
+                m.pending.clone(),
+            );
+            r.register(
+                "oldest_pending_csr_age_seconds",
+                "Age of the oldest undecided CSR of our signers",
+                m.oldest_pending_seconds.clone(),
+            );
+            r.register(
+                "certificates_expiring",
+                "Certificates issued for our signers (still in CSRs) that expire within the window",
+                m.expiring.clone(),
+            );
+        }
+        m
+    }
+}
+
+impl Metrics {
+    /// One decision made (written, or left for a human).
+    pub fn decision(&self, outcome: &str, reason: &str, rule: Option<&str>, signer: &str) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                outcome: outcome.into(),
+                reason: reason.into(),
+                rule: rule.unwrap_or("").into(),
+                signer: signer.into(),
+            })
+            .inc();
+    }
+
+    /// One certificate issued, taking `elapsed`.
+    pub fn issued(&self, signer: &str, elapsed: Duration) {
+        let l = SignerLabels {
+            signer: signer.into(),
+        };
+        self.issued.get_or_create(&l).inc();
+        self.signing_seconds
+            .get_or_create(&l)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A failed reconcile.
+    pub fn reconcile_error(&self, controller: &str) {
+        self.reconcile_errors
+            .get_or_create(&ControllerLabels {
+                controller: controller.into(),
+            })
+            .inc();
+    }
+
+    /// Recompute the gauges from the watch cache.
+    pub fn observe_store(&self, store: &Store<CertificateSigningRequest>, signers: &[String]) {
+        let now = SystemTime::now();
+        for signer in signers {
+            let mut pending = 0i64;
+            let mut oldest = 0f64;
+            let mut expiring = [(7u64, 0i64), (30, 0)];
+            for csr in store
+                .state()
+                .iter()
+                .filter(|c| &c.spec.signer_name == signer)
+            {
+                if !crate::conditions::is_decided(csr) {
+                    pending += 1;
+                    if let Some(t) = &csr.metadata.creation_timestamp {
+                        let age = (k8s_openapi::jiff::Timestamp::now().as_second()
+                            - t.0.as_second())
+                        .max(0) as f64;
+                        oldest = oldest.max(age);
+                    }
+                }
+                let cert = csr.status.as_ref().and_then(|s| s.certificate.as_ref());
+                if let Some(info) =
+                    cert.and_then(|c| kcert_pki::CertificateInfo::from_pem(&c.0).ok())
+                {
+                    for (days, count) in expiring.iter_mut() {
+                        let horizon = now + Duration::from_secs(*days * 86_400);
+                        if info.not_after_time() > now && info.not_after_time() <= horizon {
+                            *count += 1;
+                        }
+                    }
+                }
+            }
+            let l = SignerLabels {
+                signer: signer.clone(),
+            };
+            self.pending.get_or_create(&l).set(pending);
+            self.oldest_pending_seconds.get_or_create(&l).set(oldest);
+            for (days, count) in expiring {
+                self.expiring
+                    .get_or_create(&ExpiryLabels {
+                        signer: signer.clone(),
+                        within: format!("{days}d"),
+                    })
+                    .set(count);
+            }
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(
+            &mut out,
+            &self.registry.lock().expect("registry"),
+        )
+        .expect("encoding to a String");
+        out
+    }
+}
