@@ -584,44 +584,12 @@ fn tempfile_dir() -> std::path::PathBuf {
     dir
 }
 
-/// Install the checked-in CRD once per cluster and wait until it is served.
-async fn install_crd(cluster: &TestCluster) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let client = cluster.admin_client().await.unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client);
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crd.yaml"))
-        .unwrap();
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
-    crds.patch(
-        "approvalpolicies.kcert.dev",
-        &PatchParams::apply("kcert-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let c = crds.get("approvalpolicies.kcert.dev").await.unwrap();
-        let established = c
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "CRD not established");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn approval_policy_objects_get_a_status_and_are_reloaded_live() {
     use kcert_controller::crd::{ApprovalPolicy, ApprovalPolicySpec};
     let cluster = TestCluster::shared().await;
     allow_everyone_to_request(cluster).await;
-    install_crd(cluster).await;
+    install_crds(cluster).await;
     let admin_client = cluster.admin_client().await.unwrap();
     let signer = format!("kcert.dev/{}", cluster.unique_name("crd"));
     let policies: Api<ApprovalPolicy> = Api::all(admin_client.clone());

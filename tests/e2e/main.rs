@@ -4,5 +4,6 @@
 mod controller;
 mod deploy;
 mod ha;
+mod ledger;
 mod pki;
 mod testbed;

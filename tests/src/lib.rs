@@ -241,3 +241,40 @@ pub fn issued(csr: &CertificateSigningRequest) -> bool {
 pub fn decided(csr: &CertificateSigningRequest) -> bool {
     !conditions(csr).is_empty()
 }
+
+/// Apply every CRD in deploy/crd.yaml (server-side) and wait until each is established.
+pub async fn install_crds(cluster: &TestCluster) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    use serde::Deserialize;
+    let client = cluster.admin_client().await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crd.yaml"))
+        .unwrap();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let crd = CustomResourceDefinition::deserialize(doc).unwrap();
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("kcert-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let c = crds.get(&name).await.unwrap();
+            let established = c
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            assert!(Instant::now() < deadline, "CRD {name} not established");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -17,11 +17,13 @@
 
 pub mod approver;
 pub mod ca_source;
+pub mod cleaner;
 pub mod conditions;
 pub mod crd;
 pub mod facts;
 pub mod http;
 pub mod leader;
+pub mod ledger;
 pub mod metrics;
 pub mod policy_source;
 pub mod signer;
@@ -87,6 +89,10 @@ pub struct Settings {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Run controllers only while holding this lease.
     pub leader_election: Option<leader::LeaderElection>,
+    /// Record issued certificates as `IssuedCertificate` objects (needs the CRD).
+    pub ledger: bool,
+    /// Delete finished CSRs (only after their certificate is in the ledger).
+    pub cleaner: Option<cleaner::CleanerSettings>,
 }
 
 impl Default for Settings {
@@ -103,6 +109,8 @@ impl Default for Settings {
             instance: None,
             metrics_addr: None,
             leader_election: None,
+            ledger: false,
+            cleaner: None,
         }
     }
 }
@@ -275,6 +283,13 @@ pub async fn run(
             .run(approver::reconcile, approver_error, ctx.clone())
             .for_each(|_| futures::future::ready(()));
         loops.push(tokio::spawn(approver));
+    }
+    if let Some(c) = settings.cleaner.clone() {
+        background.push(tokio::spawn(cleaner::run(
+            client.clone(),
+            settings.signer_names.clone(),
+            c,
+        )));
     }
     if settings.signer {
         let api: Api<CertificateSigningRequest> = Api::all(client.clone());

@@ -68,6 +68,27 @@ struct Flags {
     /// Name of the Lease.
     #[arg(long, default_value = "kcert-controller")]
     leader_election_lease: String,
+    /// Record every issued certificate as an IssuedCertificate object (needs deploy/crd.yaml).
+    #[arg(long, env = "KCERT_LEDGER", default_value_t = true, action = clap::ArgAction::Set)]
+    ledger: bool,
+    /// Delete finished CSRs of our signers (issued ones only once they are in the ledger).
+    #[arg(long, env = "KCERT_CLEANER", default_value_t = true, action = clap::ArgAction::Set)]
+    cleaner: bool,
+    /// How often the cleaner looks.
+    #[arg(long, default_value = "1h", value_parser = kcert_policy::duration::parse)]
+    cleaner_interval: std::time::Duration,
+    /// Delete approved (issued) CSRs this long after approval.
+    #[arg(long, default_value = "1h", value_parser = kcert_policy::duration::parse)]
+    gc_approved: std::time::Duration,
+    /// Delete denied CSRs this long after denial.
+    #[arg(long, default_value = "1h", value_parser = kcert_policy::duration::parse)]
+    gc_denied: std::time::Duration,
+    /// Delete failed CSRs this long after failing.
+    #[arg(long, default_value = "1h", value_parser = kcert_policy::duration::parse)]
+    gc_failed: std::time::Duration,
+    /// Delete CSRs still pending this long after creation.
+    #[arg(long, default_value = "24h", value_parser = kcert_policy::duration::parse)]
+    gc_pending: std::time::Duration,
     /// How long a leader's lease lasts without renewal.
     #[arg(long, default_value = "15s", value_parser = kcert_policy::duration::parse)]
     lease_duration: std::time::Duration,
@@ -163,6 +184,16 @@ async fn run(flags: Flags) -> Result<()> {
                     .with_context(|| format!("--metrics-addr {a:?} is not HOST:PORT"))?,
             ),
         },
+        ledger: flags.ledger,
+        cleaner: flags
+            .cleaner
+            .then_some(kcert_controller::cleaner::CleanerSettings {
+                interval: flags.cleaner_interval,
+                approved: flags.gc_approved,
+                denied: flags.gc_denied,
+                failed: flags.gc_failed,
+                pending: flags.gc_pending,
+            }),
         leader_election: flags
             .leader_elect
             .then(|| kcert_controller::leader::LeaderElection {

@@ -61,11 +61,17 @@ pub async fn reconcile(
     csr: Arc<CertificateSigningRequest>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    if !ctx.serves(&csr.spec.signer_name)
-        || !conditions::has(&csr, APPROVED)
-        || conditions::has(&csr, FAILED)
-        || conditions::has_certificate(&csr)
-    {
+    if !ctx.serves(&csr.spec.signer_name) {
+        return Ok(Action::await_change());
+    }
+    if conditions::has_certificate(&csr) {
+        // Issued (by us, before a restart, or by another replica): make sure it is on record.
+        if ctx.settings.ledger {
+            crate::ledger::ensure(&ctx.client, &csr).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    if !conditions::has(&csr, APPROVED) || conditions::has(&csr, FAILED) {
         return Ok(Action::await_change());
     }
     let Some(ca) = ctx.ca.get() else {

@@ -63,6 +63,8 @@ pub enum Command {
     /// Work with approval policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// List issued certificates from the ledger (IssuedCertificate records outlive CSRs).
+    Ledger(LedgerArgs),
     /// Bind a Role or ClusterRole to a user or group (RoleBinding, or ClusterRoleBinding without --namespace).
     Grant(GrantArgs),
     /// Show who the cluster says you are (SelfSubjectReview).
@@ -156,6 +158,19 @@ pub struct ListArgs {
     /// Judge pending CSRs with this policy file instead of the cluster's ApprovalPolicies.
     #[arg(long)]
     pub policy_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// Only certificates that expire within this time (and have not expired yet), e.g. 7d.
+    #[arg(long, value_parser = kcert_policy::duration::parse)]
+    pub expiring: Option<std::time::Duration>,
+    /// Only certificates for this user.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only certificates from this signer.
+    #[arg(long)]
+    pub signer_name: Option<String>,
 }
 
 #[derive(Debug, Args)]

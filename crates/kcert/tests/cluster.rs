@@ -766,3 +766,77 @@ async fn an_exec_plugin_kubeconfig_works_and_renews_inside_the_window() {
     .unwrap();
     assert_eq!(decision["rule"], "self-renew");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_lists_issued_certificates_by_user_and_expiry() {
+    let cluster = TestCluster::shared().await;
+    kcert_tests::install_crds(cluster).await;
+    allow_everyone_to_request(cluster).await;
+    let signer = format!("kcert.dev/{}", cluster.unique_name("ledger"));
+    let client = cluster.admin_client().await.unwrap();
+    let settings = kcert_controller::Settings {
+        signer_names: vec![signer.clone()],
+        policy: PolicySource::Static(onboarding_policy(&signer)),
+        ca: Some(kcert_controller::CaSource::Files {
+            cert: cluster.ca_cert_path(),
+            key: cluster.ca_key_path(),
+        }),
+        ledger: true,
+        ..Default::default()
+    };
+    let _c = RunningController::start_with(client, settings);
+    let admin = cluster.admin_kubeconfig_path();
+    let dir = tempfile::tempdir().unwrap();
+    let user = cluster.unique_name("lena");
+    let issued = ok_json(tokio::task::block_in_place(|| {
+        kcert(
+            admin,
+            &[
+                "request",
+                "--user",
+                &user,
+                "--group",
+                "dev",
+                "--duration",
+                "1h",
+                "--signer-name",
+                &signer,
+                "--out-dir",
+                dir.path().to_str().unwrap(),
+                "-O",
+                "json",
+            ],
+        )
+    }));
+    let mut rows = Value::Null;
+    for _ in 0..100 {
+        rows = ok_json(tokio::task::block_in_place(|| {
+            kcert(admin, &["ledger", "--user", &user, "-O", "json"])
+        }));
+        if rows.as_array().is_some_and(|r| !r.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["serial"], issued["serial"]);
+    assert_eq!(
+        rows[0]["approvedBy"],
+        "rule admins-onboard of policy static"
+    );
+    let soon = ok_json(tokio::task::block_in_place(|| {
+        kcert(
+            admin,
+            &["ledger", "--user", &user, "--expiring", "2h", "-O", "json"],
+        )
+    }));
+    assert_eq!(soon.as_array().unwrap().len(), 1);
+    let later = ok_json(tokio::task::block_in_place(|| {
+        kcert(
+            admin,
+            &["ledger", "--user", &user, "--expiring", "30m", "-O", "json"],
+        )
+    }));
+    assert!(later.as_array().unwrap().is_empty());
+}

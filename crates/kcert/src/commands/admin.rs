@@ -2,7 +2,7 @@
 
 use super::report;
 use super::request::api_message;
-use crate::cli::{DecideArgs, ListArgs, OutputFormat};
+use crate::cli::{DecideArgs, LedgerArgs, ListArgs, OutputFormat};
 use crate::target::Target;
 use anyhow::{Result, anyhow, bail};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
@@ -311,4 +311,65 @@ async fn decide_one(
         }
     }
     bail!("kept conflicting with other writers; try again")
+}
+
+pub async fn ledger(args: &LedgerArgs, out: OutputFormat, target: &Target) -> Result<()> {
+    use kcert_controller::crd::IssuedCertificate;
+    let (client, _) = target.connect().await?;
+    let api: Api<IssuedCertificate> = Api::all(client);
+    let items = match api.list(&ListParams::default()).await {
+        Ok(l) => l.items,
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            bail!("the cluster has no ledger (IssuedCertificate CRD); apply deploy/crd.yaml")
+        }
+        Err(e) => bail!("listing the ledger: {}", api_message(&e)),
+    };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let horizon = args.expiring.map(|d| {
+        now.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(
+            d.as_secs() as i64
+        ))
+        .unwrap_or(now)
+    });
+    let mut rows: Vec<_> = items
+        .into_iter()
+        .map(|r| r.spec)
+        .filter(|s| args.user.as_ref().is_none_or(|u| &s.user == u))
+        .filter(|s| {
+            args.signer_name
+                .as_ref()
+                .is_none_or(|n| &s.signer_name == n)
+        })
+        .filter(|s| match horizon {
+            None => true,
+            Some(h) => s
+                .not_after
+                .parse::<k8s_openapi::jiff::Timestamp>()
+                .is_ok_and(|t| t > now && t <= h),
+        })
+        .collect();
+    rows.sort_by(|a, b| a.not_after.cmp(&b.not_after));
+    report(out, serde_json::to_value(&rows)?, || {
+        let mut lines = vec![format!(
+            "{:<34} {:<20} {:<20} {:<21} {:<40} {}",
+            "SERIAL", "USER", "GROUPS", "NOT-AFTER", "APPROVED-BY", "REQUESTER"
+        )];
+        for r in &rows {
+            lines.push(format!(
+                "{:<34} {:<20} {:<20} {:<21} {:<40} {}",
+                r.serial,
+                r.user,
+                if r.groups.is_empty() {
+                    "-".into()
+                } else {
+                    r.groups.join(",")
+                },
+                r.not_after,
+                r.approved_by,
+                r.requester
+            ));
+        }
+        lines.join("\n")
+    });
+    Ok(())
 }

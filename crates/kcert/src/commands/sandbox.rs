@@ -60,6 +60,7 @@ impl Sandbox {
         install(&client).await?;
         let settings = Settings {
             policy: PolicySource::Crd,
+            ledger: true,
             ca: Some(CaSource::Files {
                 cert: cluster.ca_cert_path(),
                 key: cluster.ca_key_path(),

@@ -1,0 +1,176 @@
+//! Garbage collection of finished CSRs with kube-controller-manager's timings: issued and
+//! approved after 1 h, denied or failed after 1 h, pending after 24 h, issued with an expired
+//! certificate at once — an issued CSR only once its certificate is in the ledger.
+
+use crate::{conditions, ledger};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kube::api::{DeleteParams, ListParams};
+use kube::{Api, Client, ResourceExt};
+use std::time::{Duration, SystemTime};
+
+/// When to delete what.
+#[derive(Clone, Debug)]
+pub struct CleanerSettings {
+    /// How often to look.
+    pub interval: Duration,
+    /// Approved (and issued) CSRs, counted from the Approved condition's last update.
+    pub approved: Duration,
+    /// Denied CSRs.
+    pub denied: Duration,
+    /// Failed CSRs.
+    pub failed: Duration,
+    /// Pending CSRs, counted from creation.
+    pub pending: Duration,
+}
+
+impl Default for CleanerSettings {
+    fn default() -> Self {
+        CleanerSettings {
+            interval: Duration::from_secs(3600),
+            approved: Duration::from_secs(3600),
+            denied: Duration::from_secs(3600),
+            failed: Duration::from_secs(3600),
+            pending: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Why a CSR may go now, or None.
+pub fn due(
+    csr: &CertificateSigningRequest,
+    s: &CleanerSettings,
+    now: SystemTime,
+) -> Option<&'static str> {
+    let since = |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| -> Duration {
+        t.and_then(|t| {
+            let secs =
+                now.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs() as i64 - t.0.as_second();
+            u64::try_from(secs).ok()
+        })
+        .map(Duration::from_secs)
+        .unwrap_or_default()
+    };
+    let condition = |type_: &str| {
+        csr.status
+            .as_ref()
+            .and_then(|st| st.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == type_ && c.status == "True"))
+            .cloned()
+    };
+    if let Some(cert) = csr
+        .status
+        .as_ref()
+        .and_then(|st| st.certificate.as_ref())
+        .and_then(|c| kcert_pki::CertificateInfo::from_pem(&c.0).ok())
+        && cert.not_after_time() <= now
+    {
+        return Some("certificate expired");
+    }
+    if let Some(c) = condition(conditions::FAILED) {
+        return (since(c.last_update_time.as_ref()) >= s.failed).then_some("failed");
+    }
+    if let Some(c) = condition(conditions::DENIED) {
+        return (since(c.last_update_time.as_ref()) >= s.denied).then_some("denied");
+    }
+    if let Some(c) = condition(conditions::APPROVED) {
+        return (since(c.last_update_time.as_ref()) >= s.approved).then_some("approved");
+    }
+    (since(csr.metadata.creation_timestamp.as_ref()) >= s.pending).then_some("pending too long")
+}
+
+/// One pass: delete what is due among `signers`' CSRs. Returns the names deleted.
+pub async fn sweep(
+    client: &Client,
+    signers: &[String],
+    s: &CleanerSettings,
+) -> Result<Vec<String>, kube::Error> {
+    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let mut deleted = Vec::new();
+    for csr in api.list(&ListParams::default()).await?.items {
+        if !signers.contains(&csr.spec.signer_name) {
+            continue;
+        }
+        let Some(why) = due(&csr, s, SystemTime::now()) else {
+            continue;
+        };
+        if conditions::has_certificate(&csr) && !ledger::contains(client, &csr).await? {
+            // Record first; delete on a later pass.
+            if let Err(e) = ledger::ensure(client, &csr).await {
+                tracing::warn!(csr = %csr.name_any(), error = %e, "not deleting: the certificate is not in the ledger");
+            }
+            continue;
+        }
+        let name = csr.name_any();
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {
+                tracing::info!(csr = %name, why, "deleted finished CSR");
+                deleted.push(name);
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(deleted)
+}
+
+/// Sweep every `interval` until dropped.
+pub async fn run(client: Client, signers: Vec<String>, s: CleanerSettings) {
+    loop {
+        if let Err(e) = sweep(&client, &signers, &s).await {
+            tracing::warn!(error = %e, "cleaner pass failed");
+        }
+        tokio::time::sleep(s.interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn at(secs_ago: i64) -> Time {
+        Time(
+            k8s_openapi::jiff::Timestamp::from_second(
+                k8s_openapi::jiff::Timestamp::now().as_second() - secs_ago,
+            )
+            .unwrap(),
+        )
+    }
+
+    fn csr(created_ago: i64, condition: Option<(&str, i64)>) -> CertificateSigningRequest {
+        let mut c = CertificateSigningRequest::default();
+        c.metadata.creation_timestamp = Some(at(created_ago));
+        if let Some((t, ago)) = condition {
+            let mut cond = conditions::condition(t, "R", "m");
+            cond.last_update_time = Some(at(ago));
+            c.status = Some(Default::default());
+            c.status.as_mut().unwrap().conditions = Some(vec![cond]);
+        }
+        c
+    }
+
+    #[test]
+    fn timings_follow_kube_controller_manager() {
+        let s = CleanerSettings::default();
+        let now = SystemTime::now();
+        assert_eq!(due(&csr(10, None), &s, now), None);
+        assert_eq!(
+            due(&csr(25 * 3600, None), &s, now),
+            Some("pending too long")
+        );
+        assert_eq!(due(&csr(7200, Some(("Approved", 1800))), &s, now), None);
+        assert_eq!(
+            due(&csr(7200, Some(("Approved", 3700))), &s, now),
+            Some("approved")
+        );
+        assert_eq!(
+            due(&csr(7200, Some(("Denied", 3700))), &s, now),
+            Some("denied")
+        );
+        assert_eq!(due(&csr(7200, Some(("Denied", 60))), &s, now), None);
+        assert_eq!(
+            due(&csr(7200, Some(("Failed", 3700))), &s, now),
+            Some("failed")
+        );
+    }
+}

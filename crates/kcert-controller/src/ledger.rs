@@ -1,0 +1,103 @@
+//! The issuance ledger: an `IssuedCertificate` per certificate, written by the signer and kept
+//! after the CSR is gone.
+
+use crate::crd::{IssuedCertificate, IssuedCertificateSpec};
+use crate::{DECISION_ANNOTATION, conditions};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kcert_pki::CertificateInfo;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client, ResourceExt};
+
+/// The record's name for a serial.
+pub fn record_name(serial: &str) -> String {
+    format!("sn-{serial}")
+}
+
+/// What approved the CSR: the kcert rule from the provenance annotation, or the condition's reason.
+pub fn approved_by(csr: &CertificateSigningRequest) -> String {
+    let provenance = csr
+        .annotations()
+        .get(DECISION_ANNOTATION)
+        .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok())
+        .filter(|p| p["outcome"] == conditions::APPROVED);
+    if let Some(p) = provenance
+        && let (Some(rule), Some(policy)) = (p["rule"].as_str(), p["policy"].as_str())
+    {
+        return format!("rule {rule} of policy {policy}");
+    }
+    csr.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == conditions::APPROVED))
+        .map(|c| c.reason.clone().unwrap_or_else(|| "Approved".into()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The ledger record for an issued CSR (pure).
+pub fn record(csr: &CertificateSigningRequest, cert: &CertificateInfo) -> IssuedCertificate {
+    let spec = IssuedCertificateSpec {
+        serial: cert.serial.clone(),
+        subject: cert.subject.to_string(),
+        user: cert.subject.common_name.clone().unwrap_or_default(),
+        groups: cert.subject.organizations.clone(),
+        not_before: cert.not_before.clone(),
+        not_after: cert.not_after.clone(),
+        fingerprint_sha256: cert.fingerprint_sha256.clone(),
+        signer_name: csr.spec.signer_name.clone(),
+        requester: csr.spec.username.clone().unwrap_or_default(),
+        requester_groups: csr.spec.groups.clone().unwrap_or_default(),
+        approved_by: approved_by(csr),
+        csr_name: csr.name_any(),
+        csr_uid: csr.metadata.uid.clone().unwrap_or_default(),
+    };
+    IssuedCertificate {
+        metadata: ObjectMeta {
+            name: Some(record_name(&cert.serial)),
+            labels: Some(
+                [(
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "kcert".to_string(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        spec,
+    }
+}
+
+/// Make sure the ledger holds the CSR's certificate. Ok(true) when the record exists afterwards.
+pub async fn ensure(client: &Client, csr: &CertificateSigningRequest) -> Result<bool, kube::Error> {
+    let Some(pem) = csr.status.as_ref().and_then(|s| s.certificate.as_ref()) else {
+        return Ok(false);
+    };
+    let Ok(cert) = CertificateInfo::from_pem(&pem.0) else {
+        return Ok(false);
+    };
+    let api: Api<IssuedCertificate> = Api::all(client.clone());
+    match api
+        .create(&PostParams::default(), &record(csr, &cert))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the ledger holds the CSR's certificate.
+pub async fn contains(
+    client: &Client,
+    csr: &CertificateSigningRequest,
+) -> Result<bool, kube::Error> {
+    let Some(cert) = csr
+        .status
+        .as_ref()
+        .and_then(|s| s.certificate.as_ref())
+        .and_then(|c| CertificateInfo::from_pem(&c.0).ok())
+    else {
+        return Ok(false);
+    };
+    let api: Api<IssuedCertificate> = Api::all(client.clone());
+    Ok(api.get_opt(&record_name(&cert.serial)).await?.is_some())
+}

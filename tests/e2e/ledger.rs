@@ -1,0 +1,124 @@
+//! The issuance ledger outlives CSRs, and the cleaner deletes finished CSRs only once their
+//! certificate is on record.
+
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kcert_controller::cleaner::CleanerSettings;
+use kcert_controller::crd::IssuedCertificate;
+use kcert_controller::{CaSource, PolicySource, Settings};
+use kcert_pki::CertificateInfo;
+use kcert_testbed::TestCluster;
+use kcert_tests::{RunningController, csr_object, install_crds, issued, wait_for};
+use kube::Api;
+use kube::api::PostParams;
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn issued_certificates_are_recorded_and_finished_csrs_cleaned_after() {
+    let cluster = TestCluster::shared().await;
+    install_crds(cluster).await;
+    let client = cluster.admin_client().await.unwrap();
+    let signer = format!("kcert.dev/{}", cluster.unique_name("ledger"));
+    let settings = Settings {
+        signer_names: vec![signer.clone()],
+        policy: PolicySource::Static(
+            serde_yaml::from_str(&format!(
+                "rules: [{{id: ledger, signerNames: ['{signer}'], requesters: {{users: [kcert-testbed-admin]}}, commonName: {{glob: 'led-*'}}, groups: {{allowed: [dev]}}}}]"
+            ))
+            .unwrap(),
+        ),
+        ca: Some(CaSource::Files {
+            cert: cluster.ca_cert_path(),
+            key: cluster.ca_key_path(),
+        }),
+        ledger: true,
+        cleaner: Some(CleanerSettings {
+            interval: Duration::from_millis(500),
+            approved: Duration::from_secs(2),
+            denied: Duration::from_secs(2),
+            failed: Duration::from_secs(2),
+            pending: Duration::from_secs(3600),
+        }),
+        ..Settings::default()
+    };
+    let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let (good, bad, pending) = (
+        cluster.unique_name("led-good"),
+        cluster.unique_name("led-bad"),
+        cluster.unique_name("led-pending"),
+    );
+    csrs.create(
+        &PostParams::default(),
+        &csr_object(&good, &signer, &format!("led-{good}"), &["dev"], None),
+    )
+    .await
+    .unwrap();
+    csrs.create(
+        &PostParams::default(),
+        &csr_object(&bad, &signer, "led-bad", &["ops"], None),
+    )
+    .await
+    .unwrap();
+    // No rule is for this requester: it stays pending.
+    kcert_tests::allow_everyone_to_request(cluster).await;
+    let stranger: Api<CertificateSigningRequest> =
+        Api::all(cluster.user_client("stranger", &[]).await.unwrap());
+    stranger
+        .create(
+            &PostParams::default(),
+            &csr_object(&pending, &signer, "stranger", &[], None),
+        )
+        .await
+        .unwrap();
+    let _controller = RunningController::start_with(client.clone(), settings);
+    let done = wait_for(&csrs, &good, Duration::from_secs(20), "issued", issued).await;
+    let cert = CertificateInfo::from_pem(
+        &done
+            .status
+            .as_ref()
+            .unwrap()
+            .certificate
+            .as_ref()
+            .unwrap()
+            .0,
+    )
+    .unwrap();
+    let ledger: Api<IssuedCertificate> = Api::all(client.clone());
+    let name = kcert_controller::ledger::record_name(&cert.serial);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let record = loop {
+        if let Some(r) = ledger.get_opt(&name).await.unwrap() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no ledger record {name}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(record.spec.user, format!("led-{good}"));
+    assert_eq!(record.spec.groups, ["dev"]);
+    assert_eq!(record.spec.requester, "kcert-testbed-admin");
+    assert_eq!(record.spec.approved_by, "rule ledger of policy static");
+    assert_eq!(record.spec.csr_uid, done.metadata.uid.clone().unwrap());
+    assert_eq!(record.spec.not_after, cert.not_after);
+
+    // The issued and the denied CSR go; the pending one (24 h rule, here 1 h) stays.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let gone_good = csrs.get_opt(&good).await.unwrap().is_none();
+        let gone_bad = csrs.get_opt(&bad).await.unwrap().is_none();
+        if gone_good && gone_bad {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not cleaned: issued gone {gone_good}, denied gone {gone_bad}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        csrs.get_opt(&pending).await.unwrap().is_some(),
+        "a recent pending CSR must stay"
+    );
+    assert!(
+        ledger.get_opt(&name).await.unwrap().is_some(),
+        "the record outlives the CSR"
+    );
+}
