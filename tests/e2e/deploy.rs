@@ -153,5 +153,76 @@ async fn the_controller_works_with_exactly_the_privileges_deploy_grants() {
             )
             .await,
     );
+    // The admission guard from deploy/: system: names on kcert.dev/client are refused at create,
+    // for any letters after "system:" and in CN or O alike.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for (cn, groups) in [
+        ("evil", vec!["dev", "system:masters"]),
+        ("system:kube-scheduler", vec![]),
+        ("x", vec!["system:nodes"]),
+    ] {
+        let n = cluster.unique_name("guarded");
+        loop {
+            // The policy is enforced once the API server has loaded it.
+            match csrs
+                .create(
+                    &PostParams::default(),
+                    &csr_object(&n, "kcert.dev/client", cn, &groups, None),
+                )
+                .await
+            {
+                Err(kube::Error::Api(s)) if s.code == 403 || s.code == 422 => {
+                    assert!(
+                        s.message.contains("kcert never issues such certificates"),
+                        "{}",
+                        s.message
+                    );
+                    break;
+                }
+                Ok(_) => {
+                    let _ = csrs.delete(&n, &Default::default()).await;
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the admission guard never refused {cn} {groups:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    // A look-alike the guard cannot see gets through admission, and the controller denies it.
+    let n = cluster.unique_name("lookalike");
+    csrs.create(
+        &PostParams::default(),
+        &csr_object(
+            &n,
+            "kcert.dev/client",
+            "deploy-lookalike",
+            &["SYSTEM:MASTERS"],
+            None,
+        ),
+    )
+    .await
+    .unwrap();
+    let denied = wait_for(&csrs, &n, Duration::from_secs(20), "denied", |c| {
+        !conditions(c).is_empty()
+    })
+    .await;
+    assert_eq!(conditions(&denied)[0].1, "ProtectedGroup");
+    // Other signer names are not the guard's business.
+    let other_ok = cluster.unique_name("other-system");
+    csrs.create(
+        &PostParams::default(),
+        &csr_object(
+            &other_ok,
+            "example.com/other",
+            "x",
+            &["system:masters"],
+            None,
+        ),
+    )
+    .await
+    .unwrap();
     // (Creating CSRs is not checked: other tests in this cluster let every authenticated user.)
 }

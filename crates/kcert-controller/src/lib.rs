@@ -15,6 +15,7 @@
 //! The approver and the signer are separate kube-runtime controllers that share small helpers
 //! ([`conditions`], [`facts`]); either can run alone.
 
+pub mod admission;
 pub mod approver;
 pub mod ca_source;
 pub mod cleaner;

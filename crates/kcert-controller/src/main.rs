@@ -96,8 +96,10 @@ struct Flags {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the ApprovalPolicy CRD (what deploy/crd.yaml holds).
+    /// Print the CRDs (what deploy/crd.yaml holds).
     Crd,
+    /// Print the admission guard's regular expression (what deploy/admission.yaml matches).
+    AdmissionRegex,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -115,9 +117,16 @@ enum LogFormat {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let flags = Flags::parse();
-    if let Some(Command::Crd) = flags.command {
-        print!("{}", kcert_controller::crd::crd_yaml());
-        return std::process::ExitCode::SUCCESS;
+    match flags.command {
+        Some(Command::Crd) => {
+            print!("{}", kcert_controller::crd::crd_yaml());
+            return std::process::ExitCode::SUCCESS;
+        }
+        Some(Command::AdmissionRegex) => {
+            println!("{}", kcert_controller::admission::system_names_regex());
+            return std::process::ExitCode::SUCCESS;
+        }
+        None => {}
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,kube=warn".into());
