@@ -202,7 +202,11 @@ async fn forbidden_requests_are_denied_with_specific_reasons() {
         "server auth".into(),
     ]);
     s.create_as("jane", &["developers"], &csr).await;
-    cases.push((n, "UsageNotAllowed", "\"server auth\""));
+    cases.push((
+        n,
+        "UsageNotAllowed",
+        "invalid usage for client certificate: server auth",
+    ));
     // A request whose signature does not match its key is refused by the API server itself.
     let n = s.cluster.unique_name("forged");
     let client = s

@@ -4,6 +4,7 @@
 mod controller;
 mod deploy;
 mod ha;
+mod hostile;
 mod ledger;
 mod pki;
 mod testbed;

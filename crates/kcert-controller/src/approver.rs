@@ -25,9 +25,12 @@ pub async fn reconcile(
         tracing::warn!("no valid policy loaded yet; leaving the CSR pending");
         return Ok(Action::requeue(Duration::from_secs(5)));
     };
-    let decision = match parse_request(&csr) {
-        Err(e) => Decision::invalid_request(&e.to_string()),
-        Ok(request) => decide(&csr_facts(&csr, &request), &snapshot.policy),
+    // The signer's table comes first: approving what it would refuse to sign helps nobody.
+    let usages = crate::signer::client_usages(csr.spec.usages.as_deref().unwrap_or_default());
+    let decision = match (parse_request(&csr), usages) {
+        (Err(e), _) => Decision::invalid_request(&e.to_string()),
+        (Ok(_), Err(problem)) => Decision::deny(kcert_policy::Reason::UsageNotAllowed, problem),
+        (Ok(request), Ok(_)) => decide(&csr_facts(&csr, &request), &snapshot.policy),
     };
     tracing::info!(
         outcome = ?decision.outcome,

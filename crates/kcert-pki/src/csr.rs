@@ -121,13 +121,25 @@ pub struct RequestedExtension {
 
 /// Build a CSR for `subject` with optional `sans`, signed by `key`; PEM `CERTIFICATE REQUEST`.
 pub fn build_csr(key: &PrivateKey, subject: &CsrSubject, sans: &SubjectAltNames) -> Result<String> {
-    let subject = Name::from_der(&subject.to_der()?).map_err(encode("subject"))?;
+    let extensions = sans.to_extension()?.into_iter().collect();
+    build_csr_raw(key, &subject.to_der()?, extensions)
+}
+
+/// Build a CSR from a raw DER subject and any extensions (for hostile corpora and tests: no
+/// validation of what is asked for).
+#[doc(hidden)]
+pub fn build_csr_raw(
+    key: &PrivateKey,
+    subject_der: &[u8],
+    extensions: Vec<Extension>,
+) -> Result<String> {
+    let subject = Name::from_der(subject_der).map_err(encode("subject"))?;
     let public_key = spki::SubjectPublicKeyInfoOwned::from_der(key.public_key().spki_der())
         .map_err(encode("public key"))?;
     let mut attributes = SetOfVec::new();
-    if let Some(ext) = sans.to_extension()? {
-        let req =
-            der::Any::encode_from(&ExtensionReq(vec![ext])).map_err(encode("extension request"))?;
+    if !extensions.is_empty() {
+        let req = der::Any::encode_from(&ExtensionReq(extensions))
+            .map_err(encode("extension request"))?;
         let mut values = SetOfVec::new();
         values.insert(req).map_err(encode("extension request"))?;
         attributes

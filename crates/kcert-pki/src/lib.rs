@@ -28,12 +28,14 @@ pub mod time_fmt;
 
 pub use ca::CertificateAuthority;
 pub use cert::{CertificateInfo, IssuedCertificate};
-pub use csr::{CertificateRequest, RequestedExtension, SubjectAltNames, build_csr};
+pub use csr::{CertificateRequest, RequestedExtension, SubjectAltNames, build_csr, build_csr_raw};
 pub use error::{PkiError, Result};
 pub use key::{KeyAlgorithm, KeyType, PrivateKey, PublicKey};
 pub use name::{CsrSubject, NameAttribute, SubjectInfo, raw_name_der};
 pub use profile::{BACKDATE, CLIENT_USAGES, MIN_LIFETIME, SigningProfile, Usage};
 pub use random::{RandomSource, SystemRandom};
+/// Re-exported for hostile corpora that need raw extensions.
+pub use x509_cert::ext::Extension;
 
 /// Object identifiers kcert names (for tests and hostile corpora).
 pub mod oids {

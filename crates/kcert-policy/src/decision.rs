@@ -119,6 +119,11 @@ impl Decision {
         }
     }
 
+    /// A denial decided outside the rules (e.g. by the signer's own table of usages).
+    pub fn deny(reason: Reason, message: String) -> Self {
+        Decision::new(Outcome::Deny, reason, message.clone(), vec![message])
+    }
+
     /// The decision for a request that could not be parsed or verified.
     pub fn invalid_request(problem: &str) -> Self {
         let message = format!("the request is invalid: {problem}");

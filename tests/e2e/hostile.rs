@@ -1,0 +1,671 @@
+//! A hostile corpus through the real API server and kcert-controller: every CSR's expected
+//! outcome asserted, zero wrongful approvals or signatures, and the controller still serving.
+
+use der::asn1::OctetString;
+use der::{Encode, Tag};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kcert_controller::PolicySource;
+use kcert_pki::oids as oid;
+use kcert_pki::{CertificateInfo, Extension, KeyType, PrivateKey, build_csr_raw, raw_name_der};
+use kcert_testbed::TestCluster;
+use kcert_tests::{RunningController, allow_everyone_to_request, conditions, csr_from_pem, issued};
+use kube::Api;
+use kube::api::PostParams;
+use std::time::{Duration, Instant};
+
+/// What must happen to a request.
+#[derive(Clone, Debug, PartialEq)]
+enum Expect {
+    Approved,
+    Denied(&'static str),
+    /// The API server refuses it at create (validation or admission).
+    RejectedAtCreate,
+    /// Refused at create, or denied as invalid: either way never signed.
+    RejectedOrInvalid,
+}
+
+struct Case {
+    name: &'static str,
+    request: Vec<u8>,
+    usages: Vec<&'static str>,
+    expiration: Option<i32>,
+    expect: Expect,
+}
+
+fn pem(der: &[u8]) -> Vec<u8> {
+    kcert_pki::pem::encode("CERTIFICATE REQUEST", der).into_bytes()
+}
+
+fn der_of(pem_text: &str) -> Vec<u8> {
+    kcert_pki::pem::single_block(pem_text.as_bytes(), "CERTIFICATE REQUEST")
+        .unwrap()
+        .der
+        .to_vec()
+}
+
+fn key() -> PrivateKey {
+    PrivateKey::generate(KeyType::EcdsaP256).unwrap()
+}
+
+/// A CSR with raw subject attributes (type, string tag, bytes), one RDN each.
+fn raw(attrs: &[(der::oid::ObjectIdentifier, Tag, &[u8])], exts: Vec<Extension>) -> Vec<u8> {
+    build_csr_raw(&key(), &raw_name_der(attrs).unwrap(), exts)
+        .unwrap()
+        .into_bytes()
+}
+
+fn utf8(cn: &str, os: &[&str]) -> Vec<u8> {
+    let mut attrs: Vec<(der::oid::ObjectIdentifier, Tag, &[u8])> =
+        vec![(oid::COMMON_NAME, Tag::Utf8String, cn.as_bytes())];
+    for o in os {
+        attrs.push((oid::ORGANIZATION, Tag::Utf8String, o.as_bytes()));
+    }
+    raw(&attrs, vec![])
+}
+
+fn ext(id: der::oid::ObjectIdentifier, critical: bool, value: &[u8]) -> Extension {
+    Extension {
+        extn_id: id,
+        critical,
+        extn_value: OctetString::new(value.to_vec()).unwrap(),
+    }
+}
+
+fn bmp(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(|u| u.to_be_bytes()).collect()
+}
+
+/// A CSR made by openssl with a key made by openssl (`genkey` args, `KEY` replaced).
+fn openssl_csr(genkey: &[&str], subj: &str) -> Vec<u8> {
+    let dir = std::env::temp_dir().join(format!(
+        "kcert-hostile-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("k.pem");
+    let args: Vec<String> = genkey
+        .iter()
+        .map(|a| {
+            if *a == "KEY" {
+                key.display().to_string()
+            } else {
+                a.to_string()
+            }
+        })
+        .collect();
+    let out = std::process::Command::new("openssl")
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-new", "-key"])
+        .arg(&key)
+        .args(["-subj", subj])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    out.stdout
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn corpus() -> Vec<Case> {
+    use Expect::*;
+    let me = "mallory";
+    let client = vec!["digital signature", "key encipherment", "client auth"];
+    let case = |name, request, expect| Case {
+        name,
+        request,
+        usages: client.clone(),
+        expiration: None,
+        expect,
+    };
+    let mut v = vec![
+        case(
+            "masters",
+            utf8(me, &["system:masters"]),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "masters-second",
+            utf8(me, &["dev", "system:masters"]),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "masters-first",
+            utf8(me, &["system:masters", "dev"]),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "masters-twice",
+            utf8(me, &["system:masters", "system:masters"]),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "masters-trailing-space",
+            utf8(me, &["system:masters "]),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "masters-leading-space",
+            utf8(me, &[" system:masters"]),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "masters-case",
+            utf8(me, &["System:Masters"]),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "masters-upper",
+            utf8(me, &["SYSTEM:MASTERS"]),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "nodes",
+            utf8(me, &["system:nodes"]),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "serviceaccounts-sub",
+            utf8(me, &["system:serviceaccounts:kube-system"]),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "kube-star",
+            utf8(me, &["system:kube-proxy"]),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "authenticated",
+            utf8(me, &["system:authenticated"]),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "bootstrappers",
+            utf8(me, &["system:bootstrappers:kubeadm:default-node-token"]),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "cn-system-admin",
+            utf8("system:admin", &["dev"]),
+            Denied("ProtectedUser"),
+        ),
+        case(
+            "cn-kcm-case",
+            utf8("System:Kube-Controller-Manager", &[]),
+            Denied("ProtectedUser"),
+        ),
+        case(
+            "cn-nul",
+            utf8("mallory\0", &["dev"]),
+            Denied("CommonNameNotAllowed"),
+        ),
+        case(
+            "cn-escape",
+            utf8("mal\u{1b}lory", &["dev"]),
+            Denied("CommonNameNotAllowed"),
+        ),
+        case(
+            "cn-trailing-space",
+            utf8("mallory ", &["dev"]),
+            Denied("CommonNameNotAllowed"),
+        ),
+        case(
+            "cn-other-user",
+            utf8("bob", &["dev"]),
+            Denied("CommonNameNotAllowed"),
+        ),
+        case(
+            "cn-64k",
+            utf8(&"m".repeat(65_536), &["dev"]),
+            Denied("CommonNameNotAllowed"),
+        ),
+        case(
+            "two-cns",
+            raw(
+                &[
+                    (oid::COMMON_NAME, Tag::Utf8String, b"mallory"),
+                    (oid::COMMON_NAME, Tag::Utf8String, b"admin"),
+                ],
+                vec![],
+            ),
+            Denied("AmbiguousCommonName"),
+        ),
+        case(
+            "no-cn",
+            raw(&[(oid::ORGANIZATION, Tag::Utf8String, b"dev")], vec![]),
+            Denied("MissingCommonName"),
+        ),
+        case(
+            "bmp-masters",
+            raw(
+                &[
+                    (oid::COMMON_NAME, Tag::Utf8String, b"mallory"),
+                    (oid::ORGANIZATION, Tag::BmpString, &bmp("system:masters")),
+                ],
+                vec![],
+            ),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "t61-masters",
+            raw(
+                &[
+                    (oid::COMMON_NAME, Tag::Utf8String, b"mallory"),
+                    (oid::ORGANIZATION, Tag::TeletexString, b"system:masters"),
+                ],
+                vec![],
+            ),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "ia5-masters",
+            raw(
+                &[
+                    (oid::COMMON_NAME, Tag::Utf8String, b"mallory"),
+                    (oid::ORGANIZATION, Tag::Ia5String, b"system:masters"),
+                ],
+                vec![],
+            ),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "printable-dev",
+            raw(
+                &[
+                    (oid::COMMON_NAME, Tag::PrintableString, b"mallory"),
+                    (oid::ORGANIZATION, Tag::PrintableString, b"dev"),
+                ],
+                vec![],
+            ),
+            Approved,
+        ),
+        case(
+            "bmp-dev",
+            raw(
+                &[
+                    (oid::COMMON_NAME, Tag::BmpString, &bmp("mallory")),
+                    (oid::ORGANIZATION, Tag::BmpString, &bmp("dev")),
+                ],
+                vec![],
+            ),
+            Approved,
+        ),
+        case(
+            "group-not-mine",
+            utf8(me, &["admins"]),
+            Denied("GroupNotAllowed"),
+        ),
+        case("dev-twice", utf8(me, &["dev", "dev"]), Approved),
+        case(
+            "san-dns",
+            raw(
+                &[(oid::COMMON_NAME, Tag::Utf8String, b"mallory")],
+                vec![ext(
+                    oid::SUBJECT_ALT_NAME,
+                    false,
+                    &[
+                        0x30, 0x0d, 0x82, 0x0b, b'e', b'v', b'i', b'l', b'.', b'e', b'x', b'a',
+                        b'm', b'p', b'l',
+                    ],
+                )],
+            ),
+            Denied("SansNotAllowed"),
+        ),
+        case(
+            "ca-true-requested",
+            raw(
+                &[(oid::COMMON_NAME, Tag::Utf8String, b"mallory")],
+                vec![ext(
+                    oid::BASIC_CONSTRAINTS,
+                    true,
+                    &[0x30, 0x06, 0x01, 0x01, 0xff, 0x02, 0x01, 0x03],
+                )],
+            ),
+            Approved,
+        ),
+        case(
+            "keycertsign-requested",
+            raw(
+                &[(oid::COMMON_NAME, Tag::Utf8String, b"mallory")],
+                vec![ext(oid::KEY_USAGE, true, &[0x03, 0x02, 0x01, 0x06])],
+            ),
+            Approved,
+        ),
+        case(
+            "unknown-critical",
+            raw(
+                &[(oid::COMMON_NAME, Tag::Utf8String, b"mallory")],
+                vec![ext(
+                    der::oid::ObjectIdentifier::new_unwrap("1.2.3.4.5.6"),
+                    true,
+                    &[0x05, 0x00],
+                )],
+            ),
+            Approved,
+        ),
+        case(
+            "rsa-1024",
+            openssl_csr(&["genrsa", "-out", "KEY", "1024"], "/CN=mallory/O=dev"),
+            Denied("InvalidRequest"),
+        ),
+        case(
+            "rsa-exponent-3",
+            openssl_csr(
+                &["genrsa", "-3", "-out", "KEY", "2048"],
+                "/CN=mallory/O=dev",
+            ),
+            Denied("InvalidRequest"),
+        ),
+        case(
+            "secp256k1",
+            openssl_csr(
+                &[
+                    "ecparam",
+                    "-name",
+                    "secp256k1",
+                    "-genkey",
+                    "-noout",
+                    "-out",
+                    "KEY",
+                ],
+                "/CN=mallory/O=dev",
+            ),
+            RejectedOrInvalid,
+        ),
+        case(
+            "p521",
+            openssl_csr(
+                &[
+                    "ecparam",
+                    "-name",
+                    "secp521r1",
+                    "-genkey",
+                    "-noout",
+                    "-out",
+                    "KEY",
+                ],
+                "/CN=mallory/O=dev",
+            ),
+            Approved,
+        ),
+        case(
+            "ed25519",
+            openssl_csr(
+                &["genpkey", "-algorithm", "ed25519", "-out", "KEY"],
+                "/CN=mallory/O=dev",
+            ),
+            Approved,
+        ),
+        case(
+            "rsa-2048-openssl",
+            openssl_csr(&["genrsa", "-out", "KEY", "2048"], "/CN=mallory/O=dev"),
+            Approved,
+        ),
+    ];
+    // Multi-valued RDN: CN=mallory+O=system:masters and CN=mallory+O=dev.
+    for (name, o, expect) in [
+        ("mv-masters", "system:masters", Denied("ProtectedGroup")),
+        ("mv-dev", "dev", Approved),
+    ] {
+        let rdns = multi_valued_name(o);
+        v.push(case(
+            name,
+            build_csr_raw(&key(), &rdns, vec![]).unwrap().into_bytes(),
+            expect,
+        ));
+    }
+    // Thousands of distinct O values.
+    let many: Vec<String> = (0..2000).map(|i| format!("g{i}")).collect();
+    let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    v.push(case(
+        "2000-groups",
+        utf8(me, &many_refs),
+        Denied("GroupNotAllowed"),
+    ));
+    // Structure.
+    let good = String::from_utf8(utf8(me, &["dev"])).unwrap();
+    let d = der_of(&good);
+    v.push(case(
+        "truncated-der",
+        pem(&d[..d.len() - 9]),
+        RejectedAtCreate,
+    ));
+    let mut trailing = d.clone();
+    trailing.extend_from_slice(b"garbage");
+    v.push(case("trailing-garbage", pem(&trailing), RejectedAtCreate));
+    let mut tampered = d.clone();
+    let at = tampered.windows(3).position(|w| w == b"dev").unwrap();
+    tampered[at] = b'D';
+    v.push(case("bad-signature", pem(&tampered), RejectedAtCreate));
+    let two_blocks = format!(
+        "{good}{}",
+        String::from_utf8(utf8(me, &["system:masters"])).unwrap()
+    );
+    v.push(case(
+        "two-pem-blocks",
+        two_blocks.into_bytes(),
+        RejectedOrInvalid,
+    ));
+    v.push(case(
+        "text-around-pem",
+        format!("hello\n{good}bye\n").into_bytes(),
+        Approved,
+    ));
+    // Spec fields.
+    let mut c = case(
+        "expiration-599",
+        good.clone().into_bytes(),
+        RejectedAtCreate,
+    );
+    c.expiration = Some(599);
+    v.push(c);
+    let mut c = case("expiration-600", good.clone().into_bytes(), Approved);
+    c.expiration = Some(600);
+    v.push(c);
+    let mut c = case("expiration-max", good.clone().into_bytes(), Approved);
+    c.expiration = Some(i32::MAX);
+    v.push(c);
+    let mut c = case(
+        "usage-server-auth",
+        good.clone().into_bytes(),
+        Denied("UsageNotAllowed"),
+    );
+    c.usages = vec!["digital signature", "client auth", "server auth"];
+    v.push(c);
+    let mut c = case(
+        "usage-cert-sign",
+        good.clone().into_bytes(),
+        Denied("UsageNotAllowed"),
+    );
+    c.usages = vec!["cert sign", "client auth"];
+    v.push(c);
+    let mut c = case(
+        "usage-none-client",
+        good.into_bytes(),
+        Denied("UsageNotAllowed"),
+    );
+    c.usages = vec!["digital signature"];
+    v.push(c);
+    v
+}
+
+/// SEQUENCE { SET { CN=mallory, O=o } } built by hand: one RDN with two attributes.
+fn multi_valued_name(o: &str) -> Vec<u8> {
+    use der::asn1::{SetOfVec, Utf8StringRef};
+    use x509_cert_attr::*;
+    let cn = AttributeTypeAndValue {
+        oid: oid::COMMON_NAME,
+        value: der::Any::encode_from(&Utf8StringRef::new("mallory").unwrap()).unwrap(),
+    };
+    let org = AttributeTypeAndValue {
+        oid: oid::ORGANIZATION,
+        value: der::Any::encode_from(&Utf8StringRef::new(o).unwrap()).unwrap(),
+    };
+    let mut set = SetOfVec::new();
+    set.insert(cn).unwrap();
+    set.insert(org).unwrap();
+    let rdn = set.to_der().unwrap();
+    let mut seq = vec![0x30];
+    der::Length::try_from(rdn.len())
+        .unwrap()
+        .encode_to_vec(&mut seq)
+        .unwrap();
+    seq.extend_from_slice(&rdn);
+    seq
+}
+
+mod x509_cert_attr {
+    pub use x509_cert::attr::AttributeTypeAndValue;
+}
+
+#[tokio::test]
+async fn a_hostile_corpus_gets_no_wrongful_approval_and_each_its_reason() {
+    let cluster = TestCluster::shared().await;
+    allow_everyone_to_request(cluster).await;
+    let signer = format!("kcert.dev/{}", cluster.unique_name("hostile"));
+    let policy = serde_yaml::from_str(&format!(
+        "rules: [{{id: self-dev, signerNames: ['{signer}'], requesters: {{groups: [developers]}}, groups: {{allowed: [dev]}}, maxDuration: 1h}}]"
+    ))
+    .unwrap();
+    let admin = cluster.admin_client().await.unwrap();
+    let _controller = RunningController::start(
+        cluster,
+        admin.clone(),
+        &signer,
+        PolicySource::Static(policy),
+        Duration::from_secs(86_400),
+    );
+    let mallory: Api<CertificateSigningRequest> = Api::all(
+        cluster
+            .user_client("mallory", &["developers"])
+            .await
+            .unwrap(),
+    );
+    let all: Api<CertificateSigningRequest> = Api::all(admin);
+    let cases = corpus();
+    assert!(cases.len() >= 40, "{} cases", cases.len());
+    let mut created = Vec::new();
+    for c in &cases {
+        let name = cluster.unique_name(&format!("h-{}", c.name));
+        let mut obj = csr_from_pem(&name, &signer, c.request.clone(), c.expiration);
+        obj.spec.usages = Some(c.usages.iter().map(|u| u.to_string()).collect());
+        match mallory.create(&PostParams::default(), &obj).await {
+            Ok(_) => {
+                assert_ne!(
+                    c.expect,
+                    Expect::RejectedAtCreate,
+                    "{}: the API server accepted it",
+                    c.name
+                );
+                created.push((c, name));
+            }
+            Err(kube::Error::Api(s)) if (400..500).contains(&s.code) => {
+                assert!(
+                    matches!(
+                        c.expect,
+                        Expect::RejectedAtCreate | Expect::RejectedOrInvalid
+                    ),
+                    "{}: refused at create ({}), expected {:?}",
+                    c.name,
+                    s.message,
+                    c.expect
+                );
+            }
+            Err(e) => panic!("{}: {e}", c.name),
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (c, name) in &created {
+        let csr = loop {
+            let csr = all.get(name).await.unwrap();
+            let conds = conditions(&csr);
+            let settled = conds.iter().any(|x| x.0 == "Denied" || x.0 == "Failed") || issued(&csr);
+            if settled {
+                break csr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: still undecided: {conds:?}",
+                c.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let conds = conditions(&csr);
+        match &c.expect {
+            Expect::Approved => {
+                assert_eq!(conds[0].0, "Approved", "{}: {conds:?}", c.name);
+                let cert = CertificateInfo::from_pem(
+                    &csr.status.as_ref().unwrap().certificate.as_ref().unwrap().0,
+                )
+                .unwrap();
+                assert!(!cert.is_ca, "{}: a CA certificate was issued", c.name);
+                assert!(!cert.usages.iter().any(|u| u == "cert sign"), "{}", c.name);
+                assert!(cert.sans.is_empty(), "{}", c.name);
+                let life = cert
+                    .not_after_time()
+                    .duration_since(cert.not_before_time())
+                    .unwrap()
+                    .as_secs();
+                assert!(
+                    life <= 3600 + 300,
+                    "{}: lifetime {life}s beyond the rule's 1 h",
+                    c.name
+                );
+                for g in &cert.subject.organizations {
+                    assert!(
+                        !g.to_lowercase().trim().starts_with("system:"),
+                        "{}: issued with {g}",
+                        c.name
+                    );
+                }
+            }
+            Expect::Denied(reason) => {
+                assert_eq!(
+                    (conds[0].0.as_str(), conds[0].1.as_str()),
+                    ("Denied", *reason),
+                    "{}: {conds:?}",
+                    c.name
+                );
+                assert!(!issued(&csr), "{}", c.name);
+            }
+            Expect::RejectedOrInvalid => {
+                assert_eq!(
+                    (conds[0].0.as_str(), conds[0].1.as_str()),
+                    ("Denied", "InvalidRequest"),
+                    "{}: {conds:?}",
+                    c.name
+                );
+                assert!(!issued(&csr), "{}", c.name);
+            }
+            Expect::RejectedAtCreate => unreachable!(),
+        }
+    }
+    // Still serving: an ordinary request goes through.
+    let name = cluster.unique_name("h-after");
+    mallory
+        .create(
+            &PostParams::default(),
+            &csr_from_pem(&name, &signer, utf8("mallory", &["dev"]), None),
+        )
+        .await
+        .unwrap();
+    kcert_tests::wait_for(&all, &name, Duration::from_secs(20), "issued", issued).await;
+}
