@@ -7,4 +7,5 @@ mod ha;
 mod hostile;
 mod ledger;
 mod pki;
+mod secrets;
 mod testbed;

@@ -761,3 +761,33 @@ fn completions_are_printed_for_each_shell() {
         assert!(out.contains("kcert") && out.contains("request"), "{shell}");
     }
 }
+
+#[test]
+fn a_kill_during_a_write_leaves_the_old_key_intact() {
+    let d = Dir::new();
+    let key = d.s("k");
+    ok(kcert(&["key", "-o", &key]));
+    let mut replaced = 0;
+    for i in 0..40u64 {
+        let before = std::fs::read(d.p("k")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kcert"))
+            .args(["key", "--type", "rsa:2048", "--force", "-o", &key])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Spread the kills over key generation, the temp file write and the rename.
+        std::thread::sleep(std::time::Duration::from_millis((i * 37) % 160));
+        let _ = child.kill();
+        let _ = child.wait();
+        let after = std::fs::read(d.p("k")).unwrap();
+        kcert_pki::PrivateKey::from_pem(&after)
+            .unwrap_or_else(|e| panic!("iteration {i}: the key file is broken: {e}"));
+        assert_eq!(mode(&d.p("k")), 0o600);
+        replaced += usize::from(after != before);
+    }
+    assert!(
+        replaced > 0,
+        "no write ever completed: the kills were all too early to test anything"
+    );
+}
