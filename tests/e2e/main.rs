@@ -3,6 +3,7 @@
 
 mod controller;
 mod deploy;
+mod faults;
 mod ha;
 mod hostile;
 mod ledger;

@@ -89,6 +89,7 @@ pub struct TestCluster {
     binaries: Binaries,
     processes: Mutex<Processes>,
     started_in: Duration,
+    apiserver_args: Vec<String>,
 }
 
 impl std::fmt::Debug for TestCluster {
@@ -280,6 +281,7 @@ impl TestCluster {
             "--v=0".into(),
         ];
         args.extend(options.apiserver_args.iter().cloned());
+        let apiserver_args = args.clone();
         let apiserver = spawn(
             &binaries.kube_apiserver,
             &args,
@@ -295,7 +297,8 @@ impl TestCluster {
                 return Err(e);
             }
         };
-        let watchdog = spawn_watchdog(&dir, &[etcd.id(), apiserver.id()]).ok();
+        write_pids(&dir, &[etcd.id(), apiserver.id()]);
+        let watchdog = spawn_watchdog(&dir).ok();
         let mut cluster = TestCluster {
             dir,
             server,
@@ -309,6 +312,7 @@ impl TestCluster {
                 watchdog,
             }),
             started_in: Duration::ZERO,
+            apiserver_args,
         };
         cluster.wait_ready(Duration::from_secs(90)).await?;
         cluster.started_in = started.elapsed();
@@ -502,6 +506,52 @@ impl TestCluster {
         format!("{prefix}-{}-{n}-{:x}", std::process::id(), nanos % 0xfffff)
     }
 
+    /// Kill kube-apiserver and start it again on the same port and etcd data; wait until ready.
+    pub async fn restart_apiserver(&self) -> Result<()> {
+        {
+            let mut guard = self.processes.lock().unwrap_or_else(|e| e.into_inner());
+            let p = &mut *guard;
+            let _ = p.apiserver.kill();
+            let _ = p.apiserver.wait();
+            // The port is released when the process exits; a new server binds it again.
+            let log = self.dir.join("kube-apiserver.log");
+            let out = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&log)
+                .map_err(|e| Error::io(&log, e))?;
+            let err = out.try_clone().map_err(|e| Error::io(&log, e))?;
+            p.apiserver = Command::new(&self.binaries.kube_apiserver)
+                .args(&self.apiserver_args)
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .map_err(|e| Error::io(&self.binaries.kube_apiserver, e))?;
+            write_pids(&self.dir, &[p.etcd.id(), p.apiserver.id()]);
+        }
+        self.wait_ready(Duration::from_secs(90)).await
+    }
+
+    /// Freeze etcd (SIGSTOP) — the API server's requests hang as on a dead etcd — or thaw it.
+    pub fn pause_etcd(&self, paused: bool) -> Result<()> {
+        let pid = self
+            .processes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .etcd
+            .id();
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .map_err(|e| Error::io(Path::new("kill"), e))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Error::Setup(format!("kill {signal} {pid} failed")))
+        }
+    }
+
     /// Stop both processes now (also done on drop).
     pub fn stop(&self) {
         let mut guard = self.processes.lock().unwrap_or_else(|e| e.into_inner());
@@ -576,11 +626,18 @@ fn spawn(program: &Path, args: &[String], log: &Path) -> Result<Child> {
 
 /// A shell that waits for this process to end, then kills the cluster and removes its directory:
 /// the clean-up for clusters in statics (never dropped) and for test processes that abort.
-fn spawn_watchdog(dir: &Path, pids: &[u32]) -> Result<Child> {
+/// The processes the watchdog kills (rewritten when one is restarted).
+fn write_pids(dir: &Path, pids: &[u32]) {
+    let text: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+    let _ = std::fs::write(dir.join("pids"), text.join(" "));
+}
+
+fn spawn_watchdog(dir: &Path) -> Result<Child> {
     const SCRIPT: &str = r#"trap '' INT HUP
-parent=$1; dir=$2; shift 2
+parent=$1; dir=$2
 while kill -0 "$parent" 2>/dev/null; do sleep 1; done
-kill -9 "$@" 2>/dev/null
+kill -CONT $(cat "$dir/pids") 2>/dev/null
+kill -9 $(cat "$dir/pids") 2>/dev/null
 [ -n "$KCERT_TESTBED_KEEP" ] || rm -rf "$dir""#;
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
@@ -588,7 +645,6 @@ kill -9 "$@" 2>/dev/null
         .arg("kcert-testbed-watchdog")
         .arg(std::process::id().to_string())
         .arg(dir)
-        .args(pids.iter().map(|p| p.to_string()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
