@@ -57,17 +57,7 @@ pub async fn grant(args: &GrantArgs, out: OutputFormat, target: &Target) -> Resu
         kind: role_kind.into(),
         name: role.clone(),
     };
-    let meta = ObjectMeta {
-        name: Some(name.clone()),
-        labels: Some(
-            [(
-                "app.kubernetes.io/managed-by".to_string(),
-                "kcert".to_string(),
-            )]
-            .into(),
-        ),
-        ..Default::default()
-    };
+    let meta = super::request::managed(&name);
     let created = match &args.namespace {
         Some(ns) => {
             let b = RoleBinding {

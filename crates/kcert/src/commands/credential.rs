@@ -8,15 +8,12 @@ use crate::files::{Mode, read, write_all};
 use crate::kubeconfig::{self, ClusterInfo, Credentials};
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::certificates::v1::{
-    CertificateSigningRequest, CertificateSigningRequestSpec,
-};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcert_pki::{
     CertificateInfo, CsrSubject, KeyAlgorithm, KeyType, PrivateKey, SubjectAltNames, build_csr,
 };
 use kube::Api;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::PostParams;
 use std::time::{Duration, SystemTime};
 
 pub async fn run(args: &CredentialArgs) -> Result<()> {
@@ -132,33 +129,12 @@ async fn renew(
     let request = build_csr(&key, &subject, &SubjectAltNames::default())?;
     let name = default_csr_name(&user, &key.public_key().fingerprint_sha256());
     let api: Api<CertificateSigningRequest> = Api::all(client);
-    let object = CertificateSigningRequest {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            labels: Some(
-                [(
-                    "app.kubernetes.io/managed-by".to_string(),
-                    "kcert".to_string(),
-                )]
-                .into(),
-            ),
-            ..Default::default()
-        },
-        spec: CertificateSigningRequestSpec {
-            request: ByteString(request.into_bytes()),
-            signer_name: args.signer_name.clone(),
-            usages: Some(vec![
-                "digital signature".into(),
-                "key encipherment".into(),
-                "client auth".into(),
-            ]),
-            expiration_seconds: args
-                .duration
-                .map(|d| i32::try_from(d.as_secs()).unwrap_or(i32::MAX)),
-            ..Default::default()
-        },
-        status: None,
-    };
+    let object = super::request::new_csr(
+        &name,
+        &args.signer_name,
+        request.into_bytes(),
+        args.duration,
+    );
     api.create(&PostParams::default(), &object)
         .await
         .map_err(|e| anyhow!("creating renewal CSR {name}: {}", api_message(&e)))?;

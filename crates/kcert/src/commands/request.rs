@@ -211,32 +211,7 @@ async fn request_one(
             );
         }
     } else {
-        let object = CertificateSigningRequest {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                labels: Some(
-                    [(
-                        "app.kubernetes.io/managed-by".to_string(),
-                        "kcert".to_string(),
-                    )]
-                    .into(),
-                ),
-                ..Default::default()
-            },
-            spec: CertificateSigningRequestSpec {
-                request: ByteString(csr_pem.into_bytes()),
-                signer_name: args.signer_name.clone(),
-                usages: Some(vec![
-                    "digital signature".into(),
-                    "key encipherment".into(),
-                    "client auth".into(),
-                ]),
-                expiration_seconds: duration
-                    .map(|d| i32::try_from(d.as_secs()).unwrap_or(i32::MAX)),
-                ..Default::default()
-            },
-            status: None,
-        };
+        let object = new_csr(&name, &args.signer_name, csr_pem.into_bytes(), duration);
         api.create(&PostParams::default(), &object)
             .await
             .map_err(|e| anyhow!("creating CSR {name}: {}", api_message(&e)))?;
@@ -344,6 +319,45 @@ fn exec_plugin_args(
 impl RequestArgs {
     fn key_type_or_default(&self) -> KeyType {
         self.key_type
+    }
+}
+
+/// Metadata of objects kcert creates: the name and `app.kubernetes.io/managed-by: kcert`.
+pub(crate) fn managed(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        labels: Some(
+            [(
+                "app.kubernetes.io/managed-by".to_string(),
+                "kcert".to_string(),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// A client-certificate CertificateSigningRequest for `request` (PEM).
+pub(crate) fn new_csr(
+    name: &str,
+    signer: &str,
+    request: Vec<u8>,
+    duration: Option<Duration>,
+) -> CertificateSigningRequest {
+    CertificateSigningRequest {
+        metadata: managed(name),
+        spec: CertificateSigningRequestSpec {
+            request: ByteString(request),
+            signer_name: signer.to_string(),
+            usages: Some(vec![
+                "digital signature".into(),
+                "key encipherment".into(),
+                "client auth".into(),
+            ]),
+            expiration_seconds: duration.map(|d| i32::try_from(d.as_secs()).unwrap_or(i32::MAX)),
+            ..Default::default()
+        },
+        status: None,
     }
 }
 
