@@ -214,8 +214,8 @@ fn openssl_x509_text_shows_the_usages_validity_and_identifiers_we_intended() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    assert!((secs(&end) - now - 7200).abs() <= 2, "{end}");
-    assert!((now - secs(&start) - 300).abs() <= 2, "{start}");
+    assert!((secs(&end) - now - 7200).abs() <= 10, "{end}");
+    assert!((now - secs(&start) - 300).abs() <= 10, "{start}");
     assert_eq!(out["user"], "jane");
     assert_eq!(out["groups"], serde_json::json!(["dev"]));
     let serial = openssl(&["x509", "-in", &d.s("crt"), "-noout", "-serial"]);
