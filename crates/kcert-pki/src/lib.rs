@@ -41,3 +41,20 @@ pub use x509_cert::ext::Extension;
 pub mod oids {
     pub use crate::oid::*;
 }
+
+/// Everything kcert reads from untrusted bytes, in one call: the body of the `csr_parse` fuzz
+/// target and of its stable corpus replay. Must never panic.
+#[doc(hidden)]
+pub fn fuzz_untrusted_bytes(data: &[u8]) {
+    let _ = pem::parse_blocks(data);
+    if let Ok(csr) = CertificateRequest::from_der(data) {
+        let _ = csr.subject().to_string();
+        let _ = csr.public_key().check_strength();
+    }
+    if let Ok(csr) = CertificateRequest::from_pem(data) {
+        assert!(csr.subject().common_names.len() <= csr.subject().attributes.len());
+    }
+    let _ = CertificateInfo::from_der(data);
+    let _ = PrivateKey::from_pem(data);
+    let _ = SubjectInfo::from_der(data);
+}
