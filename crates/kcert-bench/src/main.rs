@@ -9,14 +9,12 @@
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::certificates::v1::{
-    CertificateSigningRequest, CertificateSigningRequestSpec,
-};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcert_controller::{CaSource, PolicySource, Settings};
 use kcert_pki::{CsrSubject, KeyType, PrivateKey, SubjectAltNames, build_csr};
 use kcert_testbed::TestCluster;
 use kube::Api;
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::{ListParams, PostParams};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -87,26 +85,8 @@ async fn create_batch(
             let request = request.clone();
             let prefix = prefix.to_string();
             async move {
-                let csr = CertificateSigningRequest {
-                    metadata: ObjectMeta {
-                        name: Some(name.clone()),
-                        labels: Some(
-                            [("kcert-bench/batch".to_string(), prefix.to_string())].into(),
-                        ),
-                        ..Default::default()
-                    },
-                    spec: CertificateSigningRequestSpec {
-                        request: ByteString(request),
-                        signer_name: signer.to_string(),
-                        usages: Some(vec![
-                            "digital signature".into(),
-                            "key encipherment".into(),
-                            "client auth".into(),
-                        ]),
-                        ..Default::default()
-                    },
-                    status: None,
-                };
+                let mut csr = kcert_tests::csr_from_pem(&name, signer, request, None);
+                csr.metadata.labels = Some([("kcert-bench/batch".to_string(), prefix)].into());
                 let mut created = api.create(&PostParams::default(), &csr).await?;
                 if approve {
                     created

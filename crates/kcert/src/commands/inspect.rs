@@ -106,6 +106,16 @@ fn inspect_kubeconfig(bytes: &[u8]) -> Result<Vec<Value>> {
             .cloned()
             .unwrap_or_default()
     };
+    // A certificate embedded as base64 PEM in `section.field`, described as `inspect` shows it.
+    let embedded_cert =
+        |section: Option<&serde_yaml::Value>, field: &str| -> Result<Option<Value>> {
+            match b64(section.and_then(|s| s.get(field)))? {
+                Some(pem) => Ok(Some(certificate_json(
+                    &CertificateInfo::from_pem(&pem).context(field.to_string())?,
+                ))),
+                None => Ok(None),
+            }
+        };
     let mut clusters = Vec::new();
     for c in list("clusters") {
         let name = c
@@ -114,12 +124,7 @@ fn inspect_kubeconfig(bytes: &[u8]) -> Result<Vec<Value>> {
             .unwrap_or_default()
             .to_string();
         let cluster = c.get("cluster");
-        let ca = match b64(cluster.and_then(|c| c.get("certificate-authority-data")))? {
-            Some(pem) => Some(certificate_json(
-                &CertificateInfo::from_pem(&pem).context("certificate-authority-data")?,
-            )),
-            None => None,
-        };
+        let ca = embedded_cert(cluster, "certificate-authority-data")?;
         clusters.push(json!({
             "name": name,
             "server": cluster.and_then(|c| c.get("server")).and_then(|s| s.as_str()),
@@ -135,12 +140,7 @@ fn inspect_kubeconfig(bytes: &[u8]) -> Result<Vec<Value>> {
             .unwrap_or_default()
             .to_string();
         let user = u.get("user");
-        let cert = match b64(user.and_then(|u| u.get("client-certificate-data")))? {
-            Some(pem) => Some(certificate_json(
-                &CertificateInfo::from_pem(&pem).context("client-certificate-data")?,
-            )),
-            None => None,
-        };
+        let cert = embedded_cert(user, "client-certificate-data")?;
         let key = match b64(user.and_then(|u| u.get("client-key-data")))? {
             Some(pem) => {
                 let key = PrivateKey::from_pem(&pem).context("client-key-data")?;
