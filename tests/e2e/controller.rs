@@ -4,7 +4,8 @@
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::Event;
-use kcert_controller::{DECISION_ANNOTATION, PolicySource};
+use kcert_controller::events::EventLevel;
+use kcert_controller::{CaSource, DECISION_ANNOTATION, PolicySource, Settings};
 use kcert_pki::CertificateInfo;
 use kcert_policy::PolicySpec;
 use kcert_testbed::kubeconfig::{Credentials, render};
@@ -42,16 +43,32 @@ struct Setup {
 }
 
 async fn setup(prefix: &str, policy: impl FnOnce(&str) -> PolicySpec, max: Duration) -> Setup {
+    setup_with(prefix, policy, max, EventLevel::default()).await
+}
+
+async fn setup_with(
+    prefix: &str,
+    policy: impl FnOnce(&str) -> PolicySpec,
+    max: Duration,
+    events: EventLevel,
+) -> Setup {
     let cluster = TestCluster::shared().await;
     allow_everyone_to_request(cluster).await;
     let signer = format!("kcert.dev/{}", cluster.unique_name(prefix));
     let admin_client = cluster.admin_client().await.unwrap();
-    let controller = RunningController::start(
-        cluster,
+    let controller = RunningController::start_with(
         admin_client.clone(),
-        &signer,
-        PolicySource::Static(policy(&signer)),
-        max,
+        Settings {
+            signer_names: vec![signer.clone()],
+            policy: PolicySource::Static(policy(&signer)),
+            ca: Some(CaSource::Files {
+                cert: cluster.ca_cert_path(),
+                key: cluster.ca_key_path(),
+            }),
+            max_duration: max,
+            events,
+            ..Settings::default()
+        },
     );
     Setup {
         cluster,
@@ -80,6 +97,19 @@ impl Setup {
             .name_any()
     }
 
+    /// Events are published off the reconcile path: wait until `reasons` are all there.
+    async fn events_with(&self, name: &str, reasons: &[&str]) -> Vec<(String, String)> {
+        let deadline = std::time::Instant::now() + 10 * SECOND;
+        loop {
+            let events = self.events(name).await;
+            let all = reasons.iter().all(|r| events.iter().any(|(e, _)| e == r));
+            if all || std::time::Instant::now() > deadline {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn events(&self, name: &str) -> Vec<(String, String)> {
         let client = self.cluster.admin_client().await.unwrap();
         let events: Api<Event> = Api::namespaced(client, "default");
@@ -97,7 +127,13 @@ impl Setup {
 
 #[tokio::test]
 async fn an_allowed_request_is_approved_signed_and_authenticates_as_jane_in_dev() {
-    let s = setup("approve", developers_policy, Duration::from_secs(86_400)).await;
+    let s = setup_with(
+        "approve",
+        developers_policy,
+        Duration::from_secs(86_400),
+        EventLevel::All,
+    )
+    .await;
     let name = s.cluster.unique_name("jane");
     let (csr, key_pem) = csr_with_key(&name, s.signer(), "jane", &["dev"], None);
     s.create_as("jane", &["developers"], &csr).await;
@@ -147,7 +183,7 @@ async fn an_allowed_request_is_approved_signed_and_authenticates_as_jane_in_dev(
     assert_eq!(user.username.as_deref(), Some("jane"));
     assert!(user.groups.unwrap().contains(&"dev".to_string()));
 
-    let events = s.events(&name).await;
+    let events = s.events_with(&name, &["AutoApproved", "Issued"]).await;
     assert!(
         events.iter().any(|(r, _)| r == "AutoApproved"),
         "{events:?}"

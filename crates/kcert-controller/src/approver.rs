@@ -1,14 +1,15 @@
 //! The approver: decides pending CSRs of our signer names by policy and records why.
 
 use crate::conditions::{self, APPROVED, DENIED};
+use crate::events::EventClass;
 use crate::facts::{csr_facts, parse_request};
 use crate::{Context, DECISION_ANNOTATION, Error};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcert_policy::{Decision, Outcome, decide};
 use kube::api::PostParams;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
-use kube::{Api, Resource, ResourceExt};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,30 +52,34 @@ pub async fn reconcile(
         &csr.spec.signer_name,
     );
     match decision.outcome {
-        Outcome::Ignore => {
-            ctx.event(
-                &csr,
-                EventType::Normal,
-                decision.reason.as_str(),
-                "Ignore",
-                &format!("left for a human: {}", decision.message),
-            )
-            .await;
-        }
+        Outcome::Ignore => ctx.events.emit(
+            &csr,
+            EventClass::Problem,
+            EventType::Normal,
+            decision.reason.as_str(),
+            "Ignore",
+            &format!("left for a human: {}", decision.message),
+        ),
         Outcome::Approve | Outcome::Deny => {
-            if write_decision(&csr, &decision, &snapshot.version, &ctx).await? {
-                let (kind, action) = match decision.outcome {
-                    Outcome::Approve => (EventType::Normal, "Approve"),
-                    _ => (EventType::Warning, "Deny"),
+            if let Some(decided) = write_decision(&csr, &decision, &snapshot.version, &ctx).await? {
+                let (class, kind, action) = match decision.outcome {
+                    Outcome::Approve => (EventClass::Decision, EventType::Normal, "Approve"),
+                    _ => (EventClass::Problem, EventType::Warning, "Deny"),
                 };
-                ctx.event(
+                ctx.events.emit(
                     &csr,
+                    class,
                     kind,
                     decision.reason.as_str(),
                     action,
                     &decision.message,
-                )
-                .await;
+                );
+                // The signer in this process signs at once from the object the API server just
+                // returned, instead of waiting for the watch to deliver the approval: one watch
+                // hop less between request and certificate.
+                if decision.outcome == Outcome::Approve && ctx.settings.signer {
+                    return crate::signer::sign(&decided, &ctx).await;
+                }
             }
         }
     }
@@ -82,13 +87,13 @@ pub async fn reconcile(
 }
 
 /// Write Approved or Denied through `/approval`, with the provenance annotation, under
-/// optimistic concurrency. Returns false if someone else decided first.
+/// optimistic concurrency. Returns the CSR as written, or None if someone else decided first.
 async fn write_decision(
     csr: &CertificateSigningRequest,
     decision: &Decision,
     policy_version: &str,
     ctx: &Context,
-) -> Result<bool, Error> {
+) -> Result<Option<CertificateSigningRequest>, Error> {
     let api: Api<CertificateSigningRequest> = Api::all(ctx.client.clone());
     let name = csr.name_any();
     let condition_type = if decision.outcome == Outcome::Approve {
@@ -112,7 +117,7 @@ async fn write_decision(
     let mut current = csr.clone();
     for _ in 0..5 {
         if conditions::is_decided(&current) {
-            return Ok(false);
+            return Ok(None);
         }
         current
             .annotations_mut()
@@ -130,37 +135,14 @@ async fn write_decision(
             .replace_subresource("approval", &name, &PostParams::default(), &current)
             .await
         {
-            Ok(_) => return Ok(true),
+            Ok(written) => return Ok(Some(written)),
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 tracing::debug!("conflict writing the decision; retrying on the latest version");
                 current = api.get(&name).await?;
             }
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
             Err(e) => return Err(e.into()),
         }
     }
     Err(Error::Conflict(name))
-}
-
-impl Context {
-    /// Publish an Event on the CSR; failures are logged, never fatal.
-    pub(crate) async fn event(
-        &self,
-        csr: &CertificateSigningRequest,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: &str,
-    ) {
-        let event = Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(conditions::truncate(note, 1000)),
-            action: action.to_string(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &csr.object_ref(&())).await {
-            tracing::warn!(error = %e, "cannot publish an Event");
-        }
-    }
 }

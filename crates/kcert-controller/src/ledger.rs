@@ -5,8 +5,10 @@ use crate::crd::{IssuedCertificate, IssuedCertificateSpec};
 use crate::{DECISION_ANNOTATION, conditions};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcert_pki::CertificateInfo;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client, ResourceExt};
+use std::collections::HashSet;
+use std::sync::Mutex;
 
 /// The record's name for a serial.
 pub fn record_name(serial: &str) -> String {
@@ -82,6 +84,66 @@ pub async fn ensure(client: &Client, csr: &CertificateSigningRequest) -> Result<
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(true),
         Err(e) => Err(e),
+    }
+}
+
+/// The signer's view of the ledger: remembers which CSRs are on record, so a restart or a
+/// re-list of many issued CSRs costs one list instead of a create (and a 409) per CSR.
+pub struct Ledger {
+    client: Client,
+    recorded: Mutex<HashSet<String>>,
+    primed: tokio::sync::OnceCell<()>,
+}
+
+impl Ledger {
+    /// A ledger writing through `client`.
+    pub fn new(client: Client) -> Self {
+        Ledger {
+            client,
+            recorded: Mutex::new(HashSet::new()),
+            primed: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    fn is_recorded(&self, uid: &str) -> bool {
+        self.recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(uid)
+    }
+
+    /// Make sure the ledger holds the CSR's certificate (see [`ensure`]).
+    pub async fn ensure(&self, csr: &CertificateSigningRequest) -> Result<bool, kube::Error> {
+        self.primed
+            .get_or_try_init(|| async {
+                let api: Api<IssuedCertificate> = Api::all(self.client.clone());
+                let list = api.list(&ListParams::default()).await?;
+                let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+                recorded.extend(list.items.into_iter().map(|r| r.spec.csr_uid));
+                Ok::<_, kube::Error>(())
+            })
+            .await?;
+        let uid = csr.metadata.uid.clone().unwrap_or_default();
+        if self.is_recorded(&uid) {
+            return Ok(true);
+        }
+        let on_record = ensure(&self.client, csr).await?;
+        if on_record {
+            self.recorded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(uid);
+        }
+        Ok(on_record)
+    }
+
+    /// Forget CSRs that are gone (`present` holds the uids still in the cache), so memory
+    /// follows the cluster's CSRs rather than every certificate ever issued.
+    pub fn retain(&self, present: &HashSet<String>) {
+        self.recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|uid| present.contains(uid));
     }
 }
 

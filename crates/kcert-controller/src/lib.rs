@@ -21,6 +21,7 @@ pub mod ca_source;
 pub mod cleaner;
 pub mod conditions;
 pub mod crd;
+pub mod events;
 pub mod facts;
 pub mod http;
 pub mod leader;
@@ -36,9 +37,10 @@ use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
-use kube::{Api, Client};
-use std::sync::Arc;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client, ResourceExt};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The annotation holding the approver's provenance record (JSON: outcome, reason, rule,
@@ -94,6 +96,8 @@ pub struct Settings {
     pub ledger: bool,
     /// Delete finished CSRs (only after their certificate is in the ledger).
     pub cleaner: Option<cleaner::CleanerSettings>,
+    /// Which Events to publish.
+    pub events: events::EventLevel,
 }
 
 impl Default for Settings {
@@ -112,6 +116,7 @@ impl Default for Settings {
             leader_election: None,
             ledger: false,
             cleaner: None,
+            events: events::EventLevel::default(),
         }
     }
 }
@@ -126,10 +131,14 @@ pub struct Context {
     pub policy: PolicyStore,
     /// The CA in force.
     pub ca: CaStore,
-    /// Event recorder.
-    pub recorder: Recorder,
+    /// Where reconciles queue their Events.
+    pub events: events::EventSink,
     /// Metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// The issuance ledger, when enabled.
+    pub ledger: Option<ledger::Ledger>,
+    /// CSRs being signed in this process right now (by uid).
+    signing: Mutex<HashSet<String>>,
 }
 
 impl Context {
@@ -137,6 +146,43 @@ impl Context {
     pub fn serves(&self, signer_name: &str) -> bool {
         self.settings.signer_names.iter().any(|s| s == signer_name)
     }
+
+    /// Claim the CSR for signing; None if another reconcile in this process holds it.
+    fn claim(&self, csr: &CertificateSigningRequest) -> Option<SigningClaim<'_>> {
+        let uid = csr.uid().unwrap_or_else(|| csr.name_any());
+        let fresh = self
+            .signing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uid.clone());
+        fresh.then_some(SigningClaim { ctx: self, uid })
+    }
+}
+
+/// Released when the signing attempt ends, however it ends.
+struct SigningClaim<'a> {
+    ctx: &'a Context,
+    uid: String,
+}
+
+impl Drop for SigningClaim<'_> {
+    fn drop(&mut self) {
+        self.ctx
+            .signing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.uid);
+    }
+}
+
+/// What the cache keeps of a CSR: managed fields and kubectl's copy of the whole object (the
+/// `last-applied-configuration` annotation repeats the request) are never read, and are most of
+/// an object's size.
+fn slim(mut csr: CertificateSigningRequest) -> CertificateSigningRequest {
+    csr.managed_fields_mut().clear();
+    csr.annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
+    csr
 }
 
 fn approver_error(
@@ -247,13 +293,21 @@ pub async fn run(
         controller: settings.controller_name.clone(),
         instance: settings.instance.clone(),
     };
+    let (event_sink, publisher) = events::EventSink::new(
+        Recorder::new(client.clone(), reporter),
+        settings.events,
+        metrics.clone(),
+    );
+    background.push(tokio::spawn(publisher));
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        events: event_sink,
         client: client.clone(),
         settings: settings.clone(),
         policy: policy.clone(),
         ca,
         metrics: metrics.clone(),
+        ledger: (settings.signer && settings.ledger).then(|| ledger::Ledger::new(client.clone())),
+        signing: Mutex::new(HashSet::new()),
     });
     // One signer name: let the API server filter. Several: filter here (fields can't OR).
     let watch_config = match settings.signer_names.as_slice() {
@@ -261,25 +315,44 @@ pub async fn run(
         _ => watcher::Config::default(),
     };
     let config = ControllerConfig::default().concurrency(settings.concurrency);
+    // One watch and one cache of CSRs, shared by the approver and the signer.
+    let (store, writer) = reflector::store_shared(1024);
+    let approver_events = settings.approver.then(|| writer.subscribe()).flatten();
+    let signer_events = settings.signer.then(|| writer.subscribe()).flatten();
+    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let watch = watcher(api, watch_config)
+        .default_backoff()
+        .modify(|csr| *csr = slim(std::mem::take(csr)))
+        .reflect_shared(writer)
+        .for_each(|event| {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "watching CSRs failed; retrying");
+            }
+            futures::future::ready(())
+        });
+    background.push(tokio::spawn(watch));
+    {
+        let (ctx, store, signers) = (ctx.clone(), store.clone(), settings.signer_names.clone());
+        background.push(tokio::spawn(async move {
+            loop {
+                ctx.metrics.observe_store(&store, &signers);
+                if let Some(ledger) = &ctx.ledger {
+                    let present = store.state().iter().filter_map(|c| c.uid()).collect();
+                    ledger.retain(&present);
+                }
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        }));
+    }
     let mut loops = Tasks(Vec::new());
-    if settings.approver {
+    if let Some(events) = approver_events {
         let policy_changed = futures::stream::unfold(policy.subscribe(), |mut rx| async move {
             rx.changed().await.ok()?;
             Some(((), rx))
         });
-        let api: Api<CertificateSigningRequest> = Api::all(client.clone());
-        let approver = Controller::new(api, watch_config.clone())
+        let approver = Controller::for_shared_stream(events, store.clone())
             .with_config(config.clone())
-            .reconcile_all_on(policy_changed);
-        let store = approver.store();
-        let (m, signers) = (metrics.clone(), settings.signer_names.clone());
-        background.push(tokio::spawn(async move {
-            loop {
-                m.observe_store(&store, &signers);
-                tokio::time::sleep(Duration::from_secs(10)).await;
-            }
-        }));
-        let approver = approver
+            .reconcile_all_on(policy_changed)
             .graceful_shutdown_on(stop.clone())
             .run(approver::reconcile, approver_error, ctx.clone())
             .for_each(|_| futures::future::ready(()));
@@ -292,9 +365,8 @@ pub async fn run(
             c,
         )));
     }
-    if settings.signer {
-        let api: Api<CertificateSigningRequest> = Api::all(client.clone());
-        let signer = Controller::new(api, watch_config)
+    if let Some(events) = signer_events {
+        let signer = Controller::for_shared_stream(events, store)
             .with_config(config)
             .graceful_shutdown_on(stop.clone())
             .run(signer::reconcile, signer_error, ctx.clone())

@@ -89,6 +89,12 @@ struct Flags {
     /// Delete CSRs still pending this long after creation.
     #[arg(long, default_value = "24h", value_parser = kcert_policy::duration::parse)]
     gc_pending: std::time::Duration,
+    /// Which Events to publish on CSRs: problems (denials, requests left for a human, signing
+    /// failures), decisions (also approvals, naming the rule) or all (also one per issued
+    /// certificate). Events are queued off the reconcile path; a full queue drops them and
+    /// counts kcert_events_dropped_total.
+    #[arg(long, env = "KCERT_EVENTS", default_value = "decisions", value_parser = parse_event_level)]
+    events: kcert_controller::events::EventLevel,
     /// How long a leader's lease lasts without renewal.
     #[arg(long, default_value = "15s", value_parser = kcert_policy::duration::parse)]
     lease_duration: std::time::Duration,
@@ -100,6 +106,10 @@ enum Command {
     Crd,
     /// Print the admission guard's regular expression (what deploy/admission.yaml matches).
     AdmissionRegex,
+}
+
+fn parse_event_level(s: &str) -> Result<kcert_controller::events::EventLevel, String> {
+    s.parse()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -194,6 +204,7 @@ async fn run(flags: Flags) -> Result<()> {
             ),
         },
         ledger: flags.ledger,
+        events: flags.events,
         cleaner: flags
             .cleaner
             .then_some(kcert_controller::cleaner::CleanerSettings {

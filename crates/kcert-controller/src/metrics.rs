@@ -8,6 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
@@ -46,6 +47,10 @@ pub struct Metrics {
     pending: Family<SignerLabels, Gauge>,
     oldest_pending_seconds: Family<SignerLabels, Gauge<f64, AtomicU64>>,
     expiring: Family<ExpiryLabels, Gauge>,
+    events_dropped: Counter,
+    /// NotAfter of each issued certificate in the cache, by CSR uid and resourceVersion, so a
+    /// pass over the store parses only certificates it has not seen.
+    not_after: Mutex<HashMap<String, (String, SystemTime)>>,
 }
 
 fn signing_buckets() -> Histogram {
@@ -65,6 +70,8 @@ impl Default for Metrics {
             pending: Family::default(),
             oldest_pending_seconds: Family::default(),
             expiring: Family::default(),
+            events_dropped: Counter::default(),
+            not_after: Mutex::new(HashMap::new()),
         };
         {
             let mut r = m.registry.lock().expect("registry");
@@ -98,6 +105,11 @@ impl Default for Metrics {
                 "certificates_expiring",
                 "Certificates issued for our signers (still in CSRs) that expire within the window",
                 m.expiring.clone(),
+            );
+            r.register(
+                "events_dropped",
+                "Events not published because the queue to the API server was full",
+                m.events_dropped.clone(),
             );
         }
         m
@@ -137,18 +149,22 @@ impl Metrics {
             .inc();
     }
 
+    /// An event dropped because the publishing queue was full.
+    pub fn event_dropped(&self) {
+        self.events_dropped.inc();
+    }
+
     /// Recompute the gauges from the watch cache.
     pub fn observe_store(&self, store: &Store<CertificateSigningRequest>, signers: &[String]) {
         let now = SystemTime::now();
+        let state = store.state();
+        let mut cache = self.not_after.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = std::collections::HashSet::new();
         for signer in signers {
             let mut pending = 0i64;
             let mut oldest = 0f64;
             let mut expiring = [(7u64, 0i64), (30, 0)];
-            for csr in store
-                .state()
-                .iter()
-                .filter(|c| &c.spec.signer_name == signer)
-            {
+            for csr in state.iter().filter(|c| &c.spec.signer_name == signer) {
                 if !crate::conditions::is_decided(csr) {
                     pending += 1;
                     if let Some(t) = &csr.metadata.creation_timestamp {
@@ -158,13 +174,11 @@ impl Metrics {
                         oldest = oldest.max(age);
                     }
                 }
-                let cert = csr.status.as_ref().and_then(|s| s.certificate.as_ref());
-                if let Some(info) =
-                    cert.and_then(|c| kcert_pki::CertificateInfo::from_pem(&c.0).ok())
-                {
+                if let Some(not_after) = cached_not_after(&mut cache, csr) {
+                    seen.insert(csr.metadata.uid.clone().unwrap_or_default());
                     for (days, count) in expiring.iter_mut() {
                         let horizon = now + Duration::from_secs(*days * 86_400);
-                        if info.not_after_time() > now && info.not_after_time() <= horizon {
+                        if not_after > now && not_after <= horizon {
                             *count += 1;
                         }
                     }
@@ -184,6 +198,7 @@ impl Metrics {
                     .set(count);
             }
         }
+        cache.retain(|uid, _| seen.contains(uid));
     }
 
     /// The text exposition format.
@@ -196,4 +211,24 @@ impl Metrics {
         .expect("encoding to a String");
         out
     }
+}
+
+/// The certificate's NotAfter, parsed once per CSR version.
+fn cached_not_after(
+    cache: &mut HashMap<String, (String, SystemTime)>,
+    csr: &CertificateSigningRequest,
+) -> Option<SystemTime> {
+    let pem = csr.status.as_ref()?.certificate.as_ref()?;
+    let uid = csr.metadata.uid.clone().unwrap_or_default();
+    let version = csr.metadata.resource_version.clone().unwrap_or_default();
+    if let Some((v, t)) = cache.get(&uid)
+        && *v == version
+    {
+        return Some(*t);
+    }
+    let t = kcert_pki::CertificateInfo::from_pem(&pem.0)
+        .ok()?
+        .not_after_time();
+    cache.insert(uid, (version, t));
+    Some(t)
 }

@@ -2,6 +2,7 @@
 //! Each signer name is checked against a table of rules, as kube-controller-manager does.
 
 use crate::conditions::{self, APPROVED, FAILED};
+use crate::events::EventClass;
 use crate::facts::parse_request;
 use crate::{Context, DECISION_ANNOTATION, Error};
 use k8s_openapi::ByteString;
@@ -66,29 +67,40 @@ pub async fn reconcile(
     }
     if conditions::has_certificate(&csr) {
         // Issued (by us, before a restart, or by another replica): make sure it is on record.
-        if ctx.settings.ledger {
-            crate::ledger::ensure(&ctx.client, &csr).await?;
+        if let Some(ledger) = &ctx.ledger {
+            ledger.ensure(&csr).await?;
         }
         return Ok(Action::await_change());
     }
-    if !conditions::has(&csr, APPROVED) || conditions::has(&csr, FAILED) {
+    sign(&csr, &ctx).await
+}
+
+/// Issue the certificate of an Approved CSR (or mark it Failed). Called by the signer's
+/// reconcile and, right after approving, by the approver in the same process; a CSR being
+/// signed by one is left to it by the other.
+pub(crate) async fn sign(csr: &CertificateSigningRequest, ctx: &Context) -> Result<Action, Error> {
+    if !conditions::has(csr, APPROVED) || conditions::has(csr, FAILED) {
         return Ok(Action::await_change());
     }
+    let Some(_claim) = ctx.claim(csr) else {
+        // The other path is signing it now; look again once it has written.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
     let Some(ca) = ctx.ca.get() else {
         tracing::warn!("no CA loaded yet; will retry");
         return Ok(Action::requeue(Duration::from_secs(5)));
     };
-    let request = match parse_request(&csr) {
+    let request = match parse_request(csr) {
         Ok(r) => r,
-        Err(e) => return fail(&csr, &ctx, &format!("invalid request: {e}")).await,
+        Err(e) => return fail(csr, ctx, &format!("invalid request: {e}")).await,
     };
     let usages = match client_usages(csr.spec.usages.as_deref().unwrap_or_default()) {
         Ok(u) => u,
-        Err(e) => return fail(&csr, &ctx, &e).await,
+        Err(e) => return fail(csr, ctx, &e).await,
     };
     let profile = SigningProfile {
         usages,
-        max_lifetime: lifetime_cap(ctx.settings.max_duration, &csr),
+        max_lifetime: lifetime_cap(ctx.settings.max_duration, csr),
         requested_lifetime: csr
             .spec
             .expiration_seconds
@@ -98,11 +110,11 @@ pub async fn reconcile(
     let started = std::time::Instant::now();
     let issued = match ca.sign(&request, &profile, SystemTime::now(), &SystemRandom) {
         Ok(c) => c,
-        Err(e) => return fail(&csr, &ctx, &e.to_string()).await,
+        Err(e) => return fail(csr, ctx, &e.to_string()).await,
     };
     let api: Api<CertificateSigningRequest> = Api::all(ctx.client.clone());
     let name = csr.name_any();
-    let mut current = (*csr).clone();
+    let mut current = csr.clone();
     for _ in 0..5 {
         if conditions::has_certificate(&current) || conditions::has(&current, FAILED) {
             return Ok(Action::await_change());
@@ -124,8 +136,14 @@ pub async fn reconcile(
                     request.subject(),
                     kcert_pki::time_fmt::rfc3339(issued.not_after)
                 );
-                ctx.event(&csr, EventType::Normal, "Issued", "Sign", &note)
-                    .await;
+                ctx.events.emit(
+                    csr,
+                    EventClass::Issuance,
+                    EventType::Normal,
+                    "Issued",
+                    "Sign",
+                    &note,
+                );
                 return Ok(Action::await_change());
             }
             Err(kube::Error::Api(s)) if s.code == 409 => current = api.get(&name).await?,
@@ -165,14 +183,14 @@ async fn fail(
             .await
         {
             Ok(_) => {
-                ctx.event(
+                ctx.events.emit(
                     csr,
+                    EventClass::Problem,
                     EventType::Warning,
                     SIGNER_VALIDATION_FAILURE,
                     "Sign",
                     message,
-                )
-                .await;
+                );
                 return Ok(Action::await_change());
             }
             Err(kube::Error::Api(s)) if s.code == 409 => current = api.get(&name).await?,
