@@ -552,6 +552,12 @@ impl TestCluster {
         }
     }
 
+    /// Process ids of kube-apiserver and etcd (for resource accounting in benchmarks).
+    pub fn pids(&self) -> (u32, u32) {
+        let p = self.processes.lock().unwrap_or_else(|e| e.into_inner());
+        (p.apiserver.id(), p.etcd.id())
+    }
+
     /// Stop both processes now (also done on drop).
     pub fn stop(&self) {
         let mut guard = self.processes.lock().unwrap_or_else(|e| e.into_inner());

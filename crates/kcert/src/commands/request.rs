@@ -6,6 +6,7 @@ use crate::files::{Mode, read, write_all};
 use crate::kubeconfig::{self, ClusterInfo, Credentials};
 use crate::target::Target;
 use anyhow::{Context, Result, anyhow, bail};
+use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestSpec,
@@ -15,6 +16,7 @@ use kcert_pki::{
     build_csr,
 };
 use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -370,32 +372,86 @@ pub fn api_message(e: &kube::Error) -> String {
 }
 
 /// Wait until the CSR has a certificate; Denied/Failed and the timeout end it with their codes.
+///
+/// Watches the one CSR, so the certificate is picked up the moment it is written; a requester
+/// allowed only to `get` CSRs (no `watch`) falls back to reading it every 250 ms.
 pub(crate) async fn wait_for_certificate(
     api: &Api<CertificateSigningRequest>,
     name: &str,
     timeout: Duration,
     out: OutputFormat,
 ) -> Result<String> {
-    let started = Instant::now();
-    let tty = std::io::stderr().is_terminal() && out == OutputFormat::Text;
-    let spinner = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
-    let mut said_waiting = false;
-    let mut said_approved = false;
-    let mut tick = 0usize;
+    let mut progress = Progress {
+        name,
+        timeout,
+        out,
+        started: Instant::now(),
+        tty: std::io::stderr().is_terminal() && out == OutputFormat::Text,
+        said_waiting: false,
+        said_approved: false,
+        tick: 0,
+    };
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut changes = std::pin::pin!(watcher(api.clone(), config).applied_objects());
+    let mut watching = true;
+    let mut ticks = tokio::time::interval(Duration::from_millis(250));
     loop {
-        let csr = api
-            .get(name)
-            .await
-            .map_err(|e| anyhow!("reading CSR {name}: {}", api_message(&e)))?;
+        tokio::select! {
+            change = changes.next(), if watching => match change {
+                Some(Ok(csr)) => {
+                    if let Some(cert) = progress.observe(&csr)? {
+                        return Ok(cert);
+                    }
+                }
+                // Typically 403 (no list/watch on CSRs): reading the CSR still works.
+                Some(Err(_)) => watching = false,
+                None => watching = false,
+            },
+            _ = ticks.tick() => {
+                if !watching {
+                    let csr = api
+                        .get(name)
+                        .await
+                        .map_err(|e| anyhow!("reading CSR {name}: {}", api_message(&e)))?;
+                    if let Some(cert) = progress.observe(&csr)? {
+                        return Ok(cert);
+                    }
+                }
+                progress.tick()?;
+            }
+        }
+    }
+}
+
+/// What the wait has told the user so far.
+struct Progress<'a> {
+    name: &'a str,
+    timeout: Duration,
+    out: OutputFormat,
+    started: Instant,
+    tty: bool,
+    said_waiting: bool,
+    said_approved: bool,
+    tick: usize,
+}
+
+impl Progress<'_> {
+    fn clear_line(&self) {
+        if self.tty {
+            eprint!("\r\x1b[2K");
+        }
+    }
+
+    /// The certificate once issued; an error with its exit code if denied or failed.
+    fn observe(&mut self, csr: &CertificateSigningRequest) -> Result<Option<String>> {
+        let name = self.name;
         let status = csr.status.clone().unwrap_or_default();
         let conditions = status.conditions.unwrap_or_default();
         if let Some(c) = conditions
             .iter()
             .find(|c| (c.type_ == "Denied" || c.type_ == "Failed") && c.status == "True")
         {
-            if tty {
-                eprint!("\r\x1b[2K");
-            }
+            self.clear_line();
             return Err(Exit {
                 code: crate::exit::DENIED,
                 message: format!(
@@ -408,59 +464,63 @@ pub(crate) async fn wait_for_certificate(
             .into());
         }
         if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
-            if tty {
-                eprint!("\r\x1b[2K");
-            }
+            self.clear_line();
             return String::from_utf8(cert.0)
+                .map(Some)
                 .map_err(|_| anyhow!("CSR {name}: the certificate is not PEM text"));
         }
         let approved = conditions
             .iter()
             .find(|c| c.type_ == "Approved" && c.status == "True");
-        if let (Some(c), false) = (approved, said_approved) {
-            said_approved = true;
-            if !tty && out == OutputFormat::Text {
+        if let (Some(c), false) = (approved, self.said_approved) {
+            self.said_approved = true;
+            if !self.tty && self.out == OutputFormat::Text {
                 eprintln!(
                     "kcert: CSR {name} approved ({}); waiting for the certificate",
                     c.reason.as_deref().unwrap_or("-")
                 );
             }
         }
-        if started.elapsed() > timeout {
-            if tty {
-                eprint!("\r\x1b[2K");
-            }
+        Ok(None)
+    }
+
+    /// Every 250 ms: the spinner or a first line, and the timeout.
+    fn tick(&mut self) -> Result<()> {
+        let name = self.name;
+        let waiting_for = if self.said_approved {
+            "the certificate"
+        } else {
+            "approval"
+        };
+        if self.started.elapsed() > self.timeout {
+            self.clear_line();
             return Err(Exit {
                 code: crate::exit::TIMED_OUT,
                 message: format!(
                     "CSR {name}: no {} after {}s; it stays in the cluster: ask an admin (kcert approve {name}) and run the same command again",
-                    if said_approved { "certificate" } else { "approval" },
-                    timeout.as_secs()
+                    if self.said_approved { "certificate" } else { "approval" },
+                    self.timeout.as_secs()
                 ),
             }
             .into());
         }
-        if tty {
+        if self.tty {
+            let spinner = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
             eprint!(
-                "\r{} waiting for {} of CSR {name} ({}s)",
-                spinner[tick % spinner.len()],
-                if said_approved {
-                    "the certificate"
-                } else {
-                    "approval"
-                },
-                started.elapsed().as_secs()
+                "\r{} waiting for {waiting_for} of CSR {name} ({}s)",
+                spinner[self.tick % spinner.len()],
+                self.started.elapsed().as_secs()
             );
             let _ = std::io::stderr().flush();
-            tick += 1;
-        } else if !said_waiting && out == OutputFormat::Text {
+            self.tick += 1;
+        } else if !self.said_waiting && self.out == OutputFormat::Text {
             eprintln!(
-                "kcert: CSR {name} created; waiting for approval (timeout {}s)",
-                timeout.as_secs()
+                "kcert: CSR {name} created; waiting for {waiting_for} (timeout {}s)",
+                self.timeout.as_secs()
             );
-            said_waiting = true;
+            self.said_waiting = true;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        Ok(())
     }
 }
 

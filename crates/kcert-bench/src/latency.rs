@@ -1,0 +1,169 @@
+//! Create → issued latency through the whole pipeline (kcert approves and signs) at a steady
+//! offered rate, next to the bare create → watch-event round trip on the same API server.
+
+use crate::batch;
+use crate::engines;
+use anyhow::{Result, bail};
+use futures::StreamExt;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kcert_testbed::TestCluster;
+use kube::Api;
+use kube::api::PostParams;
+use kube::runtime::watcher;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Latencies of one open-loop run, in milliseconds, and how many never arrived.
+#[derive(Debug, Default, Clone)]
+pub struct Samples {
+    pub millis: Vec<f64>,
+    pub missing: usize,
+    /// Creates per second actually sent.
+    pub offered: f64,
+}
+
+/// Create `rate` CSRs per second for `seconds` (on schedule, whatever the responses do) and
+/// time each from just before its create to the first watch event where `arrived` holds.
+async fn open_loop(
+    api: &Api<CertificateSigningRequest>,
+    batch_name: &str,
+    signer: &str,
+    rate: u32,
+    seconds: u32,
+    arrived: fn(&CertificateSigningRequest) -> bool,
+) -> Result<Samples> {
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let observer = {
+        let (api, seen) = (api.clone(), seen.clone());
+        let config = watcher::Config::default().labels(&format!("{}={batch_name}", batch::LABEL));
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher(api, config));
+            let mut ready_tx = Some(ready_tx);
+            while let Some(event) = events.next().await {
+                let now = Instant::now();
+                match event {
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(watcher::Event::Apply(csr) | watcher::Event::InitApply(csr))
+                        if arrived(&csr) =>
+                    {
+                        let name = csr.metadata.name.unwrap_or_default();
+                        seen.lock().unwrap().entry(name).or_insert(now);
+                    }
+                    _ => {}
+                }
+            }
+        })
+    };
+    ready_rx.await?;
+    let total = (rate * seconds) as usize;
+    let request = batch::request_pem("bench-user", "bench");
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent = HashMap::new();
+    let mut creates = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    for i in 0..total {
+        tick.tick().await;
+        let name = format!("{batch_name}-{i}");
+        let csr = batch::object(&name, batch_name, signer, &request);
+        sent.insert(name, Instant::now());
+        let api = api.clone();
+        creates.spawn(async move { api.create(&PostParams::default(), &csr).await });
+    }
+    let offered = total as f64 / started.elapsed().as_secs_f64();
+    while let Some(r) = creates.join_next().await {
+        r??;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.lock().unwrap().len() < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    observer.abort();
+    let seen = seen.lock().unwrap();
+    let mut samples = Samples {
+        offered,
+        ..Samples::default()
+    };
+    for (name, t0) in &sent {
+        match seen.get(name) {
+            Some(t) => samples
+                .millis
+                .push(t.duration_since(*t0).as_secs_f64() * 1000.0),
+            None => samples.missing += 1,
+        }
+    }
+    Ok(samples)
+}
+
+/// The bare round trip: CSRs for a signer nobody serves, timed until the watch shows them.
+pub async fn round_trip(
+    api: &Api<CertificateSigningRequest>,
+    batch_name: &str,
+    rate: u32,
+    seconds: u32,
+) -> Result<Samples> {
+    let s = open_loop(
+        api,
+        batch_name,
+        "bench.kcert.dev/nobody",
+        rate,
+        seconds,
+        |_| true,
+    )
+    .await?;
+    batch::delete(api, batch_name).await?;
+    Ok(s)
+}
+
+/// The pipeline: kcert-controller (approver and signer, production defaults but for the
+/// cleaner and metrics server: ledger on, approval Events) approves by policy and signs;
+/// timed until the watch shows the certificate.
+pub async fn pipeline(
+    cluster: &TestCluster,
+    api: &Api<CertificateSigningRequest>,
+    batch_name: &str,
+    rate: u32,
+    seconds: u32,
+) -> Result<Samples> {
+    let signer = format!("bench.kcert.dev/{batch_name}");
+    let policy = cluster.dir().join(format!("{batch_name}-policy.yaml"));
+    std::fs::write(
+        &policy,
+        format!(
+            "rules:\n  - id: bench\n    signerNames: [\"{signer}\"]\n    requesters: {{groups: [\"system:masters\"]}}\n    commonName: {{exact: bench-user}}\n    groups: {{allowed: [bench]}}\n"
+        ),
+    )?;
+    let _controller = engines::kcert(
+        cluster,
+        &[
+            "--signer-name",
+            &signer,
+            &format!("--policy-file={}", policy.display()),
+        ],
+    )?;
+    // Warm up: the controller is watching once it has issued one certificate.
+    let warm = format!("{batch_name}-warmup");
+    batch::create(api, &warm, 1, &signer, false).await?;
+    batch::wait_issued(api, &warm, 1, Duration::from_secs(60)).await?;
+    let s = open_loop(
+        api,
+        batch_name,
+        &signer,
+        rate,
+        seconds,
+        batch::has_certificate,
+    )
+    .await?;
+    if s.millis.is_empty() {
+        bail!("no certificate was issued in the latency run {batch_name}");
+    }
+    batch::delete(api, batch_name).await?;
+    batch::delete(api, &warm).await?;
+    Ok(s)
+}
