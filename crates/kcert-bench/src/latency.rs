@@ -33,6 +33,35 @@ async fn open_loop(
     seconds: u32,
     arrived: fn(&CertificateSigningRequest) -> bool,
 ) -> Result<Samples> {
+    open_loop_with(
+        api,
+        batch_name,
+        signer,
+        rate,
+        seconds,
+        arrived,
+        |api, csr| async move {
+            api.create(&PostParams::default(), &csr).await?;
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// [`open_loop`] with what is done for each CSR (`send`) given.
+async fn open_loop_with<F, Fut>(
+    api: &Api<CertificateSigningRequest>,
+    batch_name: &str,
+    signer: &str,
+    rate: u32,
+    seconds: u32,
+    arrived: fn(&CertificateSigningRequest) -> bool,
+    send: F,
+) -> Result<Samples>
+where
+    F: Fn(Api<CertificateSigningRequest>, CertificateSigningRequest) -> Fut,
+    Fut: std::future::Future<Output = Result<(), kube::Error>> + Send + 'static,
+{
     let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let observer = {
@@ -73,8 +102,7 @@ async fn open_loop(
         let name = format!("{batch_name}-{i}");
         let csr = batch::object(&name, batch_name, signer, &request);
         sent.insert(name, Instant::now());
-        let api = api.clone();
-        creates.spawn(async move { api.create(&PostParams::default(), &csr).await });
+        creates.spawn(send(api.clone(), csr));
     }
     let offered = total as f64 / started.elapsed().as_secs_f64();
     while let Some(r) = creates.join_next().await {
@@ -99,6 +127,63 @@ async fn open_loop(
         }
     }
     Ok(samples)
+}
+
+/// The floor of any approve-and-sign pipeline on this server: the creating client itself
+/// writes the approval and then a pre-made certificate, back to back (three writes, no watch
+/// hop, no policy, no signing); timed until the watch shows the certificate.
+pub async fn floor(
+    cluster: &TestCluster,
+    api: &Api<CertificateSigningRequest>,
+    batch_name: &str,
+    rate: u32,
+    seconds: u32,
+) -> Result<Samples> {
+    let request = batch::request_pem("bench-user", "bench");
+    let cert = cluster
+        .ca()
+        .sign(
+            &kcert_pki::CertificateRequest::from_pem(&request)?,
+            &kcert_pki::SigningProfile::client(Duration::from_secs(3600)),
+            std::time::SystemTime::now(),
+            &kcert_pki::SystemRandom,
+        )?
+        .to_pem()
+        .into_bytes();
+    let s = open_loop_with(
+        api,
+        batch_name,
+        "bench.kcert.dev/floor",
+        rate,
+        seconds,
+        batch::has_certificate,
+        move |api, csr| {
+            let cert = cert.clone();
+            async move {
+                let name = csr.metadata.name.clone().unwrap_or_default();
+                let mut created = api.create(&PostParams::default(), &csr).await?;
+                created
+                    .status
+                    .get_or_insert_with(Default::default)
+                    .conditions = Some(vec![kcert_controller::conditions::condition(
+                    "Approved", "Bench", "floor",
+                )]);
+                let mut approved = api
+                    .replace_subresource("approval", &name, &PostParams::default(), &created)
+                    .await?;
+                approved
+                    .status
+                    .get_or_insert_with(Default::default)
+                    .certificate = Some(k8s_openapi::ByteString(cert));
+                api.replace_status(&name, &PostParams::default(), &approved)
+                    .await?;
+                Ok(())
+            }
+        },
+    )
+    .await?;
+    batch::delete(api, batch_name).await?;
+    Ok(s)
 }
 
 /// The bare round trip: CSRs for a signer nobody serves, timed until the watch shows them.
@@ -130,6 +215,7 @@ pub async fn pipeline(
     batch_name: &str,
     rate: u32,
     seconds: u32,
+    extra_flags: &[String],
 ) -> Result<Samples> {
     let signer = format!("bench.kcert.dev/{batch_name}");
     let policy = cluster.dir().join(format!("{batch_name}-policy.yaml"));
@@ -139,14 +225,14 @@ pub async fn pipeline(
             "rules:\n  - id: bench\n    signerNames: [\"{signer}\"]\n    requesters: {{groups: [\"system:masters\"]}}\n    commonName: {{exact: bench-user}}\n    groups: {{allowed: [bench]}}\n"
         ),
     )?;
-    let _controller = engines::kcert(
-        cluster,
-        &[
-            "--signer-name",
-            &signer,
-            &format!("--policy-file={}", policy.display()),
-        ],
-    )?;
+    let mut flags = vec![
+        "--signer-name".to_string(),
+        signer.clone(),
+        format!("--policy-file={}", policy.display()),
+    ];
+    flags.extend(extra_flags.iter().cloned());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let _controller = engines::kcert(cluster, &flags)?;
     // Warm up: the controller is watching once it has issued one certificate.
     let warm = format!("{batch_name}-warmup");
     batch::create(api, &warm, 1, &signer, false).await?;

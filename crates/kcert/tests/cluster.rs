@@ -908,3 +908,86 @@ fn sandbox_up_writes_the_admin_kubeconfig_and_stops_on_sigterm() {
         "the sandbox still listens"
     );
 }
+
+/// A requester allowed only `create` and `get` on CSRs (no `list`/`watch`, so `kcert request`
+/// cannot watch its CSR) still gets a certificate: the wait falls back to reading the CSR.
+/// Its own cluster, since RBAC only adds and the shared one lets everyone watch CSRs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_works_for_a_requester_without_watch() {
+    let cluster = TestCluster::start().await.unwrap();
+    let rbac = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: csr-create-get}
+rules: [{apiGroups: [certificates.k8s.io], resources: [certificatesigningrequests], verbs: [create, get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: csr-create-get}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: csr-create-get}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: nowatch}]
+"#;
+    let mut apply = cluster
+        .kubectl()
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    apply
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rbac.as_bytes())
+        .unwrap();
+    assert!(apply.wait().unwrap().success());
+    let signer = "kcert.dev/nowatch";
+    let _c = RunningController::start(
+        &cluster,
+        cluster.admin_client().await.unwrap(),
+        signer,
+        PolicySource::Static(onboarding_policy(signer)),
+        Duration::from_secs(86_400),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("nowatch.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        cluster.user_kubeconfig("nowatch", &[]).unwrap(),
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = ok_json(tokio::task::block_in_place(|| {
+        kcert(
+            &kubeconfig,
+            &[
+                "request",
+                "--user",
+                "nowatch",
+                "--signer-name",
+                signer,
+                "--out-dir",
+                out_dir.to_str().unwrap(),
+                "-O",
+                "json",
+            ],
+        )
+    }));
+    assert_eq!(out["user"], "nowatch");
+    let who = kubectl(&cluster)
+        .arg(format!(
+            "--kubeconfig={}",
+            out_dir.join("nowatch.kubeconfig").display()
+        ))
+        .args([
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&who.stdout), "nowatch");
+}
