@@ -122,3 +122,70 @@ async fn issued_certificates_are_recorded_and_finished_csrs_cleaned_after() {
         "the record outlives the CSR"
     );
 }
+
+/// A CSR issued while no kcert ran (by another signer process, or before a restart) is put on
+/// record when the controller finds it: the path that reads the ledger before writing.
+#[tokio::test]
+async fn certificates_issued_while_kcert_was_down_are_recorded_when_it_starts() {
+    let cluster = TestCluster::shared().await;
+    install_crds(cluster).await;
+    let client = cluster.admin_client().await.unwrap();
+    let signer = format!("kcert.dev/{}", cluster.unique_name("ledger-late"));
+    let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let name = cluster.unique_name("late");
+    let (csr, _key) = kcert_tests::csr_with_key(&name, &signer, "late-user", &["dev"], None);
+    let mut created = csrs.create(&PostParams::default(), &csr).await.unwrap();
+    created
+        .status
+        .get_or_insert_with(Default::default)
+        .conditions = Some(vec![kcert_controller::conditions::condition(
+        "Approved",
+        "Manual",
+        "approved by hand",
+    )]);
+    let approved = csrs
+        .replace_subresource("approval", &name, &PostParams::default(), &created)
+        .await
+        .unwrap();
+    let request = kcert_pki::CertificateRequest::from_pem(&approved.spec.request.0).unwrap();
+    let cert = cluster
+        .ca()
+        .sign(
+            &request,
+            &kcert_pki::SigningProfile::client(Duration::from_secs(3600)),
+            std::time::SystemTime::now(),
+            &kcert_pki::SystemRandom,
+        )
+        .unwrap();
+    let mut approved = approved;
+    approved.status.as_mut().unwrap().certificate =
+        Some(k8s_openapi::ByteString(cert.to_pem().into_bytes()));
+    csrs.replace_status(&name, &PostParams::default(), &approved)
+        .await
+        .unwrap();
+
+    let settings = Settings {
+        signer_names: vec![signer.clone()],
+        approver: false,
+        ca: Some(CaSource::Files {
+            cert: cluster.ca_cert_path(),
+            key: cluster.ca_key_path(),
+        }),
+        ledger: true,
+        ..Settings::default()
+    };
+    let _controller = RunningController::start_with(client.clone(), settings);
+    let ledger: Api<IssuedCertificate> = Api::all(client);
+    let record_name = kcert_controller::ledger::record_name(&cert.serial);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let record = loop {
+        if let Some(r) = ledger.get_opt(&record_name).await.unwrap() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no ledger record {record_name}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(record.spec.user, "late-user");
+    assert_eq!(record.spec.approved_by, "Manual");
+    assert_eq!(record.spec.csr_name, name);
+}

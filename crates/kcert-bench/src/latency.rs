@@ -118,13 +118,24 @@ where
         offered,
         ..Samples::default()
     };
+    let mut timeline = String::from("sent_ms,latency_ms\n");
     for (name, t0) in &sent {
         match seen.get(name) {
-            Some(t) => samples
-                .millis
-                .push(t.duration_since(*t0).as_secs_f64() * 1000.0),
+            Some(t) => {
+                let ms = t.duration_since(*t0).as_secs_f64() * 1000.0;
+                samples.millis.push(ms);
+                let at = t0.duration_since(started).as_secs_f64() * 1000.0;
+                timeline.push_str(&format!("{at:.1},{ms:.2}\n"));
+            }
             None => samples.missing += 1,
         }
+    }
+    // For finding where a tail comes from: each CSR's send time and latency.
+    if let Some(dir) = std::env::var_os("KCERT_BENCH_TIMELINE_DIR") {
+        std::fs::write(
+            std::path::Path::new(&dir).join(format!("{batch_name}.csv")),
+            timeline,
+        )?;
     }
     Ok(samples)
 }
@@ -233,10 +244,13 @@ pub async fn pipeline(
     flags.extend(extra_flags.iter().cloned());
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let _controller = engines::kcert(cluster, &flags)?;
-    // Warm up: the controller is watching once it has issued one certificate.
+    // Warm up the whole path, ledger included (the API server sets up a resource's storage on
+    // first use): the figure is the steady state at the offered rate, not the first second.
     let warm = format!("{batch_name}-warmup");
     batch::create(api, &warm, 1, &signer, false).await?;
     batch::wait_issued(api, &warm, 1, Duration::from_secs(60)).await?;
+    wait_recorded(cluster, api, &format!("{warm}-0")).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let s = open_loop(
         api,
         batch_name,
@@ -246,10 +260,41 @@ pub async fn pipeline(
         batch::has_certificate,
     )
     .await?;
+    if let Some(dir) = std::env::var_os("KCERT_BENCH_TIMELINE_DIR") {
+        std::fs::copy(
+            cluster.dir().join("kcert-controller.log"),
+            std::path::Path::new(&dir).join(format!("{batch_name}-controller.log")),
+        )?;
+    }
     if s.millis.is_empty() {
         bail!("no certificate was issued in the latency run {batch_name}");
     }
     batch::delete(api, batch_name).await?;
     batch::delete(api, &warm).await?;
     Ok(s)
+}
+
+/// Wait until the ledger holds the certificate of CSR `name`.
+async fn wait_recorded(
+    cluster: &TestCluster,
+    api: &Api<CertificateSigningRequest>,
+    name: &str,
+) -> Result<()> {
+    let csr = api.get(name).await?;
+    let pem = csr
+        .status
+        .and_then(|s| s.certificate)
+        .map(|c| c.0)
+        .unwrap_or_default();
+    let serial = kcert_pki::CertificateInfo::from_pem(&pem)?.serial;
+    let ledger: Api<kcert_controller::crd::IssuedCertificate> =
+        Api::all(cluster.admin_client().await?);
+    let record = kcert_controller::ledger::record_name(&serial);
+    for _ in 0..600 {
+        if ledger.get_opt(&record).await?.is_some() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the warm-up certificate of {name} never reached the ledger")
 }

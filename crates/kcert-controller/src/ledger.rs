@@ -5,7 +5,7 @@ use crate::crd::{IssuedCertificate, IssuedCertificateSpec};
 use crate::{DECISION_ANNOTATION, conditions};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcert_pki::CertificateInfo;
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::{GetParams, ObjectMeta, PostParams};
 use kube::{Api, Client, ResourceExt};
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -87,12 +87,14 @@ pub async fn ensure(client: &Client, csr: &CertificateSigningRequest) -> Result<
     }
 }
 
-/// The signer's view of the ledger: remembers which CSRs are on record, so a restart or a
-/// re-list of many issued CSRs costs one list instead of a create (and a 409) per CSR.
+/// The signer's view of the ledger: remembers which CSRs are on record, so each certificate
+/// costs one create, and a CSR found already issued (after a restart or a re-list) costs one
+/// read from the API server's cache instead of a create that fails with 409. Nothing is listed:
+/// the ledger only grows, the CSRs in the cache do not.
 pub struct Ledger {
     client: Client,
     recorded: Mutex<HashSet<String>>,
-    primed: tokio::sync::OnceCell<()>,
+    issued_here: Mutex<HashSet<String>>,
 }
 
 impl Ledger {
@@ -101,49 +103,63 @@ impl Ledger {
         Ledger {
             client,
             recorded: Mutex::new(HashSet::new()),
-            primed: tokio::sync::OnceCell::new(),
+            issued_here: Mutex::new(HashSet::new()),
         }
     }
 
-    fn is_recorded(&self, uid: &str) -> bool {
-        self.recorded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(uid)
+    fn set(set: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        set.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This process just wrote the CSR's certificate: its record cannot exist yet.
+    pub fn issued_here(&self, csr: &CertificateSigningRequest) {
+        Self::set(&self.issued_here).insert(csr.metadata.uid.clone().unwrap_or_default());
     }
 
     /// Make sure the ledger holds the CSR's certificate (see [`ensure`]).
     pub async fn ensure(&self, csr: &CertificateSigningRequest) -> Result<bool, kube::Error> {
-        self.primed
-            .get_or_try_init(|| async {
-                let api: Api<IssuedCertificate> = Api::all(self.client.clone());
-                let list = api.list(&ListParams::default()).await?;
-                let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
-                recorded.extend(list.items.into_iter().map(|r| r.spec.csr_uid));
-                Ok::<_, kube::Error>(())
-            })
-            .await?;
         let uid = csr.metadata.uid.clone().unwrap_or_default();
-        if self.is_recorded(&uid) {
+        if Self::set(&self.recorded).contains(&uid) {
+            return Ok(true);
+        }
+        let fresh = Self::set(&self.issued_here).remove(&uid);
+        if !fresh && self.on_record(csr).await? {
+            Self::set(&self.recorded).insert(uid);
             return Ok(true);
         }
         let on_record = ensure(&self.client, csr).await?;
         if on_record {
-            self.recorded
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(uid);
+            Self::set(&self.recorded).insert(uid);
         }
         Ok(on_record)
+    }
+
+    /// Whether the record exists, read from the API server's watch cache.
+    async fn on_record(&self, csr: &CertificateSigningRequest) -> Result<bool, kube::Error> {
+        let Some(cert) = csr
+            .status
+            .as_ref()
+            .and_then(|s| s.certificate.as_ref())
+            .and_then(|c| CertificateInfo::from_pem(&c.0).ok())
+        else {
+            return Ok(false);
+        };
+        let api: Api<IssuedCertificate> = Api::all(self.client.clone());
+        match api
+            .get_with(&record_name(&cert.serial), &GetParams::any())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Forget CSRs that are gone (`present` holds the uids still in the cache), so memory
     /// follows the cluster's CSRs rather than every certificate ever issued.
     pub fn retain(&self, present: &HashSet<String>) {
-        self.recorded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|uid| present.contains(uid));
+        Self::set(&self.recorded).retain(|uid| present.contains(uid));
+        Self::set(&self.issued_here).retain(|uid| present.contains(uid));
     }
 }
 

@@ -128,6 +128,9 @@ pub(crate) async fn sign(csr: &CertificateSigningRequest, ctx: &Context) -> Resu
             .await
         {
             Ok(_) => {
+                if let Some(ledger) = &ctx.ledger {
+                    ledger.issued_here(csr);
+                }
                 ctx.metrics.issued(&csr.spec.signer_name, started.elapsed());
                 tracing::info!(serial = %issued.serial, not_after = %kcert_pki::time_fmt::rfc3339(issued.not_after), elapsed_ms = started.elapsed().as_millis() as u64, "issued");
                 let note = format!(
