@@ -101,26 +101,7 @@ async fn main() -> Result<()> {
     let mut report = Report::default();
 
     if args.part.includes(Part::Throughput) {
-        report.throughput = Engine::ALL
-            .iter()
-            .map(|e| (*e, Measured::default()))
-            .collect();
-        for run in 0..args.runs {
-            for (engine, measured) in report.throughput.iter_mut() {
-                let batch = format!("{}-{run}", engine.key());
-                let (rate, cpu) =
-                    throughput::measure(&cluster, &api, *engine, &batch, args.csrs).await?;
-                eprintln!(
-                    "run {run}: {}: {rate:.0} CSRs/s; CPU s per 1000: apiserver {:.2}, etcd {:.2}, engine {:.2}",
-                    engine.key(),
-                    cpu.0,
-                    cpu.1,
-                    cpu.2
-                );
-                measured.rates.push(rate);
-                measured.cpu.push(cpu);
-            }
-        }
+        report.throughput = throughput_runs(&cluster, &api, &Engine::ALL, &args, "").await?;
     }
     if args.part.includes(Part::Latency) {
         for run in 0..args.runs {
@@ -193,26 +174,8 @@ async fn main() -> Result<()> {
             .start()
             .await?;
         let api: Api<CertificateSigningRequest> = Api::all(ecdsa.admin_client().await?);
-        report.throughput_ecdsa = [Engine::Kcert, Engine::KcmLifted, Engine::Null]
-            .iter()
-            .map(|e| (*e, Measured::default()))
-            .collect();
-        for run in 0..args.runs {
-            for (engine, measured) in report.throughput_ecdsa.iter_mut() {
-                let batch = format!("ec-{}-{run}", engine.key());
-                let (rate, cpu) =
-                    throughput::measure(&ecdsa, &api, *engine, &batch, args.csrs).await?;
-                eprintln!(
-                    "run {run}, ECDSA CA: {}: {rate:.0} CSRs/s; CPU s per 1000: apiserver {:.2}, etcd {:.2}, engine {:.2}",
-                    engine.key(),
-                    cpu.0,
-                    cpu.1,
-                    cpu.2
-                );
-                measured.rates.push(rate);
-                measured.cpu.push(cpu);
-            }
-        }
+        let engines = [Engine::Kcert, Engine::KcmLifted, Engine::Null];
+        report.throughput_ecdsa = throughput_runs(&ecdsa, &api, &engines, &args, "ec-").await?;
     }
 
     let table = table(&report, &args);
@@ -221,6 +184,34 @@ async fn main() -> Result<()> {
         write_docs(&report, &args, &table)?;
     }
     Ok(())
+}
+
+/// `args.runs` throughput measurements of each engine, interleaved.
+async fn throughput_runs(
+    cluster: &TestCluster,
+    api: &Api<CertificateSigningRequest>,
+    engines: &[Engine],
+    args: &Args,
+    tag: &str,
+) -> Result<Vec<(Engine, Measured)>> {
+    let mut results: Vec<(Engine, Measured)> =
+        engines.iter().map(|e| (*e, Measured::default())).collect();
+    for run in 0..args.runs {
+        for (engine, measured) in results.iter_mut() {
+            let batch = format!("{tag}{}-{run}", engine.key());
+            let (rate, cpu) = throughput::measure(cluster, api, *engine, &batch, args.csrs).await?;
+            eprintln!(
+                "run {run}: {tag}{}: {rate:.0} CSRs/s; CPU s per 1000: apiserver {:.2}, etcd {:.2}, engine {:.2}",
+                engine.key(),
+                cpu.0,
+                cpu.1,
+                cpu.2
+            );
+            measured.rates.push(rate);
+            measured.cpu.push(cpu);
+        }
+    }
+    Ok(results)
 }
 
 fn ratio(a: f64, b: f64) -> f64 {

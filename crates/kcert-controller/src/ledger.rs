@@ -136,23 +136,7 @@ impl Ledger {
 
     /// Whether the record exists, read from the API server's watch cache.
     async fn on_record(&self, csr: &CertificateSigningRequest) -> Result<bool, kube::Error> {
-        let Some(cert) = csr
-            .status
-            .as_ref()
-            .and_then(|s| s.certificate.as_ref())
-            .and_then(|c| CertificateInfo::from_pem(&c.0).ok())
-        else {
-            return Ok(false);
-        };
-        let api: Api<IssuedCertificate> = Api::all(self.client.clone());
-        match api
-            .get_with(&record_name(&cert.serial), &GetParams::any())
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
-            Err(e) => Err(e),
-        }
+        lookup(&self.client, csr, &GetParams::any()).await
     }
 
     /// Forget CSRs that are gone (`present` holds the uids still in the cache), so memory
@@ -168,6 +152,14 @@ pub async fn contains(
     client: &Client,
     csr: &CertificateSigningRequest,
 ) -> Result<bool, kube::Error> {
+    lookup(client, csr, &GetParams::default()).await
+}
+
+async fn lookup(
+    client: &Client,
+    csr: &CertificateSigningRequest,
+    params: &GetParams,
+) -> Result<bool, kube::Error> {
     let Some(cert) = csr
         .status
         .as_ref()
@@ -177,5 +169,9 @@ pub async fn contains(
         return Ok(false);
     };
     let api: Api<IssuedCertificate> = Api::all(client.clone());
-    Ok(api.get_opt(&record_name(&cert.serial)).await?.is_some())
+    match api.get_with(&record_name(&cert.serial), params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
 }
