@@ -92,7 +92,7 @@ pub async fn wait_issued(
         match tokio::time::timeout(left, objects.next()).await {
             Err(_) => bail!("only {} of {n} issued after {limit:?}", issued.len()),
             Ok(None) => bail!("the watch of batch {batch} ended"),
-            Ok(Some(Err(e))) => tracing_warn(&e),
+            Ok(Some(Err(e))) => eprintln!("watch error (retrying): {e}"),
             Ok(Some(Ok(csr))) => {
                 if has_certificate(&csr) {
                     issued.insert(csr.metadata.name.unwrap_or_default());
@@ -101,10 +101,6 @@ pub async fn wait_issued(
         }
     }
     Ok(started.elapsed())
-}
-
-fn tracing_warn(e: &watcher::Error) {
-    eprintln!("watch error (retrying): {e}");
 }
 
 /// Delete the batch, so later measurements start from the same amount of state.

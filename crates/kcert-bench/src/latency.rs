@@ -23,33 +23,9 @@ pub struct Samples {
     pub offered: f64,
 }
 
-/// Create `rate` CSRs per second for `seconds` (on schedule, whatever the responses do) and
-/// time each from just before its create to the first watch event where `arrived` holds.
-async fn open_loop(
-    api: &Api<CertificateSigningRequest>,
-    batch_name: &str,
-    signer: &str,
-    rate: u32,
-    seconds: u32,
-    arrived: fn(&CertificateSigningRequest) -> bool,
-) -> Result<Samples> {
-    open_loop_with(
-        api,
-        batch_name,
-        signer,
-        rate,
-        seconds,
-        arrived,
-        |api, csr| async move {
-            api.create(&PostParams::default(), &csr).await?;
-            Ok(())
-        },
-    )
-    .await
-}
-
-/// [`open_loop`] with what is done for each CSR (`send`) given.
-async fn open_loop_with<F, Fut>(
+/// Every `1/rate` s for `seconds` (on schedule, whatever the responses do) do `send` with a
+/// new CSR, and time each from just before to the first watch event where `arrived` holds.
+async fn open_loop<F, Fut>(
     api: &Api<CertificateSigningRequest>,
     batch_name: &str,
     signer: &str,
@@ -140,6 +116,14 @@ where
     Ok(samples)
 }
 
+/// Just create the CSR.
+async fn create(
+    api: Api<CertificateSigningRequest>,
+    csr: CertificateSigningRequest,
+) -> Result<(), kube::Error> {
+    api.create(&PostParams::default(), &csr).await.map(|_| ())
+}
+
 /// The floor of any approve-and-sign pipeline on this server: the creating client itself
 /// writes the approval and then a pre-made certificate, back to back (three writes, no watch
 /// hop, no policy, no signing); timed until the watch shows the certificate.
@@ -161,7 +145,7 @@ pub async fn floor(
         )?
         .to_pem()
         .into_bytes();
-    let s = open_loop_with(
+    let s = open_loop(
         api,
         batch_name,
         "bench.kcert.dev/floor",
@@ -211,6 +195,7 @@ pub async fn round_trip(
         rate,
         seconds,
         |_| true,
+        create,
     )
     .await?;
     batch::delete(api, batch_name).await?;
@@ -258,6 +243,7 @@ pub async fn pipeline(
         rate,
         seconds,
         batch::has_certificate,
+        create,
     )
     .await?;
     if let Some(dir) = std::env::var_os("KCERT_BENCH_TIMELINE_DIR") {

@@ -40,22 +40,11 @@ fn timed(cmd: &mut Command) -> Result<f64> {
 
 /// The kubeconfig written works: kubectl authenticates as `user` with it.
 fn check(cluster: &TestCluster, kubeconfig: &Path, user: &str) -> Result<()> {
-    let out = cluster
-        .kubectl()
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .args([
-            "auth",
-            "whoami",
-            "-o",
-            "jsonpath={.status.userInfo.username}",
-        ])
-        .output()?;
-    let who = String::from_utf8_lossy(&out.stdout);
+    let who = cluster.kubectl_whoami(kubeconfig, None)?;
     ensure!(
         who == user,
-        "kubectl with {} is {who:?}, not {user}: {}",
-        kubeconfig.display(),
-        String::from_utf8_lossy(&out.stderr)
+        "kubectl with {} is {who:?}, not {user}",
+        kubeconfig.display()
     );
     Ok(())
 }

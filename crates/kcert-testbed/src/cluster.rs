@@ -411,6 +411,38 @@ impl TestCluster {
         cmd
     }
 
+    /// The user name kubectl authenticates as with `kubeconfig` (in `context`, or its current
+    /// one), as `kubectl auth whoami` reports it: proof that a kubeconfig works for kubectl.
+    pub fn kubectl_whoami(&self, kubeconfig: &Path, context: Option<&str>) -> Result<String> {
+        let mut cmd = Command::new(
+            self.binaries
+                .kubectl
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("kubectl")),
+        );
+        cmd.arg(format!("--kubeconfig={}", kubeconfig.display()));
+        if let Some(c) = context {
+            cmd.args(["--context", c]);
+        }
+        let out = cmd
+            .args([
+                "auth",
+                "whoami",
+                "-o",
+                "jsonpath={.status.userInfo.username}",
+            ])
+            .output()
+            .map_err(|e| Error::io(Path::new("kubectl"), e))?;
+        if !out.status.success() {
+            return Err(Error::Setup(format!(
+                "kubectl auth whoami with {}: {}",
+                kubeconfig.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// A client with the admin's identity (CN=kcert-testbed-admin, O=system:masters).
     pub async fn admin_client(&self) -> Result<Client> {
         let yaml = std::fs::read_to_string(&self.admin_kubeconfig)

@@ -645,19 +645,10 @@ async fn from_file_onboards_several_users_and_merge_adds_contexts() {
         "kcert-testbed-admin",
         "merge keeps the current context"
     );
-    let as_u2 = kubectl(cluster)
-        .arg(format!("--kubeconfig={}", merged.display()))
-        .args([
-            "--context",
-            &format!("{u2}@kcert-testbed"),
-            "auth",
-            "whoami",
-            "-o",
-            "jsonpath={.status.userInfo.username}",
-        ])
-        .output()
+    let as_u2 = cluster
+        .kubectl_whoami(&merged, Some(&format!("{u2}@kcert-testbed")))
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&as_u2.stdout), u2);
+    assert_eq!(as_u2, u2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -976,18 +967,8 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: nowatch}]
         )
     }));
     assert_eq!(out["user"], "nowatch");
-    let who = kubectl(&cluster)
-        .arg(format!(
-            "--kubeconfig={}",
-            out_dir.join("nowatch.kubeconfig").display()
-        ))
-        .args([
-            "auth",
-            "whoami",
-            "-o",
-            "jsonpath={.status.userInfo.username}",
-        ])
-        .output()
+    let who = cluster
+        .kubectl_whoami(&out_dir.join("nowatch.kubeconfig"), None)
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&who.stdout), "nowatch");
+    assert_eq!(who, "nowatch");
 }
