@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
             usages: DEFAULT_USAGES.iter().map(|u| u.to_string()).collect(),
             expiration_seconds: Some(3600),
             key: KeyKind::EcdsaP256,
+            ..Default::default()
         };
         let d = decide(&facts, &policy);
         if groups.contains(&"system:masters") || user.starts_with("system:") {

@@ -1,12 +1,14 @@
-//! The approver: decides pending CSRs of our signer names by policy and records why.
+//! The approver: decides pending CSRs of our signer names by the one evaluation
+//! ([`kcert_policy::evaluate`]) and records why.
 
 use crate::conditions::{self, APPROVED, DENIED};
 use crate::events::EventClass;
 use crate::facts::{csr_facts, parse_request};
+use crate::provenance::Provenance;
+use crate::replace::{Subresource, Written, replace_with_retry};
 use crate::{Context, DECISION_ANNOTATION, Error};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use kcert_policy::{Decision, Outcome, decide};
-use kube::api::PostParams;
+use kcert_policy::{Decision, Outcome, evaluate};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
@@ -26,12 +28,20 @@ pub async fn reconcile(
         tracing::warn!("no valid policy loaded yet; leaving the CSR pending");
         return Ok(Action::requeue(Duration::from_secs(5)));
     };
-    // The signer's table comes first: approving what it would refuse to sign helps nobody.
-    let usages = crate::signer::client_usages(csr.spec.usages.as_deref().unwrap_or_default());
-    let decision = match (parse_request(&csr), usages) {
-        (Err(e), _) => Decision::invalid_request(&e.to_string()),
-        (Ok(_), Err(problem)) => Decision::deny(kcert_policy::Reason::UsageNotAllowed, problem),
-        (Ok(request), Ok(_)) => decide(&csr_facts(&csr, &request), &snapshot.policy),
+    if let Some(why) = &snapshot.blocked {
+        // Fail closed: a policy that cannot be read at all may have protected something.
+        tracing::warn!(%why, "the policy set is unusable; leaving every CSR pending until it is fixed");
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
+    let Some(privileged) = ctx.rbac.get() else {
+        // Fail closed: without the bindings we cannot tell which groups are privileged.
+        tracing::info!("RBAC bindings not read yet; leaving the CSR pending");
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    };
+    let request = parse_request(&csr);
+    let decision = match &request {
+        Err(e) => Decision::invalid_request(&e.to_string()),
+        Ok(request) => evaluate(&csr_facts(&csr, request), &snapshot.policy, &privileged),
     };
     tracing::info!(
         outcome = ?decision.outcome,
@@ -61,7 +71,19 @@ pub async fn reconcile(
             &format!("left for a human: {}", decision.message),
         ),
         Outcome::Approve | Outcome::Deny => {
-            if let Some(decided) = write_decision(&csr, &decision, &snapshot.version, &ctx).await? {
+            let written = match write_decision(&csr, &decision, &snapshot.version, &ctx).await {
+                Ok(w) => w,
+                Err(Error::Permanent(_, message)) => {
+                    return crate::signer::fail(
+                        &csr,
+                        &ctx,
+                        &format!("cannot record the decision: {message}"),
+                    )
+                    .await;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Written::Done(decided) = written {
                 let (class, kind, action) = match decision.outcome {
                     Outcome::Approve => (EventClass::Decision, EventType::Normal, "Approve"),
                     _ => (EventClass::Problem, EventType::Warning, "Deny"),
@@ -75,10 +97,11 @@ pub async fn reconcile(
                     &decision.message,
                 );
                 // The signer in this process signs at once from the object the API server just
-                // returned, instead of waiting for the watch to deliver the approval: one watch
-                // hop less between request and certificate.
+                // returned, with the identity and cap the decision approved (values, not a
+                // round trip through the annotation): one watch hop less.
                 if decision.outcome == Outcome::Approve && ctx.settings.signer {
-                    return crate::signer::sign(&decided, &ctx).await;
+                    let approval = crate::signer::Approval::from_decision(&decision);
+                    return crate::signer::sign(&decided, Some(&approval), &ctx).await;
                 }
             }
         }
@@ -86,44 +109,46 @@ pub async fn reconcile(
     Ok(Action::await_change())
 }
 
-/// Write Approved or Denied through `/approval`, with the provenance annotation, under
-/// optimistic concurrency. Returns the CSR as written, or None if someone else decided first.
+/// Write Approved or Denied through `/approval`, with the provenance annotation, for this very
+/// object (uid) only.
 async fn write_decision(
     csr: &CertificateSigningRequest,
     decision: &Decision,
     policy_version: &str,
     ctx: &Context,
-) -> Result<Option<CertificateSigningRequest>, Error> {
+) -> Result<Written, Error> {
     let api: Api<CertificateSigningRequest> = Api::all(ctx.client.clone());
-    let name = csr.name_any();
     let condition_type = if decision.outcome == Outcome::Approve {
         APPROVED
     } else {
         DENIED
     };
-    let provenance = serde_json::json!({
-        "outcome": condition_type,
-        "reason": decision.reason.as_str(),
-        "rule": decision.rule,
-        "policy": decision.policy,
-        "policyVersion": policy_version,
-        "maxDurationSeconds": decision.max_duration_seconds,
-        "by": match &ctx.settings.instance {
+    let provenance = Provenance {
+        outcome: condition_type.to_string(),
+        reason: decision.reason.as_str().to_string(),
+        rule: decision.rule.clone(),
+        policy: decision.policy.clone(),
+        policy_version: policy_version.to_string(),
+        max_duration_seconds: decision.max_duration_seconds,
+        approved_uid: decision.subject.as_ref().and_then(|s| s.uid.clone()),
+        csr_uid: csr.metadata.uid.clone().unwrap_or_default(),
+        by: match &ctx.settings.instance {
             Some(i) => format!("{}/{i}", ctx.settings.controller_name),
             None => ctx.settings.controller_name.clone(),
         },
-    })
-    .to_string();
-    let mut current = csr.clone();
-    for _ in 0..5 {
-        if conditions::is_decided(&current) {
-            return Ok(None);
+    }
+    .to_annotation();
+    replace_with_retry(&api, csr, Subresource::Approval, |current| {
+        if conditions::is_decided(current) {
+            return false;
         }
+        // Overwrites whatever a requester put there.
         current
             .annotations_mut()
             .insert(DECISION_ANNOTATION.to_string(), provenance.clone());
-        let status = current.status.get_or_insert_with(Default::default);
-        status
+        current
+            .status
+            .get_or_insert_with(Default::default)
             .conditions
             .get_or_insert_with(Vec::new)
             .push(conditions::condition(
@@ -131,18 +156,7 @@ async fn write_decision(
                 decision.reason.as_str(),
                 &decision.message,
             ));
-        match api
-            .replace_subresource("approval", &name, &PostParams::default(), &current)
-            .await
-        {
-            Ok(written) => return Ok(Some(written)),
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                tracing::debug!("conflict writing the decision; retrying on the latest version");
-                current = api.get(&name).await?;
-            }
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(Error::Conflict(name))
+        true
+    })
+    .await
 }

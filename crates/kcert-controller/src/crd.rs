@@ -1,6 +1,6 @@
 //! The `ApprovalPolicy` custom resource (cluster-scoped, group `kcert.dev`).
 
-use kcert_policy::{NoMatchAction, PolicySpec, RuleSpec};
+use kcert_policy::{NoMatchAction, PolicySpec, RuleSpec, SubjectLimitsSpec};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
     status = "ApprovalPolicyStatus",
     printcolumn = r#"{"name":"Accepted","type":"boolean","jsonPath":".status.accepted"}"#,
     printcolumn = r#"{"name":"Rules","type":"integer","jsonPath":".status.rules"}"#,
+    printcolumn = r#"{"name":"InForce","type":"integer","jsonPath":".status.inForceGeneration"}"#,
     printcolumn = r#"{"name":"NoMatch","type":"string","jsonPath":".spec.whenNoRuleMatches"}"#,
     printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.message"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -28,6 +29,12 @@ pub struct ApprovalPolicySpec {
     /// Groups never approved, in addition to the built-in protected groups.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protected_groups: Vec<String>,
+    /// Groups (exact names) exempt from the protection derived from RBAC bindings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exempt_groups: Vec<String>,
+    /// Bounds on a request's subject (defaults: 253-byte CN and O, 64 groups, 64 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_limits: Option<SubjectLimitsSpec>,
     /// Rules, tried in order.
     #[serde(default)]
     pub rules: Vec<RuleSpec>,
@@ -38,6 +45,8 @@ impl From<&ApprovalPolicySpec> for PolicySpec {
         PolicySpec {
             when_no_rule_matches: s.when_no_rule_matches,
             protected_groups: s.protected_groups.clone(),
+            exempt_groups: s.exempt_groups.clone(),
+            subject_limits: s.subject_limits.clone(),
             rules: s.rules.clone(),
         }
     }
@@ -55,6 +64,11 @@ pub struct ApprovalPolicyStatus {
     pub message: String,
     /// How many rules are in force.
     pub rules: u32,
+    /// The generation whose rules are in force: this one when accepted, the last accepted one
+    /// when this one is refused, none when no generation ever compiled (then only its
+    /// protectedGroups and whenNoRuleMatches stand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_force_generation: Option<i64>,
 }
 
 /// One record per issued certificate, kept after the CSR is garbage-collected: who got which

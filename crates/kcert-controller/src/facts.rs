@@ -25,6 +25,13 @@ pub fn csr_facts(csr: &CertificateSigningRequest, request: &CertificateRequest) 
         },
         common_names: request.subject().common_names.clone(),
         organizations: request.subject().organizations.clone(),
+        uids: request.subject().uids.clone(),
+        other_attributes: request
+            .subject()
+            .unexpected_attributes()
+            .map(|a| format!("{}={}", a.name, a.value))
+            .collect(),
+        request_bytes: spec.request.0.len(),
         sans: SanFacts {
             dns: sans.dns.clone(),
             ips: sans.ips.iter().map(|ip| ip.to_string()).collect(),

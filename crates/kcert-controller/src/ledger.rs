@@ -1,8 +1,8 @@
 //! The issuance ledger: an `IssuedCertificate` per certificate, written by the signer and kept
 //! after the CSR is gone.
 
+use crate::conditions;
 use crate::crd::{IssuedCertificate, IssuedCertificateSpec};
-use crate::{DECISION_ANNOTATION, conditions};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcert_pki::CertificateInfo;
 use kube::api::{GetParams, ObjectMeta, PostParams};
@@ -15,15 +15,11 @@ pub fn record_name(serial: &str) -> String {
     format!("sn-{serial}")
 }
 
-/// What approved the CSR: the kcert rule from the provenance annotation, or the condition's reason.
+/// What approved the CSR: the kcert rule from the provenance record (only when kcert provably
+/// wrote it for this object), or the Approved condition's reason.
 pub fn approved_by(csr: &CertificateSigningRequest) -> String {
-    let provenance = csr
-        .annotations()
-        .get(DECISION_ANNOTATION)
-        .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok())
-        .filter(|p| p["outcome"] == conditions::APPROVED);
-    if let Some(p) = provenance
-        && let (Some(rule), Some(policy)) = (p["rule"].as_str(), p["policy"].as_str())
+    if let Some(p) = crate::provenance::Provenance::read(csr).filter(|p| p.approved_by_rule())
+        && let (Some(rule), Some(policy)) = (&p.rule, &p.policy)
     {
         return format!("rule {rule} of policy {policy}");
     }

@@ -5,11 +5,14 @@
 //!                      │                              │
 //!   approver::reconcile│                              │signer::reconcile
 //!   pending? parse + verify request                   │Approved, not Failed, no certificate?
-//!   decide(CsrFacts, Policy) ── kcert-policy          │parse, check usages for the signer,
-//!   Approve/Deny → PUT /approval (+ annotation,       │sign with the CA ── kcert-pki
+//!   evaluate(CsrFacts, Policy, PrivilegedSubjects)    │check_request again (whoever approved),
+//!     ── kcert-policy                                 │build the subject from checked values,
+//!   Approve/Deny → PUT /approval (+ provenance,       │sign with the CA ── kcert-pki
 //!                  Event); Ignore → Event only        │PUT /status: certificate, or Failed
+//!     (every write: replace_with_retry, same uid)     │
 //!                      ▲                              ▲
-//!            PolicyStore (static | file | CRD)   CaStore (files | Secret), reloaded on change
+//!   PolicyStore (static | file | CRD, fail closed)    CaStore (files | Secret), reloaded
+//!   RbacIndex (roles + bindings → privileged groups/users; nothing decided until read)
 //! ```
 //!
 //! The approver and the signer are separate kube-runtime controllers that share small helpers
@@ -28,6 +31,9 @@ pub mod leader;
 pub mod ledger;
 pub mod metrics;
 pub mod policy_source;
+pub mod provenance;
+pub mod rbac;
+pub mod replace;
 pub mod signer;
 
 pub use ca_source::{CaSource, CaStore};
@@ -59,6 +65,9 @@ pub enum Error {
     /// Gave up after repeated write conflicts.
     #[error("CSR {0}: kept conflicting with other writers; will retry")]
     Conflict(String),
+    /// The API server refuses the write for good (invalid, too large): retrying cannot help.
+    #[error("CSR {0}: the API server refused the write: {1}")]
+    Permanent(String, String),
     /// Another replica took the lease, or it could not be renewed.
     #[error("lost leadership of lease {0}")]
     LostLeadership(String),
@@ -98,6 +107,9 @@ pub struct Settings {
     pub cleaner: Option<cleaner::CleanerSettings>,
     /// Which Events to publish.
     pub events: events::EventLevel,
+    /// Treat groups and users that RBAC binds to privileged roles as protected (needs list and
+    /// watch on roles and bindings; nothing is approved or signed until they are read).
+    pub rbac_protection: bool,
 }
 
 impl Default for Settings {
@@ -117,6 +129,7 @@ impl Default for Settings {
             ledger: false,
             cleaner: None,
             events: events::EventLevel::default(),
+            rbac_protection: true,
         }
     }
 }
@@ -137,6 +150,8 @@ pub struct Context {
     pub metrics: Arc<metrics::Metrics>,
     /// The issuance ledger, when enabled.
     pub ledger: Option<ledger::Ledger>,
+    /// Groups and users RBAC makes privileged.
+    pub rbac: rbac::RbacIndex,
     /// CSRs being signed in this process right now (by uid).
     signing: Mutex<HashSet<String>>,
 }
@@ -232,6 +247,16 @@ pub async fn run(
     let policy = PolicyStore::default();
     let ca = CaStore::default();
     let mut background = Tasks(Vec::new());
+    let rbac_index = if settings.rbac_protection {
+        let index = rbac::RbacIndex::default();
+        background.push(tokio::spawn(rbac::keep_current(
+            client.clone(),
+            index.clone(),
+        )));
+        index
+    } else {
+        rbac::RbacIndex::disabled()
+    };
     if settings.approver {
         background.push(tokio::spawn(policy_source::keep_current(
             settings.policy.clone(),
@@ -254,9 +279,16 @@ pub async fn run(
     let metrics = Arc::new(metrics::Metrics::default());
     if let Some(addr) = settings.metrics_addr {
         let listener = http::bind(addr).await.map_err(|e| Error::Listen(addr, e))?;
-        let (policy, ca, s) = (policy.clone(), ca.clone(), settings.clone());
+        let (policy, ca, s, index) = (
+            policy.clone(),
+            ca.clone(),
+            settings.clone(),
+            rbac_index.clone(),
+        );
         let ready: http::Readiness = Arc::new(move || {
-            (!s.approver || policy.get().is_some()) && (!s.signer || ca.get().is_some())
+            (!s.approver || policy.get().is_some())
+                && (!s.signer || ca.get().is_some())
+                && index.get().is_some()
         });
         background.push(tokio::spawn(http::serve(listener, metrics.clone(), ready)));
     }
@@ -307,6 +339,7 @@ pub async fn run(
         ca,
         metrics: metrics.clone(),
         ledger: (settings.signer && settings.ledger).then(|| ledger::Ledger::new(client.clone())),
+        rbac: rbac_index,
         signing: Mutex::new(HashSet::new()),
     });
     // One signer name: let the API server filter. Several: filter here (fields can't OR).

@@ -98,6 +98,13 @@ struct Flags {
     /// How long a leader's lease lasts without renewal.
     #[arg(long, default_value = "15s", value_parser = kcert_policy::duration::parse)]
     lease_duration: std::time::Duration,
+    /// Treat every group and user that a (Cluster)RoleBinding ties to cluster-admin or to a role
+    /// granting `*`, escalate, bind, impersonate, or approve/sign on signers as protected (denied
+    /// by the approver, refused by the signer). Needs list/watch on roles, clusterroles,
+    /// rolebindings and clusterrolebindings; nothing is decided until they are read. Turn off
+    /// only where kcert cannot be given that read access.
+    #[arg(long, env = "KCERT_RBAC_PROTECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    rbac_protection: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,6 +212,7 @@ async fn run(flags: Flags) -> Result<()> {
         },
         ledger: flags.ledger,
         events: flags.events,
+        rbac_protection: flags.rbac_protection,
         cleaner: flags
             .cleaner
             .then_some(kcert_controller::cleaner::CleanerSettings {

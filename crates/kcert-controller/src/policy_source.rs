@@ -30,6 +30,9 @@ pub struct PolicySnapshot {
     pub policy: Arc<Policy>,
     /// e.g. `file:/etc/kcert/policy.yaml@1732634400` or `crd:onboarding@3,strict@1`.
     pub version: String,
+    /// Why no CSR may be decided at all (an ApprovalPolicy that never compiled and whose
+    /// protection cannot be read either): the approver leaves every CSR pending.
+    pub blocked: Option<String>,
 }
 
 /// Shared, swappable policy; `changed` ticks whenever it is replaced.
@@ -104,6 +107,7 @@ pub async fn keep_current(source: PolicySource, store: PolicyStore, client: Clie
             Ok(p) => store.set(PolicySnapshot {
                 policy: Arc::new(Policy::merge([p])),
                 version: "static".into(),
+                blocked: None,
             }),
             Err(e) => {
                 tracing::error!(error = %e, "the policy is invalid; nothing will be approved")
@@ -133,6 +137,7 @@ async fn watch_file(path: PathBuf, store: PolicyStore) {
                         store.set(PolicySnapshot {
                             policy: Arc::new(policy),
                             version: format!("file:{origin}@{secs}"),
+                            blocked: None,
                         });
                     }
                     // Keep the last good policy: a typo must not stop or widen approvals.
@@ -149,12 +154,99 @@ async fn watch_file(path: PathBuf, store: PolicyStore) {
     }
 }
 
+/// What one ApprovalPolicy contributes, and the status that says so.
+#[derive(Debug)]
+pub struct Contribution {
+    /// The policy in force for this object (None: it blocks every decision).
+    pub policy: Option<Policy>,
+    /// Its label in the policy version (`name@generation`).
+    pub version: String,
+    /// The status to write.
+    pub status: ApprovalPolicyStatus,
+}
+
+/// What an ApprovalPolicy contributes, failing closed (pure; `last` is the generation accepted
+/// before, if any):
+/// - it compiles: it is in force;
+/// - it does not, but an earlier generation did: that generation stays in force;
+/// - it never did: its protectedGroups and whenNoRuleMatches stand (no rules) if those are
+///   valid; otherwise no CSR may be decided until it is fixed.
+pub fn contribution(
+    name: &str,
+    generation: Option<i64>,
+    spec: &PolicySpec,
+    last: Option<&(Option<i64>, Policy)>,
+) -> Contribution {
+    let gen_label = |g: Option<i64>| g.map(|g| g.to_string()).unwrap_or_else(|| "?".into());
+    match Policy::compile(name, spec) {
+        Ok(p) => Contribution {
+            version: format!("{name}@{}", generation.unwrap_or_default()),
+            status: ApprovalPolicyStatus {
+                observed_generation: generation,
+                accepted: true,
+                message: format!("{} rule(s) in force", p.rules().len()),
+                rules: p.rules().len() as u32,
+                in_force_generation: generation,
+            },
+            policy: Some(p),
+        },
+        Err(e) => match last {
+            Some((last_gen, p)) => Contribution {
+                version: format!("{name}@{}", last_gen.unwrap_or_default()),
+                status: ApprovalPolicyStatus {
+                    observed_generation: generation,
+                    accepted: false,
+                    message: format!(
+                        "generation {} refused: {e}; generation {} stays in force",
+                        gen_label(generation),
+                        gen_label(*last_gen)
+                    ),
+                    rules: p.rules().len() as u32,
+                    in_force_generation: *last_gen,
+                },
+                policy: Some(p.clone()),
+            },
+            None => match Policy::fallback(name, spec) {
+                Ok(p) => Contribution {
+                    version: format!("{name}@{}:protection-only", generation.unwrap_or_default()),
+                    status: ApprovalPolicyStatus {
+                        observed_generation: generation,
+                        accepted: false,
+                        message: format!(
+                            "refused: {e}; only its protectedGroups and whenNoRuleMatches are in force"
+                        ),
+                        rules: 0,
+                        in_force_generation: None,
+                    },
+                    policy: Some(p),
+                },
+                Err(fallback_error) => Contribution {
+                    version: format!("{name}@{}:blocked", generation.unwrap_or_default()),
+                    status: ApprovalPolicyStatus {
+                        observed_generation: generation,
+                        accepted: false,
+                        message: format!(
+                            "refused: {e}; its protection cannot be read either ({fallback_error}), so no CSR is decided until it is fixed"
+                        ),
+                        rules: 0,
+                        in_force_generation: None,
+                    },
+                    policy: None,
+                },
+            },
+        },
+    }
+}
+
 async fn watch_crd(client: Client, store: PolicyStore) {
     let api: Api<ApprovalPolicy> = Api::all(client);
     let (reader, writer) = kube::runtime::reflector::store::<ApprovalPolicy>();
     let stream = kube::runtime::reflector(writer, watcher(api.clone(), watcher::Config::default()))
         .default_backoff();
     futures::pin_mut!(stream);
+    // The last generation of each object that compiled (kept while the process lives).
+    let mut last_accepted: std::collections::BTreeMap<String, (Option<i64>, Policy)> =
+        Default::default();
     while let Some(event) = stream.next().await {
         match event {
             // Recompute once the initial list is complete, then on every change (deletes too).
@@ -168,28 +260,26 @@ async fn watch_crd(client: Client, store: PolicyStore) {
         }
         let mut objects = reader.state();
         objects.sort_by_key(|o| o.name_any());
-        let mut accepted = Vec::new();
+        last_accepted.retain(|name, _| objects.iter().any(|o| &o.name_any() == name));
+        let mut in_force = Vec::new();
         let mut version = Vec::new();
+        let mut blocked = Vec::new();
         for obj in &objects {
             let name = obj.name_any();
             let generation = obj.metadata.generation;
-            let result = Policy::compile(&name, &PolicySpec::from(&obj.spec));
-            let status = match &result {
-                Ok(p) => ApprovalPolicyStatus {
-                    observed_generation: generation,
-                    accepted: true,
-                    message: format!("{} rule(s) in force", p.rules().len()),
-                    rules: p.rules().len() as u32,
-                },
-                Err(e) => ApprovalPolicyStatus {
-                    observed_generation: generation,
-                    accepted: false,
-                    message: e.to_string(),
-                    rules: 0,
-                },
-            };
-            if obj.status.as_ref() != Some(&status) {
-                let patch = serde_json::json!({ "status": status });
+            let c = contribution(
+                &name,
+                generation,
+                &PolicySpec::from(&obj.spec),
+                last_accepted.get(&name),
+            );
+            if c.status.accepted
+                && let Some(p) = &c.policy
+            {
+                last_accepted.insert(name.clone(), (generation, p.clone()));
+            }
+            if obj.status.as_ref() != Some(&c.status) {
+                let patch = serde_json::json!({ "status": c.status });
                 if let Err(e) = api
                     .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
@@ -197,12 +287,13 @@ async fn watch_crd(client: Client, store: PolicyStore) {
                     tracing::warn!(policy = %name, error = %e, "cannot write ApprovalPolicy status");
                 }
             }
-            match result {
-                Ok(p) => {
-                    version.push(format!("{name}@{}", generation.unwrap_or_default()));
-                    accepted.push(p);
-                }
-                Err(e) => tracing::error!(policy = %name, error = %e, "policy refused"),
+            if !c.status.accepted {
+                tracing::error!(policy = %name, message = %c.status.message, "policy refused");
+            }
+            version.push(c.version);
+            match c.policy {
+                Some(p) => in_force.push(p),
+                None => blocked.push(format!("ApprovalPolicy {name}: {}", c.status.message)),
             }
         }
         let version = format!("crd:{}", version.join(","));
@@ -211,8 +302,57 @@ async fn watch_crd(client: Client, store: PolicyStore) {
             continue;
         }
         store.set(PolicySnapshot {
-            policy: Arc::new(Policy::merge(accepted)),
+            policy: Arc::new(Policy::merge(in_force)),
             version,
+            blocked: (!blocked.is_empty()).then(|| blocked.join("; ")),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> PolicySpec {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn a_refused_generation_never_widens_what_is_approved() {
+        let good = spec(
+            "protectedGroups: [ops-admins]\nrules: [{id: a, requesters: {users: ['*']}, commonName: {glob: '*'}, groups: {allowed: ['*']}}]",
+        );
+        let bad = spec(
+            "protectedGroups: [ops-admins]\nrules: [{id: a, requesters: {users: ['*']}, commonName: {regex: '('}}]",
+        );
+        let first = contribution("ops", Some(1), &good, None);
+        assert!(first.status.accepted);
+        let last = (Some(1), first.policy.unwrap());
+        // Edited into something that does not compile: generation 1 stays.
+        let c = contribution("ops", Some(2), &bad, Some(&last));
+        assert!(!c.status.accepted);
+        assert_eq!(c.status.in_force_generation, Some(1));
+        assert!(
+            c.status.message.contains("generation 2 refused"),
+            "{}",
+            c.status.message
+        );
+        assert!(c.policy.unwrap().is_protected_group("ops-admins"));
+        // Never compiled (e.g. after a restart): its protection alone.
+        let c = contribution("ops", Some(2), &bad, None);
+        let p = c.policy.unwrap();
+        assert!(p.rules().is_empty() && p.is_protected_group("ops-admins"));
+        assert!(c.version.ends_with("protection-only"));
+        // Not even its protection reads: everything waits.
+        let worse = spec(
+            "protectedGroups: ['']\nrules: [{id: a, requesters: {users: ['*']}, commonName: {regex: '('}}]",
+        );
+        let c = contribution("ops", Some(3), &worse, None);
+        assert!(c.policy.is_none());
+        assert!(
+            c.status.message.contains("no CSR is decided"),
+            "{}",
+            c.status.message
+        );
     }
 }

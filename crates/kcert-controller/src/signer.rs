@@ -1,14 +1,17 @@
 //! The signer: issues certificates for Approved CSRs of our signer names, or marks them Failed.
 //! Each signer name is checked against a table of rules, as kube-controller-manager does.
 
+#[cfg(test)]
+use crate::DECISION_ANNOTATION;
 use crate::conditions::{self, APPROVED, FAILED};
 use crate::events::EventClass;
 use crate::facts::parse_request;
-use crate::{Context, DECISION_ANNOTATION, Error};
+use crate::provenance::Provenance;
+use crate::replace::{Subresource, Written, replace_with_retry};
+use crate::{Context, Error};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use kcert_pki::{SigningProfile, SystemRandom, Usage};
-use kube::api::PostParams;
+use kcert_pki::{CsrSubject, SigningProfile, SystemRandom, Usage};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
@@ -18,42 +21,55 @@ use std::time::{Duration, SystemTime};
 /// The reason kube-controller-manager writes for requests it will not sign.
 pub const SIGNER_VALIDATION_FAILURE: &str = "SignerValidationFailure";
 
-/// Usages a client-certificate signer accepts, and the one it requires.
-const CLIENT_ALLOWED: [Usage; 3] = [
-    Usage::DigitalSignature,
-    Usage::KeyEncipherment,
-    Usage::ClientAuth,
-];
-
-/// Check `usages` against the client-certificate rules every signer kcert serves applies
-/// (`kubernetes.io/kube-apiserver-client`'s rules); messages as Kubernetes words them.
-pub fn client_usages(usages: &[String]) -> Result<Vec<Usage>, String> {
-    let mut out = Vec::new();
-    for u in usages {
-        let usage: Usage = u
-            .parse()
-            .map_err(|_| format!("invalid usage for client certificate: {u}"))?;
-        if !CLIENT_ALLOWED.contains(&usage) {
-            return Err(format!("invalid usage for client certificate: {u}"));
-        }
-        out.push(usage);
-    }
-    if !out.contains(&Usage::ClientAuth) {
-        return Err("missing required usage for client certificate: client auth".into());
-    }
-    Ok(out)
+/// Check `usages` against the signer's table ([`kcert_policy::signers`], the same table the
+/// evaluation applies) and turn them into kcert-pki's usages.
+pub fn client_usages(signer_name: &str, usages: &[String]) -> Result<Vec<Usage>, String> {
+    kcert_policy::signers::check_usages(signer_name, usages)?;
+    usages
+        .iter()
+        .map(|u| {
+            u.parse()
+                .map_err(|_| format!("invalid usage for client certificate: {u}"))
+        })
+        .collect()
 }
 
-/// The lifetime cap: the signer's, lowered by the approving rule's `maxDuration` if it set one.
-pub fn lifetime_cap(signer_max: Duration, csr: &CertificateSigningRequest) -> Duration {
-    let rule_max = csr
-        .annotations()
-        .get(DECISION_ANNOTATION)
-        .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok())
-        .and_then(|v| v["maxDurationSeconds"].as_u64())
-        .map(Duration::from_secs);
-    // The annotation can only shorten a lifetime, so a requester who sets it gains nothing.
-    rule_max.map_or(signer_max, |r| r.min(signer_max))
+/// What an approval grants beyond the request itself, as values: the UID the deciding rule
+/// allowed and its lifetime cap.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Approval {
+    /// The UID a rule approved; `None` means a request carrying a UID is refused.
+    pub uid: Option<String>,
+    /// The rule's lifetime cap.
+    pub max_duration: Option<Duration>,
+}
+
+impl Approval {
+    /// From the decision just written (the approver's inline signing).
+    pub fn from_decision(d: &kcert_policy::Decision) -> Self {
+        Approval {
+            uid: d.subject.as_ref().and_then(|s| s.uid.clone()),
+            max_duration: d.max_duration_seconds.map(Duration::from_secs),
+        }
+    }
+
+    /// From the CSR: kcert's provenance when it is provably kcert's (see [`Provenance::read`]);
+    /// otherwise (a human approved it, or the record is forged) nothing beyond the request's
+    /// own CN and O.
+    pub fn from_csr(csr: &CertificateSigningRequest) -> Self {
+        match Provenance::read(csr) {
+            Some(p) if p.approved_by_rule() => Approval {
+                uid: p.approved_uid,
+                max_duration: p.max_duration_seconds.map(Duration::from_secs),
+            },
+            _ => Approval::default(),
+        }
+    }
+
+    /// The lifetime cap: the signer's, lowered by the rule's.
+    pub fn lifetime_cap(&self, signer_max: Duration) -> Duration {
+        self.max_duration.map_or(signer_max, |r| r.min(signer_max))
+    }
 }
 
 /// Sign one CSR if it is ours, Approved, not Failed and not yet issued.
@@ -72,13 +88,20 @@ pub async fn reconcile(
         }
         return Ok(Action::await_change());
     }
-    sign(&csr, &ctx).await
+    sign(&csr, None, &ctx).await
 }
 
 /// Issue the certificate of an Approved CSR (or mark it Failed). Called by the signer's
-/// reconcile and, right after approving, by the approver in the same process; a CSR being
-/// signed by one is left to it by the other.
-pub(crate) async fn sign(csr: &CertificateSigningRequest, ctx: &Context) -> Result<Action, Error> {
+/// reconcile (`approval` None: read from the CSR) and, right after approving, by the approver
+/// in the same process; a CSR being signed by one is left to it by the other. Whoever
+/// approved, the request is checked again here on its own ([`kcert_policy::check_request`]:
+/// protected groups and users, hygiene, limits, no foreign attributes), and the certificate's
+/// subject is built from the checked values.
+pub(crate) async fn sign(
+    csr: &CertificateSigningRequest,
+    approval: Option<&Approval>,
+    ctx: &Context,
+) -> Result<Action, Error> {
     if !conditions::has(csr, APPROVED) || conditions::has(csr, FAILED) {
         return Ok(Action::await_change());
     }
@@ -90,17 +113,68 @@ pub(crate) async fn sign(csr: &CertificateSigningRequest, ctx: &Context) -> Resu
         tracing::warn!("no CA loaded yet; will retry");
         return Ok(Action::requeue(Duration::from_secs(5)));
     };
+    let Some(privileged) = ctx.rbac.get() else {
+        tracing::info!("RBAC bindings not read yet; will retry");
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    };
     let request = match parse_request(csr) {
         Ok(r) => r,
         Err(e) => return fail(csr, ctx, &format!("invalid request: {e}")).await,
     };
-    let usages = match client_usages(csr.spec.usages.as_deref().unwrap_or_default()) {
+    let usages = match client_usages(
+        &csr.spec.signer_name,
+        csr.spec.usages.as_deref().unwrap_or_default(),
+    ) {
         Ok(u) => u,
         Err(e) => return fail(csr, ctx, &e).await,
     };
+    let facts = crate::facts::csr_facts(csr, &request);
+    let policy = ctx
+        .policy
+        .get()
+        .filter(|p| p.blocked.is_none())
+        .map(|p| p.policy)
+        .unwrap_or_else(|| Arc::new(kcert_policy::Policy::merge([])));
+    if let Err((reason, message)) = kcert_policy::check_request(&facts, &policy, &privileged) {
+        return fail(csr, ctx, &format!("{reason}: {message}")).await;
+    }
+    let approval = approval.cloned().unwrap_or_else(|| Approval::from_csr(csr));
+    let uid = match (facts.uids.first(), &approval.uid) {
+        (None, _) => None,
+        (Some(asked), Some(approved)) if asked == approved => Some(approved.clone()),
+        (Some(asked), _) => {
+            return fail(
+                csr,
+                ctx,
+                &format!(
+                    "UidNotAllowed: the request carries UID {} and no kcert rule approved it; kcert certifies a UID only where a rule allows it",
+                    kcert_policy::escape_for_message(asked)
+                ),
+            )
+            .await;
+        }
+    };
+    let mut groups: Vec<&String> = Vec::new();
+    for g in &facts.organizations {
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    let subject = CsrSubject::new(
+        facts.common_name().unwrap_or_default(),
+        groups.into_iter().cloned(),
+    )
+    .and_then(|s| match uid {
+        Some(u) => s.with_uid(u),
+        None => Ok(s),
+    });
+    let subject = match subject {
+        Ok(s) => s,
+        Err(e) => return fail(csr, ctx, &e.to_string()).await,
+    };
     let profile = SigningProfile {
         usages,
-        max_lifetime: lifetime_cap(ctx.settings.max_duration, csr),
+        max_lifetime: approval.lifetime_cap(ctx.settings.max_duration),
         requested_lifetime: csr
             .spec
             .expiration_seconds
@@ -108,68 +182,77 @@ pub(crate) async fn sign(csr: &CertificateSigningRequest, ctx: &Context) -> Resu
         allow_sans: false,
     };
     let started = std::time::Instant::now();
-    let issued = match ca.sign(&request, &profile, SystemTime::now(), &SystemRandom) {
+    let issued = match ca.sign_as(
+        &request,
+        &subject,
+        &profile,
+        SystemTime::now(),
+        &SystemRandom,
+    ) {
         Ok(c) => c,
         Err(e) => return fail(csr, ctx, &e.to_string()).await,
     };
     let api: Api<CertificateSigningRequest> = Api::all(ctx.client.clone());
-    let name = csr.name_any();
-    let mut current = csr.clone();
-    for _ in 0..5 {
-        if conditions::has_certificate(&current) || conditions::has(&current, FAILED) {
-            return Ok(Action::await_change());
+    let pem = ByteString(issued.to_pem().into_bytes());
+    let written = replace_with_retry(&api, csr, Subresource::Status, |current| {
+        if conditions::has_certificate(current) || conditions::has(current, FAILED) {
+            return false;
         }
         current
             .status
             .get_or_insert_with(Default::default)
-            .certificate = Some(ByteString(issued.to_pem().into_bytes()));
-        match api
-            .replace_status(&name, &PostParams::default(), &current)
-            .await
-        {
-            Ok(_) => {
-                if let Some(ledger) = &ctx.ledger {
-                    ledger.issued_here(csr);
-                }
-                ctx.metrics.issued(&csr.spec.signer_name, started.elapsed());
-                tracing::info!(serial = %issued.serial, not_after = %kcert_pki::time_fmt::rfc3339(issued.not_after), elapsed_ms = started.elapsed().as_millis() as u64, "issued");
-                let note = format!(
-                    "issued serial {} for {}, valid until {}",
-                    issued.serial,
-                    request.subject(),
-                    kcert_pki::time_fmt::rfc3339(issued.not_after)
-                );
-                ctx.events.emit(
-                    csr,
-                    EventClass::Issuance,
-                    EventType::Normal,
-                    "Issued",
-                    "Sign",
-                    &note,
-                );
-                return Ok(Action::await_change());
+            .certificate = Some(pem.clone());
+        true
+    })
+    .await;
+    match written {
+        Ok(Written::Done(_)) => {
+            if let Some(ledger) = &ctx.ledger {
+                ledger.issued_here(csr);
             }
-            Err(kube::Error::Api(s)) if s.code == 409 => current = api.get(&name).await?,
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
-            Err(e) => return Err(e.into()),
+            ctx.metrics.issued(&csr.spec.signer_name, started.elapsed());
+            tracing::info!(serial = %issued.serial, not_after = %kcert_pki::time_fmt::rfc3339(issued.not_after), elapsed_ms = started.elapsed().as_millis() as u64, "issued");
+            let note = format!(
+                "issued serial {} for {}, valid until {}",
+                issued.serial,
+                request.subject(),
+                kcert_pki::time_fmt::rfc3339(issued.not_after)
+            );
+            ctx.events.emit(
+                csr,
+                EventClass::Issuance,
+                EventType::Normal,
+                "Issued",
+                "Sign",
+                &note,
+            );
+            Ok(Action::await_change())
         }
+        Ok(Written::NothingToDo | Written::Gone) => Ok(Action::await_change()),
+        Err(Error::Permanent(_, message)) => {
+            fail(
+                csr,
+                ctx,
+                &format!("the API server refused the certificate: {message}"),
+            )
+            .await
+        }
+        Err(e) => Err(e),
     }
-    Err(Error::Conflict(name))
 }
 
-/// Mark the CSR Failed with SignerValidationFailure; it is not retried.
-async fn fail(
+/// Mark the CSR Failed with SignerValidationFailure, once; it is not retried. A permanent
+/// refusal of that write too is logged and counted, not retried.
+pub(crate) async fn fail(
     csr: &CertificateSigningRequest,
     ctx: &Context,
     message: &str,
 ) -> Result<Action, Error> {
     tracing::warn!(message, "refusing to sign");
     let api: Api<CertificateSigningRequest> = Api::all(ctx.client.clone());
-    let name = csr.name_any();
-    let mut current = csr.clone();
-    for _ in 0..5 {
-        if conditions::has(&current, FAILED) || conditions::has_certificate(&current) {
-            return Ok(Action::await_change());
+    let written = replace_with_retry(&api, csr, Subresource::Status, |current| {
+        if conditions::has(current, FAILED) || conditions::has_certificate(current) {
+            return false;
         }
         current
             .status
@@ -181,73 +264,85 @@ async fn fail(
                 SIGNER_VALIDATION_FAILURE,
                 message,
             ));
-        match api
-            .replace_status(&name, &PostParams::default(), &current)
-            .await
-        {
-            Ok(_) => {
-                ctx.events.emit(
-                    csr,
-                    EventClass::Problem,
-                    EventType::Warning,
-                    SIGNER_VALIDATION_FAILURE,
-                    "Sign",
-                    message,
-                );
-                return Ok(Action::await_change());
-            }
-            Err(kube::Error::Api(s)) if s.code == 409 => current = api.get(&name).await?,
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
-            Err(e) => return Err(e.into()),
+        true
+    })
+    .await;
+    match written {
+        Ok(Written::Done(_)) => {
+            ctx.events.emit(
+                csr,
+                EventClass::Problem,
+                EventType::Warning,
+                SIGNER_VALIDATION_FAILURE,
+                "Sign",
+                message,
+            );
+            Ok(Action::await_change())
         }
+        Ok(_) => Ok(Action::await_change()),
+        Err(Error::Permanent(name, e)) => {
+            tracing::error!(csr = %name, error = %e, "the API server refuses even the Failed condition; giving up on this CSR");
+            ctx.metrics.reconcile_error("signer-permanent");
+            Ok(Action::await_change())
+        }
+        Err(e) => Err(e),
     }
-    Err(Error::Conflict(name))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provenance::Provenance;
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequestStatus;
 
     #[test]
-    fn client_signer_usage_rules_match_kubernetes() {
+    fn the_signer_applies_the_evaluations_usage_table() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert!(
-            client_usages(&s(&[
-                "digital signature",
-                "key encipherment",
-                "client auth"
-            ]))
-            .is_ok()
-        );
-        assert!(client_usages(&s(&["client auth"])).is_ok());
         assert_eq!(
-            client_usages(&s(&["client auth", "server auth"])).unwrap_err(),
+            client_usages("kcert.dev/client", &s(&["client auth"])).unwrap(),
+            vec![Usage::ClientAuth]
+        );
+        assert_eq!(
+            client_usages("kcert.dev/client", &s(&["client auth", "server auth"])).unwrap_err(),
             "invalid usage for client certificate: server auth"
-        );
-        assert_eq!(
-            client_usages(&s(&["digital signature"])).unwrap_err(),
-            "missing required usage for client certificate: client auth"
-        );
-        assert_eq!(
-            client_usages(&s(&["bogus"])).unwrap_err(),
-            "invalid usage for client certificate: bogus"
         );
     }
 
     #[test]
-    fn the_rule_annotation_can_only_shorten_lifetimes() {
-        let mut csr = CertificateSigningRequest::default();
+    fn only_kcerts_own_record_grants_a_uid_or_a_cap_and_caps_only_shorten() {
         let day = Duration::from_secs(86_400);
-        assert_eq!(lifetime_cap(day, &csr), day);
-        csr.annotations_mut().insert(
-            DECISION_ANNOTATION.into(),
-            r#"{"maxDurationSeconds": 3600}"#.into(),
-        );
-        assert_eq!(lifetime_cap(day, &csr), Duration::from_secs(3600));
-        csr.annotations_mut().insert(
-            DECISION_ANNOTATION.into(),
-            r#"{"maxDurationSeconds": 999999999}"#.into(),
-        );
-        assert_eq!(lifetime_cap(day, &csr), day);
+        let mut csr = CertificateSigningRequest::default();
+        csr.metadata.uid = Some("u-1".into());
+        csr.status = Some(CertificateSigningRequestStatus {
+            conditions: Some(vec![conditions::condition(APPROVED, "AutoApproved", "m")]),
+            ..Default::default()
+        });
+        let record = |csr_uid: &str, secs: u64| {
+            Provenance {
+                outcome: APPROVED.into(),
+                reason: "AutoApproved".into(),
+                rule: Some("r".into()),
+                policy: Some("p".into()),
+                policy_version: "static".into(),
+                max_duration_seconds: Some(secs),
+                approved_uid: Some("uid-of-jane".into()),
+                csr_uid: csr_uid.into(),
+                by: "kcert-controller".into(),
+            }
+            .to_annotation()
+        };
+        assert_eq!(Approval::from_csr(&csr), Approval::default());
+        csr.annotations_mut()
+            .insert(DECISION_ANNOTATION.into(), record("u-1", 3600));
+        let a = Approval::from_csr(&csr);
+        assert_eq!(a.uid.as_deref(), Some("uid-of-jane"));
+        assert_eq!(a.lifetime_cap(day), Duration::from_secs(3600));
+        csr.annotations_mut()
+            .insert(DECISION_ANNOTATION.into(), record("u-1", 999_999_999));
+        assert_eq!(Approval::from_csr(&csr).lifetime_cap(day), day);
+        // Forged at create time (no uid known): worthless.
+        csr.annotations_mut()
+            .insert(DECISION_ANNOTATION.into(), record("", 60));
+        assert_eq!(Approval::from_csr(&csr), Approval::default());
     }
 }

@@ -112,8 +112,9 @@ impl CertificateAuthority {
         })
     }
 
-    /// Sign `csr` as `profile` allows, at `now`. The subject and key are copied verbatim; SANs only
-    /// when the profile allows them; every other requested extension is dropped.
+    /// Sign `csr` as `profile` allows, at `now`, for the subject built from the request's values
+    /// ([`CsrSubject::from_request`]: its one CN and its O values, refused if the request's
+    /// subject holds anything else). The request's subject bytes never reach the certificate.
     pub fn sign(
         &self,
         csr: &CertificateRequest,
@@ -121,6 +122,22 @@ impl CertificateAuthority {
         now: SystemTime,
         rng: &dyn RandomSource,
     ) -> Result<IssuedCertificate> {
+        let subject = CsrSubject::from_request(csr.subject())?;
+        self.sign_as(csr, &subject, profile, now, rng)
+    }
+
+    /// Sign `csr`'s key for `subject` (what a policy approved, encoded by kcert) as `profile`
+    /// allows, at `now`. SANs only when the profile allows them; every other requested
+    /// extension is dropped.
+    pub fn sign_as(
+        &self,
+        csr: &CertificateRequest,
+        subject: &CsrSubject,
+        profile: &SigningProfile,
+        now: SystemTime,
+        rng: &dyn RandomSource,
+    ) -> Result<IssuedCertificate> {
+        let subject_der = subject.to_der()?;
         csr.public_key().check_strength()?;
         if !csr.sans().is_empty() && !profile.allow_sans {
             return Err(PkiError::SansNotAllowed(csr.sans().to_string()));
@@ -131,7 +148,7 @@ impl CertificateAuthority {
         let template = CertificateTemplate {
             serial,
             issuer_der: &self.info.subject_der,
-            subject_der: csr.subject_der(),
+            subject_der: &subject_der,
             public_key: csr.public_key(),
             not_before,
             not_after,
@@ -372,7 +389,7 @@ mod tests {
 
     fn name_value() -> impl Strategy<Value = String> {
         // Printable Unicode without control characters, trimmed, non-empty.
-        "[^\\p{Cc}\\p{Cf}]{1,40}"
+        "[^\\p{Cc}\\p{Cf}\\p{Zl}\\p{Zp}]{1,40}"
             .prop_map(|s| s.trim().to_string())
             .prop_filter("non-empty", |s| !s.is_empty())
     }

@@ -1,5 +1,5 @@
-//! Certificates: the DER we sign (subject and key copied byte for byte from the CSR, as
-//! kube-controller-manager does), and inspection of any certificate.
+//! Certificates: the DER we sign (the subject built by kcert from approved values, the key copied
+//! from the CSR), and inspection of any certificate.
 
 use crate::csr::SubjectAltNames;
 use crate::error::{corrupt, encode};
@@ -24,7 +24,8 @@ struct ValidityOut {
     not_after: Time,
 }
 
-/// TBSCertificate with the names and key as raw DER, so nothing is re-encoded on the way.
+/// TBSCertificate with the names and key as DER already encoded (the subject by
+/// [`crate::CsrSubject::to_der`], the issuer from the CA certificate).
 #[derive(Sequence)]
 struct TbsOut<'a> {
     #[asn1(context_specific = "0", tag_mode = "EXPLICIT")]

@@ -242,7 +242,7 @@ impl CertificateRequest {
         &self.subject
     }
 
-    /// The subject exactly as encoded, for copying into the certificate.
+    /// The subject as the request encodes it (for inspection; never copied into a certificate).
     pub fn subject_der(&self) -> &[u8] {
         &self.subject_der
     }

@@ -9,8 +9,10 @@
 //!  CertificateAuthority::load / create ──► sign(csr, SigningProfile, now, rng) ──► certificate
 //! ```
 //!
-//! Subjects are copied byte for byte from the CSR into the certificate, so every O (group)
-//! survives — unlike builders that model a name as a map of one value per attribute type.
+//! The certificate's subject is built by kcert from the values approved (CN, every O, a UID only
+//! when a rule approved one), never copied from the request: attributes the API server reads
+//! but nobody checked (a UID, say) cannot ride along, and every O survives — unlike builders
+//! that model a name as a map of one value per attribute type.
 //! One crypto backend (aws-lc-rs, also kube's TLS backend) does key generation and signing.
 #![warn(missing_docs)]
 
@@ -31,7 +33,7 @@ pub use cert::{CertificateInfo, IssuedCertificate};
 pub use csr::{CertificateRequest, RequestedExtension, SubjectAltNames, build_csr, build_csr_raw};
 pub use error::{PkiError, Result};
 pub use key::{KeyAlgorithm, KeyType, PrivateKey, PublicKey};
-pub use name::{CsrSubject, NameAttribute, SubjectInfo, raw_name_der};
+pub use name::{CsrSubject, NameAttribute, SubjectInfo, is_unprintable, raw_name_der};
 pub use profile::{BACKDATE, CLIENT_USAGES, MIN_LIFETIME, SigningProfile, Usage};
 pub use random::{RandomSource, SystemRandom};
 /// Re-exported for hostile corpora that need raw extensions.

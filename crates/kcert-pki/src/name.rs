@@ -1,5 +1,7 @@
-//! Subjects: building CN + O names, and reading them exactly as the Kubernetes API server does
-//! (Go's crypto/x509: the last CN wins, every O is a group, multi-valued RDNs are flattened).
+//! Subjects: building the names kcert signs (CN, each O and at most one UID, encoded by kcert),
+//! and reading names exactly as the Kubernetes API server does (Go 1.26's crypto/x509: the last
+//! CN wins, every O is a group, multi-valued RDNs are flattened, T61String is Latin-1, BMPString
+//! refuses surrogates and noncharacters; the x509 authenticator's UID is OID 1.3.6.1.4.1.57683.2).
 
 use crate::error::corrupt;
 use crate::{PkiError, Result, oid};
@@ -15,6 +17,8 @@ use x509_cert::name::{RdnSequence, RelativeDistinguishedName};
 pub struct CsrSubject {
     common_name: String,
     organizations: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<String>,
 }
 
 impl CsrSubject {
@@ -40,7 +44,58 @@ impl CsrSubject {
         Ok(CsrSubject {
             common_name,
             organizations,
+            uid: None,
         })
+    }
+
+    /// The same subject carrying the user UID the API server reads (OID 1.3.6.1.4.1.57683.2).
+    /// Only for a UID a policy rule approved: kcert never copies one from a request.
+    pub fn with_uid(mut self, uid: impl Into<String>) -> Result<Self> {
+        let uid = uid.into();
+        check_value("UID", &uid)?;
+        self.uid = Some(uid);
+        Ok(self)
+    }
+
+    /// The subject to certify for a request, built from the values read (never its bytes): its
+    /// one CN and its O values, duplicates dropped. Refused when the request's subject holds
+    /// anything else (a UID, OU, emailAddress, unknown OIDs), several or no CNs, or names that
+    /// are empty, untrimmed or unprintable. For the offline `kcert sign` and tests; the
+    /// controller builds its subject from what the policy approved.
+    pub fn from_request(subject: &SubjectInfo) -> Result<Self> {
+        if let Some(other) = subject.unexpected_attributes().next() {
+            return Err(PkiError::InvalidSubject(format!(
+                "the subject holds {}={:?}; kcert certifies only CN (user) and O (groups)",
+                other.name, other.value
+            )));
+        }
+        if !subject.uids.is_empty() {
+            return Err(PkiError::InvalidSubject(
+                "the subject holds a UID (OID 1.3.6.1.4.1.57683.2); kcert does not copy UIDs from requests".into(),
+            ));
+        }
+        let cn = match subject.common_names.as_slice() {
+            [one] => one.clone(),
+            [] => return Err(PkiError::InvalidSubject("the subject has no CN".into())),
+            many => {
+                return Err(PkiError::InvalidSubject(format!(
+                    "the subject has {} CNs; request exactly one",
+                    many.len()
+                )));
+            }
+        };
+        let mut groups: Vec<&String> = Vec::new();
+        for o in &subject.organizations {
+            if !groups.contains(&o) {
+                groups.push(o);
+            }
+        }
+        CsrSubject::new(cn, groups.into_iter().cloned())
+    }
+
+    /// The UID, when one was approved.
+    pub fn uid(&self) -> Option<&str> {
+        self.uid.as_deref()
     }
 
     /// The user name (CN).
@@ -54,11 +109,12 @@ impl CsrSubject {
     }
 
     /// DER Name: one RDN per attribute, CN first then each O (openssl's `-subj "/CN=jane/O=dev"`
-    /// order), every value a UTF8String.
+    /// order) then the UID if any, every value a UTF8String.
     pub fn to_der(&self) -> Result<Vec<u8>> {
         let mut rdns = RdnSequence::default();
         let attributes = std::iter::once((oid::COMMON_NAME, &self.common_name))
-            .chain(self.organizations.iter().map(|o| (oid::ORGANIZATION, o)));
+            .chain(self.organizations.iter().map(|o| (oid::ORGANIZATION, o)))
+            .chain(self.uid.iter().map(|u| (oid::USER_UID, u)));
         for (attr_oid, value) in attributes {
             let utf8 = Utf8StringRef::new(value).map_err(crate::error::encode("subject"))?;
             let value = der::Any::encode_from(&utf8).map_err(crate::error::encode("subject"))?;
@@ -78,9 +134,10 @@ fn check_value(what: &str, value: &str) -> Result<()> {
     if value.is_empty() {
         return Err(PkiError::InvalidSubject(format!("{what} is empty")));
     }
-    if value.chars().any(char::is_control) {
+    if let Some(c) = value.chars().find(|c| is_unprintable(*c)) {
         return Err(PkiError::InvalidSubject(format!(
-            "{what} {value:?} contains control characters"
+            "{what} {value:?} contains the unprintable character U+{:04X} (control, format or line/paragraph separator)",
+            c as u32
         )));
     }
     if value.trim() != value {
@@ -89,6 +146,21 @@ fn check_value(what: &str, value: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Characters a name must never hold: controls (Cc), format characters (Cf: bidirectional
+/// overrides, zero-width joiners, BOM, tags, ...) and line/paragraph separators (Zl, Zp). They
+/// let a name look like another in a terminal, a log or an approval prompt.
+pub fn is_unprintable(c: char) -> bool {
+    if c.is_control() {
+        return true;
+    }
+    // Unicode 16's Cf, Zl and Zp code points (the standard library has no category table).
+    matches!(c as u32,
+        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2
+        | 0x180E | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F
+        | 0xFEFF | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3
+        | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
 }
 
 /// One attribute of a name, decoded.
@@ -110,6 +182,9 @@ pub struct SubjectInfo {
     pub common_names: Vec<String>,
     /// The groups: every O in order, duplicates kept.
     pub organizations: Vec<String>,
+    /// Every user UID attribute (OID 1.3.6.1.4.1.57683.2) in order; the API server accepts
+    /// exactly one non-empty string and refuses the certificate otherwise.
+    pub uids: Vec<String>,
     /// Every attribute in DER order.
     pub attributes: Vec<NameAttribute>,
     /// Whether some RDN holds several attributes (`CN=a+O=b`).
@@ -124,6 +199,7 @@ impl SubjectInfo {
             common_name: None,
             common_names: Vec::new(),
             organizations: Vec::new(),
+            uids: Vec::new(),
             attributes: Vec::new(),
             multi_valued_rdn: false,
         };
@@ -136,6 +212,8 @@ impl SubjectInfo {
                     info.common_names.push(value.clone());
                 } else if atv.oid == oid::ORGANIZATION {
                     info.organizations.push(value.clone());
+                } else if atv.oid == oid::USER_UID {
+                    info.uids.push(value.clone());
                 }
                 info.attributes.push(NameAttribute {
                     name: oid::name(&atv.oid),
@@ -144,6 +222,14 @@ impl SubjectInfo {
             }
         }
         Ok(info)
+    }
+
+    /// Attributes other than CN, O and UID (OU, emailAddress, serialNumber, unknown OIDs):
+    /// nothing kcert certifies.
+    pub fn unexpected_attributes(&self) -> impl Iterator<Item = &NameAttribute> {
+        self.attributes
+            .iter()
+            .filter(|a| !matches!(a.name.as_str(), "CN" | "O" | "UID"))
     }
 }
 
@@ -172,6 +258,7 @@ fn escape(value: &str) -> String {
                 out.push(c);
             }
             c if c.is_control() => out.push_str(&format!("\\{:02X}", c as u32)),
+            c if is_unprintable(c) => out.push_str(&format!("\\u{{{:04X}}}", c as u32)),
             c => out.push(c),
         }
     }
@@ -223,10 +310,9 @@ fn decode_string(attr: &ObjectIdentifier, value: &AnyRef<'_>) -> Result<String> 
             }
             Ok(String::from_utf8(bytes.to_vec()).expect("ASCII"))
         }
-        // Go hands T61String bytes through unchanged; only valid UTF-8 is representable here,
-        // and anything else is refused rather than guessed at.
-        Tag::TeletexString => String::from_utf8(bytes.to_vec())
-            .map_err(|_| invalid("T61String", "holds bytes that are not UTF-8")),
+        // Go 1.26 reads T61String as Latin-1, byte by byte (crypto/x509 and encoding/asn1
+        // alike): 0xE9 is "é", and the UTF-8 bytes C3 A9 are "Ã©". Read it the same way.
+        Tag::TeletexString => Ok(bytes.iter().map(|b| char::from(*b)).collect()),
         Tag::BmpString => {
             let mut units = bytes;
             if units.len() % 2 != 0 {
@@ -235,10 +321,25 @@ fn decode_string(attr: &ObjectIdentifier, value: &AnyRef<'_>) -> Result<String> 
             if units.len() >= 2 && units[units.len() - 2..] == [0, 0] {
                 units = &units[..units.len() - 2];
             }
-            let code_units = units.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]]));
-            Ok(char::decode_utf16(code_units)
-                .map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER))
-                .collect())
+            // UCS-2 as Go reads it: surrogates and the permanent noncharacters are refused.
+            let mut out = String::with_capacity(units.len() / 2);
+            for pair in units.chunks(2) {
+                let point = u16::from_be_bytes([pair[0], pair[1]]);
+                let refused = point == 0xFFFE
+                    || point == 0xFFFF
+                    || (0xFDD0..=0xFDEF).contains(&point)
+                    || (0xD800..=0xDFFF).contains(&point);
+                match char::from_u32(u32::from(point)).filter(|_| !refused) {
+                    Some(c) => out.push(c),
+                    None => {
+                        return Err(invalid(
+                            "BMPString",
+                            "holds a surrogate or noncharacter code unit",
+                        ));
+                    }
+                }
+            }
+            Ok(out)
         }
         other => Err(PkiError::UnsupportedStringType {
             oid: oid::name(attr),
@@ -333,6 +434,115 @@ mod tests {
             let err = CsrSubject::new(user, groups).unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");
         }
+    }
+
+    #[test]
+    fn t61_is_latin1_and_bmp_refuses_what_go_refuses() {
+        // The bytes of UTF-8 "é" in a T61String are two Latin-1 characters, as Go reads them.
+        let der = raw_name_der(&[(
+            oid::COMMON_NAME,
+            Tag::TeletexString,
+            "h-jos\u{e9}".as_bytes(),
+        )])
+        .unwrap();
+        assert_eq!(
+            SubjectInfo::from_der(&der).unwrap().common_name.as_deref(),
+            Some("h-jos\u{c3}\u{a9}")
+        );
+        let der = raw_name_der(&[(oid::COMMON_NAME, Tag::TeletexString, &[b'j', 0xE9])]).unwrap();
+        assert_eq!(
+            SubjectInfo::from_der(&der).unwrap().common_name.as_deref(),
+            Some("j\u{e9}")
+        );
+        for units in [
+            &[0xD8u8, 0x00, 0xDC, 0x00][..],
+            &[0xFF, 0xFE],
+            &[0xFD, 0xD0],
+        ] {
+            let der = raw_name_der(&[(oid::COMMON_NAME, Tag::BmpString, units)]).unwrap();
+            assert!(
+                matches!(
+                    SubjectInfo::from_der(&der),
+                    Err(PkiError::InvalidString {
+                        kind: "BMPString",
+                        ..
+                    })
+                ),
+                "{units:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn uids_and_other_attributes_are_seen_and_never_copied() {
+        let der = raw_name_der(&[
+            (oid::COMMON_NAME, Tag::Utf8String, b"jane"),
+            (oid::USER_UID, Tag::Utf8String, b"uid-of-jane"),
+            (
+                der::oid::ObjectIdentifier::new_unwrap("2.5.4.11"),
+                Tag::Utf8String,
+                b"ops",
+            ),
+        ])
+        .unwrap();
+        let info = SubjectInfo::from_der(&der).unwrap();
+        assert_eq!(info.uids, ["uid-of-jane"]);
+        let other: Vec<_> = info
+            .unexpected_attributes()
+            .map(|a| a.name.clone())
+            .collect();
+        assert_eq!(other, ["OU"]);
+        let err = CsrSubject::from_request(&info).unwrap_err().to_string();
+        assert!(err.contains("OU=\"ops\""), "{err}");
+
+        let der = raw_name_der(&[
+            (oid::COMMON_NAME, Tag::Utf8String, b"jane"),
+            (oid::USER_UID, Tag::Utf8String, b"uid-of-jane"),
+        ])
+        .unwrap();
+        let err = CsrSubject::from_request(&SubjectInfo::from_der(&der).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("UID"), "{err}");
+
+        // Built with an approved UID: exactly CN, each O, the UID.
+        let s = CsrSubject::new("jane", ["dev"])
+            .unwrap()
+            .with_uid("u-1")
+            .unwrap();
+        let info = SubjectInfo::from_der(&s.to_der().unwrap()).unwrap();
+        assert_eq!(info.to_string(), "CN=jane, O=dev, UID=u-1");
+        assert_eq!(info.uids, ["u-1"]);
+
+        // Duplicates collapse; the subject is re-encoded, not copied.
+        let der = raw_name_der(&[
+            (
+                oid::ORGANIZATION,
+                Tag::BmpString,
+                &[0, b'd', 0, b'e', 0, b'v'],
+            ),
+            (oid::COMMON_NAME, Tag::PrintableString, b"jane"),
+            (oid::ORGANIZATION, Tag::Utf8String, b"dev"),
+        ])
+        .unwrap();
+        let built = CsrSubject::from_request(&SubjectInfo::from_der(&der).unwrap()).unwrap();
+        assert_eq!(built.organizations(), ["dev"]);
+        assert_ne!(built.to_der().unwrap(), der);
+    }
+
+    #[test]
+    fn format_and_separator_characters_are_unprintable() {
+        for bad in [
+            "ja\u{202e}ne",
+            "ja\u{200b}ne",
+            "ja\u{2028}ne",
+            "\u{feff}jane",
+            "ja\u{e0041}",
+        ] {
+            let err = CsrSubject::new(bad, Vec::<String>::new())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("unprintable"), "{bad:?}: {err}");
+        }
+        assert!(CsrSubject::new("jos\u{e9}", ["d\u{e9}v"]).is_ok());
     }
 
     #[test]

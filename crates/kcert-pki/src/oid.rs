@@ -5,6 +5,9 @@ use const_oid::ObjectIdentifier as Oid;
 
 pub const COMMON_NAME: Oid = Oid::new_unwrap("2.5.4.3");
 pub const ORGANIZATION: Oid = Oid::new_unwrap("2.5.4.10");
+/// The user UID the API server's x509 authenticator reads (Kubernetes 1.33+,
+/// `AllowParsingUserUIDFromCertAuth`).
+pub const USER_UID: Oid = Oid::new_unwrap("1.3.6.1.4.1.57683.2");
 pub const EXTENSION_REQUEST: Oid = Oid::new_unwrap("1.2.840.113549.1.9.14");
 
 pub const RSA_ENCRYPTION: Oid = Oid::new_unwrap("1.2.840.113549.1.1.1");
@@ -47,6 +50,8 @@ pub fn name(oid: &Oid) -> String {
     let known: &[(Oid, &str)] = &[
         (COMMON_NAME, "CN"),
         (ORGANIZATION, "O"),
+        (USER_UID, "UID"),
+        (Oid::new_unwrap("2.5.4.5"), "serialNumber"),
         (Oid::new_unwrap("2.5.4.11"), "OU"),
         (Oid::new_unwrap("2.5.4.6"), "C"),
         (Oid::new_unwrap("2.5.4.7"), "L"),

@@ -2,7 +2,8 @@
 
 use crate::facts::{CsrFacts, KeyKind};
 use crate::glob;
-use crate::policy::{CommonName, Policy, Rule};
+use crate::policy::{CommonName, Policy, Rule, UidRule};
+use crate::privilege::PrivilegedSubjects;
 use crate::spec::NoMatchAction;
 
 /// What to do with a CSR.
@@ -21,19 +22,35 @@ pub enum Outcome {
 pub enum Reason {
     /// A rule's every constraint held.
     AutoApproved,
-    /// An O is a protected group.
+    /// An O is a protected group: built in (every `system:` group, `kubeadm:cluster-admins`), configured, or bound by RBAC to a privileged role.
     ProtectedGroup,
-    /// The CN names a Kubernetes component (`system:` prefix).
+    /// The CN names a Kubernetes component (`system:` prefix) or a user RBAC binds to a privileged role.
     ProtectedUser,
     /// The subject has no CN.
     MissingCommonName,
     /// The subject has several CNs (only the last counts for Kubernetes: confusing by design).
     AmbiguousCommonName,
+    /// A CN or O value is empty (an empty CN is not even authenticated).
+    EmptyName,
+    /// A CN or O holds control, format or line/paragraph separator characters.
+    UnprintableName,
+    /// A CN or O starts or ends with whitespace.
+    UntrimmedName,
+    /// A CN or O is longer than the subject limits allow.
+    NameTooLong,
+    /// More O values than the subject limits allow.
+    TooManyGroups,
+    /// `spec.request` is larger than the subject limits allow.
+    RequestTooLarge,
+    /// The subject holds an attribute other than CN, O and UID (OU, emailAddress, an unknown OID, ...).
+    SubjectNotAllowed,
+    /// The subject holds a user UID that no rule allows (or several, or an empty one).
+    UidNotAllowed,
     /// A rule was for the requester, but the CN is not one it allows.
     CommonNameNotAllowed,
     /// A rule was for the requester, but a requested group is not allowed.
     GroupNotAllowed,
-    /// A rule was for the requester, but a usage is not allowed.
+    /// The signer's table or the rule refuses a usage.
     UsageNotAllowed,
     /// A rule was for the requester, but the key type or size is not allowed.
     KeyNotAllowed,
@@ -47,12 +64,20 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for documentation and tests.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 20] = [
         Reason::AutoApproved,
         Reason::ProtectedGroup,
         Reason::ProtectedUser,
         Reason::MissingCommonName,
         Reason::AmbiguousCommonName,
+        Reason::EmptyName,
+        Reason::UnprintableName,
+        Reason::UntrimmedName,
+        Reason::NameTooLong,
+        Reason::TooManyGroups,
+        Reason::RequestTooLarge,
+        Reason::SubjectNotAllowed,
+        Reason::UidNotAllowed,
         Reason::CommonNameNotAllowed,
         Reason::GroupNotAllowed,
         Reason::UsageNotAllowed,
@@ -70,6 +95,14 @@ impl Reason {
             Reason::ProtectedUser => "ProtectedUser",
             Reason::MissingCommonName => "MissingCommonName",
             Reason::AmbiguousCommonName => "AmbiguousCommonName",
+            Reason::EmptyName => "EmptyName",
+            Reason::UnprintableName => "UnprintableName",
+            Reason::UntrimmedName => "UntrimmedName",
+            Reason::NameTooLong => "NameTooLong",
+            Reason::TooManyGroups => "TooManyGroups",
+            Reason::RequestTooLarge => "RequestTooLarge",
+            Reason::SubjectNotAllowed => "SubjectNotAllowed",
+            Reason::UidNotAllowed => "UidNotAllowed",
             Reason::CommonNameNotAllowed => "CommonNameNotAllowed",
             Reason::GroupNotAllowed => "GroupNotAllowed",
             Reason::UsageNotAllowed => "UsageNotAllowed",
@@ -102,8 +135,22 @@ pub struct Decision {
     pub policy: Option<String>,
     /// The longest lifetime to sign for, when the deciding rule caps it.
     pub max_duration_seconds: Option<u64>,
+    /// What an approval certifies (CN, groups, UID), built from the checked values: the signer
+    /// encodes this, never the request's own subject.
+    pub subject: Option<ApprovedSubject>,
     /// One line per check and rule considered, in order.
     pub trace: Vec<String>,
+}
+
+/// The identity an approval certifies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApprovedSubject {
+    /// The user (CN).
+    pub common_name: String,
+    /// The groups (O), in request order, each once.
+    pub groups: Vec<String>,
+    /// The user UID, only when the approving rule allowed the one requested.
+    pub uid: Option<String>,
 }
 
 impl Decision {
@@ -115,6 +162,7 @@ impl Decision {
             rule: None,
             policy: None,
             max_duration_seconds: None,
+            subject: None,
             trace,
         }
     }
@@ -136,51 +184,30 @@ impl Decision {
     }
 }
 
-/// Decide what to do with `facts` under `policy`. Deterministic: the same facts and policy give
-/// the same decision, and every rule considered is explained in `trace`.
+/// Decide what to do with `facts` under `policy`, with no RBAC-derived protection (offline
+/// evaluation, tests). [`evaluate`] is the same evaluation with the cluster's bindings.
 pub fn decide(facts: &CsrFacts, policy: &Policy) -> Decision {
+    evaluate(facts, policy, &PrivilegedSubjects::none())
+}
+
+/// The one evaluation of a CSR, shared by the approver, `kcert policy test`, `kcert list` and
+/// the tests. Deterministic: the same facts, policy and bindings give the same decision, and
+/// every check and rule considered is explained in `trace`. In order:
+/// 1. [`check_request`]: the signer's table and everything about the subject no rule can
+///    override (size, protected groups and users, CN count, hygiene, other attributes);
+/// 2. the rules, first full match approves;
+/// 3. the first applicable rule's failure, else `NoMatchingRule`.
+pub fn evaluate(facts: &CsrFacts, policy: &Policy, privileged: &PrivilegedSubjects) -> Decision {
     let mut trace = Vec::new();
-    // Checks no rule can override.
-    for group in &facts.organizations {
-        if policy.is_protected_group(group) {
-            let message = format!("group (O) {group:?} is protected and is never approved");
-            trace.push(message.clone());
-            return Decision::new(Outcome::Deny, Reason::ProtectedGroup, message, trace);
-        }
-    }
-    match facts.common_names.as_slice() {
-        [] => {
-            let message = "the subject has no CN (user name)".to_string();
-            trace.push(message.clone());
-            return Decision::new(Outcome::Deny, Reason::MissingCommonName, message, trace);
-        }
-        [_] => {}
-        many => {
-            let message = format!(
-                "the subject has {} CNs ({}); Kubernetes would use only the last: request one",
-                many.len(),
-                many.iter()
-                    .map(|c| format!("{c:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            trace.push(message.clone());
-            return Decision::new(Outcome::Deny, Reason::AmbiguousCommonName, message, trace);
-        }
+    if let Err((reason, message)) = check_request(facts, policy, privileged) {
+        trace.push(message.clone());
+        return Decision::new(Outcome::Deny, reason, message, trace);
     }
     let cn = facts.common_name().unwrap_or_default();
-    if cn.trim().to_lowercase().starts_with("system:") {
-        let message = format!(
-            "user (CN) {cn:?} is reserved: names starting with system: belong to Kubernetes itself"
-        );
-        trace.push(message.clone());
-        return Decision::new(Outcome::Deny, Reason::ProtectedUser, message, trace);
-    }
     trace.push(format!(
-        "no protected group or user in CN {cn:?} O {:?}",
+        "signer table, subject limits and hygiene hold; no protected group or user in CN {cn:?} O {:?}",
         facts.organizations
     ));
-
     let mut first_failure: Option<Decision> = None;
     for rule in policy.rules() {
         if let Some(why) = not_for(rule, facts) {
@@ -202,6 +229,7 @@ pub fn decide(facts: &CsrFacts, policy: &Policy) -> Decision {
                 d.rule = Some(rule.id.clone());
                 d.policy = Some(rule.policy.clone());
                 d.max_duration_seconds = rule.max_duration_seconds;
+                d.subject = Some(approved_subject(facts));
                 return d;
             }
             Err((reason, why)) => {
@@ -230,6 +258,195 @@ pub fn decide(facts: &CsrFacts, policy: &Policy) -> Decision {
         NoMatchAction::Deny => Outcome::Deny,
     };
     Decision::new(outcome, Reason::NoMatchingRule, message, trace)
+}
+
+/// The identity to certify: the one CN, each O once, the one UID (already allowed by the rule).
+fn approved_subject(facts: &CsrFacts) -> ApprovedSubject {
+    let mut groups: Vec<String> = Vec::new();
+    for g in &facts.organizations {
+        if !groups.contains(g) {
+            groups.push(g.clone());
+        }
+    }
+    ApprovedSubject {
+        common_name: facts.common_name().unwrap_or_default().to_string(),
+        groups,
+        uid: facts.uids.first().cloned(),
+    }
+}
+
+/// What no rule can override, in a fixed order: the signer's usage table, the request size,
+/// protected groups (built-in, configured, RBAC-privileged), the CN count, protected users,
+/// name hygiene and limits, attributes other than CN/O/UID, and UID multiplicity. The approver
+/// runs it inside [`evaluate`]; the signer runs it again on its own before signing whatever
+/// approved the CSR.
+pub fn check_request(
+    facts: &CsrFacts,
+    policy: &Policy,
+    privileged: &PrivilegedSubjects,
+) -> Result<(), (Reason, String)> {
+    let limits = policy.limits();
+    crate::signers::check_usages(&facts.signer_name, &facts.usages)
+        .map_err(|m| (Reason::UsageNotAllowed, m))?;
+    if !facts.sans.is_empty() {
+        return Err((
+            Reason::SansNotAllowed,
+            format!(
+                "the signer {:?} issues no subject alternative names (client certificates carry none): request none",
+                facts.signer_name
+            ),
+        ));
+    }
+    if facts.request_bytes > limits.max_request_bytes {
+        return Err((
+            Reason::RequestTooLarge,
+            format!(
+                "the request is {} bytes; at most {} are accepted (subjectLimits.maxRequestBytes)",
+                facts.request_bytes, limits.max_request_bytes
+            ),
+        ));
+    }
+    for group in &facts.organizations {
+        if policy.is_protected_group(group) {
+            return Err((
+                Reason::ProtectedGroup,
+                format!("group (O) {group:?} is protected and is never approved"),
+            ));
+        }
+        if let Some(binding) = privileged.group(group)
+            && !policy.is_exempt_group(group)
+        {
+            return Err((
+                Reason::ProtectedGroup,
+                format!(
+                    "group (O) {group:?} is privileged: {binding}; it is never approved (exempt it by exact name in exemptGroups if that is intended)"
+                ),
+            ));
+        }
+    }
+    let cn = match facts.common_names.as_slice() {
+        [] => {
+            return Err((
+                Reason::MissingCommonName,
+                "the subject has no CN (user name)".into(),
+            ));
+        }
+        [one] => one.as_str(),
+        many => {
+            return Err((
+                Reason::AmbiguousCommonName,
+                format!(
+                    "the subject has {} CNs ({}); Kubernetes would use only the last: request one",
+                    many.len(),
+                    many.iter()
+                        .map(|c| format!("{c:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    };
+    if cn.trim().to_lowercase().starts_with("system:") {
+        return Err((
+            Reason::ProtectedUser,
+            format!(
+                "user (CN) {cn:?} is reserved: names starting with system: belong to Kubernetes itself"
+            ),
+        ));
+    }
+    if let Some(binding) = privileged.user(cn) {
+        return Err((
+            Reason::ProtectedUser,
+            format!("user (CN) {cn:?} is privileged: {binding}; it is never approved"),
+        ));
+    }
+    check_name(
+        "user (CN)",
+        cn,
+        limits.max_common_name_bytes,
+        "maxCommonNameBytes",
+    )?;
+    if facts.organizations.len() > limits.max_groups {
+        return Err((
+            Reason::TooManyGroups,
+            format!(
+                "the subject has {} groups (O); at most {} are accepted (subjectLimits.maxGroups)",
+                facts.organizations.len(),
+                limits.max_groups
+            ),
+        ));
+    }
+    for group in &facts.organizations {
+        check_name("group (O)", group, limits.max_group_bytes, "maxGroupBytes")?;
+    }
+    if let Some(other) = facts.other_attributes.first() {
+        return Err((
+            Reason::SubjectNotAllowed,
+            format!(
+                "the subject holds {}; kcert certifies only CN (user), O (groups) and a UID a rule allows: remove it from the request",
+                crate::escape_for_message(other)
+            ),
+        ));
+    }
+    match facts.uids.as_slice() {
+        [] => {}
+        [uid] if uid.is_empty() => {
+            return Err((
+                Reason::UidNotAllowed,
+                "the subject holds an empty UID, which the API server refuses".into(),
+            ));
+        }
+        [uid] => check_name(
+            "UID",
+            uid,
+            limits.max_common_name_bytes,
+            "maxCommonNameBytes",
+        )
+        .map_err(|(_, m)| (Reason::UidNotAllowed, m))?,
+        many => {
+            return Err((
+                Reason::UidNotAllowed,
+                format!(
+                    "the subject holds {} UIDs; the API server refuses certificates with more than one",
+                    many.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Hygiene of one name: non-empty, printable, trimmed, bounded.
+fn check_name(what: &str, value: &str, max: usize, limit: &str) -> Result<(), (Reason, String)> {
+    if value.is_empty() {
+        return Err((Reason::EmptyName, format!("{what} is empty")));
+    }
+    if value.len() > max {
+        return Err((
+            Reason::NameTooLong,
+            format!(
+                "{what} is {} bytes; at most {max} are accepted (subjectLimits.{limit})",
+                value.len()
+            ),
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| crate::is_unprintable(*c)) {
+        return Err((
+            Reason::UnprintableName,
+            format!(
+                "{what} {} holds the unprintable character U+{:04X} (control, format or line/paragraph separator)",
+                crate::escape_for_message(value),
+                c as u32
+            ),
+        ));
+    }
+    if value.trim() != value {
+        return Err((
+            Reason::UntrimmedName,
+            format!("{what} {value:?} starts or ends with whitespace; request it trimmed"),
+        ));
+    }
+    Ok(())
 }
 
 /// Why `rule` is not for this CSR (signer or requester), or `None` when it is.
@@ -269,7 +486,7 @@ fn not_for(rule: &Rule, facts: &CsrFacts) -> Option<String> {
 type Failure = (Reason, String);
 
 /// Every constraint in a fixed order; the first that fails is the answer.
-fn check_constraints(rule: &Rule, facts: &CsrFacts) -> Result<String, Failure> {
+pub(crate) fn check_constraints(rule: &Rule, facts: &CsrFacts) -> Result<String, Failure> {
     let cn = facts.common_name().unwrap_or_default();
     let requester = &facts.requester.username;
     let cn_ok = match &rule.common_name {
@@ -286,6 +503,33 @@ fn check_constraints(rule: &Rule, facts: &CsrFacts) -> Result<String, Failure> {
             other => format!("CN {cn:?} does not match commonName {}", other.describe()),
         };
         return Err((Reason::CommonNameNotAllowed, detail));
+    }
+    if let Some(uid) = facts.uids.first() {
+        let ok = match &rule.uid {
+            UidRule::Refuse => false,
+            UidRule::SelfUid => !facts.requester.uid.is_empty() && *uid == facts.requester.uid,
+            UidRule::Exact(e) => uid == e,
+        };
+        if !ok {
+            let why = match &rule.uid {
+                UidRule::Refuse => {
+                    "the rule allows no UID (set uid: {self: true} to certify the requester's own)"
+                        .to_string()
+                }
+                UidRule::SelfUid => format!(
+                    "it must equal the requester's UID {:?} (uid: self)",
+                    facts.requester.uid
+                ),
+                UidRule::Exact(e) => format!("it must be {e:?} (uid.exact)"),
+            };
+            return Err((
+                Reason::UidNotAllowed,
+                format!(
+                    "UID {} is not allowed: {why}",
+                    crate::escape_for_message(uid)
+                ),
+            ));
+        }
     }
     for group in &facts.organizations {
         let allowed = rule.allowed_groups.iter().any(|p| glob::matches(p, group))

@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 
 /// The key in the request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum KeyKind {
     /// RSA with this many bits.
     Rsa(u32),
-    /// ECDSA P-256.
+    /// ECDSA P-256 (the default of builders and tests).
+    #[default]
     EcdsaP256,
     /// ECDSA P-384.
     EcdsaP384,
@@ -89,8 +90,8 @@ impl SanFacts {
     }
 }
 
-/// Everything `decide` may look at.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Everything the evaluation may look at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CsrFacts {
     /// `spec.signerName`.
     pub signer_name: String,
@@ -100,6 +101,12 @@ pub struct CsrFacts {
     pub common_names: Vec<String>,
     /// Every O in the subject, in order: the groups.
     pub organizations: Vec<String>,
+    /// Every user UID attribute (OID 1.3.6.1.4.1.57683.2) in the subject, in order.
+    pub uids: Vec<String>,
+    /// Every other subject attribute, as `NAME=value` (OU, emailAddress, unknown OIDs, ...).
+    pub other_attributes: Vec<String>,
+    /// Size of `spec.request` in bytes.
+    pub request_bytes: usize,
     /// Subject alternative names.
     pub sans: SanFacts,
     /// `spec.usages`.

@@ -7,10 +7,15 @@
 //!                                                                           message, rule, trace}
 //! ```
 //!
-//! Order of evaluation, always the same:
-//! 1. protected groups (built-in and configured) → Deny `ProtectedGroup`; no CN →
-//!    `MissingCommonName`; several CNs → `AmbiguousCommonName`; a CN starting with `system:` →
-//!    `ProtectedUser`. No rule can override these.
+//! Order of evaluation, always the same ([`evaluate`]):
+//! 1. [`check_request`], which no rule can override: the signer's usage table
+//!    (`UsageNotAllowed`); request size (`RequestTooLarge`); protected groups — every `system:`
+//!    group, `kubeadm:cluster-admins`, configured ones, and groups RBAC binds to privileged roles
+//!    ([`PrivilegedSubjects`]) — `ProtectedGroup`; no CN / several CNs (`MissingCommonName`,
+//!    `AmbiguousCommonName`); a `system:` or RBAC-privileged CN (`ProtectedUser`); name hygiene
+//!    and limits (`EmptyName`, `NameTooLong`, `UnprintableName`, `UntrimmedName`,
+//!    `TooManyGroups`); attributes other than CN/O/UID (`SubjectNotAllowed`); several or empty
+//!    UIDs (`UidNotAllowed`).
 //! 2. rules in order: a rule applies when the signer name and the requester match; the first
 //!    applicable rule whose every constraint holds approves (`AutoApproved`).
 //! 3. if some rule applied but none approved, Deny with the first applicable rule's failure.
@@ -21,15 +26,56 @@ pub mod duration;
 pub mod facts;
 mod glob;
 pub mod policy;
+pub mod privilege;
+pub mod signers;
 pub mod spec;
 
-pub use decision::{Decision, Outcome, Reason, decide};
+pub use decision::{ApprovedSubject, Decision, Outcome, Reason, check_request, decide, evaluate};
 pub use facts::{CsrFacts, KeyKind, Requester, SanFacts};
 pub use glob::matches as glob_matches;
-pub use policy::{BUILTIN_PROTECTED_GROUPS, DEFAULT_USAGES, Policy, PolicyError, Rule};
+pub use policy::{
+    BUILTIN_PROTECTED_GROUPS, DEFAULT_USAGES, Policy, PolicyError, Rule, SubjectLimits,
+};
+pub use privilege::{BindingFacts, PrivilegedSubjects, RbacRule, RoleFacts};
 pub use spec::{
     CommonNameSpec, GroupsSpec, KeysSpec, NoMatchAction, PolicySpec, RequesterSpec, RuleSpec,
-    SansSpec,
+    SansSpec, SubjectLimitsSpec, UidSpec,
 };
+
+/// Characters a name must never hold: controls (Cc), format characters (Cf: bidirectional
+/// overrides, zero-width characters, BOM, tags) and line/paragraph separators (Zl, Zp). The same
+/// list as kcert-pki's, which refuses them when building a subject.
+pub fn is_unprintable(c: char) -> bool {
+    if c.is_control() {
+        return true;
+    }
+    matches!(c as u32,
+        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2
+        | 0x180E | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F
+        | 0xFEFF | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3
+        | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
+}
+
+/// A user-supplied value quoted for a message, every unprintable character as `\u{..}`, cut
+/// to 200 characters: decisions are shown in terminals, Events and logs.
+pub fn escape_for_message(value: &str) -> String {
+    let mut out = String::from("\"");
+    for (i, c) in value.chars().enumerate() {
+        if i == 200 {
+            out.push_str("...");
+            break;
+        }
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if is_unprintable(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
 #[cfg(test)]
 mod tests;

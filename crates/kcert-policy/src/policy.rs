@@ -8,18 +8,35 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Usages a rule grants when it names none: Kubernetes' client usages.
 pub const DEFAULT_USAGES: [&str; 3] = ["digital signature", "key encipherment", "client auth"];
 
-/// Groups never approved, whatever a policy says.
-pub const BUILTIN_PROTECTED_GROUPS: [&str; 9] = [
-    "system:masters",
-    "system:nodes",
-    "system:serviceaccounts",
-    "system:serviceaccounts:*",
-    "system:authenticated",
-    "system:unauthenticated",
-    "system:kube-*",
-    "system:bootstrappers",
-    "system:bootstrappers:*",
-];
+/// Groups never approved, whatever a policy says: every `system:` group (Kubernetes reserves
+/// the prefix: masters, nodes, serviceaccounts, bootstrappers, monitoring, ...), and
+/// `kubeadm:cluster-admins`, which kubeadm (1.29+) binds to cluster-admin.
+pub const BUILTIN_PROTECTED_GROUPS: [&str; 2] = ["system:*", "kubeadm:cluster-admins"];
+
+/// Bounds on a request, checked before any rule (each violation has its own reason).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubjectLimits {
+    /// Longest CN in bytes.
+    pub max_common_name_bytes: usize,
+    /// Longest O in bytes.
+    pub max_group_bytes: usize,
+    /// Most O values.
+    pub max_groups: usize,
+    /// Largest `spec.request` in bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for SubjectLimits {
+    /// Sizes no real user reaches: a DNS name's 253 bytes for CN and O, 64 groups, 64 KiB.
+    fn default() -> Self {
+        SubjectLimits {
+            max_common_name_bytes: 253,
+            max_group_bytes: 253,
+            max_groups: 64,
+            max_request_bytes: 65_536,
+        }
+    }
+}
 
 /// Usages Kubernetes knows (spec.usages values).
 const KNOWN_USAGES: [&str; 23] = [
@@ -58,6 +75,16 @@ pub struct PolicyError {
     pub policy: String,
     /// What is wrong, naming the rule and field.
     pub message: String,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum UidRule {
+    /// A request carrying a UID is denied.
+    Refuse,
+    /// The UID must equal the requester's.
+    SelfUid,
+    /// The UID must be exactly this.
+    Exact(String),
 }
 
 #[derive(Clone, Debug)]
@@ -102,6 +129,7 @@ pub struct Rule {
     pub(crate) san_ips: Vec<String>,
     pub(crate) san_emails: Vec<String>,
     pub(crate) san_uris: Vec<String>,
+    pub(crate) uid: UidRule,
 }
 
 impl Rule {
@@ -116,6 +144,10 @@ impl Rule {
 pub struct Policy {
     pub(crate) no_match: NoMatchAction,
     pub(crate) protected_groups: Vec<String>,
+    pub(crate) exempt_groups: BTreeSet<String>,
+    pub(crate) limits: SubjectLimits,
+    /// Limits a policy set explicitly (merging takes the smallest of these).
+    pub(crate) limits_set: [Option<usize>; 4],
     pub(crate) rules: Vec<Rule>,
 }
 
@@ -144,9 +176,29 @@ impl Policy {
                 compile_rule(name, rule).map_err(|m| err(format!("rule '{}': {m}", rule.id)))?,
             );
         }
+        let mut policy = Self::fallback(name, spec)?;
+        policy.rules = rules;
+        Ok(policy)
+    }
+
+    /// What stands of `spec` without its rules: protected groups, exemptions, limits and the
+    /// action for unmatched requests, checked. For an `ApprovalPolicy` whose rules do not compile:
+    /// it still protects what it names and denies what it would deny (fail closed).
+    pub fn fallback(name: &str, spec: &PolicySpec) -> Result<Self, PolicyError> {
+        let err = |message: String| PolicyError {
+            policy: name.to_string(),
+            message,
+        };
         for g in &spec.protected_groups {
             if g.trim().is_empty() {
                 return Err(err("protectedGroups has an empty entry".into()));
+            }
+        }
+        for g in &spec.exempt_groups {
+            if g.trim() != g || g.is_empty() || g.contains(['*', '?']) {
+                return Err(err(format!(
+                    "exemptGroups entry {g:?} must be an exact group name (no patterns, no surrounding spaces)"
+                )));
             }
         }
         let mut protected: Vec<String> = BUILTIN_PROTECTED_GROUPS
@@ -158,11 +210,51 @@ impl Policy {
                 .iter()
                 .map(|g| g.trim().to_lowercase()),
         );
-        Ok(Policy {
+        let l = spec.subject_limits.clone().unwrap_or_default();
+        let set = [
+            l.max_common_name_bytes,
+            l.max_group_bytes,
+            l.max_groups,
+            l.max_request_bytes,
+        ]
+        .map(|v| v.map(|n| n as usize));
+        if set.iter().any(|v| *v == Some(0)) {
+            return Err(err(
+                "subjectLimits: a limit of 0 would refuse every request; remove it or raise it"
+                    .into(),
+            ));
+        }
+        let mut policy = Policy {
             no_match: spec.when_no_rule_matches,
             protected_groups: protected,
-            rules,
-        })
+            exempt_groups: spec.exempt_groups.iter().cloned().collect(),
+            limits: SubjectLimits::default(),
+            limits_set: set,
+            rules: Vec::new(),
+        };
+        policy.apply_limits();
+        Ok(policy)
+    }
+
+    fn apply_limits(&mut self) {
+        let d = SubjectLimits::default();
+        let [cn, o, n, req] = self.limits_set;
+        self.limits = SubjectLimits {
+            max_common_name_bytes: cn.unwrap_or(d.max_common_name_bytes),
+            max_group_bytes: o.unwrap_or(d.max_group_bytes),
+            max_groups: n.unwrap_or(d.max_groups),
+            max_request_bytes: req.unwrap_or(d.max_request_bytes),
+        };
+    }
+
+    /// The bounds checked before any rule.
+    pub fn limits(&self) -> SubjectLimits {
+        self.limits
+    }
+
+    /// Whether `group` is exempt from protection derived from RBAC bindings.
+    pub fn is_exempt_group(&self, group: &str) -> bool {
+        self.exempt_groups.contains(group)
     }
 
     /// Merge several policies (e.g. every accepted `ApprovalPolicy`, in name order): rules are
@@ -184,8 +276,16 @@ impl Policy {
                     merged.protected_groups.push(g);
                 }
             }
+            merged.exempt_groups.extend(p.exempt_groups);
+            for (m, v) in merged.limits_set.iter_mut().zip(p.limits_set) {
+                *m = match (*m, v) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
             merged.rules.extend(p.rules);
         }
+        merged.apply_limits();
         merged
     }
 
@@ -263,6 +363,9 @@ fn compile_rule(policy: &str, r: &RuleSpec) -> Result<Rule, String> {
                 CommonName::Glob(g.clone())
             } else {
                 let re = cn.regex.as_deref().unwrap_or_default();
+                // Compiled on its own first: only a complete expression may be anchored, so
+                // `nobody)|(.*` is refused instead of becoming `^(?:nobody)|(.*)$`.
+                regex::Regex::new(re).map_err(|e| format!("commonName.regex is invalid: {e}"))?;
                 CommonName::Regex(
                     regex::Regex::new(&format!("^(?:{re})$"))
                         .map_err(|e| format!("commonName.regex is invalid: {e}"))?,
@@ -312,7 +415,16 @@ fn compile_rule(policy: &str, r: &RuleSpec) -> Result<Rule, String> {
         ));
     }
     let sans = r.subject_alt_names.clone();
+    let uid = match &r.uid {
+        None => UidRule::Refuse,
+        Some(u) => match (u.self_, &u.exact) {
+            (true, None) => UidRule::SelfUid,
+            (false, Some(e)) if !e.is_empty() => UidRule::Exact(e.clone()),
+            _ => return Err("uid needs exactly one of self: true or a non-empty exact".into()),
+        },
+    };
     Ok(Rule {
+        uid,
         id: r.id.clone(),
         policy: policy.to_string(),
         signer_names: r.signer_names.clone(),

@@ -16,9 +16,37 @@ pub struct PolicySpec {
     /// patterns with `*` and `?`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protected_groups: Vec<String>,
+    /// Groups (exact names only) exempt from the protection kcert derives from RBAC bindings
+    /// (groups bound to cluster-admin or to roles that can escalate). Built-in and
+    /// `protectedGroups` entries cannot be exempted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exempt_groups: Vec<String>,
+    /// Bounds on what a request may carry, checked before any rule. Unset fields keep the
+    /// defaults (253-byte CN and O, 64 groups, 64 KiB request); merged policies take the
+    /// smallest value any of them sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_limits: Option<SubjectLimitsSpec>,
     /// The rules, tried in order; the first whose every constraint holds approves.
     #[serde(default)]
     pub rules: Vec<RuleSpec>,
+}
+
+/// Bounds on a request's subject, checked before any rule.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubjectLimitsSpec {
+    /// Longest CN (user name) in bytes. Default 253.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_common_name_bytes: Option<u32>,
+    /// Longest O (group) in bytes. Default 253.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_group_bytes: Option<u32>,
+    /// Most O values (groups). Default 64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_groups: Option<u32>,
+    /// Largest `spec.request` in bytes. Default 65536.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_bytes: Option<u32>,
 }
 
 /// What to do when no rule is for a CSR.
@@ -62,6 +90,22 @@ pub struct RuleSpec {
     /// Subject alternative names accepted. Default: none (client certificates carry none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_alt_names: Option<SansSpec>,
+    /// Whether a user UID (OID 1.3.6.1.4.1.57683.2, which the API server reads as the user's
+    /// UID) may be certified, and which. Default: a request carrying a UID is denied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<UidSpec>,
+}
+
+/// The constraint on a requested user UID: exactly one of the fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UidSpec {
+    /// The UID must equal the requester's own UID (`spec.uid`: renewals keep the identity).
+    #[serde(default, rename = "self", skip_serializing_if = "std::ops::Not::not")]
+    pub self_: bool,
+    /// The UID must be exactly this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
 }
 
 /// Requesters a rule is for: any user, group or ServiceAccount listed.

@@ -48,6 +48,7 @@ fn facts(requester: &str, requester_groups: &[&str], cn: &str, groups: &[&str]) 
         usages: DEFAULT_USAGES.iter().map(|s| s.to_string()).collect(),
         expiration_seconds: None,
         key: KeyKind::EcdsaP256,
+        ..Default::default()
     }
 }
 
@@ -204,20 +205,30 @@ rules:
     subjectAltNames: {dns: ["*.svc.example"], ips: ["10.0.0.1"]}
 "#,
     );
+    // The signer's table comes before any rule: the CLI and the controller agree.
     let mut f = facts("jane", &[], "jane", &[]);
     f.usages.push("server auth".into());
     assert_decision(
         &decide(&f, &p),
         Outcome::Deny,
         Reason::UsageNotAllowed,
-        "\"server auth\"",
+        "invalid usage for client certificate: server auth",
     );
     f.usages.clear();
     assert_decision(
         &decide(&f, &p),
         Outcome::Deny,
         Reason::UsageNotAllowed,
-        "no usages",
+        "missing required usage for client certificate: client auth",
+    );
+    // A rule narrower than the table still decides.
+    let narrow = policy("rules: [{id: n, requesters: {users: [jane]}, usages: [client auth]}]");
+    let f = facts("jane", &[], "jane", &[]);
+    assert_decision(
+        &decide(&f, &narrow),
+        Outcome::Deny,
+        Reason::UsageNotAllowed,
+        "\"digital signature\" is not allowed",
     );
 
     let mut f = facts("jane", &[], "jane", &[]);
@@ -244,7 +255,7 @@ rules:
         &decide(&f, &p),
         Outcome::Deny,
         Reason::SansNotAllowed,
-        "no subjectAltNames section",
+        "issues no subject alternative names",
     );
 
     let mut f = facts("jane", &[], "jane", &[]);
@@ -258,32 +269,31 @@ rules:
     );
     assert_eq!(d.max_duration_seconds, Some(3600));
 
+    // SANs: the client signers issue none, whatever a rule allows ...
     let mut web = facts("web-bot", &[], "web", &[]);
-    web.usages = vec!["digital signature".into(), "server auth".into()];
     web.sans.dns = vec!["api.svc.example".into()];
-    web.sans.ips = vec!["10.0.0.1".into()];
-    assert_eq!(
-        decide(&web, &p).outcome,
-        Outcome::Approve,
-        "{:#?}",
-        decide(&web, &p)
-    );
-    web.sans.dns.push("evil.example".into());
     assert_decision(
         &decide(&web, &p),
         Outcome::Deny,
         Reason::SansNotAllowed,
-        "\"evil.example\"",
+        "issues no subject alternative names",
     );
+    // ... and the rule's own SAN constraints (for signers that will) are checked on their own.
+    let rule = &p.rules()[1];
+    web.usages = vec!["digital signature".into(), "server auth".into()];
+    web.sans.ips = vec!["10.0.0.1".into()];
+    assert!(crate::decision::check_constraints(rule, &web).is_ok());
+    web.sans.dns.push("evil.example".into());
+    let (reason, why) = crate::decision::check_constraints(rule, &web).unwrap_err();
+    assert_eq!(reason, Reason::SansNotAllowed);
+    assert!(why.contains("\"evil.example\""), "{why}");
     web.sans.dns.pop();
     web.sans.uris.push("spiffe://x".into());
-    assert_decision(
-        &decide(&web, &p),
-        Outcome::Deny,
-        Reason::SansNotAllowed,
-        "URI",
-    );
-    web.sans.uris.clear();
+    let (reason, why) = crate::decision::check_constraints(rule, &web).unwrap_err();
+    assert_eq!(reason, Reason::SansNotAllowed);
+    assert!(why.contains("URI"), "{why}");
+    web.sans = SanFacts::default();
+    web.usages = DEFAULT_USAGES.iter().map(|s| s.to_string()).collect();
     web.common_names = vec!["webx".into()];
     assert_decision(
         &decide(&web, &p),
@@ -575,4 +585,299 @@ mod properties {
             }
         }
     }
+}
+
+/// Issue 13's classes, each with its reason: what a hostile requester tries under a rule that
+/// allows any CN and any group.
+#[test]
+fn identity_integrity_checks_come_before_any_permissive_rule() {
+    let p = policy(
+        r#"
+rules:
+  - id: anything
+    requesters: {users: [mallory]}
+    commonName: {glob: "*"}
+    groups: {allowed: ["*"]}
+"#,
+    );
+    let f = |cn: &str, groups: &[&str]| facts("mallory", &[], cn, groups);
+    let cases: Vec<(CsrFacts, Reason, &str)> = vec![
+        (f("", &[]), Reason::EmptyName, "user (CN) is empty"),
+        (
+            f("ok", &["dev", ""]),
+            Reason::EmptyName,
+            "group (O) is empty",
+        ),
+        (f("mal\0lory", &[]), Reason::UnprintableName, "U+0000"),
+        (f("mal\nlory", &[]), Reason::UnprintableName, "U+000A"),
+        (
+            f("mal\u{1b}[2Klory", &[]),
+            Reason::UnprintableName,
+            "U+001B",
+        ),
+        (f("yrollam\u{202e}", &[]), Reason::UnprintableName, "U+202E"),
+        (f("ok", &["dev\u{200b}"]), Reason::UnprintableName, "U+200B"),
+        (f("mallory ", &[]), Reason::UntrimmedName, "whitespace"),
+        (f("\u{a0}mallory", &[]), Reason::UntrimmedName, "whitespace"),
+        (
+            f(&"m".repeat(254), &[]),
+            Reason::NameTooLong,
+            "maxCommonNameBytes",
+        ),
+        (
+            f("ok", &[&"g".repeat(70_000)]),
+            Reason::NameTooLong,
+            "maxGroupBytes",
+        ),
+        (
+            f("ok", &["kubeadm:cluster-admins"]),
+            Reason::ProtectedGroup,
+            "protected",
+        ),
+        (
+            f("ok", &["system:monitoring"]),
+            Reason::ProtectedGroup,
+            "protected",
+        ),
+        (
+            f("ok", &["System:Anything "]),
+            Reason::ProtectedGroup,
+            "protected",
+        ),
+    ];
+    for (facts, reason, needle) in cases {
+        assert_decision(&decide(&facts, &p), Outcome::Deny, reason, needle);
+    }
+    let groups: Vec<String> = (0..3000).map(|i| format!("g{i}")).collect();
+    let mut many = f("ok", &[]);
+    many.organizations = groups;
+    assert_decision(
+        &decide(&many, &p),
+        Outcome::Deny,
+        Reason::TooManyGroups,
+        "3000 groups",
+    );
+    let mut big = f("ok", &[]);
+    big.request_bytes = 730_000;
+    assert_decision(
+        &decide(&big, &p),
+        Outcome::Deny,
+        Reason::RequestTooLarge,
+        "730000 bytes",
+    );
+    let mut ou = f("ok", &[]);
+    ou.other_attributes = vec!["OU=ops".into()];
+    assert_decision(
+        &decide(&ou, &p),
+        Outcome::Deny,
+        Reason::SubjectNotAllowed,
+        "OU=ops",
+    );
+    let mut uid = f("ok", &[]);
+    uid.uids = vec!["uid-of-jane".into()];
+    assert_decision(
+        &decide(&uid, &p),
+        Outcome::Deny,
+        Reason::UidNotAllowed,
+        "allows no UID",
+    );
+    uid.uids.push("second".into());
+    assert_decision(
+        &decide(&uid, &p),
+        Outcome::Deny,
+        Reason::UidNotAllowed,
+        "2 UIDs",
+    );
+    uid.uids = vec![String::new()];
+    assert_decision(
+        &decide(&uid, &p),
+        Outcome::Deny,
+        Reason::UidNotAllowed,
+        "empty UID",
+    );
+
+    // What is approved is the checked identity: each group once, no UID.
+    let d = decide(&f("ok", &["dev", "dev", "ops"]), &p);
+    assert_eq!(d.outcome, Outcome::Approve);
+    let s = d.subject.unwrap();
+    assert_eq!(
+        (s.common_name.as_str(), s.groups.as_slice(), s.uid),
+        ("ok", &["dev".to_string(), "ops".to_string()][..], None)
+    );
+
+    // Limits are configurable; merging takes the smallest set.
+    let roomy = policy(
+        "subjectLimits: {maxGroups: 5000, maxRequestBytes: 1000000}\nrules: [{id: a, requesters: {users: [mallory]}, commonName: {glob: '*'}, groups: {allowed: ['*']}}]",
+    );
+    big.request_bytes = 200_000;
+    assert_eq!(decide(&many, &roomy).outcome, Outcome::Approve);
+    let strict = policy("subjectLimits: {maxGroups: 2}\nrules: []");
+    let merged = Policy::merge([roomy.clone(), strict]);
+    assert_eq!(merged.limits().max_groups, 2);
+    assert_eq!(merged.limits().max_request_bytes, 1_000_000);
+    assert_eq!(merged.limits().max_common_name_bytes, 253);
+}
+
+#[test]
+fn uids_are_certified_only_where_a_rule_constrains_them() {
+    let p = policy(
+        r#"
+rules:
+  - id: renew
+    requesters: {groups: [developers]}
+    groups: {fromRequester: true}
+    uid: {self: true}
+  - id: fixed
+    requesters: {users: [robot]}
+    uid: {exact: robot-uid}
+"#,
+    );
+    let mut f = facts("jane", &["developers"], "jane", &[]);
+    f.uids = vec!["uid-1".into()];
+    let d = decide(&f, &p);
+    assert_eq!(d.outcome, Outcome::Approve, "{d:#?}");
+    assert_eq!(d.subject.unwrap().uid.as_deref(), Some("uid-1"));
+    f.uids = vec!["uid-of-someone-else".into()];
+    assert_decision(
+        &decide(&f, &p),
+        Outcome::Deny,
+        Reason::UidNotAllowed,
+        "uid: self",
+    );
+    // A requester without a UID can't claim one.
+    f.requester.uid = String::new();
+    f.uids = vec![String::new() + "x"];
+    assert_decision(
+        &decide(&f, &p),
+        Outcome::Deny,
+        Reason::UidNotAllowed,
+        "uid: self",
+    );
+    let mut r = facts("robot", &[], "robot", &[]);
+    r.uids = vec!["robot-uid".into()];
+    assert_eq!(decide(&r, &p).outcome, Outcome::Approve);
+    r.uids = vec!["other".into()];
+    assert_decision(
+        &decide(&r, &p),
+        Outcome::Deny,
+        Reason::UidNotAllowed,
+        "uid.exact",
+    );
+    for bad in ["uid: {}", "uid: {self: true, exact: x}", "uid: {exact: ''}"] {
+        let spec: PolicySpec = serde_yaml::from_str(&format!(
+            "rules: [{{id: a, requesters: {{users: [x]}}, {bad}}}]"
+        ))
+        .unwrap();
+        assert!(
+            Policy::compile("p", &spec)
+                .unwrap_err()
+                .to_string()
+                .contains("uid needs exactly one"),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn regexes_cannot_escape_their_anchors() {
+    for re in ["nobody)|(.*", "a)|(?:.*", "x)(.*"] {
+        let spec: PolicySpec = serde_yaml::from_str(&format!(
+            "rules: [{{id: r, requesters: {{users: ['*']}}, commonName: {{regex: '{re}'}}}}]"
+        ))
+        .unwrap();
+        let err = Policy::compile("p", &spec).unwrap_err().to_string();
+        assert!(err.contains("commonName.regex is invalid"), "{re}: {err}");
+    }
+    let p =
+        policy("rules: [{id: r, requesters: {users: ['*']}, commonName: {regex: 'nobody|x.*'}}]");
+    assert_eq!(
+        decide(&facts("root", &[], "root", &[]), &p).reason,
+        Reason::CommonNameNotAllowed
+    );
+    assert_eq!(
+        decide(&facts("xy", &[], "xy", &[]), &p).outcome,
+        Outcome::Approve
+    );
+    assert_eq!(
+        decide(&facts("anobody", &[], "anobody", &[]), &p).reason,
+        Reason::CommonNameNotAllowed
+    );
+}
+
+#[test]
+fn rbac_privileged_subjects_are_protected_unless_exempt_by_exact_name() {
+    let p = policy(
+        "exemptGroups: [breakglass]\nrules: [{id: a, requesters: {users: ['*']}, commonName: {glob: '*'}, groups: {allowed: ['*']}}]",
+    );
+    let binding = |name: &str, group: &str, user: &str| BindingFacts {
+        name: name.into(),
+        role_kind: "ClusterRole".into(),
+        role_name: "cluster-admin".into(),
+        groups: vec![group.into()],
+        users: vec![user.into()],
+        ..Default::default()
+    };
+    let privileged = PrivilegedSubjects::from_rbac(
+        &[],
+        &[
+            binding("ops", "ops-admins", "root"),
+            binding("bg", "breakglass", "nobody-special"),
+        ],
+    );
+    let d = evaluate(&facts("x", &[], "x", &["ops-admins"]), &p, &privileged);
+    assert_decision(
+        &d,
+        Outcome::Deny,
+        Reason::ProtectedGroup,
+        "ClusterRoleBinding ops",
+    );
+    let d = evaluate(&facts("x", &[], "root", &[]), &p, &privileged);
+    assert_decision(
+        &d,
+        Outcome::Deny,
+        Reason::ProtectedUser,
+        "ClusterRoleBinding ops",
+    );
+    assert_eq!(
+        evaluate(&facts("x", &[], "x", &["breakglass"]), &p, &privileged).outcome,
+        Outcome::Approve
+    );
+    // Exemptions never reach the built-in list, and patterns are refused.
+    let ex = policy(
+        "exemptGroups: [kubeadm:cluster-admins]\nrules: [{id: a, requesters: {users: ['*']}, commonName: {glob: '*'}, groups: {allowed: ['*']}}]",
+    );
+    assert_eq!(
+        decide(&facts("x", &[], "x", &["kubeadm:cluster-admins"]), &ex).reason,
+        Reason::ProtectedGroup
+    );
+    let spec: PolicySpec = serde_yaml::from_str("exemptGroups: ['ops-*']").unwrap();
+    assert!(
+        Policy::compile("p", &spec)
+            .unwrap_err()
+            .to_string()
+            .contains("exact group name")
+    );
+}
+
+#[test]
+fn a_policy_whose_rules_fail_keeps_its_protection_and_deny() {
+    let spec: PolicySpec = serde_yaml::from_str(
+        "whenNoRuleMatches: Deny\nprotectedGroups: [ops-admins]\nrules: [{id: bad, requesters: {users: [x]}, commonName: {regex: '('}}]",
+    )
+    .unwrap();
+    assert!(Policy::compile("p", &spec).is_err());
+    let fallback = Policy::fallback("p", &spec).unwrap();
+    assert!(fallback.rules().is_empty());
+    assert!(fallback.is_protected_group("ops-admins"));
+    let other = policy(
+        "rules: [{id: a, requesters: {users: ['*']}, commonName: {glob: '*'}, groups: {allowed: ['*']}}]",
+    );
+    let merged = Policy::merge([other, fallback]);
+    assert_eq!(
+        decide(&facts("x", &[], "x", &["ops-admins"]), &merged).reason,
+        Reason::ProtectedGroup
+    );
+    assert_eq!(merged.no_match_action(), NoMatchAction::Deny);
+    let broken: PolicySpec = serde_yaml::from_str("protectedGroups: ['']").unwrap();
+    assert!(Policy::fallback("p", &broken).is_err());
 }

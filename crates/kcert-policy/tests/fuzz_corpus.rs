@@ -33,6 +33,7 @@ fn the_policy_corpus_and_regressions_replay_without_panics() {
                 usages: DEFAULT_USAGES.iter().map(|u| u.to_string()).collect(),
                 expiration_seconds: None,
                 key: KeyKind::EcdsaP256,
+                ..Default::default()
             };
             assert_ne!(decide(&facts, &policy).outcome, Outcome::Approve);
         }

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod files;
 pub mod kubeconfig;
 pub mod target;
+pub mod text;
 
 use clap::Parser;
 use std::ffi::OsString;

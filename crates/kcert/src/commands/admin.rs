@@ -40,7 +40,11 @@ fn age(csr: &CertificateSigningRequest) -> String {
     }
 }
 
-fn row(csr: &CertificateSigningRequest, policy: Option<&Policy>) -> serde_json::Value {
+fn row(
+    csr: &CertificateSigningRequest,
+    policy: Option<&Policy>,
+    privileged: &kcert_policy::PrivilegedSubjects,
+) -> serde_json::Value {
     let parsed = parse_request(csr);
     let (cn, groups) = match &parsed {
         Ok(r) => (
@@ -51,7 +55,7 @@ fn row(csr: &CertificateSigningRequest, policy: Option<&Policy>) -> serde_json::
     };
     let would = match (state(csr), policy, &parsed) {
         ("Pending", Some(p), Ok(r)) => {
-            let d = kcert_policy::decide(&csr_facts(csr, r), p);
+            let d = kcert_policy::evaluate(&csr_facts(csr, r), p, privileged);
             Some(format!("{:?}:{}", d.outcome, d.reason))
         }
         ("Pending", Some(_), Err(_)) => Some("Deny:InvalidRequest".into()),
@@ -85,19 +89,27 @@ pub async fn list(args: &ListArgs, out: OutputFormat, target: &Target) -> Result
     let policy = super::policy::load_policy(args.policy_file.as_deref(), Some(&client))
         .await
         .unwrap_or(None);
-    let rows: Vec<serde_json::Value> = items.iter().map(|c| row(c, policy.as_ref())).collect();
+    let privileged = match &policy {
+        Some(_) => super::policy::privileged(Some(&client)).await,
+        None => kcert_policy::PrivilegedSubjects::none(),
+    };
+    let rows: Vec<serde_json::Value> = items
+        .iter()
+        .map(|c| row(c, policy.as_ref(), &privileged))
+        .collect();
     report(out, serde_json::json!(rows), || {
         let mut lines = vec![format!(
             "{:<32} {:>5} {:<24} {:<16} {:<16} {:<32} {:<9} {}",
             "NAME", "AGE", "REQUESTER", "USER", "GROUPS", "SIGNER", "STATE", "POLICY"
         )];
         for r in &rows {
-            let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
-            let groups: Vec<&str> = r["groups"]
+            let s = |k: &str| crate::text::safe(r[k].as_str().unwrap_or("-"));
+            let groups: Vec<String> = r["groups"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(|g| g.as_str())
+                .map(crate::text::safe)
                 .collect();
             lines.push(format!(
                 "{:<32} {:>5} {:<24} {:<16} {:<16} {:<32} {:<9} {}",
@@ -140,10 +152,9 @@ pub async fn show(name: &str, out: OutputFormat, target: &Target) -> Result<()> 
         .as_ref()
         .and_then(|s| s.certificate.as_ref())
         .and_then(|c| CertificateInfo::from_pem(&c.0).ok());
-    let provenance = csr
-        .annotations()
-        .get(kcert_controller::DECISION_ANNOTATION)
-        .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok());
+    // Only a record kcert provably wrote for this object; a requester-set one is not shown.
+    let provenance = kcert_controller::provenance::Provenance::read(&csr)
+        .map(|p| serde_json::to_value(p).expect("provenance serializes"));
     let json = serde_json::json!({
         "name": name,
         "state": state(&csr),
@@ -164,18 +175,18 @@ pub async fn show(name: &str, out: OutputFormat, target: &Target) -> Result<()> 
             "{name}: {}\n  signer      {}\n  requester   {} (groups: {})\n  subject     {}\n  key         {}\n  usages      {}",
             json["state"].as_str().unwrap_or("-"),
             csr.spec.signer_name,
-            csr.spec.username.as_deref().unwrap_or("-"),
-            csr.spec.groups.clone().unwrap_or_default().join(", "),
-            json["subject"].as_str().unwrap_or("-"),
+            crate::text::safe(csr.spec.username.as_deref().unwrap_or("-")),
+            crate::text::safe(&csr.spec.groups.clone().unwrap_or_default().join(", ")),
+            crate::text::safe(json["subject"].as_str().unwrap_or("-")),
             json["key"].as_str().unwrap_or("-"),
             csr.spec.usages.clone().unwrap_or_default().join(", "),
         );
         for c in &conds {
             s.push_str(&format!(
                 "\n  condition   {}: {}: {}",
-                c["type"].as_str().unwrap_or("-"),
-                c["reason"].as_str().unwrap_or("-"),
-                c["message"].as_str().unwrap_or("-")
+                crate::text::safe(c["type"].as_str().unwrap_or("-")),
+                crate::text::safe(c["reason"].as_str().unwrap_or("-")),
+                crate::text::safe(c["message"].as_str().unwrap_or("-"))
             ));
         }
         if let Some(p) = &provenance {

@@ -90,7 +90,7 @@ fn report(out: OutputFormat, json: serde_json::Value, text: impl FnOnce() -> Str
             "{}",
             serde_json::to_string_pretty(&json).expect("JSON values print")
         ),
-        OutputFormat::Text => println!("{}", text()),
+        OutputFormat::Text => println!("{}", crate::text::safe_lines(&text())),
     }
 }
 

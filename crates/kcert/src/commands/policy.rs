@@ -8,7 +8,7 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcert_controller::crd::ApprovalPolicy;
 use kcert_controller::facts::{csr_facts, parse_request};
 use kcert_pki::CertificateRequest;
-use kcert_policy::{DEFAULT_USAGES, Decision, Policy, PolicySpec, decide};
+use kcert_policy::{DEFAULT_USAGES, Decision, Policy, PolicySpec, PrivilegedSubjects, evaluate};
 use kube::{Api, Client, ResourceExt};
 use std::path::Path;
 
@@ -34,10 +34,51 @@ pub async fn load_policy(file: Option<&Path>, client: Option<&Client>) -> Result
         Err(e) => return Err(e).context("listing ApprovalPolicy objects"),
     };
     objects.sort_by_key(|o| o.name_any());
-    let compiled = objects
-        .iter()
-        .filter_map(|o| Policy::compile(&o.name_any(), &PolicySpec::from(&o.spec)).ok());
-    Ok(Some(Policy::merge(compiled)))
+    // The controller's own rule for each object (fail closed), without its memory of earlier
+    // generations: a refused generation counts for its protection only here.
+    let mut policies = Vec::new();
+    for o in &objects {
+        let c = kcert_controller::policy_source::contribution(
+            &o.name_any(),
+            o.metadata.generation,
+            &PolicySpec::from(&o.spec),
+            None,
+        );
+        if !c.status.accepted {
+            eprintln!(
+                "warning: ApprovalPolicy {}: {}",
+                crate::text::safe(&o.name_any()),
+                crate::text::safe(&c.status.message)
+            );
+        }
+        match c.policy {
+            Some(p) => policies.push(p),
+            None => bail!(
+                "ApprovalPolicy {} is unusable, so the controller decides nothing: {}",
+                o.name_any(),
+                c.status.message
+            ),
+        }
+    }
+    Ok(Some(Policy::merge(policies)))
+}
+
+/// The groups and users the cluster's RBAC makes privileged, as the controller sees them; none
+/// (with a warning) when there is no cluster or the bindings cannot be listed.
+pub async fn privileged(client: Option<&Client>) -> PrivilegedSubjects {
+    let Some(client) = client else {
+        return PrivilegedSubjects::none();
+    };
+    match kcert_controller::rbac::list_privileged(client).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!(
+                "warning: cannot list RBAC roles and bindings ({}); groups they make privileged are not considered here, but the controller denies them",
+                super::request::api_message(&e)
+            );
+            PrivilegedSubjects::none()
+        }
+    }
 }
 
 pub async fn test(args: &PolicyTestArgs, out: OutputFormat, target: &Target) -> Result<()> {
@@ -70,7 +111,9 @@ pub async fn test(args: &PolicyTestArgs, out: OutputFormat, target: &Target) -> 
         );
         csr.spec.usages = Some(DEFAULT_USAGES.iter().map(|s| s.to_string()).collect());
         csr.spec.expiration_seconds = args.duration.map(|d| d.as_secs() as i32);
-        decide(&csr_facts(&csr, &request), &policy)
+        csr.spec.request = k8s_openapi::ByteString(request.to_pem().into_bytes());
+        let privileged = privileged(client.as_ref()).await;
+        evaluate(&csr_facts(&csr, &request), &policy, &privileged)
     } else {
         let (client, _) = target.connect().await?;
         let csr = Api::<CertificateSigningRequest>::all(client.clone())
@@ -86,8 +129,9 @@ pub async fn test(args: &PolicyTestArgs, out: OutputFormat, target: &Target) -> 
         let policy = load_policy(args.policy_file.as_deref(), Some(&client))
             .await?
             .ok_or_else(|| anyhow!("the cluster has no ApprovalPolicy CRD; pass --policy-file"))?;
+        let privileged = privileged(Some(&client)).await;
         match parse_request(&csr) {
-            Ok(request) => decide(&csr_facts(&csr, &request), &policy),
+            Ok(request) => evaluate(&csr_facts(&csr, &request), &policy, &privileged),
             Err(e) => Decision::invalid_request(&e.to_string()),
         }
     };
@@ -105,10 +149,12 @@ pub async fn test(args: &PolicyTestArgs, out: OutputFormat, target: &Target) -> 
         || {
             let mut s = format!(
                 "{:?} ({}): {}",
-                decision.outcome, decision.reason, decision.message
+                decision.outcome,
+                decision.reason,
+                crate::text::safe(&decision.message)
             );
             for t in &decision.trace {
-                s.push_str(&format!("\n  - {t}"));
+                s.push_str(&format!("\n  - {}", crate::text::safe(t)));
             }
             s
         },
