@@ -215,17 +215,17 @@ fn corpus() -> Vec<Case> {
         case(
             "cn-nul",
             utf8("mallory\0", &["dev"]),
-            Denied("CommonNameNotAllowed"),
+            Denied("UnprintableName"),
         ),
         case(
             "cn-escape",
             utf8("mal\u{1b}lory", &["dev"]),
-            Denied("CommonNameNotAllowed"),
+            Denied("UnprintableName"),
         ),
         case(
             "cn-trailing-space",
             utf8("mallory ", &["dev"]),
-            Denied("CommonNameNotAllowed"),
+            Denied("UntrimmedName"),
         ),
         case(
             "cn-other-user",
@@ -235,7 +235,7 @@ fn corpus() -> Vec<Case> {
         case(
             "cn-64k",
             utf8(&"m".repeat(65_536), &["dev"]),
-            Denied("CommonNameNotAllowed"),
+            Denied("RequestTooLarge"),
         ),
         case(
             "two-cns",
@@ -438,7 +438,7 @@ fn corpus() -> Vec<Case> {
     v.push(case(
         "2000-groups",
         utf8(me, &many_refs),
-        Denied("GroupNotAllowed"),
+        Denied("TooManyGroups"),
     ));
     // Structure.
     let good = String::from_utf8(utf8(me, &["dev"])).unwrap();
@@ -504,7 +504,356 @@ fn corpus() -> Vec<Case> {
     );
     c.usages = vec!["digital signature"];
     v.push(c);
+    v.extend(identity_integrity_cases());
     v
+}
+
+/// Issue 13's classes: what the API server reads but nobody checked, encodings Go reads
+/// differently, names that are not names, privileged groups outside `system:`.
+fn identity_integrity_cases() -> Vec<Case> {
+    use Expect::*;
+    let client = vec!["digital signature", "key encipherment", "client auth"];
+    let case = |name, request, expect| Case {
+        name,
+        request,
+        usages: client.clone(),
+        expiration: None,
+        expect,
+    };
+    let cn = (oid::COMMON_NAME, Tag::Utf8String, &b"mallory"[..]);
+    let dev = (oid::ORGANIZATION, Tag::Utf8String, &b"dev"[..]);
+    let other = |o: &'static str| der::oid::ObjectIdentifier::new_unwrap(o);
+    let mut v = vec![
+        // A UID the API server would read as the user's UID.
+        case(
+            "uid-of-jane",
+            raw(
+                &[cn, dev, (oid::USER_UID, Tag::Utf8String, b"uid-of-jane")],
+                vec![],
+            ),
+            Denied("UidNotAllowed"),
+        ),
+        case(
+            "uid-printable",
+            raw(
+                &[cn, (oid::USER_UID, Tag::PrintableString, b"jane")],
+                vec![],
+            ),
+            Denied("UidNotAllowed"),
+        ),
+        case(
+            "uid-twice",
+            raw(
+                &[
+                    cn,
+                    (oid::USER_UID, Tag::Utf8String, b"a"),
+                    (oid::USER_UID, Tag::Utf8String, b"b"),
+                ],
+                vec![],
+            ),
+            Denied("UidNotAllowed"),
+        ),
+        case(
+            "uid-empty",
+            raw(&[cn, (oid::USER_UID, Tag::Utf8String, b"")], vec![]),
+            Denied("UidNotAllowed"),
+        ),
+        case(
+            "uid-bmp",
+            raw(
+                &[cn, (oid::USER_UID, Tag::BmpString, &bmp("uid-of-jane"))],
+                vec![],
+            ),
+            Denied("UidNotAllowed"),
+        ),
+        // Attributes nobody certifies.
+        case(
+            "ou",
+            raw(
+                &[cn, dev, (other("2.5.4.11"), Tag::Utf8String, b"ops")],
+                vec![],
+            ),
+            Denied("SubjectNotAllowed"),
+        ),
+        case(
+            "email",
+            raw(
+                &[
+                    cn,
+                    (
+                        other("1.2.840.113549.1.9.1"),
+                        Tag::Ia5String,
+                        b"jane@example.com",
+                    ),
+                ],
+                vec![],
+            ),
+            Denied("SubjectNotAllowed"),
+        ),
+        case(
+            "serial-number",
+            raw(
+                &[cn, (other("2.5.4.5"), Tag::PrintableString, b"42")],
+                vec![],
+            ),
+            Denied("SubjectNotAllowed"),
+        ),
+        case(
+            "country",
+            raw(
+                &[(other("2.5.4.6"), Tag::PrintableString, b"US"), cn],
+                vec![],
+            ),
+            Denied("SubjectNotAllowed"),
+        ),
+        case(
+            "unknown-oid",
+            raw(
+                &[
+                    cn,
+                    (other("1.3.6.1.4.1.99999.7"), Tag::Utf8String, b"admin"),
+                ],
+                vec![],
+            ),
+            Denied("SubjectNotAllowed"),
+        ),
+        case(
+            "near-cn-oid",
+            raw(
+                &[cn, (other("2.5.4.3.1"), Tag::Utf8String, b"admin")],
+                vec![],
+            ),
+            Denied("SubjectNotAllowed"),
+        ),
+        // Encodings: T61 is Latin-1 for Go, so UTF-8 bytes in it name someone else.
+        case(
+            "t61-utf8-bytes",
+            raw(
+                &[
+                    (
+                        oid::COMMON_NAME,
+                        Tag::TeletexString,
+                        "mallory\u{e9}".as_bytes(),
+                    ),
+                    dev,
+                ],
+                vec![],
+            ),
+            Denied("CommonNameNotAllowed"),
+        ),
+        case(
+            "t61-latin1-plain",
+            raw(
+                &[
+                    (oid::COMMON_NAME, Tag::TeletexString, b"mallory"),
+                    (oid::ORGANIZATION, Tag::TeletexString, b"dev"),
+                ],
+                vec![],
+            ),
+            Approved,
+        ),
+        case(
+            "t61-latin1-masters",
+            raw(
+                &[
+                    cn,
+                    (oid::ORGANIZATION, Tag::TeletexString, b"SYSTEM:MASTERS\xa0"),
+                ],
+                vec![],
+            ),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "bmp-surrogate",
+            raw(
+                &[
+                    (oid::COMMON_NAME, Tag::BmpString, &[0xD8, 0x3D, 0xDE, 0x00]),
+                    dev,
+                ],
+                vec![],
+            ),
+            RejectedOrInvalid,
+        ),
+        case(
+            "bmp-masters-terminated",
+            raw(
+                &[
+                    cn,
+                    (
+                        oid::ORGANIZATION,
+                        Tag::BmpString,
+                        &[bmp("system:masters"), vec![0, 0]].concat(),
+                    ),
+                ],
+                vec![],
+            ),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "cn-as-octets",
+            raw(
+                &[cn, (oid::COMMON_NAME, Tag::OctetString, b"admin")],
+                vec![],
+            ),
+            RejectedOrInvalid,
+        ),
+        // Names that are not names.
+        case(
+            "cn-empty",
+            raw(&[(oid::COMMON_NAME, Tag::Utf8String, b""), dev], vec![]),
+            Denied("EmptyName"),
+        ),
+        case(
+            "o-empty",
+            raw(&[cn, (oid::ORGANIZATION, Tag::Utf8String, b"")], vec![]),
+            Denied("EmptyName"),
+        ),
+        case(
+            "cn-newline",
+            utf8("mallory\nadmin", &["dev"]),
+            Denied("UnprintableName"),
+        ),
+        case(
+            "cn-rlo",
+            utf8("mallory\u{202e}", &["dev"]),
+            Denied("UnprintableName"),
+        ),
+        case(
+            "cn-zero-width",
+            utf8("mal\u{200b}lory", &["dev"]),
+            Denied("UnprintableName"),
+        ),
+        case(
+            "cn-csi",
+            utf8("mallory\u{9b}2K", &["dev"]),
+            Denied("UnprintableName"),
+        ),
+        case(
+            "o-line-separator",
+            utf8("mallory", &["dev\u{2028}"]),
+            Denied("UnprintableName"),
+        ),
+        case(
+            "cn-nbsp",
+            utf8("\u{a0}mallory", &["dev"]),
+            Denied("UntrimmedName"),
+        ),
+        case(
+            "o-300-bytes",
+            utf8("mallory", &[&"g".repeat(300)]),
+            Denied("NameTooLong"),
+        ),
+        case(
+            "o-70kB",
+            utf8("mallory", &[&"g".repeat(70_000)]),
+            Denied("RequestTooLarge"),
+        ),
+        // Privileged groups outside system: and reserved system: groups of any name.
+        case(
+            "kubeadm-cluster-admins",
+            utf8("mallory", &["kubeadm:cluster-admins"]),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "system-monitoring",
+            utf8("mallory", &["system:monitoring"]),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "system-anything",
+            utf8("mallory", &["dev", "system:whatever-comes-next"]),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "rbac-bound-group",
+            utf8("mallory", &[RBAC_GROUP]),
+            Denied("ProtectedGroup"),
+        ),
+        case(
+            "rbac-bound-user",
+            utf8(RBAC_USER, &["dev"]),
+            Denied("ProtectedUser"),
+        ),
+        case(
+            "rbac-escalate-group",
+            utf8("mallory", &[RBAC_ESCALATE_GROUP]),
+            Denied("ProtectedGroup"),
+        ),
+    ];
+    let many: Vec<String> = (0..5000).map(|i| format!("g{i}")).collect();
+    let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    v.push(case(
+        "5000-groups",
+        utf8("mallory", &many_refs),
+        Denied("RequestTooLarge"),
+    ));
+    v.push(case(
+        "730kB",
+        utf8("mallory", &[&"d".repeat(730_000)]),
+        Denied("RequestTooLarge"),
+    ));
+    v
+}
+
+/// A group and a user a ClusterRoleBinding ties to cluster-admin, and a group bound to a role
+/// that can escalate, for this corpus only.
+const RBAC_GROUP: &str = "hostile-ops-admins";
+const RBAC_USER: &str = "hostile-root";
+const RBAC_ESCALATE_GROUP: &str = "hostile-escalators";
+
+async fn bind_privileged(cluster: &TestCluster) {
+    use k8s_openapi::api::rbac::v1::{
+        ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject,
+    };
+    let client = cluster.admin_client().await.unwrap();
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let bindings: Api<ClusterRoleBinding> = Api::all(client);
+    let escalate = ClusterRole {
+        metadata: kube::api::ObjectMeta {
+            name: Some("hostile-escalate".into()),
+            ..Default::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["rbac.authorization.k8s.io".into()]),
+            resources: Some(vec!["clusterroles".into()]),
+            verbs: vec!["escalate".into()],
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let _ = roles.create(&PostParams::default(), &escalate).await;
+    let subject = |kind: &str, name: &str| Subject {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: kind.into(),
+        name: name.into(),
+        namespace: None,
+    };
+    for (name, role, subjects) in [
+        (
+            "hostile-ops-admins",
+            "cluster-admin",
+            vec![subject("Group", RBAC_GROUP), subject("User", RBAC_USER)],
+        ),
+        (
+            "hostile-escalators",
+            "hostile-escalate",
+            vec![subject("Group", RBAC_ESCALATE_GROUP)],
+        ),
+    ] {
+        let b = ClusterRoleBinding {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "ClusterRole".into(),
+                name: role.into(),
+            },
+            subjects: Some(subjects),
+        };
+        let _ = bindings.create(&PostParams::default(), &b).await;
+    }
 }
 
 /// SEQUENCE { SET { CN=mallory, O=o } } built by hand: one RDN with two attributes.
@@ -540,6 +889,7 @@ mod x509_cert_attr {
 async fn a_hostile_corpus_gets_no_wrongful_approval_and_each_its_reason() {
     let cluster = TestCluster::shared().await;
     allow_everyone_to_request(cluster).await;
+    bind_privileged(cluster).await;
     let signer = format!("kcert.dev/{}", cluster.unique_name("hostile"));
     let policy = serde_yaml::from_str(&format!(
         "rules: [{{id: self-dev, signerNames: ['{signer}'], requesters: {{groups: [developers]}}, groups: {{allowed: [dev]}}, maxDuration: 1h}}]"
@@ -561,7 +911,7 @@ async fn a_hostile_corpus_gets_no_wrongful_approval_and_each_its_reason() {
     );
     let all: Api<CertificateSigningRequest> = Api::all(admin);
     let cases = corpus();
-    assert!(cases.len() >= 40, "{} cases", cases.len());
+    assert!(cases.len() >= 85, "{} cases", cases.len());
     let mut created = Vec::new();
     for c in &cases {
         let name = cluster.unique_name(&format!("h-{}", c.name));
@@ -636,6 +986,29 @@ async fn a_hostile_corpus_gets_no_wrongful_approval_and_each_its_reason() {
                         c.name
                     );
                 }
+                // Built from what was approved: CN and each O once, nothing else, no UID.
+                let names: Vec<&str> = cert
+                    .subject
+                    .attributes
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect();
+                assert!(
+                    names.iter().all(|n| *n == "CN" || *n == "O"),
+                    "{}: certificate subject {}",
+                    c.name,
+                    cert.subject
+                );
+                assert_eq!(
+                    cert.subject.common_name.as_deref(),
+                    Some("mallory"),
+                    "{}",
+                    c.name
+                );
+                let mut deduped = cert.subject.organizations.clone();
+                deduped.dedup();
+                assert_eq!(deduped, cert.subject.organizations, "{}", c.name);
+                assert!(cert.subject.uids.is_empty(), "{}", c.name);
             }
             Expect::Denied(reason) => {
                 assert_eq!(

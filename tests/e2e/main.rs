@@ -3,6 +3,7 @@
 
 mod controller;
 mod deploy;
+mod differential;
 mod faults;
 mod ha;
 mod hostile;

@@ -91,6 +91,40 @@ pub async fn reconcile(
     sign(&csr, None, &ctx).await
 }
 
+/// The subject a certificate for `facts` carries (pure): its one CN and each O once, encoded by
+/// kcert, and a UID only when `approval` approved the very one requested. The request's own
+/// subject bytes are never used. Call after [`kcert_policy::check_request`] passed.
+pub fn certified_subject(
+    facts: &kcert_policy::CsrFacts,
+    approval: &Approval,
+) -> Result<CsrSubject, String> {
+    let uid = match (facts.uids.as_slice(), &approval.uid) {
+        ([], _) => None,
+        ([asked], Some(approved)) if asked == approved => Some(approved.clone()),
+        ([asked, ..], _) => {
+            return Err(format!(
+                "UidNotAllowed: the request carries UID {} and no kcert rule approved it; kcert certifies a UID only where a rule allows it",
+                kcert_policy::escape_for_message(asked)
+            ));
+        }
+    };
+    let cn = match facts.common_names.as_slice() {
+        [one] => one.clone(),
+        _ => return Err("the request must hold exactly one CN".into()),
+    };
+    let mut groups: Vec<&String> = Vec::new();
+    for g in &facts.organizations {
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    let subject = CsrSubject::new(cn, groups.into_iter().cloned()).map_err(|e| e.to_string())?;
+    match uid {
+        Some(u) => subject.with_uid(u).map_err(|e| e.to_string()),
+        None => Ok(subject),
+    }
+}
+
 /// Issue the certificate of an Approved CSR (or mark it Failed). Called by the signer's
 /// reconcile (`approval` None: read from the CSR) and, right after approving, by the approver
 /// in the same process; a CSR being signed by one is left to it by the other. Whoever
@@ -139,38 +173,9 @@ pub(crate) async fn sign(
         return fail(csr, ctx, &format!("{reason}: {message}")).await;
     }
     let approval = approval.cloned().unwrap_or_else(|| Approval::from_csr(csr));
-    let uid = match (facts.uids.first(), &approval.uid) {
-        (None, _) => None,
-        (Some(asked), Some(approved)) if asked == approved => Some(approved.clone()),
-        (Some(asked), _) => {
-            return fail(
-                csr,
-                ctx,
-                &format!(
-                    "UidNotAllowed: the request carries UID {} and no kcert rule approved it; kcert certifies a UID only where a rule allows it",
-                    kcert_policy::escape_for_message(asked)
-                ),
-            )
-            .await;
-        }
-    };
-    let mut groups: Vec<&String> = Vec::new();
-    for g in &facts.organizations {
-        if !groups.contains(&g) {
-            groups.push(g);
-        }
-    }
-    let subject = CsrSubject::new(
-        facts.common_name().unwrap_or_default(),
-        groups.into_iter().cloned(),
-    )
-    .and_then(|s| match uid {
-        Some(u) => s.with_uid(u),
-        None => Ok(s),
-    });
-    let subject = match subject {
+    let subject = match certified_subject(&facts, &approval) {
         Ok(s) => s,
-        Err(e) => return fail(csr, ctx, &e.to_string()).await,
+        Err(e) => return fail(csr, ctx, &e).await,
     };
     let profile = SigningProfile {
         usages,

@@ -218,7 +218,7 @@ impl Policy {
             l.max_request_bytes,
         ]
         .map(|v| v.map(|n| n as usize));
-        if set.iter().any(|v| *v == Some(0)) {
+        if set.contains(&Some(0)) {
             return Err(err(
                 "subjectLimits: a limit of 0 would refuse every request; remove it or raise it"
                     .into(),

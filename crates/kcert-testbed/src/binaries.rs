@@ -15,6 +15,55 @@ pub const ETCD_VERSION: &str = "v3.6.8";
 const GO_MOD: &str = include_str!("../go/go.mod");
 const GO_SUM: &str = include_str!("../go/go.sum");
 const TOOLS_GO: &str = include_str!("../go/tools.go");
+const X509READ_GO: &str = include_str!("../go/x509read/main.go");
+
+/// `x509read`: Go's crypto/x509 and kube-apiserver's own x509 authenticator (from the same
+/// v1.36.3 module as the control plane) reading CSRs and certificates, for differential tests.
+/// Built once per version of its source, under the cache's lock; needs Go (and uses the module
+/// and build caches the control plane filled, so it takes seconds after that build).
+pub fn x509read() -> Result<PathBuf> {
+    let dir = cache_dir()?;
+    // FNV-1a of the source: a new program gets a new binary.
+    let hash = X509READ_GO.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
+    let bin = dir.join("tools").join(format!("x509read-{hash:016x}"));
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let lock_path = dir.join(".lock");
+    let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+    lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let go = go()?;
+    let src = dir.join("src");
+    let prog = src.join("x509read");
+    std::fs::create_dir_all(&prog).map_err(|e| Error::io(&prog, e))?;
+    for (path, text) in [
+        (src.join("go.mod"), GO_MOD),
+        (src.join("go.sum"), GO_SUM),
+        (src.join("tools.go"), TOOLS_GO),
+        (prog.join("main.go"), X509READ_GO),
+    ] {
+        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    }
+    let tmp = bin.with_extension("tmp");
+    let parent = bin.parent().expect("tools dir");
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    progress("building x509read (Go's crypto/x509 + the API server's x509 authenticator)");
+    go_build(
+        &go,
+        &src,
+        &["-ldflags", "-s -w", "-o", &tmp.display().to_string()],
+        &["./x509read"],
+        Instant::now(),
+    )?;
+    std::fs::rename(&tmp, &bin).map_err(|e| Error::io(&bin, e))?;
+    Ok(bin)
+}
 
 /// Paths to the binaries a cluster needs.
 #[derive(Clone, Debug)]
