@@ -7,6 +7,7 @@ mod differential;
 mod faults;
 mod ha;
 mod hostile;
+mod integrity;
 mod ledger;
 mod pki;
 mod secrets;

@@ -39,7 +39,7 @@ impl CaStore {
         self.current.read().expect("CA lock").clone()
     }
 
-    fn set(&self, ca: CertificateAuthority) {
+    pub(crate) fn set(&self, ca: CertificateAuthority) {
         tracing::info!(ca = %ca.describe(), "CA loaded");
         *self.current.write().expect("CA lock") = Some(Arc::new(ca));
     }

@@ -36,6 +36,11 @@ pub mod rbac;
 pub mod replace;
 pub mod signer;
 
+#[cfg(test)]
+mod fake_api;
+#[cfg(test)]
+mod reconcile_tests;
+
 pub use ca_source::{CaSource, CaStore};
 pub use policy_source::{PolicySource, PolicyStore};
 

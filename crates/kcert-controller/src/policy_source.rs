@@ -57,7 +57,7 @@ impl PolicyStore {
         self.current.read().expect("policy lock").clone()
     }
 
-    fn set(&self, snapshot: PolicySnapshot) {
+    pub(crate) fn set(&self, snapshot: PolicySnapshot) {
         tracing::info!(version = %snapshot.version, rules = snapshot.policy.rules().len(), "policy loaded");
         *self.current.write().expect("policy lock") = Some(snapshot);
         self.changed.send_modify(|n| *n += 1);

@@ -200,7 +200,11 @@ pub(crate) async fn sign(
     let api: Api<CertificateSigningRequest> = Api::all(ctx.client.clone());
     let pem = ByteString(issued.to_pem().into_bytes());
     let written = replace_with_retry(&api, csr, Subresource::Status, |current| {
-        if conditions::has_certificate(current) || conditions::has(current, FAILED) {
+        // Only onto the approved object it was signed for (the uid is checked by the helper).
+        if conditions::has_certificate(current)
+            || conditions::has(current, FAILED)
+            || !conditions::has(current, APPROVED)
+        {
             return false;
         }
         current
