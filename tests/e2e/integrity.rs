@@ -66,7 +66,8 @@ async fn the_signer_refuses_what_a_human_approved_wrongly_and_ignores_forged_pro
     })
     .to_string();
     // (name, request, forged annotation?, expected: Ok(()) issued / Err(reason in message))
-    let cases: Vec<(&str, Vec<u8>, bool, Result<(), &str>)> = vec![
+    type HumanCase = (&'static str, Vec<u8>, bool, Result<(), &'static str>);
+    let cases: Vec<HumanCase> = vec![
         (
             "masters",
             raw_csr(&[cn, (oid::ORGANIZATION, Tag::Utf8String, b"system:masters")]),
