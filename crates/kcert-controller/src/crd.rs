@@ -31,12 +31,14 @@ pub struct ApprovalPolicySpec {
     pub protected_groups: Vec<String>,
     /// Groups (exact names) exempt from the protection derived from RBAC bindings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = r"^[^*?\s]([^*?]*[^*?\s])?$")))]
     pub exempt_groups: Vec<String>,
     /// Bounds on a request's subject (defaults: 253-byte CN and O, 64 groups, 64 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_limits: Option<SubjectLimitsSpec>,
-    /// Rules, tried in order.
+    /// Rules, tried in order (at most 256 per object).
     #[serde(default)]
+    #[schemars(length(max = 256))]
     pub rules: Vec<RuleSpec>,
 }
 

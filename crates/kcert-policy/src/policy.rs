@@ -13,6 +13,10 @@ pub const DEFAULT_USAGES: [&str; 3] = ["digital signature", "key encipherment", 
 /// `kubeadm:cluster-admins`, which kubeadm (1.29+) binds to cluster-admin.
 pub const BUILTIN_PROTECTED_GROUPS: [&str; 2] = ["system:*", "kubeadm:cluster-admins"];
 
+/// Most rules one policy (one ApprovalPolicy object) may hold; the CRD says the same, which
+/// lets the API server bound the cost of its validation rules.
+pub const MAX_RULES: usize = 256;
+
 /// Bounds on a request, checked before any rule (each violation has its own reason).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SubjectLimits {
@@ -158,6 +162,12 @@ impl Policy {
             policy: name.to_string(),
             message,
         };
+        if spec.rules.len() > MAX_RULES {
+            return Err(err(format!(
+                "{} rules; at most {MAX_RULES} fit in one policy: split it into several",
+                spec.rules.len()
+            )));
+        }
         let mut seen = BTreeSet::new();
         let mut rules = Vec::new();
         for (i, rule) in spec.rules.iter().enumerate() {

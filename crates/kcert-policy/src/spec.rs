@@ -20,14 +20,17 @@ pub struct PolicySpec {
     /// (groups bound to cluster-admin or to roles that can escalate). Built-in and
     /// `protectedGroups` entries cannot be exempted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = r"^[^*?\s]([^*?]*[^*?\s])?$")))]
     pub exempt_groups: Vec<String>,
     /// Bounds on what a request may carry, checked before any rule. Unset fields keep the
     /// defaults (253-byte CN and O, 64 groups, 64 KiB request); merged policies take the
     /// smallest value any of them sets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_limits: Option<SubjectLimitsSpec>,
-    /// The rules, tried in order; the first whose every constraint holds approves.
+    /// The rules, tried in order; the first whose every constraint holds approves. At most
+    /// [`crate::policy::MAX_RULES`] per policy.
     #[serde(default)]
+    #[schemars(length(max = 256))]
     pub rules: Vec<RuleSpec>,
 }
 
@@ -64,6 +67,7 @@ pub enum NoMatchAction {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleSpec {
     /// A name for the rule, unique within the policy; it appears in decisions and annotations.
+    #[schemars(length(min = 1))]
     pub id: String,
     /// Signer names the rule applies to (patterns allowed). Empty means every signer name the
     /// controller serves.
@@ -99,6 +103,10 @@ pub struct RuleSpec {
 /// The constraint on a requested user UID: exactly one of the fields.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(has(self.self) && self.self ? 1 : 0) + (has(self.exact) && self.exact != '' ? 1 : 0) == 1",
+    "message": "uid needs exactly one of self: true or a non-empty exact"
+}]))]
 pub struct UidSpec {
     /// The UID must equal the requester's own UID (`spec.uid`: renewals keep the identity).
     #[serde(default, rename = "self", skip_serializing_if = "std::ops::Not::not")]
@@ -127,6 +135,10 @@ pub struct RequesterSpec {
 /// The constraint on the CN: exactly one of the fields.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(has(self.self) && self.self ? 1 : 0) + (has(self.exact) ? 1 : 0) + (has(self.glob) ? 1 : 0) + (has(self.regex) ? 1 : 0) == 1",
+    "message": "commonName needs exactly one of self, exact, glob, regex"
+}]))]
 pub struct CommonNameSpec {
     /// The CN must equal the requester's user name (certificates for oneself, renewals).
     #[serde(default, rename = "self", skip_serializing_if = "std::ops::Not::not")]
