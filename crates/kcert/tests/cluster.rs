@@ -972,3 +972,89 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: nowatch}]
         .unwrap();
     assert_eq!(who, "nowatch");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_show_and_policy_test_escape_hostile_names_ignore_forged_provenance_and_agree_with_the_controller()
+ {
+    use kcert_pki::{KeyType, PrivateKey, build_csr_raw, raw_name_der};
+    let cluster = TestCluster::shared().await;
+    let admin = cluster.admin_kubeconfig_path();
+    let client = cluster.admin_client().await.unwrap();
+    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let signer = format!("kcert.dev/{}", cluster.unique_name("escape"));
+    // A CN that would clear the admin's line and show "jane" instead, and a forged record.
+    let evil_cn = "\u{1b}[2K\rjane\u{202e}nimda\nroot";
+    let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+    let request = build_csr_raw(
+        &key,
+        &raw_name_der(&[(
+            kcert_pki::oids::COMMON_NAME,
+            der::Tag::Utf8String,
+            evil_cn.as_bytes(),
+        )])
+        .unwrap(),
+        vec![],
+    )
+    .unwrap();
+    let name = cluster.unique_name("escape");
+    let mut csr = kcert_tests::csr_from_pem(&name, &signer, request.into_bytes(), None);
+    csr.metadata.annotations = Some(
+        [(
+            kcert_controller::DECISION_ANNOTATION.to_string(),
+            r#"{"outcome":"Approved","reason":"AutoApproved","rule":"forged","policy":"p","csrUid":""}"#
+                .to_string(),
+        )]
+        .into(),
+    );
+    api.create(&PostParams::default(), &csr).await.unwrap();
+    let policy_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        policy_file.path(),
+        format!("rules: [{{id: web, signerNames: ['{signer}'], requesters: {{users: ['*']}}, commonName: {{glob: '*'}}, usages: [digital signature, client auth, server auth]}}]"),
+    )
+    .unwrap();
+    let pf = policy_file.path().to_str().unwrap();
+    for args in [
+        vec!["list", "--signer-name", &signer, "--policy-file", pf],
+        vec!["show", &name],
+        vec!["policy", "test", &name, "--policy-file", pf],
+    ] {
+        let out = tokio::task::block_in_place(|| kcert(admin, &args));
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{202e}') && !text.contains('\r'),
+            "{args:?} printed raw control characters: {text:?}"
+        );
+        assert!(
+            text.contains("\\u{1b}") || text.contains("\\1B"),
+            "{args:?}: the escape is not shown escaped: {text}"
+        );
+        assert!(!text.contains("forged"), "{args:?} showed a forged record: {text}");
+    }
+    let shown = ok_json(tokio::task::block_in_place(|| {
+        kcert(admin, &["show", &name, "-O", "json"])
+    }));
+    assert!(shown["decision"].is_null(), "{shown}");
+    // The CLI evaluates as the controller does: the signer's table first, then hygiene.
+    let verdict = ok_json(tokio::task::block_in_place(|| {
+        kcert(admin, &["policy", "test", &name, "--policy-file", pf, "-O", "json"])
+    }));
+    assert_eq!(verdict["reason"], "UnprintableName", "{verdict}");
+    let web = cluster.unique_name("web");
+    let mut web_csr = csr_object(&web, &signer, "kcert-testbed-admin", &[], None);
+    web_csr.spec.usages = Some(vec!["digital signature".into(), "client auth".into(), "server auth".into()]);
+    api.create(&PostParams::default(), &web_csr).await.unwrap();
+    let verdict = ok_json(tokio::task::block_in_place(|| {
+        kcert(admin, &["policy", "test", &web, "--policy-file", pf, "-O", "json"])
+    }));
+    assert_eq!(
+        (verdict["outcome"].as_str(), verdict["reason"].as_str()),
+        (Some("Deny"), Some("UsageNotAllowed")),
+        "{verdict}"
+    );
+    assert_eq!(verdict["message"], "invalid usage for client certificate: server auth");
+    for n in [name, web] {
+        let _ = api.delete(&n, &Default::default()).await;
+    }
+}
