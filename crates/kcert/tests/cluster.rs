@@ -1030,7 +1030,10 @@ async fn list_show_and_policy_test_escape_hostile_names_ignore_forged_provenance
             text.contains("\\u{1b}") || text.contains("\\1B"),
             "{args:?}: the escape is not shown escaped: {text}"
         );
-        assert!(!text.contains("forged"), "{args:?} showed a forged record: {text}");
+        assert!(
+            !text.contains("forged"),
+            "{args:?} showed a forged record: {text}"
+        );
     }
     let shown = ok_json(tokio::task::block_in_place(|| {
         kcert(admin, &["show", &name, "-O", "json"])
@@ -1038,22 +1041,35 @@ async fn list_show_and_policy_test_escape_hostile_names_ignore_forged_provenance
     assert!(shown["decision"].is_null(), "{shown}");
     // The CLI evaluates as the controller does: the signer's table first, then hygiene.
     let verdict = ok_json(tokio::task::block_in_place(|| {
-        kcert(admin, &["policy", "test", &name, "--policy-file", pf, "-O", "json"])
+        kcert(
+            admin,
+            &["policy", "test", &name, "--policy-file", pf, "-O", "json"],
+        )
     }));
     assert_eq!(verdict["reason"], "UnprintableName", "{verdict}");
     let web = cluster.unique_name("web");
     let mut web_csr = csr_object(&web, &signer, "kcert-testbed-admin", &[], None);
-    web_csr.spec.usages = Some(vec!["digital signature".into(), "client auth".into(), "server auth".into()]);
+    web_csr.spec.usages = Some(vec![
+        "digital signature".into(),
+        "client auth".into(),
+        "server auth".into(),
+    ]);
     api.create(&PostParams::default(), &web_csr).await.unwrap();
     let verdict = ok_json(tokio::task::block_in_place(|| {
-        kcert(admin, &["policy", "test", &web, "--policy-file", pf, "-O", "json"])
+        kcert(
+            admin,
+            &["policy", "test", &web, "--policy-file", pf, "-O", "json"],
+        )
     }));
     assert_eq!(
         (verdict["outcome"].as_str(), verdict["reason"].as_str()),
         (Some("Deny"), Some("UsageNotAllowed")),
         "{verdict}"
     );
-    assert_eq!(verdict["message"], "invalid usage for client certificate: server auth");
+    assert_eq!(
+        verdict["message"],
+        "invalid usage for client certificate: server auth"
+    );
     for n in [name, web] {
         let _ = api.delete(&n, &Default::default()).await;
     }

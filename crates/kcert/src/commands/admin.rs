@@ -10,7 +10,7 @@ use kcert_controller::conditions;
 use kcert_controller::facts::{csr_facts, parse_request};
 use kcert_pki::CertificateInfo;
 use kcert_policy::Policy;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
 fn state(csr: &CertificateSigningRequest) -> &'static str {
@@ -275,7 +275,9 @@ pub async fn decide(
     Ok(())
 }
 
-/// Write one condition, re-reading on conflict; a decision already made is never reversed.
+/// Write one condition through the shared write helper (for the object as read here: a CSR
+/// re-created under the same name meanwhile is not decided); a decision already made is never
+/// reversed.
 async fn decide_one(
     api: &Api<CertificateSigningRequest>,
     name: &str,
@@ -283,45 +285,53 @@ async fn decide_one(
     reason: &str,
     message: &str,
 ) -> Result<&'static str> {
-    for _ in 0..5 {
-        let mut csr = api
-            .get(name)
-            .await
-            .map_err(|e| anyhow!("{}", api_message(&e)))?;
-        if conditions::has(&csr, type_) {
-            return Ok(if type_ == conditions::APPROVED {
-                "already approved"
-            } else {
-                "already denied"
-            });
+    use kcert_controller::replace::{Subresource, Written, replace_with_retry};
+    let csr = api
+        .get(name)
+        .await
+        .map_err(|e| anyhow!("{}", api_message(&e)))?;
+    let mut refusal: Option<&'static str> = None;
+    let mut already = false;
+    let written = replace_with_retry(api, &csr, Subresource::Approval, |current| {
+        if conditions::has(current, type_) {
+            already = true;
+            return false;
         }
-        if conditions::has(&csr, conditions::DENIED) {
-            bail!("it is Denied; denial is final (create a new CSR)");
+        if conditions::has(current, conditions::DENIED) {
+            refusal = Some("it is Denied; denial is final (create a new CSR)");
+            return false;
         }
-        if conditions::has(&csr, conditions::APPROVED) {
-            bail!("it is already Approved; an approval cannot be withdrawn");
+        if conditions::has(current, conditions::APPROVED) {
+            refusal = Some("it is already Approved; an approval cannot be withdrawn");
+            return false;
         }
-        csr.status
+        current
+            .status
             .get_or_insert_with(Default::default)
             .conditions
             .get_or_insert_with(Vec::new)
             .push(conditions::condition(type_, reason, message));
-        match api
-            .replace_subresource("approval", name, &PostParams::default(), &csr)
-            .await
-        {
-            Ok(_) => {
-                return Ok(if type_ == conditions::APPROVED {
-                    "approved"
-                } else {
-                    "denied"
-                });
-            }
-            Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(e) => bail!("{}", api_message(&e)),
-        }
+        true
+    })
+    .await
+    .map_err(|e| match e {
+        kcert_controller::Error::Kube(e) => anyhow!("{}", api_message(&e)),
+        other => anyhow!("{other}"),
+    })?;
+    if let Some(why) = refusal {
+        bail!("{why}");
     }
-    bail!("kept conflicting with other writers; try again")
+    let approve = type_ == conditions::APPROVED;
+    Ok(match written {
+        Written::Done(_) if approve => "approved",
+        Written::Done(_) => "denied",
+        Written::NothingToDo if already && approve => "already approved",
+        Written::NothingToDo if already => "already denied",
+        Written::NothingToDo => "unchanged",
+        Written::Gone => bail!(
+            "it was deleted or re-created under the same name while being decided; look at it again (kcert show {name})"
+        ),
+    })
 }
 
 pub async fn ledger(args: &LedgerArgs, out: OutputFormat, target: &Target) -> Result<()> {
