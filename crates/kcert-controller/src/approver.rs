@@ -159,4 +159,5 @@ async fn write_decision(
         true
     })
     .await
+    .map_err(Error::from)
 }

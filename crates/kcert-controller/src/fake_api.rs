@@ -36,6 +36,36 @@ impl Exchange {
         }
     }
 
+    /// A PUT answered 409 Conflict.
+    pub fn conflict(path_suffix: &str) -> Self {
+        Self::new(
+            Method::PUT,
+            path_suffix,
+            409,
+            status(409, "Conflict", "the object has been modified"),
+        )
+    }
+
+    /// A PUT refused with `code`.
+    pub fn refuse(path_suffix: &str, code: u16, reason: &str, message: &str) -> Self {
+        Self::new(
+            Method::PUT,
+            path_suffix,
+            code,
+            status(code, reason, message),
+        )
+    }
+
+    /// A GET answered 404.
+    pub fn not_found(path_suffix: &str) -> Self {
+        Self::new(
+            Method::GET,
+            path_suffix,
+            404,
+            status(404, "NotFound", "not found"),
+        )
+    }
+
     pub fn checking(mut self, check: impl Fn(&serde_json::Value) + Send + 'static) -> Self {
         self.check = Some(Box::new(check));
         self

@@ -22,19 +22,19 @@ pub mod admission;
 pub mod approver;
 pub mod ca_source;
 pub mod cleaner;
-pub mod conditions;
-pub mod crd;
 pub mod events;
-pub mod facts;
 pub mod http;
 pub mod leader;
 pub mod ledger;
 pub mod metrics;
 pub mod policy_source;
-pub mod provenance;
 pub mod rbac;
-pub mod replace;
 pub mod signer;
+
+// The shared Kubernetes vocabulary, under the names the controller has always used.
+pub use kcert_kube::{
+    DECISION_ANNOTATION, DEFAULT_SIGNER_NAME, conditions, crd, facts, provenance, replace,
+};
 
 #[cfg(test)]
 mod fake_api;
@@ -54,12 +54,15 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The annotation holding the approver's provenance record (JSON: outcome, reason, rule,
-/// policy, policyVersion, maxDurationSeconds, by).
-pub const DECISION_ANNOTATION: &str = "kcert.dev/decision";
-
-/// The signer name kcert owns by default.
-pub const DEFAULT_SIGNER_NAME: &str = "kcert.dev/client";
+impl From<kcert_kube::WriteError> for Error {
+    fn from(e: kcert_kube::WriteError) -> Self {
+        match e {
+            kcert_kube::WriteError::Kube(e) => Error::Kube(e),
+            kcert_kube::WriteError::Conflict(n) => Error::Conflict(n),
+            kcert_kube::WriteError::Permanent(n, m) => Error::Permanent(n, m),
+        }
+    }
+}
 
 /// Errors that requeue a CSR (transient); permanent problems become Denied or Failed instead.
 #[derive(Debug, thiserror::Error)]

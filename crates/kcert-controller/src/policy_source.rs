@@ -1,8 +1,9 @@
 //! Where the policy comes from, kept current: a fixed spec, a YAML file (re-read when it
 //! changes), or every `ApprovalPolicy` in the cluster (watched; each gets a status).
 
-use crate::crd::{ApprovalPolicy, ApprovalPolicyStatus};
+use crate::crd::ApprovalPolicy;
 use futures::StreamExt;
+use kcert_kube::policies::{merge_approval_policies, parse_policy_file};
 use kcert_policy::{Policy, PolicySpec};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -69,37 +70,6 @@ impl PolicyStore {
     }
 }
 
-/// Parse a policy file: a bare spec, or `ApprovalPolicy` documents (merged in order).
-pub fn parse_policy_file(text: &str, origin: &str) -> Result<Policy, String> {
-    let mut policies = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = serde_yaml::Value::deserialize(doc)
-            .map_err(|e| format!("{origin}: document {}: {e}", i + 1))?;
-        if value.is_null() {
-            continue;
-        }
-        if value.get("kind").and_then(|k| k.as_str()) == Some("ApprovalPolicy") {
-            let obj: ApprovalPolicy = serde_yaml::from_value(value)
-                .map_err(|e| format!("{origin}: document {}: {e}", i + 1))?;
-            let name = obj.name_any();
-            policies.push(
-                Policy::compile(&name, &PolicySpec::from(&obj.spec))
-                    .map_err(|e| format!("{origin}: {e}"))?,
-            );
-        } else {
-            let spec: PolicySpec = serde_yaml::from_value(value)
-                .map_err(|e| format!("{origin}: document {}: {e}", i + 1))?;
-            policies.push(Policy::compile(origin, &spec).map_err(|e| e.to_string())?);
-        }
-    }
-    if policies.is_empty() {
-        return Err(format!("{origin}: no policy in the file"));
-    }
-    Ok(Policy::merge(policies))
-}
-
-use serde::Deserialize as _;
-
 /// Load the policy once and keep it current until the task is dropped.
 pub async fn keep_current(source: PolicySource, store: PolicyStore, client: Client) {
     match source {
@@ -154,90 +124,6 @@ async fn watch_file(path: PathBuf, store: PolicyStore) {
     }
 }
 
-/// What one ApprovalPolicy contributes, and the status that says so.
-#[derive(Debug)]
-pub struct Contribution {
-    /// The policy in force for this object (None: it blocks every decision).
-    pub policy: Option<Policy>,
-    /// Its label in the policy version (`name@generation`).
-    pub version: String,
-    /// The status to write.
-    pub status: ApprovalPolicyStatus,
-}
-
-/// What an ApprovalPolicy contributes, failing closed (pure; `last` is the generation accepted
-/// before, if any):
-/// - it compiles: it is in force;
-/// - it does not, but an earlier generation did: that generation stays in force;
-/// - it never did: its protectedGroups and whenNoRuleMatches stand (no rules) if those are
-///   valid; otherwise no CSR may be decided until it is fixed.
-pub fn contribution(
-    name: &str,
-    generation: Option<i64>,
-    spec: &PolicySpec,
-    last: Option<&(Option<i64>, Policy)>,
-) -> Contribution {
-    let gen_label = |g: Option<i64>| g.map(|g| g.to_string()).unwrap_or_else(|| "?".into());
-    match Policy::compile(name, spec) {
-        Ok(p) => Contribution {
-            version: format!("{name}@{}", generation.unwrap_or_default()),
-            status: ApprovalPolicyStatus {
-                observed_generation: generation,
-                accepted: true,
-                message: format!("{} rule(s) in force", p.rules().len()),
-                rules: p.rules().len() as u32,
-                in_force_generation: generation,
-            },
-            policy: Some(p),
-        },
-        Err(e) => match last {
-            Some((last_gen, p)) => Contribution {
-                version: format!("{name}@{}", last_gen.unwrap_or_default()),
-                status: ApprovalPolicyStatus {
-                    observed_generation: generation,
-                    accepted: false,
-                    message: format!(
-                        "generation {} refused: {e}; generation {} stays in force",
-                        gen_label(generation),
-                        gen_label(*last_gen)
-                    ),
-                    rules: p.rules().len() as u32,
-                    in_force_generation: *last_gen,
-                },
-                policy: Some(p.clone()),
-            },
-            None => match Policy::fallback(name, spec) {
-                Ok(p) => Contribution {
-                    version: format!("{name}@{}:protection-only", generation.unwrap_or_default()),
-                    status: ApprovalPolicyStatus {
-                        observed_generation: generation,
-                        accepted: false,
-                        message: format!(
-                            "refused: {e}; only its protectedGroups and whenNoRuleMatches are in force"
-                        ),
-                        rules: 0,
-                        in_force_generation: None,
-                    },
-                    policy: Some(p),
-                },
-                Err(fallback_error) => Contribution {
-                    version: format!("{name}@{}:blocked", generation.unwrap_or_default()),
-                    status: ApprovalPolicyStatus {
-                        observed_generation: generation,
-                        accepted: false,
-                        message: format!(
-                            "refused: {e}; its protection cannot be read either ({fallback_error}), so no CSR is decided until it is fixed"
-                        ),
-                        rules: 0,
-                        in_force_generation: None,
-                    },
-                    policy: None,
-                },
-            },
-        },
-    }
-}
-
 async fn watch_crd(client: Client, store: PolicyStore) {
     let api: Api<ApprovalPolicy> = Api::all(client);
     let (reader, writer) = kube::runtime::reflector::store::<ApprovalPolicy>();
@@ -245,8 +131,7 @@ async fn watch_crd(client: Client, store: PolicyStore) {
         .default_backoff();
     futures::pin_mut!(stream);
     // The last generation of each object that compiled (kept while the process lives).
-    let mut last_accepted: std::collections::BTreeMap<String, (Option<i64>, Policy)> =
-        Default::default();
+    let mut last_accepted = kcert_kube::policies::LastAccepted::new();
     while let Some(event) = stream.next().await {
         match event {
             // Recompute once the initial list is complete, then on every change (deletes too).
@@ -258,30 +143,15 @@ async fn watch_crd(client: Client, store: PolicyStore) {
                 continue;
             }
         }
-        let mut objects = reader.state();
-        objects.sort_by_key(|o| o.name_any());
-        last_accepted.retain(|name, _| objects.iter().any(|o| &o.name_any() == name));
-        let mut in_force = Vec::new();
-        let mut version = Vec::new();
-        let mut blocked = Vec::new();
-        for obj in &objects {
-            let name = obj.name_any();
-            let generation = obj.metadata.generation;
-            let c = contribution(
-                &name,
-                generation,
-                &PolicySpec::from(&obj.spec),
-                last_accepted.get(&name),
-            );
-            if c.status.accepted
-                && let Some(p) = &c.policy
-            {
-                last_accepted.insert(name.clone(), (generation, p.clone()));
-            }
-            if obj.status.as_ref() != Some(&c.status) {
+        let objects = reader.state();
+        let merged =
+            merge_approval_policies(objects.iter().map(|o| o.as_ref()), &mut last_accepted);
+        for (name, c) in &merged.contributions {
+            let current = objects.iter().find(|o| &o.name_any() == name);
+            if current.and_then(|o| o.status.as_ref()) != Some(&c.status) {
                 let patch = serde_json::json!({ "status": c.status });
                 if let Err(e) = api
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                 {
                     tracing::warn!(policy = %name, error = %e, "cannot write ApprovalPolicy status");
@@ -290,69 +160,15 @@ async fn watch_crd(client: Client, store: PolicyStore) {
             if !c.status.accepted {
                 tracing::error!(policy = %name, message = %c.status.message, "policy refused");
             }
-            version.push(c.version);
-            match c.policy {
-                Some(p) => in_force.push(p),
-                None => blocked.push(format!("ApprovalPolicy {name}: {}", c.status.message)),
-            }
         }
-        let version = format!("crd:{}", version.join(","));
         // Status writes come back as events; only a new generation set changes the policy.
-        if store.get().is_some_and(|s| s.version == version) {
+        if store.get().is_some_and(|s| s.version == merged.version) {
             continue;
         }
         store.set(PolicySnapshot {
-            policy: Arc::new(Policy::merge(in_force)),
-            version,
-            blocked: (!blocked.is_empty()).then(|| blocked.join("; ")),
+            policy: Arc::new(merged.policy),
+            version: merged.version,
+            blocked: merged.blocked,
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(yaml: &str) -> PolicySpec {
-        serde_yaml::from_str(yaml).unwrap()
-    }
-
-    #[test]
-    fn a_refused_generation_never_widens_what_is_approved() {
-        let good = spec(
-            "protectedGroups: [ops-admins]\nrules: [{id: a, requesters: {users: ['*']}, commonName: {glob: '*'}, groups: {allowed: ['*']}}]",
-        );
-        let bad = spec(
-            "protectedGroups: [ops-admins]\nrules: [{id: a, requesters: {users: ['*']}, commonName: {regex: '('}}]",
-        );
-        let first = contribution("ops", Some(1), &good, None);
-        assert!(first.status.accepted);
-        let last = (Some(1), first.policy.unwrap());
-        // Edited into something that does not compile: generation 1 stays.
-        let c = contribution("ops", Some(2), &bad, Some(&last));
-        assert!(!c.status.accepted);
-        assert_eq!(c.status.in_force_generation, Some(1));
-        assert!(
-            c.status.message.contains("generation 2 refused"),
-            "{}",
-            c.status.message
-        );
-        assert!(c.policy.unwrap().is_protected_group("ops-admins"));
-        // Never compiled (e.g. after a restart): its protection alone.
-        let c = contribution("ops", Some(2), &bad, None);
-        let p = c.policy.unwrap();
-        assert!(p.rules().is_empty() && p.is_protected_group("ops-admins"));
-        assert!(c.version.ends_with("protection-only"));
-        // Not even its protection reads: everything waits.
-        let worse = spec(
-            "protectedGroups: ['']\nrules: [{id: a, requesters: {users: ['*']}, commonName: {regex: '('}}]",
-        );
-        let c = contribution("ops", Some(3), &worse, None);
-        assert!(c.policy.is_none());
-        assert!(
-            c.status.message.contains("no CSR is decided"),
-            "{}",
-            c.status.message
-        );
     }
 }

@@ -2,7 +2,7 @@
 //! real API server cannot be made to do on demand. Behaviour is proven on the real server in
 //! tests/e2e; these pin the edge cases in seconds, without Go.
 
-use crate::fake_api::{Exchange, FakeApi, status};
+use crate::fake_api::{Exchange, FakeApi};
 use crate::policy_source::PolicySnapshot;
 use crate::replace::{Subresource, Written, replace_with_retry};
 use crate::{CaStore, Context, Error, PolicyStore, Settings, conditions, events, metrics, rbac};
@@ -128,12 +128,7 @@ async fn a_conflict_then_another_objects_uid_writes_nothing() {
     let old = csr("x", "uid-1", &["dev"]);
     let new = csr("x", "uid-2", &["system:masters"]);
     let api = FakeApi::new(vec![
-        Exchange::new(
-            Method::PUT,
-            &format!("{PATH}/approval"),
-            409,
-            status(409, "Conflict", "the object has been modified"),
-        ),
+        Exchange::conflict(&format!("{PATH}/approval")),
         Exchange::new(Method::GET, PATH, 200, json(&new)),
     ]);
     let csrs: Api<CertificateSigningRequest> = Api::all(api.client());
@@ -150,12 +145,7 @@ async fn a_conflict_on_the_same_object_is_retried_on_its_latest_version() {
     let mut newer = old.clone();
     newer.metadata.resource_version = Some("2".into());
     let api = FakeApi::new(vec![
-        Exchange::new(
-            Method::PUT,
-            &format!("{PATH}/status"),
-            409,
-            status(409, "Conflict", "modified"),
-        ),
+        Exchange::conflict(&format!("{PATH}/status")),
         Exchange::new(Method::GET, PATH, 200, json(&newer)),
         Exchange::new(Method::PUT, &format!("{PATH}/status"), 200, json(&newer)).checking(|sent| {
             assert_eq!(sent["metadata"]["resourceVersion"], "2");
@@ -174,11 +164,11 @@ async fn a_conflict_on_the_same_object_is_retried_on_its_latest_version() {
 async fn gone_mid_write_and_refused_for_good_are_told_apart() {
     let c = csr("x", "uid-1", &["dev"]);
     // 404 on the write.
-    let api = FakeApi::new(vec![Exchange::new(
-        Method::PUT,
+    let api = FakeApi::new(vec![Exchange::refuse(
         &format!("{PATH}/approval"),
         404,
-        status(404, "NotFound", "gone"),
+        "NotFound",
+        "gone",
     )]);
     let csrs: Api<CertificateSigningRequest> = Api::all(api.client());
     assert!(matches!(
@@ -190,13 +180,8 @@ async fn gone_mid_write_and_refused_for_good_are_told_apart() {
     api.assert_done();
     // 409, then 404 on the re-read.
     let api = FakeApi::new(vec![
-        Exchange::new(
-            Method::PUT,
-            &format!("{PATH}/approval"),
-            409,
-            status(409, "Conflict", "modified"),
-        ),
-        Exchange::new(Method::GET, PATH, 404, status(404, "NotFound", "gone")),
+        Exchange::conflict(&format!("{PATH}/approval")),
+        Exchange::not_found(PATH),
     ]);
     let csrs: Api<CertificateSigningRequest> = Api::all(api.client());
     assert!(matches!(
@@ -207,17 +192,17 @@ async fn gone_mid_write_and_refused_for_good_are_told_apart() {
     ));
     api.assert_done();
     // 422: permanent, not retried.
-    let api = FakeApi::new(vec![Exchange::new(
-        Method::PUT,
+    let api = FakeApi::new(vec![Exchange::refuse(
         &format!("{PATH}/status"),
         422,
-        status(422, "Invalid", "status.certificate: Invalid value"),
+        "Invalid",
+        "status.certificate: Invalid value",
     )]);
     let csrs: Api<CertificateSigningRequest> = Api::all(api.client());
     let e = replace_with_retry(&csrs, &c, Subresource::Status, mark_pending)
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::Permanent(..)), "{e}");
+    assert!(matches!(Error::from(e), Error::Permanent(..)));
     api.assert_done();
     // Nothing to do: no request at all.
     let api = FakeApi::new(vec![]);
@@ -236,13 +221,7 @@ async fn the_approver_never_hands_its_decision_to_a_recreated_csr() {
     let old = csr("x", "uid-1", &["dev"]);
     let new = csr("x", "uid-2", &["system:masters"]);
     let api = FakeApi::new(vec![
-        Exchange::new(
-            Method::PUT,
-            &format!("{PATH}/approval"),
-            409,
-            status(409, "Conflict", "modified"),
-        )
-        .checking(|sent| {
+        Exchange::conflict(&format!("{PATH}/approval")).checking(|sent| {
             assert_eq!(sent["status"]["conditions"][0]["type"], "Approved");
             let p: serde_json::Value = serde_json::from_str(
                 sent["metadata"]["annotations"]["kcert.dev/decision"]
@@ -288,11 +267,11 @@ async fn nothing_is_decided_or_signed_before_the_rbac_bindings_are_read() {
 async fn a_certificate_the_api_server_refuses_for_good_fails_the_csr_once() {
     let c = approved(csr("x", "uid-1", &["dev"]));
     let api = FakeApi::new(vec![
-        Exchange::new(
-            Method::PUT,
+        Exchange::refuse(
             &format!("{PATH}/status"),
             422,
-            status(422, "Invalid", "request entity too large"),
+            "Invalid",
+            "request entity too large",
         ),
         Exchange::new(Method::PUT, &format!("{PATH}/status"), 200, json(&c)).checking(|sent| {
             let conds = sent["status"]["conditions"].as_array().unwrap();
@@ -316,18 +295,8 @@ async fn a_certificate_the_api_server_refuses_for_good_fails_the_csr_once() {
 
     // If even the Failed condition is refused for good: logged and left, not retried forever.
     let api = FakeApi::new(vec![
-        Exchange::new(
-            Method::PUT,
-            &format!("{PATH}/status"),
-            422,
-            status(422, "Invalid", "too large"),
-        ),
-        Exchange::new(
-            Method::PUT,
-            &format!("{PATH}/status"),
-            422,
-            status(422, "Invalid", "still"),
-        ),
+        Exchange::refuse(&format!("{PATH}/status"), 422, "Invalid", "too large"),
+        Exchange::refuse(&format!("{PATH}/status"), 422, "Invalid", "still"),
     ]);
     let ctx = context(&api, true);
     let action = crate::signer::reconcile(Arc::new(c), ctx).await.unwrap();

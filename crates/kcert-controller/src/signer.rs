@@ -213,7 +213,8 @@ pub(crate) async fn sign(
             .certificate = Some(pem.clone());
         true
     })
-    .await;
+    .await
+    .map_err(Error::from);
     match written {
         Ok(Written::Done(_)) => {
             if let Some(ledger) = &ctx.ledger {
@@ -275,7 +276,8 @@ pub(crate) async fn fail(
             ));
         true
     })
-    .await;
+    .await
+    .map_err(Error::from);
     match written {
         Ok(Written::Done(_)) => {
             ctx.events.emit(

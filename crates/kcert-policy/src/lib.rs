@@ -42,19 +42,9 @@ pub use spec::{
     SansSpec, SubjectLimitsSpec, UidSpec,
 };
 
-/// Characters a name must never hold: controls (Cc), format characters (Cf: bidirectional
-/// overrides, zero-width characters, BOM, tags) and line/paragraph separators (Zl, Zp). The same
-/// list as kcert-pki's, which refuses them when building a subject.
-pub fn is_unprintable(c: char) -> bool {
-    if c.is_control() {
-        return true;
-    }
-    matches!(c as u32,
-        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2
-        | 0x180E | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F
-        | 0xFEFF | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3
-        | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
-}
+/// Characters a name must never hold (kcert-pki's list, which refuses them when building a
+/// subject): controls, format characters, line/paragraph separators.
+pub use kcert_pki::is_unprintable;
 
 /// A user-supplied value quoted for a message, every unprintable character as `\u{..}`, cut
 /// to 200 characters: decisions are shown in terminals, Events and logs.

@@ -73,9 +73,9 @@ pub enum Command {
     CanI(CanIArgs),
     /// Write a kubeconfig for a ServiceAccount with a short-lived TokenRequest token.
     Kubeconfig(KubeconfigArgs),
-    /// A local, real control plane with kcert-controller, for trying kcert.
-    #[command(subcommand)]
-    Sandbox(SandboxCommand),
+    /// A local, real control plane with kcert-controller, for trying kcert (`up`, `demo`; runs
+    /// the separate `kcert-sandbox` binary).
+    Sandbox(SandboxArgs),
     /// client-go exec credential plugin: serve the cached certificate, renewing it when due.
     Credential(CredentialArgs),
     /// Print shell completions.
@@ -273,19 +273,12 @@ pub struct KubeconfigArgs {
     pub force: bool,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum SandboxCommand {
-    /// Start etcd, kube-apiserver and kcert-controller locally; run until Ctrl-C.
-    Up(SandboxUpArgs),
-    /// Run the whole onboarding flow on a throw-away sandbox and tear it down.
-    Demo,
-}
-
+/// `kcert sandbox …`: forwarded to the `kcert-sandbox` binary.
 #[derive(Debug, Args)]
-pub struct SandboxUpArgs {
-    /// Directory for admin.kubeconfig, ca.crt and ca.key.
-    #[arg(long, short = 'd', default_value = "kcert-sandbox")]
-    pub dir: PathBuf,
+pub struct SandboxArgs {
+    /// `up [-d DIR]` or `demo` (see `kcert-sandbox --help`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub args: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]

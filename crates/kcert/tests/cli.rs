@@ -801,3 +801,51 @@ fn a_kill_during_a_write_leaves_the_old_key_intact() {
         "no write ever completed: the kills were all too early to test anything"
     );
 }
+
+#[test]
+fn kcert_sandbox_forwards_to_the_sandbox_binary_and_says_how_to_get_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("kcert-sandbox");
+    let log = dir.path().join("args");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {}\nexit 7\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kcert"))
+        .args(["sandbox", "up", "-d", "x", "-O", "json"])
+        .env("KCERT_SANDBOX_BIN", &fake)
+        .output()
+        .unwrap();
+    // Its exit code is passed on; the arguments as given.
+    assert_eq!(out.status.code(), Some(7));
+    let args = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        args.lines().collect::<Vec<_>>(),
+        ["up", "-d", "x", "-O", "json"]
+    );
+    // kcert's own -O before the subcommand is passed on too.
+    let out = Command::new(env!("CARGO_BIN_EXE_kcert"))
+        .args(["-O", "json", "sandbox", "demo"])
+        .env("KCERT_SANDBOX_BIN", &fake)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    let args = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(args.lines().collect::<Vec<_>>(), ["-O", "json", "demo"]);
+    let missing = Command::new(env!("CARGO_BIN_EXE_kcert"))
+        .args(["sandbox", "demo"])
+        .env("KCERT_SANDBOX_BIN", dir.path().join("nowhere"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("cargo run -p kcert-sandbox -- demo"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+}

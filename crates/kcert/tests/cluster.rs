@@ -652,28 +652,6 @@ async fn from_file_onboards_several_users_and_merge_adds_contexts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sandbox_demo_runs_the_whole_flow() {
-    let out = tokio::task::block_in_place(|| {
-        Command::new(env!("CARGO_BIN_EXE_kcert"))
-            .args(["sandbox", "demo"])
-            .output()
-            .unwrap()
-    });
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", stderr(&out));
-    for needle in [
-        "issued jane (groups: dev)",
-        "user jane",
-        "groups dev",
-        "\nyes",
-        "no (as expected)",
-        "tear down",
-    ] {
-        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exec_plugin_kubeconfig_works_and_renews_inside_the_window() {
     let (cluster, controller) = with_controller("renew").await;
     let admin = cluster.admin_kubeconfig_path();
@@ -830,74 +808,6 @@ async fn the_ledger_lists_issued_certificates_by_user_and_expiry() {
         )
     }));
     assert!(later.as_array().unwrap().is_empty());
-}
-
-#[test]
-fn sandbox_up_writes_the_admin_kubeconfig_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let sb = dir.path().join("sb");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kcert"))
-        .args(["sandbox", "up", "-d"])
-        .arg(&sb)
-        .args(["-O", "json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    // The JSON report is printed once the sandbox is ready.
-    let mut text = String::new();
-    let mut buf = [0u8; 4096];
-    while !text.contains('}') {
-        let n = std::io::Read::read(&mut stdout, &mut buf).unwrap();
-        assert!(n > 0, "sandbox up exited early: {text}");
-        text.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
-    let report: Value = serde_json::from_str(text.trim()).unwrap();
-    assert_eq!(report["signerName"], "kcert.dev/client");
-    let kubeconfig = sb.join("admin.kubeconfig");
-    let me = ok_json(kcert(&kubeconfig, &["whoami", "-O", "json"]));
-    assert_eq!(me["username"], "kcert-testbed-admin");
-    // The sandbox's policy is installed and accepted by its controller.
-    let mut accepted = false;
-    for _ in 0..100 {
-        let kubectl = kcert_testbed::Binaries::locate()
-            .unwrap()
-            .kubectl
-            .unwrap_or_else(|| "kubectl".into());
-        let policies = Command::new(kubectl)
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .args([
-                "get",
-                "approvalpolicies",
-                "sandbox-onboarding",
-                "-o",
-                "jsonpath={.status.accepted}",
-            ])
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&policies.stdout) == "true" {
-            accepted = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(accepted, "the sandbox policy was never accepted");
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status}");
-    let server = report["server"].as_str().unwrap();
-    let port: u16 = server.rsplit(':').next().unwrap().parse().unwrap();
-    assert!(
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
-        "the sandbox still listens"
-    );
 }
 
 /// A requester allowed only `create` and `get` on CSRs (no `list`/`watch`, so `kcert request`

@@ -6,25 +6,15 @@ use crate::cli::{DecideArgs, LedgerArgs, ListArgs, OutputFormat};
 use crate::target::Target;
 use anyhow::{Result, anyhow, bail};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use kcert_controller::conditions;
-use kcert_controller::facts::{csr_facts, parse_request};
+use kcert_kube::conditions;
+use kcert_kube::facts::{csr_facts, parse_request};
 use kcert_pki::CertificateInfo;
 use kcert_policy::Policy;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
 fn state(csr: &CertificateSigningRequest) -> &'static str {
-    if conditions::has(csr, conditions::FAILED) {
-        "Failed"
-    } else if conditions::has(csr, conditions::DENIED) {
-        "Denied"
-    } else if conditions::has_certificate(csr) {
-        "Issued"
-    } else if conditions::has(csr, conditions::APPROVED) {
-        "Approved"
-    } else {
-        "Pending"
-    }
+    kcert_kube::CsrState::of(csr).as_str()
 }
 
 fn age(csr: &CertificateSigningRequest) -> String {
@@ -153,7 +143,7 @@ pub async fn show(name: &str, out: OutputFormat, target: &Target) -> Result<()> 
         .and_then(|s| s.certificate.as_ref())
         .and_then(|c| CertificateInfo::from_pem(&c.0).ok());
     // Only a record kcert provably wrote for this object; a requester-set one is not shown.
-    let provenance = kcert_controller::provenance::Provenance::read(&csr)
+    let provenance = kcert_kube::provenance::Provenance::read(&csr)
         .map(|p| serde_json::to_value(p).expect("provenance serializes"));
     let json = serde_json::json!({
         "name": name,
@@ -285,7 +275,7 @@ async fn decide_one(
     reason: &str,
     message: &str,
 ) -> Result<&'static str> {
-    use kcert_controller::replace::{Subresource, Written, replace_with_retry};
+    use kcert_kube::replace::{Subresource, Written, replace_with_retry};
     let csr = api
         .get(name)
         .await
@@ -315,7 +305,7 @@ async fn decide_one(
     })
     .await
     .map_err(|e| match e {
-        kcert_controller::Error::Kube(e) => anyhow!("{}", api_message(&e)),
+        kcert_kube::WriteError::Kube(e) => anyhow!("{}", api_message(&e)),
         other => anyhow!("{other}"),
     })?;
     if let Some(why) = refusal {
@@ -335,7 +325,7 @@ async fn decide_one(
 }
 
 pub async fn ledger(args: &LedgerArgs, out: OutputFormat, target: &Target) -> Result<()> {
-    use kcert_controller::crd::IssuedCertificate;
+    use kcert_kube::crd::IssuedCertificate;
     let (client, _) = target.connect().await?;
     let api: Api<IssuedCertificate> = Api::all(client);
     let items = match api.list(&ListParams::default()).await {

@@ -1,6 +1,6 @@
 //! One module per command. Each takes its parsed arguments and the output format.
 
-mod access;
+pub mod access;
 mod admin;
 mod ca;
 mod credential;
@@ -9,10 +9,9 @@ mod inspect;
 mod key;
 mod policy;
 pub mod request;
-mod sandbox;
 mod sign;
 
-use crate::cli::{CaCommand, Cli, Command, OutputFormat, PolicyCommand, SandboxCommand};
+use crate::cli::{CaCommand, Cli, Command, OutputFormat, PolicyCommand};
 use anyhow::Result;
 
 /// An error that ends the program with a specific exit code (see `kcert --help`).
@@ -41,6 +40,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Ca(CaCommand::Init(args)) => ca::init(args, out),
         Command::Sign(args) => sign::run(args, out),
         Command::Inspect(args) => inspect::run(args, out),
+        Command::Sandbox(args) => forward_to_sandbox(&args.args, out),
         Command::Completions(args) => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -73,8 +73,6 @@ pub fn run(cli: &Cli) -> Result<()> {
                     Command::Whoami => access::whoami(out, &target).await,
                     Command::CanI(args) => access::can_i(args, out, &target).await,
                     Command::Kubeconfig(args) => access::kubeconfig(args, out, &target).await,
-                    Command::Sandbox(SandboxCommand::Up(args)) => sandbox::up(args, out).await,
-                    Command::Sandbox(SandboxCommand::Demo) => sandbox::demo(out).await,
                     Command::Credential(args) => credential::run(args).await,
                     _ => unreachable!("offline commands are handled above"),
                 }
@@ -84,7 +82,38 @@ pub fn run(cli: &Cli) -> Result<()> {
 }
 
 /// Print `json` on stdout for `--output json`, or the text lines otherwise.
-fn report(out: OutputFormat, json: serde_json::Value, text: impl FnOnce() -> String) {
+/// `kcert sandbox ARGS`: run `kcert-sandbox ARGS` (`$KCERT_SANDBOX_BIN`, else next to this
+/// binary, else on PATH). The sandbox is its own binary so that `kcert` carries no test-bed code.
+fn forward_to_sandbox(args: &[std::ffi::OsString], out: OutputFormat) -> Result<()> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("kcert-sandbox")))
+        .filter(|p| p.is_file());
+    let program: std::path::PathBuf = std::env::var_os("KCERT_SANDBOX_BIN")
+        .map(Into::into)
+        .or(beside)
+        .unwrap_or_else(|| "kcert-sandbox".into());
+    let mut command = std::process::Command::new(&program);
+    if out == OutputFormat::Json {
+        command.args(["-O", "json"]);
+    }
+    let status = command.args(args).status().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot run {} ({e}): the sandbox is a separate binary; build it with `cargo build -p kcert-sandbox`, or run `cargo run -p kcert-sandbox -- demo`",
+            program.display()
+        )
+    })?;
+    match status.code() {
+        Some(0) => Ok(()),
+        code => Err(Exit {
+            code: code.map_or(crate::exit::ERROR, |c| c as u8),
+            message: format!("kcert-sandbox exited with {status}"),
+        }
+        .into()),
+    }
+}
+
+pub fn report(out: OutputFormat, json: serde_json::Value, text: impl FnOnce() -> String) {
     match out {
         OutputFormat::Json => println!(
             "{}",

@@ -5,11 +5,11 @@ use crate::cli::{OutputFormat, PolicyTestArgs};
 use crate::target::Target;
 use anyhow::{Context, Result, anyhow, bail};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use kcert_controller::crd::ApprovalPolicy;
-use kcert_controller::facts::{csr_facts, parse_request};
+use kcert_kube::crd::ApprovalPolicy;
+use kcert_kube::facts::{csr_facts, parse_request};
 use kcert_pki::CertificateRequest;
-use kcert_policy::{DEFAULT_USAGES, Decision, Policy, PolicySpec, PrivilegedSubjects, evaluate};
-use kube::{Api, Client, ResourceExt};
+use kcert_policy::{DEFAULT_USAGES, Decision, Policy, PrivilegedSubjects, evaluate};
+use kube::{Api, Client};
 use std::path::Path;
 
 /// The policy from `file`, or the cluster's accepted ApprovalPolicies (None if the CRD is absent).
@@ -17,50 +17,35 @@ pub async fn load_policy(file: Option<&Path>, client: Option<&Client>) -> Result
     if let Some(path) = file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read", path.display()))?;
-        return kcert_controller::policy_source::parse_policy_file(
-            &text,
-            &path.display().to_string(),
-        )
-        .map(Some)
-        .map_err(|e| anyhow!(e));
+        return kcert_kube::policies::parse_policy_file(&text, &path.display().to_string())
+            .map(Some)
+            .map_err(|e| anyhow!(e));
     }
     let Some(client) = client else {
         bail!("no policy: pass --policy-file, or a CSR name to use the cluster's ApprovalPolicies");
     };
     let api: Api<ApprovalPolicy> = Api::all(client.clone());
-    let mut objects = match api.list(&Default::default()).await {
+    let objects = match api.list(&Default::default()).await {
         Ok(list) => list.items,
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
         Err(e) => return Err(e).context("listing ApprovalPolicy objects"),
     };
-    objects.sort_by_key(|o| o.name_any());
-    // The controller's own rule for each object (fail closed), without its memory of earlier
-    // generations: a refused generation counts for its protection only here.
-    let mut policies = Vec::new();
-    for o in &objects {
-        let c = kcert_controller::policy_source::contribution(
-            &o.name_any(),
-            o.metadata.generation,
-            &PolicySpec::from(&o.spec),
-            None,
-        );
+    // The controller's own merge, failing closed, without its memory of earlier generations:
+    // a refused generation counts for its protection only here.
+    let merged = kcert_kube::policies::merge_approval_policies(&objects, &mut Default::default());
+    for (name, c) in &merged.contributions {
         if !c.status.accepted {
             eprintln!(
                 "warning: ApprovalPolicy {}: {}",
-                crate::text::safe(&o.name_any()),
+                crate::text::safe(name),
                 crate::text::safe(&c.status.message)
             );
         }
-        match c.policy {
-            Some(p) => policies.push(p),
-            None => bail!(
-                "ApprovalPolicy {} is unusable, so the controller decides nothing: {}",
-                o.name_any(),
-                c.status.message
-            ),
-        }
     }
-    Ok(Some(Policy::merge(policies)))
+    if let Some(why) = merged.blocked {
+        bail!("the controller decides nothing until this is fixed: {why}");
+    }
+    Ok(Some(merged.policy))
 }
 
 /// The groups and users the cluster's RBAC makes privileged, as the controller sees them; none
@@ -69,7 +54,7 @@ pub async fn privileged(client: Option<&Client>) -> PrivilegedSubjects {
     let Some(client) = client else {
         return PrivilegedSubjects::none();
     };
-    match kcert_controller::rbac::list_privileged(client).await {
+    match kcert_kube::rbac::list_privileged(client).await {
         Ok(p) => p,
         Err(e) => {
             eprintln!(

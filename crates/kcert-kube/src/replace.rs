@@ -3,7 +3,7 @@
 //! only while it is still *that* object (same uid). A CSR deleted and re-created under the same
 //! name is another request: it is decided afresh, never handed the old one's decision.
 
-use crate::Error;
+use crate::WriteError as Error;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::api::PostParams;
 use kube::{Api, ResourceExt};

@@ -1,13 +1,14 @@
-//! `kcert sandbox up` and `kcert sandbox demo`: the test bed's real control plane plus
+//! `kcert-sandbox up` and `kcert-sandbox demo`: the test bed's real control plane plus
 //! kcert-controller with a default onboarding policy, on this machine.
 
-use super::report;
-use crate::cli::{CanIArgs, GrantArgs, OutputFormat, RequestArgs, SandboxUpArgs};
-use crate::target::Target;
+use crate::SandboxUpArgs;
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kcert::cli::{CanIArgs, GrantArgs, OutputFormat, RequestArgs};
+use kcert::commands::report;
+use kcert::target::Target;
 use kcert_controller::crd::ApprovalPolicy;
 use kcert_controller::{CaSource, PolicySource, Settings};
 use kcert_testbed::TestCluster;
@@ -137,8 +138,8 @@ async fn install(client: &Client) -> Result<()> {
 
 fn copy_file(from: &Path, to: &Path) -> Result<()> {
     let data = std::fs::read(from)?;
-    crate::files::write_all(
-        vec![(to.to_path_buf(), data, crate::files::Mode::Private)],
+    kcert::files::write_all(
+        vec![(to.to_path_buf(), data, kcert::files::Mode::Private)],
         true,
     )?;
     Ok(())
@@ -214,7 +215,7 @@ async fn demo_steps(sandbox: &Sandbox, out: OutputFormat, step: impl Fn(u32, &st
         force: false,
         exec_plugin: false,
     };
-    super::request::run(&request, out, &admin).await?;
+    kcert::commands::request::run(&request, out, &admin).await?;
     step(
         3,
         "create a pod-reader Role in namespace demo and grant it to jane (kcert grant --user jane --role pod-reader -n demo)",
@@ -237,10 +238,10 @@ async fn demo_steps(sandbox: &Sandbox, out: OutputFormat, step: impl Fn(u32, &st
         clusterrole: None,
         namespace: Some("demo".into()),
     };
-    super::access::grant(&grant, out, &admin).await?;
+    kcert::commands::access::grant(&grant, out, &admin).await?;
     let jane = Target::new(Some(dir.path().join("jane.kubeconfig")), None);
     step(4, "as jane: who am I? (kcert whoami)");
-    super::access::whoami(out, &jane).await?;
+    kcert::commands::access::whoami(out, &jane).await?;
     let can = |verb: &str, resource: &str| CanIArgs {
         verb: verb.into(),
         resource: resource.into(),
@@ -252,7 +253,7 @@ async fn demo_steps(sandbox: &Sandbox, out: OutputFormat, step: impl Fn(u32, &st
         "as jane: may I list pods in demo? (kcert can-i list pods -n demo)",
     );
     for _ in 0..50 {
-        if super::access::ask(&can("list", "pods"), &jane)
+        if kcert::commands::access::ask(&can("list", "pods"), &jane)
             .await?
             .allowed
         {
@@ -260,12 +261,12 @@ async fn demo_steps(sandbox: &Sandbox, out: OutputFormat, step: impl Fn(u32, &st
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    super::access::can_i(&can("list", "pods"), out, &jane).await?;
+    kcert::commands::access::can_i(&can("list", "pods"), out, &jane).await?;
     step(
         6,
         "as jane: may I delete pods in demo? (kcert can-i delete pods -n demo)",
     );
-    if super::access::ask(&can("delete", "pods"), &jane)
+    if kcert::commands::access::ask(&can("delete", "pods"), &jane)
         .await?
         .allowed
     {
