@@ -3,12 +3,12 @@
 
 use crate::conditions::{self, APPROVED, DENIED};
 use crate::events::EventClass;
-use crate::facts::{csr_facts, parse_request};
+use crate::facts::verdict;
 use crate::provenance::Provenance;
 use crate::replace::{Subresource, Written, replace_with_retry};
 use crate::{Context, DECISION_ANNOTATION, Error};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use kcert_policy::{Decision, Outcome, evaluate};
+use kcert_policy::{Decision, Outcome};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
@@ -38,11 +38,7 @@ pub async fn reconcile(
         tracing::info!("RBAC bindings not read yet; leaving the CSR pending");
         return Ok(Action::requeue(Duration::from_secs(2)));
     };
-    let request = parse_request(&csr);
-    let decision = match &request {
-        Err(e) => Decision::invalid_request(&e.to_string()),
-        Ok(request) => evaluate(&csr_facts(&csr, request), &snapshot.policy, &privileged),
-    };
+    let decision = verdict(&csr, &snapshot.policy, &privileged);
     tracing::info!(
         outcome = ?decision.outcome,
         reason = decision.reason.as_str(),

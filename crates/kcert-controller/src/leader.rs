@@ -146,3 +146,60 @@ pub async fn hold(client: &Client, le: &LeaderElection) {
         }
     }
 }
+
+/// A lease held by this replica, renewed in the background until dropped. [`Leadership::lost`]
+/// resolves when another replica takes it or it cannot be renewed in time; then the
+/// controllers must stop (two leaders never overlap).
+pub struct Leadership {
+    renewer: tokio::task::JoinHandle<()>,
+    lost: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
+    lease: String,
+}
+
+impl Leadership {
+    /// Wait until this replica holds the lease, then keep renewing it.
+    pub async fn acquire(client: Client, le: LeaderElection) -> Leadership {
+        use futures::FutureExt;
+        acquire(&client, &le).await;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let lease = le.lease_name.clone();
+        let renewer = tokio::spawn(async move {
+            hold(&client, &le).await;
+            let _ = tx.send(());
+        });
+        // A dropped sender (the renewer aborted) is not a loss: that is our own shutdown.
+        let lost = async move {
+            if rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        .boxed()
+        .shared();
+        Leadership {
+            renewer,
+            lost,
+            lease,
+        }
+    }
+
+    /// Resolves once leadership is lost (clone it freely).
+    pub fn lost(&self) -> impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static {
+        self.lost.clone()
+    }
+
+    /// Whether leadership was lost.
+    pub fn is_lost(&self) -> bool {
+        self.lost.peek().is_some()
+    }
+
+    /// The lease's name.
+    pub fn lease(&self) -> &str {
+        &self.lease
+    }
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}

@@ -208,29 +208,26 @@ fn slim(mut csr: CertificateSigningRequest) -> CertificateSigningRequest {
     csr
 }
 
-fn approver_error(
-    _csr: Arc<CertificateSigningRequest>,
-    error: &Error,
-    ctx: Arc<Context>,
-) -> Action {
-    tracing::warn!(%error, "approval failed; retrying in 5s");
-    ctx.metrics.reconcile_error("approver");
-    Action::requeue(Duration::from_secs(5))
-}
-
-fn signer_error(_csr: Arc<CertificateSigningRequest>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(%error, "signing failed; retrying in 5s");
-    ctx.metrics.reconcile_error("signer");
-    Action::requeue(Duration::from_secs(5))
+/// One error policy for both controllers: log, count under the controller's name, requeue.
+/// (Permanent problems never get here: they become Denied or Failed.)
+fn error_policy(
+    controller: &'static str,
+) -> impl Fn(Arc<CertificateSigningRequest>, &Error, Arc<Context>) -> Action {
+    move |_csr, error, ctx| {
+        tracing::warn!(%error, controller, "reconcile failed; retrying in 5s");
+        ctx.metrics.reconcile_error(controller);
+        Action::requeue(Duration::from_secs(5))
+    }
 }
 
 /// Spawned tasks that die with their owner: dropping `run`'s future (a crash in tests, an
 /// aborted task) must stop the controllers and the lease renewals too.
+#[derive(Default)]
 struct Tasks(Vec<tokio::task::JoinHandle<()>>);
 
 impl Tasks {
-    fn push(&mut self, t: tokio::task::JoinHandle<()>) {
-        self.0.push(t);
+    fn spawn(&mut self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.0.push(tokio::spawn(f));
     }
 }
 
@@ -242,126 +239,73 @@ impl Drop for Tasks {
     }
 }
 
-/// Run until `shutdown` completes. Loads the policy and CA in the background and keeps them
-/// current.
-pub async fn run(
-    client: Client,
-    settings: Settings,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) -> Result<(), Error> {
-    if settings.signer_names.is_empty() {
-        tracing::error!("no signer names configured; nothing to do");
-    }
-    let policy = PolicyStore::default();
-    let ca = CaStore::default();
-    let mut background = Tasks(Vec::new());
-    let rbac_index = if settings.rbac_protection {
-        let index = rbac::RbacIndex::default();
-        background.push(tokio::spawn(rbac::keep_current(
-            client.clone(),
-            index.clone(),
-        )));
-        index
-    } else {
-        rbac::RbacIndex::disabled()
-    };
-    if settings.approver {
-        background.push(tokio::spawn(policy_source::keep_current(
-            settings.policy.clone(),
-            policy.clone(),
-            client.clone(),
-        )));
-    }
-    if settings.signer {
-        match settings.ca.clone() {
-            Some(source) => background.push(tokio::spawn(ca_source::keep_current(
-                source,
-                ca.clone(),
+/// What the controllers read, each kept current by a task of its own.
+struct Sources {
+    policy: PolicyStore,
+    ca: CaStore,
+    rbac: rbac::RbacIndex,
+}
+
+impl Sources {
+    fn start(client: &Client, settings: &Settings, tasks: &mut Tasks) -> Sources {
+        let sources = Sources {
+            policy: PolicyStore::default(),
+            ca: CaStore::default(),
+            rbac: if settings.rbac_protection {
+                rbac::RbacIndex::default()
+            } else {
+                rbac::RbacIndex::disabled()
+            },
+        };
+        if settings.rbac_protection {
+            tasks.spawn(rbac::keep_current(client.clone(), sources.rbac.clone()));
+        }
+        if settings.approver {
+            tasks.spawn(policy_source::keep_current(
+                settings.policy.clone(),
+                sources.policy.clone(),
                 client.clone(),
-            ))),
-            None => tracing::error!(
+            ));
+        }
+        match (settings.signer, settings.ca.clone()) {
+            (true, Some(source)) => tasks.spawn(ca_source::keep_current(
+                source,
+                sources.ca.clone(),
+                client.clone(),
+            )),
+            (true, None) => tracing::error!(
                 "the signer runs without a CA (--ca-cert/--ca-key or --ca-secret); approved CSRs will wait"
             ),
+            (false, _) => {}
         }
+        sources
     }
-    let metrics = Arc::new(metrics::Metrics::default());
-    if let Some(addr) = settings.metrics_addr {
-        let listener = http::bind(addr).await.map_err(|e| Error::Listen(addr, e))?;
-        let (policy, ca, s, index) = (
-            policy.clone(),
-            ca.clone(),
-            settings.clone(),
-            rbac_index.clone(),
-        );
-        let ready: http::Readiness = Arc::new(move || {
-            (!s.approver || policy.get().is_some())
-                && (!s.signer || ca.get().is_some())
-                && index.get().is_some()
-        });
-        background.push(tokio::spawn(http::serve(listener, metrics.clone(), ready)));
+
+    /// Ready when everything the enabled controllers need is loaded.
+    fn readiness(&self, settings: &Settings) -> http::Readiness {
+        let (policy, ca, rbac) = (self.policy.clone(), self.ca.clone(), self.rbac.clone());
+        let (approver, signer) = (settings.approver, settings.signer);
+        Arc::new(move || {
+            (!approver || policy.get().is_some())
+                && (!signer || ca.get().is_some())
+                && rbac.get().is_some()
+        })
     }
-    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
-    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
-    if let Some(le) = settings.leader_election.clone() {
-        tokio::select! {
-            _ = leader::acquire(&client, &le) => {}
-            _ = shutdown.clone() => return Ok(()),
-        }
-        let holder_client = client.clone();
-        background.push(tokio::spawn(async move {
-            leader::hold(&holder_client, &le).await;
-            let _ = lost_tx.send(());
-        }));
-    } else {
-        drop(lost_tx);
-    }
-    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let lost_flag = lost.clone();
-    let user_shutdown = shutdown.clone();
-    let stop = async move {
-        let lost_signal = Box::pin(async move {
-            if lost_rx.await.is_ok() {
-                lost_flag.store(true, std::sync::atomic::Ordering::SeqCst);
-            } else {
-                std::future::pending::<()>().await;
-            }
-        });
-        futures::future::select(user_shutdown, lost_signal).await;
-    };
-    let stop = futures::future::FutureExt::shared(Box::pin(stop));
-    let reporter = Reporter {
-        controller: settings.controller_name.clone(),
-        instance: settings.instance.clone(),
-    };
-    let (event_sink, publisher) = events::EventSink::new(
-        Recorder::new(client.clone(), reporter),
-        settings.events,
-        metrics.clone(),
-    );
-    background.push(tokio::spawn(publisher));
-    let ctx = Arc::new(Context {
-        events: event_sink,
-        client: client.clone(),
-        settings: settings.clone(),
-        policy: policy.clone(),
-        ca,
-        metrics: metrics.clone(),
-        ledger: (settings.signer && settings.ledger).then(|| ledger::Ledger::new(client.clone())),
-        rbac: rbac_index,
-        signing: Mutex::new(HashSet::new()),
-    });
+}
+
+/// The one watch of CSRs (filtered by the API server when one signer name is served), feeding
+/// the shared cache.
+fn watch_csrs(
+    client: &Client,
+    signer_names: &[String],
+    writer: reflector::store::Writer<CertificateSigningRequest>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     // One signer name: let the API server filter. Several: filter here (fields can't OR).
-    let watch_config = match settings.signer_names.as_slice() {
+    let config = match signer_names {
         [one] => watcher::Config::default().fields(&format!("spec.signerName={one}")),
         _ => watcher::Config::default(),
     };
-    let config = ControllerConfig::default().concurrency(settings.concurrency);
-    // One watch and one cache of CSRs, shared by the approver and the signer.
-    let (store, writer) = reflector::store_shared(1024);
-    let approver_events = settings.approver.then(|| writer.subscribe()).flatten();
-    let signer_events = settings.signer.then(|| writer.subscribe()).flatten();
-    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
-    let watch = watcher(api, watch_config)
+    watcher(Api::all(client.clone()), config)
         .default_backoff()
         .modify(|csr| *csr = slim(std::mem::take(csr)))
         .reflect_shared(writer)
@@ -370,60 +314,139 @@ pub async fn run(
                 tracing::warn!(error = %e, "watching CSRs failed; retrying");
             }
             futures::future::ready(())
-        });
-    background.push(tokio::spawn(watch));
-    {
-        let (ctx, store, signers) = (ctx.clone(), store.clone(), settings.signer_names.clone());
-        background.push(tokio::spawn(async move {
-            loop {
-                ctx.metrics.observe_store(&store, &signers);
-                if let Some(ledger) = &ctx.ledger {
-                    let present = store.state().iter().filter_map(|c| c.uid()).collect();
-                    ledger.retain(&present);
-                }
-                tokio::time::sleep(Duration::from_secs(10)).await;
+        })
+}
+
+/// Every 10 s: `f` over the cache (store gauges; ledger upkeep).
+async fn every_10s(
+    store: reflector::Store<CertificateSigningRequest>,
+    f: impl Fn(&reflector::Store<CertificateSigningRequest>) + Send + 'static,
+) {
+    loop {
+        f(&store);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}
+
+/// Run until `shutdown` completes (or, with leader election, until the lease is lost: then
+/// `Err(LostLeadership)`). Loads the policy, CA and RBAC index in the background and keeps
+/// them current.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
+    use futures::FutureExt;
+    if settings.signer_names.is_empty() {
+        tracing::error!("no signer names configured; nothing to do");
+    }
+    let mut tasks = Tasks::default();
+    let sources = Sources::start(&client, &settings, &mut tasks);
+    let metrics = Arc::new(metrics::Metrics::default());
+    if let Some(addr) = settings.metrics_addr {
+        let listener = http::bind(addr).await.map_err(|e| Error::Listen(addr, e))?;
+        tasks.spawn(http::serve(
+            listener,
+            metrics.clone(),
+            sources.readiness(&settings),
+        ));
+    }
+    let shutdown = shutdown.boxed().shared();
+    let leadership = match settings.leader_election.clone() {
+        Some(le) => tokio::select! {
+            held = leader::Leadership::acquire(client.clone(), le) => Some(held),
+            _ = shutdown.clone() => return Ok(()),
+        },
+        None => None,
+    };
+    let lost = match &leadership {
+        Some(l) => l.lost().boxed(),
+        None => std::future::pending().boxed(),
+    };
+    let stop = futures::future::select(shutdown, lost)
+        .map(|_| ())
+        .boxed()
+        .shared();
+
+    let reporter = Reporter {
+        controller: settings.controller_name.clone(),
+        instance: settings.instance.clone(),
+    };
+    let (events, publisher) = events::EventSink::new(
+        Recorder::new(client.clone(), reporter),
+        settings.events,
+        metrics.clone(),
+    );
+    tasks.spawn(publisher);
+    let ctx = Arc::new(Context {
+        events,
+        client: client.clone(),
+        settings: settings.clone(),
+        policy: sources.policy.clone(),
+        ca: sources.ca,
+        metrics,
+        ledger: (settings.signer && settings.ledger).then(|| ledger::Ledger::new(client.clone())),
+        rbac: sources.rbac,
+        signing: Mutex::new(HashSet::new()),
+    });
+
+    // One watch and one cache of CSRs, shared by the approver and the signer.
+    let (store, writer) = reflector::store_shared(1024);
+    let approver_events = settings.approver.then(|| writer.subscribe()).flatten();
+    let signer_events = settings.signer.then(|| writer.subscribe()).flatten();
+    tasks.spawn(watch_csrs(&client, &settings.signer_names, writer));
+    let (m, signers) = (ctx.metrics.clone(), settings.signer_names.clone());
+    tasks.spawn(every_10s(store.clone(), move |s| {
+        m.observe_store(s, &signers)
+    }));
+    if ctx.ledger.is_some() {
+        let ctx = ctx.clone();
+        tasks.spawn(every_10s(store.clone(), move |s| {
+            if let Some(ledger) = &ctx.ledger {
+                ledger.retain(&s.state().iter().filter_map(|c| c.uid()).collect())
             }
         }));
     }
-    let mut loops = Tasks(Vec::new());
-    if let Some(events) = approver_events {
-        let policy_changed = futures::stream::unfold(policy.subscribe(), |mut rx| async move {
-            rx.changed().await.ok()?;
-            Some(((), rx))
-        });
-        let approver = Controller::for_shared_stream(events, store.clone())
-            .with_config(config.clone())
-            .reconcile_all_on(policy_changed)
-            .graceful_shutdown_on(stop.clone())
-            .run(approver::reconcile, approver_error, ctx.clone())
-            .for_each(|_| futures::future::ready(()));
-        loops.push(tokio::spawn(approver));
-    }
     if let Some(c) = settings.cleaner.clone() {
-        background.push(tokio::spawn(cleaner::run(
+        tasks.spawn(cleaner::run(
             client.clone(),
             settings.signer_names.clone(),
             c,
-        )));
+        ));
+    }
+
+    let config = ControllerConfig::default().concurrency(settings.concurrency);
+    let mut controllers = Tasks::default();
+    if let Some(events) = approver_events {
+        let policy_changed =
+            futures::stream::unfold(sources.policy.subscribe(), |mut rx| async move {
+                rx.changed().await.ok()?;
+                Some(((), rx))
+            });
+        controllers.spawn(
+            Controller::for_shared_stream(events, store.clone())
+                .with_config(config.clone())
+                .reconcile_all_on(policy_changed)
+                .graceful_shutdown_on(stop.clone())
+                .run(approver::reconcile, error_policy("approver"), ctx.clone())
+                .for_each(|_| futures::future::ready(())),
+        );
     }
     if let Some(events) = signer_events {
-        let signer = Controller::for_shared_stream(events, store)
-            .with_config(config)
-            .graceful_shutdown_on(stop.clone())
-            .run(signer::reconcile, signer_error, ctx.clone())
-            .for_each(|_| futures::future::ready(()));
-        loops.push(tokio::spawn(signer));
+        controllers.spawn(
+            Controller::for_shared_stream(events, store)
+                .with_config(config)
+                .graceful_shutdown_on(stop)
+                .run(signer::reconcile, error_policy("signer"), ctx.clone())
+                .for_each(|_| futures::future::ready(())),
+        );
     }
-    for l in loops.0.iter_mut() {
-        let _ = l.await;
+    for c in controllers.0.iter_mut() {
+        let _ = c.await;
     }
-    drop(background);
-    if lost.load(std::sync::atomic::Ordering::SeqCst) {
-        let name = settings
-            .leader_election
-            .map(|l| l.lease_name)
-            .unwrap_or_default();
-        return Err(Error::LostLeadership(name));
+    drop(tasks);
+    match leadership {
+        Some(l) if l.is_lost() => Err(Error::LostLeadership(l.lease().to_string())),
+        _ => Ok(()),
     }
-    Ok(())
 }

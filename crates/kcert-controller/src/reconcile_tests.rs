@@ -67,6 +67,15 @@ fn context(api: &FakeApi, signer: bool) -> Arc<Context> {
 }
 
 fn context_with(api: &FakeApi, signer: bool, rbac_index: rbac::RbacIndex) -> Arc<Context> {
+    context_serving(api, signer, rbac_index, &[SIGNER])
+}
+
+fn context_serving(
+    api: &FakeApi,
+    signer: bool,
+    rbac_index: rbac::RbacIndex,
+    signer_names: &[&str],
+) -> Arc<Context> {
     let client = api.client();
     let metrics = Arc::new(metrics::Metrics::default());
     let (sink, _publisher) = events::EventSink::new(
@@ -107,6 +116,7 @@ fn context_with(api: &FakeApi, signer: bool, rbac_index: rbac::RbacIndex) -> Arc
         client,
         settings: Settings {
             signer,
+            signer_names: signer_names.iter().map(|s| s.to_string()).collect(),
             ..Settings::default()
         },
         policy,
@@ -324,4 +334,167 @@ async fn the_signer_fails_a_human_approved_protected_group_without_signing() {
     let ctx = context(&api, true);
     crate::signer::reconcile(Arc::new(c), ctx).await.unwrap();
     api.assert_done();
+}
+
+/// For any CSR and policy, what the CLI says (`kcert policy test`'s JSON, `kcert list`'s POLICY
+/// column) is what the approver writes: the same outcome, reason and message — observed here as
+/// the condition the approver PUTs to the (mocked) API, or the absence of any write for Ignore.
+mod cli_agrees_with_the_controller {
+    use super::*;
+    use kcert_pki::{build_csr_raw, raw_name_der};
+    use kcert_policy::{Outcome, PolicySpec};
+    use proptest::prelude::*;
+
+    fn any_policy() -> impl Strategy<Value = PolicySpec> {
+        let rule = (
+            "[a-z]{1,5}",
+            prop::sample::select(vec![
+                "requesters: {users: ['*']}",
+                "requesters: {groups: [developers]}",
+                "requesters: {users: [mallory]}",
+            ]),
+            prop::sample::select(vec![
+                "",
+                ", commonName: {glob: '*'}",
+                ", commonName: {regex: 'm[a-z]*'}",
+                ", commonName: {exact: bob}",
+            ]),
+            prop::sample::select(vec![
+                "",
+                ", groups: {allowed: [dev]}",
+                ", groups: {allowed: ['*']}",
+                ", groups: {fromRequester: true}",
+            ]),
+            prop::sample::select(vec![
+                "",
+                ", usages: [client auth]",
+                ", usages: [digital signature, client auth, server auth]",
+            ]),
+            prop::sample::select(vec!["", ", uid: {self: true}", ", maxDuration: 1h"]),
+            prop::sample::select(vec![
+                "",
+                ", signerNames: [kcert.dev/client]",
+                ", signerNames: [other.dev/x]",
+            ]),
+        )
+            .prop_map(|(id, who, cn, groups, usages, extra, signers)| {
+                format!("{{id: {id}, {who}{cn}{groups}{usages}{extra}{signers}}}")
+            });
+        (
+            prop::collection::vec(rule, 0..4),
+            prop::sample::select(vec!["Ignore", "Deny"]),
+            prop::sample::select(vec![
+                "",
+                "protectedGroups: [ops]\n",
+                "subjectLimits: {maxGroups: 2}\n",
+            ]),
+        )
+            .prop_filter_map("unique rule ids", |(rules, no_match, extra)| {
+                let yaml = format!(
+                    "whenNoRuleMatches: {no_match}\n{extra}rules: [{}]",
+                    rules.join(", ")
+                );
+                let spec: PolicySpec = serde_yaml::from_str(&yaml).ok()?;
+                kcert_policy::Policy::compile("p", &spec).ok()?;
+                Some(spec)
+            })
+    }
+
+    fn any_csr() -> impl Strategy<Value = CertificateSigningRequest> {
+        let attribute = prop::sample::select(vec![
+            (kcert_pki::oids::COMMON_NAME, "mallory"),
+            (kcert_pki::oids::COMMON_NAME, "bob"),
+            (kcert_pki::oids::COMMON_NAME, "system:admin"),
+            (kcert_pki::oids::COMMON_NAME, "mal\u{1b}lory"),
+            (kcert_pki::oids::ORGANIZATION, "dev"),
+            (kcert_pki::oids::ORGANIZATION, "ops"),
+            (kcert_pki::oids::ORGANIZATION, "system:masters"),
+            (kcert_pki::oids::ORGANIZATION, "developers"),
+            (kcert_pki::oids::USER_UID, "uid-1"),
+            (der::oid::ObjectIdentifier::new_unwrap("2.5.4.11"), "ou"),
+        ]);
+        (
+            prop::collection::vec(attribute, 0..5),
+            prop::sample::subsequence(
+                vec![
+                    "digital signature",
+                    "key encipherment",
+                    "client auth",
+                    "server auth",
+                    "code signing",
+                ],
+                0..4,
+            ),
+            prop::sample::select(vec!["kcert.dev/client", "other.dev/x"]),
+            prop::sample::select(vec!["mallory", "bob"]),
+            any::<bool>(),
+        )
+            .prop_map(|(attrs, usages, signer, requester, in_developers)| {
+                let raw: Vec<(der::oid::ObjectIdentifier, der::Tag, &[u8])> = attrs
+                    .iter()
+                    .map(|(o, v)| (*o, der::Tag::Utf8String, v.as_bytes()))
+                    .collect();
+                let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+                let pem = build_csr_raw(&key, &raw_name_der(&raw).unwrap(), vec![]).unwrap();
+                let mut c = csr("x", "uid-1", &[]);
+                c.spec.request = ByteString(pem.into_bytes());
+                c.spec.signer_name = signer.into();
+                c.spec.username = Some(requester.into());
+                c.spec.uid = Some("uid-1".into());
+                c.spec.groups = Some(
+                    in_developers
+                        .then(|| "developers".to_string())
+                        .into_iter()
+                        .chain(["system:authenticated".to_string()])
+                        .collect(),
+                );
+                c.spec.usages = Some(usages.iter().map(|u| u.to_string()).collect());
+                c
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+        #[test]
+        fn for_any_csr_and_policy(spec in any_policy(), c in any_csr()) {
+            let policy = kcert_policy::Policy::merge([kcert_policy::Policy::compile("p", &spec).unwrap()]);
+            let privileged = kcert_policy::PrivilegedSubjects::none();
+            // What the CLI shows.
+            let cli = kcert::commands::policy::decision_json(&crate::facts::verdict(&c, &policy, &privileged));
+            let column = kcert::commands::admin::policy_column(&c, &policy, &privileged).unwrap();
+            prop_assert_eq!(&column, &format!("{}:{}", cli["outcome"].as_str().unwrap(), cli["reason"].as_str().unwrap()));
+            // What the approver writes.
+            let written = Arc::new(Mutex::new(None::<serde_json::Value>));
+            let script = if cli["outcome"] == "Ignore" {
+                vec![]
+            } else {
+                let w = written.clone();
+                vec![Exchange::new(Method::PUT, &format!("{PATH}/approval"), 200, json(&c))
+                    .checking(move |sent| *w.lock().unwrap() = Some(sent.clone()))]
+            };
+            let api = FakeApi::new(script);
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                // A controller serving both signer names the CSRs use (the CLI does not know which
+                // names a controller serves; it explains the policy for any).
+                let ctx = context_serving(&api, false, rbac::RbacIndex::disabled(), &[SIGNER, "other.dev/x"]);
+                ctx.policy.set(PolicySnapshot { policy: Arc::new(policy.clone()), version: "static".into(), blocked: None });
+                crate::approver::reconcile(Arc::new(c.clone()), ctx).await.unwrap();
+            });
+            api.assert_done();
+            if let Some(sent) = written.lock().unwrap().clone() {
+                let cond = &sent["status"]["conditions"][0];
+                let outcome = match cli["outcome"].as_str().unwrap() {
+                    "Approve" => "Approved",
+                    _ => "Denied",
+                };
+                prop_assert_eq!(cond["type"].as_str(), Some(outcome));
+                prop_assert_eq!(&cond["reason"], &cli["reason"]);
+                prop_assert_eq!(&cond["message"], &cli["message"]);
+            } else {
+                let ignore = format!("{:?}", Outcome::Ignore);
+                prop_assert_eq!(cli["outcome"].as_str(), Some(ignore.as_str()));
+            }
+        }
+    }
 }

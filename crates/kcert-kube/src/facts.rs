@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcert_pki::{CertificateRequest, KeyAlgorithm};
-use kcert_policy::{CsrFacts, KeyKind, Requester, SanFacts};
+use kcert_policy::{CsrFacts, Decision, KeyKind, Policy, PrivilegedSubjects, Requester, SanFacts};
 
 /// Parse `spec.request` (PEM) and verify its signature.
 pub fn parse_request(
@@ -48,5 +48,19 @@ pub fn csr_facts(csr: &CertificateSigningRequest, request: &CertificateRequest) 
             KeyAlgorithm::EcdsaP521 => KeyKind::EcdsaP521,
             KeyAlgorithm::Ed25519 => KeyKind::Ed25519,
         },
+    }
+}
+
+/// The one evaluation of a CSR object: its request parsed and verified, then
+/// [`kcert_policy::evaluate`]; an unreadable request is denied `InvalidRequest`. What the
+/// approver writes, what `kcert policy test` and `kcert list` show.
+pub fn verdict(
+    csr: &CertificateSigningRequest,
+    policy: &Policy,
+    privileged: &PrivilegedSubjects,
+) -> Decision {
+    match parse_request(csr) {
+        Ok(request) => kcert_policy::evaluate(&csr_facts(csr, &request), policy, privileged),
+        Err(e) => Decision::invalid_request(&e.to_string()),
     }
 }

@@ -72,7 +72,7 @@ impl Usage {
     ];
 
     /// The spelling in the Kubernetes API.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Usage::Signing => "signing",
             Usage::DigitalSignature => "digital signature",

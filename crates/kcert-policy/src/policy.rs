@@ -3,10 +3,16 @@
 
 use crate::spec::{NoMatchAction, PolicySpec, RuleSpec};
 use crate::{duration, glob};
+use kcert_pki::{CLIENT_USAGES, Usage};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Usages a rule grants when it names none: Kubernetes' client usages.
-pub const DEFAULT_USAGES: [&str; 3] = ["digital signature", "key encipherment", "client auth"];
+/// Usages a rule grants when it names none: Kubernetes' client usages (kcert-pki's
+/// [`kcert_pki::CLIENT_USAGES`], spelled as the API spells them).
+pub const DEFAULT_USAGES: [&str; 3] = [
+    CLIENT_USAGES[0].as_str(),
+    CLIENT_USAGES[1].as_str(),
+    CLIENT_USAGES[2].as_str(),
+];
 
 /// Groups never approved, whatever a policy says: every `system:` group (Kubernetes reserves
 /// the prefix: masters, nodes, serviceaccounts, bootstrappers, monitoring, ...), and
@@ -41,33 +47,6 @@ impl Default for SubjectLimits {
         }
     }
 }
-
-/// Usages Kubernetes knows (spec.usages values).
-const KNOWN_USAGES: [&str; 23] = [
-    "signing",
-    "digital signature",
-    "content commitment",
-    "key encipherment",
-    "key agreement",
-    "data encipherment",
-    "cert sign",
-    "crl sign",
-    "encipher only",
-    "decipher only",
-    "any",
-    "server auth",
-    "client auth",
-    "code signing",
-    "email protection",
-    "s/mime",
-    "ipsec end system",
-    "ipsec tunnel",
-    "ipsec user",
-    "timestamping",
-    "ocsp signing",
-    "microsoft sgc",
-    "netscape sgc",
-];
 
 const KEY_TYPES: [&str; 5] = ["rsa", "ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "ed25519"];
 
@@ -389,13 +368,14 @@ fn compile_rule(policy: &str, r: &RuleSpec) -> Result<Rule, String> {
         None => DEFAULT_USAGES.iter().map(|s| s.to_string()).collect(),
         Some(list) => {
             for u in list {
-                if !KNOWN_USAGES.contains(&u.as_str()) {
-                    return Err(format!("usages: unknown usage {u:?}"));
-                }
-                if u == "cert sign" || u == "crl sign" {
-                    return Err(format!(
-                        "usages: {u:?} would make a CA; kcert never grants it"
-                    ));
+                match u.parse::<Usage>() {
+                    Err(_) => return Err(format!("usages: unknown usage {u:?}")),
+                    Ok(Usage::CertSign | Usage::CrlSign) => {
+                        return Err(format!(
+                            "usages: {u:?} would make a CA; kcert never grants it"
+                        ));
+                    }
+                    Ok(_) => {}
                 }
             }
             list.iter().cloned().collect()

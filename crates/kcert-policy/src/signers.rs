@@ -2,9 +2,10 @@
 //! policy says. Every signer kcert serves issues client certificates, with the rules of
 //! `kubernetes.io/kube-apiserver-client` (messages worded as Kubernetes words them).
 
-/// Usages a client-certificate signer accepts.
-pub const CLIENT_ALLOWED_USAGES: [&str; 3] =
-    ["digital signature", "key encipherment", "client auth"];
+use kcert_pki::Usage;
+
+/// Usages a client-certificate signer accepts: Kubernetes' client usages.
+pub const CLIENT_ALLOWED_USAGES: [&str; 3] = crate::DEFAULT_USAGES;
 
 /// Check `usages` against the client-certificate table of `signer_name`'s signer.
 pub fn check_usages(_signer_name: &str, usages: &[String]) -> Result<(), String> {
@@ -13,7 +14,7 @@ pub fn check_usages(_signer_name: &str, usages: &[String]) -> Result<(), String>
             return Err(format!("invalid usage for client certificate: {u}"));
         }
     }
-    if !usages.iter().any(|u| u == "client auth") {
+    if !usages.iter().any(|u| u == Usage::ClientAuth.as_str()) {
         return Err("missing required usage for client certificate: client auth".into());
     }
     Ok(())

@@ -7,7 +7,7 @@ use crate::target::Target;
 use anyhow::{Result, anyhow, bail};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcert_kube::conditions;
-use kcert_kube::facts::{csr_facts, parse_request};
+use kcert_kube::facts::parse_request;
 use kcert_pki::CertificateInfo;
 use kcert_policy::Policy;
 use kube::api::ListParams;
@@ -30,6 +30,19 @@ fn age(csr: &CertificateSigningRequest) -> String {
     }
 }
 
+/// The POLICY column of `kcert list`: what the controller would decide for a pending CSR
+/// (`Approve:AutoApproved`, `Deny:ProtectedGroup`, `Ignore:NoMatchingRule`).
+pub fn policy_column(
+    csr: &CertificateSigningRequest,
+    policy: &Policy,
+    privileged: &kcert_policy::PrivilegedSubjects,
+) -> Option<String> {
+    (kcert_kube::CsrState::of(csr) == kcert_kube::CsrState::Pending).then(|| {
+        let d = kcert_kube::facts::verdict(csr, policy, privileged);
+        format!("{:?}:{}", d.outcome, d.reason)
+    })
+}
+
 fn row(
     csr: &CertificateSigningRequest,
     policy: Option<&Policy>,
@@ -43,14 +56,7 @@ fn row(
         ),
         Err(_) => ("(unreadable)".into(), Vec::new()),
     };
-    let would = match (state(csr), policy, &parsed) {
-        ("Pending", Some(p), Ok(r)) => {
-            let d = kcert_policy::evaluate(&csr_facts(csr, r), p, privileged);
-            Some(format!("{:?}:{}", d.outcome, d.reason))
-        }
-        ("Pending", Some(_), Err(_)) => Some("Deny:InvalidRequest".into()),
-        _ => None,
-    };
+    let would = policy.and_then(|p| policy_column(csr, p, privileged));
     serde_json::json!({
         "name": csr.name_any(),
         "age": age(csr),

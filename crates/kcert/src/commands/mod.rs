@@ -1,13 +1,13 @@
 //! One module per command. Each takes its parsed arguments and the output format.
 
 pub mod access;
-mod admin;
+pub mod admin;
 mod ca;
 mod credential;
 mod csr;
 mod inspect;
 mod key;
-mod policy;
+pub mod policy;
 pub mod request;
 mod sign;
 

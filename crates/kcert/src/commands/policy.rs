@@ -6,9 +6,9 @@ use crate::target::Target;
 use anyhow::{Context, Result, anyhow, bail};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcert_kube::crd::ApprovalPolicy;
-use kcert_kube::facts::{csr_facts, parse_request};
+use kcert_kube::facts::verdict;
 use kcert_pki::CertificateRequest;
-use kcert_policy::{DEFAULT_USAGES, Decision, Policy, PrivilegedSubjects, evaluate};
+use kcert_policy::{DEFAULT_USAGES, Policy, PrivilegedSubjects};
 use kube::{Api, Client};
 use std::path::Path;
 
@@ -98,7 +98,7 @@ pub async fn test(args: &PolicyTestArgs, out: OutputFormat, target: &Target) -> 
         csr.spec.expiration_seconds = args.duration.map(|d| d.as_secs() as i32);
         csr.spec.request = k8s_openapi::ByteString(request.to_pem().into_bytes());
         let privileged = privileged(client.as_ref()).await;
-        evaluate(&csr_facts(&csr, &request), &policy, &privileged)
+        verdict(&csr, &policy, &privileged)
     } else {
         let (client, _) = target.connect().await?;
         let csr = Api::<CertificateSigningRequest>::all(client.clone())
@@ -115,34 +115,32 @@ pub async fn test(args: &PolicyTestArgs, out: OutputFormat, target: &Target) -> 
             .await?
             .ok_or_else(|| anyhow!("the cluster has no ApprovalPolicy CRD; pass --policy-file"))?;
         let privileged = privileged(Some(&client)).await;
-        match parse_request(&csr) {
-            Ok(request) => evaluate(&csr_facts(&csr, &request), &policy, &privileged),
-            Err(e) => Decision::invalid_request(&e.to_string()),
-        }
+        verdict(&csr, &policy, &privileged)
     };
-    report(
-        out,
-        serde_json::json!({
-            "outcome": format!("{:?}", decision.outcome),
-            "reason": decision.reason.as_str(),
-            "message": decision.message,
-            "rule": decision.rule,
-            "policy": decision.policy,
-            "maxDurationSeconds": decision.max_duration_seconds,
-            "trace": decision.trace,
-        }),
-        || {
-            let mut s = format!(
-                "{:?} ({}): {}",
-                decision.outcome,
-                decision.reason,
-                crate::text::safe(&decision.message)
-            );
-            for t in &decision.trace {
-                s.push_str(&format!("\n  - {}", crate::text::safe(t)));
-            }
-            s
-        },
-    );
+    report(out, decision_json(&decision), || {
+        let mut s = format!(
+            "{:?} ({}): {}",
+            decision.outcome,
+            decision.reason,
+            crate::text::safe(&decision.message)
+        );
+        for t in &decision.trace {
+            s.push_str(&format!("\n  - {}", crate::text::safe(t)));
+        }
+        s
+    });
     Ok(())
+}
+
+/// What `kcert policy test -O json` prints for a decision.
+pub fn decision_json(decision: &kcert_policy::Decision) -> serde_json::Value {
+    serde_json::json!({
+        "outcome": format!("{:?}", decision.outcome),
+        "reason": decision.reason.as_str(),
+        "message": decision.message,
+        "rule": decision.rule,
+        "policy": decision.policy,
+        "maxDurationSeconds": decision.max_duration_seconds,
+        "trace": decision.trace,
+    })
 }

@@ -351,11 +351,12 @@ pub(crate) fn new_csr(
         spec: CertificateSigningRequestSpec {
             request: ByteString(request),
             signer_name: signer.to_string(),
-            usages: Some(vec![
-                "digital signature".into(),
-                "key encipherment".into(),
-                "client auth".into(),
-            ]),
+            usages: Some(
+                kcert_pki::CLIENT_USAGES
+                    .iter()
+                    .map(|u| u.as_str().to_string())
+                    .collect(),
+            ),
             expiration_seconds: duration.map(|d| i32::try_from(d.as_secs()).unwrap_or(i32::MAX)),
             ..Default::default()
         },
