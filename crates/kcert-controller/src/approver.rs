@@ -39,24 +39,7 @@ pub async fn reconcile(
         return Ok(Action::requeue(Duration::from_secs(2)));
     };
     let decision = verdict(&csr, &snapshot.policy, &privileged);
-    tracing::info!(
-        outcome = ?decision.outcome,
-        reason = decision.reason.as_str(),
-        rule = decision.rule.as_deref().unwrap_or("-"),
-        message = %decision.message,
-        "decided"
-    );
-    let outcome = match decision.outcome {
-        Outcome::Approve => "approve",
-        Outcome::Deny => "deny",
-        Outcome::Ignore => "ignore",
-    };
-    ctx.metrics.decision(
-        outcome,
-        decision.reason.as_str(),
-        decision.rule.as_deref(),
-        &csr.spec.signer_name,
-    );
+    observe(&decision, &csr, &ctx);
     match decision.outcome {
         Outcome::Ignore => ctx.events.emit(
             &csr,
@@ -103,6 +86,28 @@ pub async fn reconcile(
         }
     }
     Ok(Action::await_change())
+}
+
+/// The decision in the log and the metrics, with the same reason string as the condition.
+fn observe(decision: &Decision, csr: &CertificateSigningRequest, ctx: &Context) {
+    tracing::info!(
+        outcome = ?decision.outcome,
+        reason = decision.reason.as_str(),
+        rule = decision.rule.as_deref().unwrap_or("-"),
+        message = %decision.message,
+        "decided"
+    );
+    let outcome = match decision.outcome {
+        Outcome::Approve => "approve",
+        Outcome::Deny => "deny",
+        Outcome::Ignore => "ignore",
+    };
+    ctx.metrics.decision(
+        outcome,
+        decision.reason.as_str(),
+        decision.rule.as_deref(),
+        &csr.spec.signer_name,
+    );
 }
 
 /// Write Approved or Denied through `/approval`, with the provenance annotation, for this very

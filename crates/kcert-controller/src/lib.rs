@@ -165,6 +165,38 @@ pub struct Context {
 }
 
 impl Context {
+    /// The context of one `run`: its Event publisher is spawned on `tasks`.
+    fn start(
+        client: &Client,
+        settings: &Settings,
+        sources: &Sources,
+        metrics: Arc<metrics::Metrics>,
+        tasks: &mut Tasks,
+    ) -> Arc<Self> {
+        let reporter = Reporter {
+            controller: settings.controller_name.clone(),
+            instance: settings.instance.clone(),
+        };
+        let (events, publisher) = events::EventSink::new(
+            Recorder::new(client.clone(), reporter),
+            settings.events,
+            metrics.clone(),
+        );
+        tasks.spawn(publisher);
+        Arc::new(Context {
+            events,
+            client: client.clone(),
+            settings: settings.clone(),
+            policy: sources.policy.clone(),
+            ca: sources.ca.clone(),
+            metrics,
+            ledger: (settings.signer && settings.ledger)
+                .then(|| ledger::Ledger::new(client.clone())),
+            rbac: sources.rbac.clone(),
+            signing: Mutex::new(HashSet::new()),
+        })
+    }
+
     /// Whether `signer_name` is one of ours.
     pub fn serves(&self, signer_name: &str) -> bool {
         self.settings.signer_names.iter().any(|s| s == signer_name)
@@ -317,6 +349,42 @@ fn watch_csrs(
         })
 }
 
+/// Beside the controllers, never in them: store gauges, ledger upkeep, the cleaner.
+fn spawn_upkeep(
+    ctx: &Arc<Context>,
+    client: &Client,
+    store: reflector::Store<CertificateSigningRequest>,
+    tasks: &mut Tasks,
+) {
+    let (m, signers) = (ctx.metrics.clone(), ctx.settings.signer_names.clone());
+    tasks.spawn(every_10s(store.clone(), move |s| {
+        m.observe_store(s, &signers)
+    }));
+    if ctx.ledger.is_some() {
+        let ctx = ctx.clone();
+        tasks.spawn(every_10s(store, move |s| {
+            if let Some(ledger) = &ctx.ledger {
+                ledger.retain(&s.state().iter().filter_map(|c| c.uid()).collect())
+            }
+        }));
+    }
+    if let Some(c) = ctx.settings.cleaner.clone() {
+        tasks.spawn(cleaner::run(
+            client.clone(),
+            ctx.settings.signer_names.clone(),
+            c,
+        ));
+    }
+}
+
+/// A tick per policy change: every pending CSR is evaluated again.
+fn policy_changes(policy: &PolicyStore) -> impl futures::Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold(policy.subscribe(), |mut rx| async move {
+        rx.changed().await.ok()?;
+        Some(((), rx))
+    })
+}
+
 /// Every 10 s: `f` over the cache (store gauges; ledger upkeep).
 async fn every_10s(
     store: reflector::Store<CertificateSigningRequest>,
@@ -368,65 +436,23 @@ pub async fn run(
         .boxed()
         .shared();
 
-    let reporter = Reporter {
-        controller: settings.controller_name.clone(),
-        instance: settings.instance.clone(),
-    };
-    let (events, publisher) = events::EventSink::new(
-        Recorder::new(client.clone(), reporter),
-        settings.events,
-        metrics.clone(),
-    );
-    tasks.spawn(publisher);
-    let ctx = Arc::new(Context {
-        events,
-        client: client.clone(),
-        settings: settings.clone(),
-        policy: sources.policy.clone(),
-        ca: sources.ca,
-        metrics,
-        ledger: (settings.signer && settings.ledger).then(|| ledger::Ledger::new(client.clone())),
-        rbac: sources.rbac,
-        signing: Mutex::new(HashSet::new()),
-    });
+    let ctx = Context::start(&client, &settings, &sources, metrics, &mut tasks);
 
     // One watch and one cache of CSRs, shared by the approver and the signer.
     let (store, writer) = reflector::store_shared(1024);
     let approver_events = settings.approver.then(|| writer.subscribe()).flatten();
     let signer_events = settings.signer.then(|| writer.subscribe()).flatten();
     tasks.spawn(watch_csrs(&client, &settings.signer_names, writer));
-    let (m, signers) = (ctx.metrics.clone(), settings.signer_names.clone());
-    tasks.spawn(every_10s(store.clone(), move |s| {
-        m.observe_store(s, &signers)
-    }));
-    if ctx.ledger.is_some() {
-        let ctx = ctx.clone();
-        tasks.spawn(every_10s(store.clone(), move |s| {
-            if let Some(ledger) = &ctx.ledger {
-                ledger.retain(&s.state().iter().filter_map(|c| c.uid()).collect())
-            }
-        }));
-    }
-    if let Some(c) = settings.cleaner.clone() {
-        tasks.spawn(cleaner::run(
-            client.clone(),
-            settings.signer_names.clone(),
-            c,
-        ));
-    }
+    spawn_upkeep(&ctx, &client, store.clone(), &mut tasks);
 
-    let config = ControllerConfig::default().concurrency(settings.concurrency);
     let mut controllers = Tasks::default();
+    let config = ControllerConfig::default().concurrency(settings.concurrency);
     if let Some(events) = approver_events {
-        let policy_changed =
-            futures::stream::unfold(sources.policy.subscribe(), |mut rx| async move {
-                rx.changed().await.ok()?;
-                Some(((), rx))
-            });
+        let reconcile_all = policy_changes(&sources.policy);
         controllers.spawn(
             Controller::for_shared_stream(events, store.clone())
                 .with_config(config.clone())
-                .reconcile_all_on(policy_changed)
+                .reconcile_all_on(reconcile_all)
                 .graceful_shutdown_on(stop.clone())
                 .run(approver::reconcile, error_policy("approver"), ctx.clone())
                 .for_each(|_| futures::future::ready(())),

@@ -151,71 +151,22 @@ pub(crate) async fn sign(
         tracing::info!("RBAC bindings not read yet; will retry");
         return Ok(Action::requeue(Duration::from_secs(2)));
     };
-    let request = match parse_request(csr) {
-        Ok(r) => r,
-        Err(e) => return fail(csr, ctx, &format!("invalid request: {e}")).await,
-    };
-    let usages = match client_usages(
-        &csr.spec.signer_name,
-        csr.spec.usages.as_deref().unwrap_or_default(),
-    ) {
-        Ok(u) => u,
-        Err(e) => return fail(csr, ctx, &e).await,
-    };
-    let facts = crate::facts::csr_facts(csr, &request);
-    let policy = ctx
-        .policy
-        .get()
-        .filter(|p| p.blocked.is_none())
-        .map(|p| p.policy)
-        .unwrap_or_else(|| Arc::new(kcert_policy::Policy::merge([])));
-    if let Err((reason, message)) = kcert_policy::check_request(&facts, &policy, &privileged) {
-        return fail(csr, ctx, &format!("{reason}: {message}")).await;
-    }
-    let approval = approval.cloned().unwrap_or_else(|| Approval::from_csr(csr));
-    let subject = match certified_subject(&facts, &approval) {
-        Ok(s) => s,
-        Err(e) => return fail(csr, ctx, &e).await,
-    };
-    let profile = SigningProfile {
-        usages,
-        max_lifetime: approval.lifetime_cap(ctx.settings.max_duration),
-        requested_lifetime: csr
-            .spec
-            .expiration_seconds
-            .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0))),
-        allow_sans: false,
+    let plan = match plan(csr, approval, ctx, &privileged) {
+        Ok(p) => p,
+        Err(message) => return fail(csr, ctx, &message).await,
     };
     let started = std::time::Instant::now();
     let issued = match ca.sign_as(
-        &request,
-        &subject,
-        &profile,
+        &plan.request,
+        &plan.subject,
+        &plan.profile,
         SystemTime::now(),
         &SystemRandom,
     ) {
         Ok(c) => c,
         Err(e) => return fail(csr, ctx, &e.to_string()).await,
     };
-    let api: Api<CertificateSigningRequest> = Api::all(ctx.client.clone());
-    let pem = ByteString(issued.to_pem().into_bytes());
-    let written = replace_with_retry(&api, csr, Subresource::Status, |current| {
-        // Only onto the approved object it was signed for (the uid is checked by the helper).
-        if conditions::has_certificate(current)
-            || conditions::has(current, FAILED)
-            || !conditions::has(current, APPROVED)
-        {
-            return false;
-        }
-        current
-            .status
-            .get_or_insert_with(Default::default)
-            .certificate = Some(pem.clone());
-        true
-    })
-    .await
-    .map_err(Error::from);
-    match written {
+    match write_certificate(csr, ctx, &issued).await {
         Ok(Written::Done(_)) => {
             if let Some(ledger) = &ctx.ledger {
                 ledger.issued_here(csr);
@@ -225,7 +176,7 @@ pub(crate) async fn sign(
             let note = format!(
                 "issued serial {} for {}, valid until {}",
                 issued.serial,
-                request.subject(),
+                plan.request.subject(),
                 kcert_pki::time_fmt::rfc3339(issued.not_after)
             );
             ctx.events.emit(
@@ -240,15 +191,85 @@ pub(crate) async fn sign(
         }
         Ok(Written::NothingToDo | Written::Gone) => Ok(Action::await_change()),
         Err(Error::Permanent(_, message)) => {
-            fail(
-                csr,
-                ctx,
-                &format!("the API server refused the certificate: {message}"),
-            )
-            .await
+            let why = format!("the API server refused the certificate: {message}");
+            fail(csr, ctx, &why).await
         }
         Err(e) => Err(e),
     }
+}
+
+/// What will be signed: the request, the subject built from checked values, the profile.
+struct Plan {
+    request: kcert_pki::CertificateRequest,
+    subject: CsrSubject,
+    profile: SigningProfile,
+}
+
+/// Everything checked before a signature, whoever approved: the request parses and verifies,
+/// the signer's usage table, [`kcert_policy::check_request`] (with the policy in force, or the
+/// built-in protection alone), and the subject to certify. `Err` is the Failed message.
+fn plan(
+    csr: &CertificateSigningRequest,
+    approval: Option<&Approval>,
+    ctx: &Context,
+    privileged: &kcert_policy::PrivilegedSubjects,
+) -> Result<Plan, String> {
+    let request = parse_request(csr).map_err(|e| format!("invalid request: {e}"))?;
+    let usages = client_usages(
+        &csr.spec.signer_name,
+        csr.spec.usages.as_deref().unwrap_or_default(),
+    )?;
+    let facts = crate::facts::csr_facts(csr, &request);
+    let policy = ctx
+        .policy
+        .get()
+        .filter(|p| p.blocked.is_none())
+        .map(|p| p.policy)
+        .unwrap_or_else(|| Arc::new(kcert_policy::Policy::merge([])));
+    kcert_policy::check_request(&facts, &policy, privileged)
+        .map_err(|(reason, message)| format!("{reason}: {message}"))?;
+    let approval = approval.cloned().unwrap_or_else(|| Approval::from_csr(csr));
+    let subject = certified_subject(&facts, &approval)?;
+    let profile = SigningProfile {
+        usages,
+        max_lifetime: approval.lifetime_cap(ctx.settings.max_duration),
+        requested_lifetime: csr
+            .spec
+            .expiration_seconds
+            .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0))),
+        allow_sans: false,
+    };
+    Ok(Plan {
+        request,
+        subject,
+        profile,
+    })
+}
+
+/// PUT the certificate into `/status`, only onto the approved object it was signed for.
+async fn write_certificate(
+    csr: &CertificateSigningRequest,
+    ctx: &Context,
+    issued: &kcert_pki::IssuedCertificate,
+) -> Result<Written, Error> {
+    let api: Api<CertificateSigningRequest> = Api::all(ctx.client.clone());
+    let pem = ByteString(issued.to_pem().into_bytes());
+    replace_with_retry(&api, csr, Subresource::Status, |current| {
+        // The uid is checked by the helper; the state here.
+        if conditions::has_certificate(current)
+            || conditions::has(current, FAILED)
+            || !conditions::has(current, APPROVED)
+        {
+            return false;
+        }
+        current
+            .status
+            .get_or_insert_with(Default::default)
+            .certificate = Some(pem.clone());
+        true
+    })
+    .await
+    .map_err(Error::from)
 }
 
 /// Mark the CSR Failed with SignerValidationFailure, once; it is not retried. A permanent
