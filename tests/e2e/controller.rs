@@ -99,15 +99,16 @@ impl Setup {
 
     /// Events are published off the reconcile path: wait until `reasons` are all there.
     async fn events_with(&self, name: &str, reasons: &[&str]) -> Vec<(String, String)> {
-        let deadline = std::time::Instant::now() + 10 * SECOND;
-        loop {
-            let events = self.events(name).await;
-            let all = reasons.iter().all(|r| events.iter().any(|(e, _)| e == r));
-            if all || std::time::Instant::now() > deadline {
-                return events;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(
+            &format!("Events {reasons:?} on {name}"),
+            10 * SECOND,
+            || async {
+                let events = self.events(name).await;
+                let all = reasons.iter().all(|r| events.iter().any(|(e, _)| e == r));
+                if all { Ok(events) } else { Err(events) }
+            },
+        )
+        .await
     }
 
     async fn events(&self, name: &str) -> Vec<(String, String)> {
@@ -354,22 +355,18 @@ async fn no_matching_rule_leaves_the_csr_pending_with_an_event() {
         &csr_object(&name, s.signer(), "mallory", &["dev"], None),
     )
     .await;
-    let deadline = std::time::Instant::now() + 20 * SECOND;
-    loop {
+    let msg = eventually("a NoMatchingRule Event", 20 * SECOND, || async {
         let events = s.events(&name).await;
-        if let Some((_, msg)) = events.iter().find(|(r, _)| r == "NoMatchingRule") {
-            assert!(
-                msg.contains("left for a human") && msg.contains("mallory"),
-                "{msg}"
-            );
-            break;
+        match events.iter().find(|(r, _)| r == "NoMatchingRule") {
+            Some((_, msg)) => Ok(msg.clone()),
+            None => Err(events),
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no NoMatchingRule event: {events:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
+    assert!(
+        msg.contains("left for a human") && msg.contains("mallory"),
+        "{msg}"
+    );
     let csr = s.admin.get(&name).await.unwrap();
     assert!(!decided(&csr) && !issued(&csr), "{:?}", csr.status);
 }
@@ -517,35 +514,33 @@ rules:
     };
     let first = start();
     let lp = ListParams::default().fields(&format!("spec.signerName={signer}"));
-    loop {
-        let n = admin
-            .list(&lp)
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .filter(|c| issued(c))
-            .count();
-        if n >= 60 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "60 issued before the kill",
+        Duration::from_secs(60),
+        || async {
+            let n = admin
+                .list(&lp)
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .filter(|c| issued(c))
+                .count();
+            if n >= 60 { Ok(()) } else { Err(n) }
+        },
+    )
+    .await;
     first.kill();
     let _second = start();
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    let all = loop {
+    let all = eventually("all 200 issued", Duration::from_secs(90), || async {
         let all = admin.list(&lp).await.unwrap().items;
         if all.len() == 200 && all.iter().all(issued) {
-            break all;
+            Ok(all)
+        } else {
+            Err(all.iter().filter(|c| issued(c)).count())
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not all issued: {}",
-            all.iter().filter(|c| issued(c)).count()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
     for csr in &all {
         let conds = conditions(csr);
         assert_eq!(conds.len(), 1, "{}: {conds:?}", csr.name_any());
@@ -669,14 +664,12 @@ async fn approval_policy_objects_get_a_status_and_are_reloaded_live() {
     let status_of = |name: String| {
         let policies = policies.clone();
         async move {
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Some(s) = policies.get(&name).await.unwrap().status {
-                    return s;
-                }
-                assert!(std::time::Instant::now() < deadline, "{name} got no status");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            eventually(
+                &format!("{name} gets a status"),
+                Duration::from_secs(20),
+                || async { policies.get(&name).await.unwrap().status.ok_or(()) },
+            )
+            .await
         }
     };
     let good = status_of(good_name.clone()).await;
@@ -729,17 +722,19 @@ async fn approval_policy_objects_get_a_status_and_are_reloaded_live() {
         .patch(&good_name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let updated = status_of(good_name.clone()).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let mut status = updated;
-    while status.observed_generation != Some(2) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "status not updated: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        status = status_of(good_name.clone()).await;
-    }
+    eventually(
+        "the status of generation 2",
+        Duration::from_secs(20),
+        || async {
+            let status = status_of(good_name.clone()).await;
+            if status.observed_generation == Some(2) {
+                Ok(())
+            } else {
+                Err(status)
+            }
+        },
+    )
+    .await;
     let third = cluster.unique_name("crd-ops-again");
     jane_csrs
         .create(

@@ -4,10 +4,10 @@
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcert_controller::PolicySource;
 use kcert_testbed::TestCluster;
-use kcert_tests::{RunningController, conditions, csr_object, issued, wait_for};
+use kcert_tests::{RunningController, conditions, csr_object, eventually, issued, wait_for};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const N: usize = 1000;
 
@@ -110,20 +110,24 @@ async fn kills_and_restarts_lose_or_duplicate_nothing_and_a_frozen_etcd_is_survi
         }
     }
     let retries = creator.await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(180);
     let lp = ListParams::default().fields(&format!("spec.signerName={signer}"));
-    let all = loop {
-        match csrs.list(&lp).await {
-            Ok(list) if list.items.len() == N && list.items.iter().all(issued) => break list.items,
-            Ok(list) => assert!(
-                Instant::now() < deadline,
-                "after the faults: {} of {N} issued",
-                list.items.iter().filter(|c| issued(c)).count()
-            ),
-            Err(e) => assert!(Instant::now() < deadline, "{e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let all = eventually(
+        "all issued after the faults",
+        Duration::from_secs(180),
+        || async {
+            match csrs.list(&lp).await {
+                Ok(list) if list.items.len() == N && list.items.iter().all(issued) => {
+                    Ok(list.items)
+                }
+                Ok(list) => Err(format!(
+                    "{} of {N} issued",
+                    list.items.iter().filter(|c| issued(c)).count()
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await;
     for csr in &all {
         let conds = conditions(csr);
         assert_eq!(conds.len(), 1, "{}: {conds:?}", csr.name_any());
@@ -138,18 +142,18 @@ async fn kills_and_restarts_lose_or_duplicate_nothing_and_a_frozen_etcd_is_survi
     tokio::time::sleep(Duration::from_secs(10)).await;
     cluster.pause_etcd(false).unwrap();
     let after = csr_object("fault-after-etcd", &signer, "load-after", &["load"], None);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match csrs.create(&PostParams::default(), &after).await {
-            Ok(_) => break,
-            Err(kube::Error::Api(s)) if s.code == 409 => break,
-            Err(e) => assert!(
-                Instant::now() < deadline,
-                "the API server did not recover: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually(
+        "the API server recovers",
+        Duration::from_secs(60),
+        || async {
+            match csrs.create(&PostParams::default(), &after).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await;
     wait_for(
         &csrs,
         "fault-after-etcd",

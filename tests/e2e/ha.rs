@@ -5,11 +5,11 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kcert_controller::leader::LeaderElection;
 use kcert_controller::{CaSource, DECISION_ANNOTATION, PolicySource, Settings};
 use kcert_testbed::TestCluster;
-use kcert_tests::{RunningController, conditions, csr_object, issued};
+use kcert_tests::{RunningController, conditions, csr_object, eventually, issued};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn settings(cluster: &TestCluster, signer: &str) -> Settings {
     Settings {
@@ -50,11 +50,13 @@ async fn the_standby_takes_over_when_the_leader_dies_and_no_csr_is_lost() {
     };
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let a = replica("replica-a");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while lease_holder(&leases, "kcert-controller").await.as_deref() != Some("replica-a") {
-        assert!(Instant::now() < deadline, "replica-a never led");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("replica-a leads", Duration::from_secs(20), || async {
+        match lease_holder(&leases, "kcert-controller").await {
+            Some(h) if h == "replica-a" => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
     let _b = replica("replica-b");
 
     let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
@@ -69,38 +71,32 @@ async fn the_standby_takes_over_when_the_leader_dies_and_no_csr_is_lost() {
         create(i).await;
     }
     let lp = ListParams::default().fields(&format!("spec.signerName={signer}"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while csrs
-        .list(&lp)
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter(|c| issued(c))
-        .count()
-        < 10
-    {
-        assert!(Instant::now() < deadline, "the leader issued nothing");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the leader issues 10", Duration::from_secs(20), || async {
+        let n = csrs
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|c| issued(c))
+            .count();
+        if n >= 10 { Ok(()) } else { Err(n) }
+    })
+    .await;
     // The leader dies without releasing the lease; CSRs keep arriving during the hand-over.
     a.kill();
     for i in 20..40 {
         create(i).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let all = loop {
+    let all = eventually("all 40 issued", Duration::from_secs(30), || async {
         let all = csrs.list(&lp).await.unwrap().items;
         if all.len() == 40 && all.iter().all(issued) {
-            break all;
+            Ok(all)
+        } else {
+            Err(all.iter().filter(|c| issued(c)).count())
         }
-        assert!(
-            Instant::now() < deadline,
-            "only {} of 40 issued",
-            all.iter().filter(|c| issued(c)).count()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     assert_eq!(
         lease_holder(&leases, "kcert-controller").await.as_deref(),
         Some("replica-b")
@@ -168,31 +164,32 @@ async fn metrics_health_and_readiness_are_served() {
     )
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (code, body) = tokio::task::block_in_place(|| get(port, "/metrics"));
-        assert_eq!(code, 200);
-        let approve = format!(
-            "kcert_decisions_total{{outcome=\"approve\",reason=\"AutoApproved\",rule=\"ha\",signer=\"{signer}\"}} 1"
-        );
-        let deny = format!(
-            "kcert_decisions_total{{outcome=\"deny\",reason=\"ProtectedGroup\",rule=\"\",signer=\"{signer}\"}} 1"
-        );
-        let issued = format!("kcert_issued_total{{signer=\"{signer}\"}} 1");
-        if body.contains(&approve) && body.contains(&deny) && body.contains(&issued) {
-            assert!(
-                body.contains("kcert_signing_duration_seconds_bucket"),
-                "{body}"
-            );
-            assert!(body.contains("# TYPE kcert_pending_csrs gauge"), "{body}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "metrics never showed the decisions:\n{body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let approve = format!(
+        "kcert_decisions_total{{outcome=\"approve\",reason=\"AutoApproved\",rule=\"ha\",signer=\"{signer}\"}} 1"
+    );
+    let deny = format!(
+        "kcert_decisions_total{{outcome=\"deny\",reason=\"ProtectedGroup\",rule=\"\",signer=\"{signer}\"}} 1"
+    );
+    let issued = format!("kcert_issued_total{{signer=\"{signer}\"}} 1");
+    let body = eventually(
+        "the metrics show the decisions",
+        Duration::from_secs(20),
+        || async {
+            let (code, body) = tokio::task::block_in_place(|| get(port, "/metrics"));
+            assert_eq!(code, 200);
+            if body.contains(&approve) && body.contains(&deny) && body.contains(&issued) {
+                Ok(body)
+            } else {
+                Err(body)
+            }
+        },
+    )
+    .await;
+    assert!(
+        body.contains("kcert_signing_duration_seconds_bucket"),
+        "{body}"
+    );
+    assert!(body.contains("# TYPE kcert_pending_csrs gauge"), "{body}");
     assert_eq!(tokio::task::block_in_place(|| get(port, "/healthz")).0, 200);
     assert_eq!(tokio::task::block_in_place(|| get(port, "/readyz")).0, 200);
     assert_eq!(tokio::task::block_in_place(|| get(port, "/nope")).0, 404);

@@ -8,10 +8,12 @@ use kcert_controller::PolicySource;
 use kcert_pki::oids as oid;
 use kcert_pki::{CertificateInfo, Extension, KeyType, PrivateKey, build_csr_raw, raw_name_der};
 use kcert_testbed::TestCluster;
-use kcert_tests::{RunningController, allow_everyone_to_request, conditions, csr_from_pem, issued};
+use kcert_tests::{
+    RunningController, allow_everyone_to_request, conditions, csr_from_pem, issued, wait_for,
+};
 use kube::Api;
 use kube::api::PostParams;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What must happen to a request.
 #[derive(Clone, Debug, PartialEq)]
@@ -942,22 +944,14 @@ async fn a_hostile_corpus_gets_no_wrongful_approval_and_each_its_reason() {
             Err(e) => panic!("{}: {e}", c.name),
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
     for (c, name) in &created {
-        let csr = loop {
-            let csr = all.get(name).await.unwrap();
-            let conds = conditions(&csr);
-            let settled = conds.iter().any(|x| x.0 == "Denied" || x.0 == "Failed") || issued(&csr);
-            if settled {
-                break csr;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: still undecided: {conds:?}",
-                c.name
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let csr = wait_for(&all, name, Duration::from_secs(60), "settled", |csr| {
+            conditions(csr)
+                .iter()
+                .any(|x| x.0 == "Denied" || x.0 == "Failed")
+                || issued(csr)
+        })
+        .await;
         let conds = conditions(&csr);
         match &c.expect {
             Expect::Approved => {

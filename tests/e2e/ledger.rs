@@ -7,10 +7,10 @@ use kcert_controller::crd::IssuedCertificate;
 use kcert_controller::{CaSource, PolicySource, Settings};
 use kcert_pki::CertificateInfo;
 use kcert_testbed::TestCluster;
-use kcert_tests::{RunningController, csr_object, install_crds, issued, wait_for};
+use kcert_tests::{RunningController, csr_object, eventually, install_crds, issued, wait_for};
 use kube::Api;
 use kube::api::PostParams;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[tokio::test]
 async fn issued_certificates_are_recorded_and_finished_csrs_cleaned_after() {
@@ -84,14 +84,10 @@ async fn issued_certificates_are_recorded_and_finished_csrs_cleaned_after() {
     .unwrap();
     let ledger: Api<IssuedCertificate> = Api::all(client.clone());
     let name = kcert_controller::ledger::record_name(&cert.serial);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let record = loop {
-        if let Some(r) = ledger.get_opt(&name).await.unwrap() {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "no ledger record {name}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let record = eventually("a ledger record", Duration::from_secs(20), || async {
+        ledger.get_opt(&name).await.unwrap().ok_or(&name)
+    })
+    .await;
     assert_eq!(record.spec.user, format!("led-{good}"));
     assert_eq!(record.spec.groups, ["dev"]);
     assert_eq!(record.spec.requester, "kcert-testbed-admin");
@@ -100,19 +96,20 @@ async fn issued_certificates_are_recorded_and_finished_csrs_cleaned_after() {
     assert_eq!(record.spec.not_after, cert.not_after);
 
     // The issued and the denied CSR go; the pending one (24 h rule, here 1 h) stays.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let gone_good = csrs.get_opt(&good).await.unwrap().is_none();
-        let gone_bad = csrs.get_opt(&bad).await.unwrap().is_none();
-        if gone_good && gone_bad {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not cleaned: issued gone {gone_good}, denied gone {gone_bad}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "the issued and the denied CSR cleaned",
+        Duration::from_secs(30),
+        || async {
+            let gone_good = csrs.get_opt(&good).await.unwrap().is_none();
+            let gone_bad = csrs.get_opt(&bad).await.unwrap().is_none();
+            if gone_good && gone_bad {
+                Ok(())
+            } else {
+                Err((gone_good, gone_bad))
+            }
+        },
+    )
+    .await;
     assert!(
         csrs.get_opt(&pending).await.unwrap().is_some(),
         "a recent pending CSR must stay"
@@ -177,14 +174,14 @@ async fn certificates_issued_while_kcert_was_down_are_recorded_when_it_starts() 
     let _controller = RunningController::start_with(client.clone(), settings);
     let ledger: Api<IssuedCertificate> = Api::all(client);
     let record_name = kcert_controller::ledger::record_name(&cert.serial);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let record = loop {
-        if let Some(r) = ledger.get_opt(&record_name).await.unwrap() {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "no ledger record {record_name}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let record = eventually("a ledger record", Duration::from_secs(20), || async {
+        ledger
+            .get_opt(&record_name)
+            .await
+            .unwrap()
+            .ok_or(&record_name)
+    })
+    .await;
     assert_eq!(record.spec.user, "late-user");
     assert_eq!(record.spec.approved_by, "Manual");
     assert_eq!(record.spec.csr_name, name);

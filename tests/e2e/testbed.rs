@@ -8,7 +8,7 @@ use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 use kcert_testbed::{CaKeyType, TestCluster};
-use kcert_tests::csr_object;
+use kcert_tests::{csr_object, eventually};
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use std::time::Duration;
@@ -29,25 +29,6 @@ fn api_error(result: Result<impl std::fmt::Debug, kube::Error>) -> kube::core::S
     match result {
         Err(kube::Error::Api(status)) => *status,
         other => panic!("expected an API error, got {other:?}"),
-    }
-}
-
-/// RBAC is served from informers: a new binding takes a moment to apply.
-async fn eventually<F, Fut, T>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, kube::Error>>,
-{
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(e) if std::time::Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("{what}: still failing after 15 s: {e}"),
-        }
     }
 }
 
@@ -136,7 +117,12 @@ async fn a_user_is_forbidden_until_granted_a_role() {
         .await
         .unwrap();
     let lp = ListParams::default();
-    let pods = eventually("jane lists pods after the binding", || jane_pods.list(&lp)).await;
+    let pods = eventually(
+        "jane lists pods after the binding (RBAC is served from informers)",
+        Duration::from_secs(15),
+        || jane_pods.list(&lp),
+    )
+    .await;
     assert!(pods.items.is_empty());
 }
 
@@ -249,7 +235,12 @@ async fn approving_needs_the_approve_verb_on_the_signer() {
     .unwrap();
     let as_approver: Api<CertificateSigningRequest> =
         Api::all(cluster.user_client(&approver, &[]).await.unwrap());
-    eventually("the approver can read CSRs", || as_approver.get(&name)).await;
+    eventually(
+        "the approver can read CSRs",
+        Duration::from_secs(15),
+        || as_approver.get(&name),
+    )
+    .await;
     let approve = serde_json::json!({"status": {"conditions": [{
         "type": "Approved", "status": "True", "reason": "TestApprove", "message": "approved by a test"
     }]}});

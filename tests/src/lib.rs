@@ -189,6 +189,29 @@ impl Drop for RunningController {
     }
 }
 
+/// The one way tests wait: call `probe` every 100 ms until it returns `Ok(value)`, and return
+/// that; after `limit`, panic saying `what` did not happen and what `probe` last reported
+/// (`Err(note)`).
+pub async fn eventually<T, N: std::fmt::Debug, Fut>(
+    what: &str,
+    limit: Duration,
+    mut probe: impl FnMut() -> Fut,
+) -> T
+where
+    Fut: std::future::Future<Output = Result<T, N>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(note) if Instant::now() >= deadline => {
+                panic!("{what}: not after {limit:?}; last: {note:?}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// Poll `name` until `done` holds (or panic after `limit`), returning the object.
 pub async fn wait_for(
     api: &Api<CertificateSigningRequest>,
@@ -197,19 +220,11 @@ pub async fn wait_for(
     what: &str,
     done: impl Fn(&CertificateSigningRequest) -> bool,
 ) -> CertificateSigningRequest {
-    let deadline = Instant::now() + limit;
-    loop {
+    eventually(&format!("{name} {what}"), limit, || async {
         let csr = api.get(name).await.unwrap();
-        if done(&csr) {
-            return csr;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}: not {what} after {limit:?}: {:#?}",
-            csr.status
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if done(&csr) { Ok(csr) } else { Err(csr.status) }
+    })
+    .await
 }
 
 /// The (type, reason, message) of every condition.
@@ -261,20 +276,21 @@ pub async fn install_crds(cluster: &TestCluster) {
         )
         .await
         .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let c = crds.get(&name).await.unwrap();
-            let established = c
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            assert!(Instant::now() < deadline, "CRD {name} not established");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(
+            &format!("CRD {name} established"),
+            Duration::from_secs(30),
+            || async {
+                let status = crds.get(&name).await.unwrap().status;
+                let established = status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True")
+                    });
+                if established { Ok(()) } else { Err(status) }
+            },
+        )
+        .await;
     }
 }
