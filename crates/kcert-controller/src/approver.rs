@@ -8,6 +8,7 @@ use crate::provenance::Provenance;
 use crate::replace::{Subresource, Written, replace_with_retry};
 use crate::{Context, DECISION_ANNOTATION, Error};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kcert_kube::WriteError;
 use kcert_policy::{Decision, Outcome};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -52,7 +53,7 @@ pub async fn reconcile(
         Outcome::Approve | Outcome::Deny => {
             let written = match write_decision(&csr, &decision, &snapshot.version, &ctx).await {
                 Ok(w) => w,
-                Err(Error::Permanent(_, message)) => {
+                Err(Error::Write(WriteError::Permanent(_, message))) => {
                     return crate::signer::fail(
                         &csr,
                         &ctx,
@@ -147,16 +148,12 @@ async fn write_decision(
         current
             .annotations_mut()
             .insert(DECISION_ANNOTATION.to_string(), provenance.clone());
-        current
-            .status
-            .get_or_insert_with(Default::default)
-            .conditions
-            .get_or_insert_with(Vec::new)
-            .push(conditions::condition(
-                condition_type,
-                decision.reason.as_str(),
-                &decision.message,
-            ));
+        conditions::add(
+            current,
+            condition_type,
+            decision.reason.as_str(),
+            &decision.message,
+        );
         true
     })
     .await

@@ -54,28 +54,15 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-impl From<kcert_kube::WriteError> for Error {
-    fn from(e: kcert_kube::WriteError) -> Self {
-        match e {
-            kcert_kube::WriteError::Kube(e) => Error::Kube(e),
-            kcert_kube::WriteError::Conflict(n) => Error::Conflict(n),
-            kcert_kube::WriteError::Permanent(n, m) => Error::Permanent(n, m),
-        }
-    }
-}
-
 /// Errors that requeue a CSR (transient); permanent problems become Denied or Failed instead.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The API server refused or failed a request.
     #[error("API request failed: {0}")]
     Kube(#[from] kube::Error),
-    /// Gave up after repeated write conflicts.
-    #[error("CSR {0}: kept conflicting with other writers; will retry")]
-    Conflict(String),
-    /// The API server refuses the write for good (invalid, too large): retrying cannot help.
-    #[error("CSR {0}: the API server refused the write: {1}")]
-    Permanent(String, String),
+    /// An approval or status write did not happen (conflicts, or refused for good).
+    #[error(transparent)]
+    Write(#[from] kcert_kube::WriteError),
     /// Another replica took the lease, or it could not be renewed.
     #[error("lost leadership of lease {0}")]
     LostLeadership(String),

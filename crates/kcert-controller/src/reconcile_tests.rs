@@ -5,7 +5,7 @@
 use crate::fake_api::{Exchange, FakeApi};
 use crate::policy_source::PolicySnapshot;
 use crate::replace::{Subresource, Written, replace_with_retry};
-use crate::{CaStore, Context, Error, PolicyStore, Settings, conditions, events, metrics, rbac};
+use crate::{CaStore, Context, PolicyStore, Settings, conditions, events, metrics, rbac};
 use http::Method;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::{
@@ -212,7 +212,7 @@ async fn gone_mid_write_and_refused_for_good_are_told_apart() {
     let e = replace_with_retry(&csrs, &c, Subresource::Status, mark_pending)
         .await
         .unwrap_err();
-    assert!(matches!(Error::from(e), Error::Permanent(..)));
+    assert!(matches!(e, kcert_kube::WriteError::Permanent(..)), "{e}");
     api.assert_done();
     // Nothing to do: no request at all.
     let api = FakeApi::new(vec![]);

@@ -11,6 +11,7 @@ use crate::replace::{Subresource, Written, replace_with_retry};
 use crate::{Context, Error};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kcert_kube::WriteError;
 use kcert_pki::{CsrSubject, SigningProfile, SystemRandom, Usage};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -190,7 +191,7 @@ pub(crate) async fn sign(
             Ok(Action::await_change())
         }
         Ok(Written::NothingToDo | Written::Gone) => Ok(Action::await_change()),
-        Err(Error::Permanent(_, message)) => {
+        Err(Error::Write(WriteError::Permanent(_, message))) => {
             let why = format!("the API server refused the certificate: {message}");
             fail(csr, ctx, &why).await
         }
@@ -285,16 +286,7 @@ pub(crate) async fn fail(
         if conditions::has(current, FAILED) || conditions::has_certificate(current) {
             return false;
         }
-        current
-            .status
-            .get_or_insert_with(Default::default)
-            .conditions
-            .get_or_insert_with(Vec::new)
-            .push(conditions::condition(
-                FAILED,
-                SIGNER_VALIDATION_FAILURE,
-                message,
-            ));
+        conditions::add(current, FAILED, SIGNER_VALIDATION_FAILURE, message);
         true
     })
     .await
@@ -312,7 +304,7 @@ pub(crate) async fn fail(
             Ok(Action::await_change())
         }
         Ok(_) => Ok(Action::await_change()),
-        Err(Error::Permanent(name, e)) => {
+        Err(Error::Write(WriteError::Permanent(name, e))) => {
             tracing::error!(csr = %name, error = %e, "the API server refuses even the Failed condition; giving up on this CSR");
             ctx.metrics.reconcile_error("signer-permanent");
             Ok(Action::await_change())

@@ -87,6 +87,15 @@ pub fn has_certificate(csr: &CertificateSigningRequest) -> bool {
         .is_some_and(|c| !c.0.is_empty())
 }
 
+/// Append a new True condition (stamped now) to `csr`'s status.
+pub fn add(csr: &mut CertificateSigningRequest, type_: &str, reason: &str, message: &str) {
+    csr.status
+        .get_or_insert_with(Default::default)
+        .conditions
+        .get_or_insert_with(Vec::new)
+        .push(condition(type_, reason, message));
+}
+
 /// A new True condition stamped now.
 pub fn condition(type_: &str, reason: &str, message: &str) -> CertificateSigningRequestCondition {
     let now =

@@ -301,12 +301,7 @@ async fn decide_one(
             refusal = Some("it is already Approved; an approval cannot be withdrawn");
             return false;
         }
-        current
-            .status
-            .get_or_insert_with(Default::default)
-            .conditions
-            .get_or_insert_with(Vec::new)
-            .push(conditions::condition(type_, reason, message));
+        conditions::add(current, type_, reason, message);
         true
     })
     .await
