@@ -3,7 +3,7 @@
 
 use crate::conditions::{self, APPROVED, DENIED};
 use crate::events::EventClass;
-use crate::facts::verdict;
+use crate::facts::{parse_request, verdict_of};
 use crate::provenance::Provenance;
 use crate::replace::{Subresource, Written, replace_with_retry};
 use crate::{Context, DECISION_ANNOTATION, Error};
@@ -39,7 +39,9 @@ pub async fn reconcile(
         tracing::info!("RBAC bindings not read yet; leaving the CSR pending");
         return Ok(Action::requeue(Duration::from_secs(2)));
     };
-    let decision = verdict(&csr, &snapshot.policy, &privileged);
+    // Parsed once for this version: the decision and, right after, the signature.
+    let request = parse_request(&csr);
+    let decision = verdict_of(&csr, &request, &snapshot.policy, &privileged);
     observe(&decision, &csr, &ctx);
     match decision.outcome {
         Outcome::Ignore => ctx.events.emit(
@@ -81,7 +83,8 @@ pub async fn reconcile(
                 // round trip through the annotation): one watch hop less.
                 if decision.outcome == Outcome::Approve && ctx.settings.signer {
                     let approval = crate::signer::Approval::from_decision(&decision);
-                    return crate::signer::sign(&decided, Some(&approval), &ctx).await;
+                    return crate::signer::sign(&decided, Some(&approval), request.ok(), &ctx)
+                        .await;
                 }
             }
         }

@@ -49,31 +49,23 @@ impl CaStore {
 pub async fn keep_current(source: CaSource, store: CaStore, client: Client) {
     match source {
         CaSource::Files { cert, key } => {
-            let mut last = None;
-            loop {
-                let stamp = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-                let now_stamp: (Option<SystemTime>, Option<SystemTime>) =
-                    (stamp(&cert), stamp(&key));
-                if Some(now_stamp) != last {
-                    last = Some(now_stamp);
-                    match (std::fs::read(&cert), std::fs::read(&key)) {
-                        (Ok(c), Ok(k)) => {
-                            match CertificateAuthority::load(&c, &k, SystemTime::now()) {
-                                Ok(ca) => store.set(ca),
-                                Err(e) => {
-                                    tracing::error!(cert = %cert.display(), key = %key.display(), error = %e, "CA refused; keeping the previous one")
-                                }
-                            }
+            let paths = vec![cert.clone(), key.clone()];
+            crate::file_watch::watch_files(paths, Duration::from_secs(5), move |_| {
+                match (std::fs::read(&cert), std::fs::read(&key)) {
+                    (Ok(c), Ok(k)) => match CertificateAuthority::load(&c, &k, SystemTime::now()) {
+                        Ok(ca) => store.set(ca),
+                        Err(e) => {
+                            tracing::error!(cert = %cert.display(), key = %key.display(), error = %e, "CA refused; keeping the previous one")
                         }
-                        (c, k) => tracing::error!(
-                            cert_error = ?c.err().map(|e| e.to_string()),
-                            key_error = ?k.err().map(|e| e.to_string()),
-                            "cannot read the CA files"
-                        ),
-                    }
+                    },
+                    (c, k) => tracing::error!(
+                        cert_error = ?c.err().map(|e| e.to_string()),
+                        key_error = ?k.err().map(|e| e.to_string()),
+                        "cannot read the CA files"
+                    ),
                 }
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
+            })
+            .await
         }
         CaSource::Secret { namespace, name } => {
             use futures::StreamExt;

@@ -23,6 +23,7 @@ pub mod approver;
 pub mod ca_source;
 pub mod cleaner;
 pub mod events;
+pub mod file_watch;
 pub mod http;
 pub mod leader;
 pub mod ledger;

@@ -89,39 +89,33 @@ pub async fn keep_current(source: PolicySource, store: PolicyStore, client: Clie
 }
 
 async fn watch_file(path: PathBuf, store: PolicyStore) {
-    let mut last: Option<(SystemTime, u64)> = None;
-    loop {
-        let stamp = std::fs::metadata(&path)
-            .ok()
-            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
-        if stamp != last {
-            last = stamp;
-            let origin = path.display().to_string();
-            match std::fs::read_to_string(&path) {
-                Ok(text) => match parse_policy_file(&text, &origin) {
-                    Ok(policy) => {
-                        let secs = stamp
-                            .and_then(|(t, _)| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-                            .map(|d| d.as_secs())
-                            .unwrap_or_default();
-                        store.set(PolicySnapshot {
-                            policy: Arc::new(policy),
-                            version: format!("file:{origin}@{secs}"),
-                            blocked: None,
-                        });
-                    }
-                    // Keep the last good policy: a typo must not stop or widen approvals.
-                    Err(e) => {
-                        tracing::error!(error = %e, "policy file refused; keeping the previous policy")
-                    }
-                },
-                Err(e) => {
-                    tracing::error!(file = %origin, error = %e, "cannot read the policy file; keeping the previous policy")
+    let origin = path.display().to_string();
+    let file = path.clone();
+    crate::file_watch::watch_files(vec![path], Duration::from_secs(2), move |stamps| {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => match parse_policy_file(&text, &origin) {
+                Ok(policy) => {
+                    let secs = stamps[0]
+                        .and_then(|(t, _)| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs())
+                        .unwrap_or_default();
+                    store.set(PolicySnapshot {
+                        policy: Arc::new(policy),
+                        version: format!("file:{origin}@{secs}"),
+                        blocked: None,
+                    });
                 }
+                // Keep the last good policy: a typo must not stop or widen approvals.
+                Err(e) => {
+                    tracing::error!(error = %e, "policy file refused; keeping the previous policy")
+                }
+            },
+            Err(e) => {
+                tracing::error!(file = %origin, error = %e, "cannot read the policy file; keeping the previous policy")
             }
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+    })
+    .await
 }
 
 async fn watch_crd(client: Client, store: PolicyStore) {

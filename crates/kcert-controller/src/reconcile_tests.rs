@@ -498,3 +498,159 @@ mod cli_agrees_with_the_controller {
         }
     }
 }
+
+/// An issued CSR and its record's name, signed by `ctx`'s CA.
+fn issued_csr(ctx: &Context, uid: &str) -> (CertificateSigningRequest, String) {
+    let mut c = approved(csr("x", uid, &["dev"]));
+    let request = crate::facts::parse_request(&c).unwrap();
+    let cert = ctx
+        .ca
+        .get()
+        .unwrap()
+        .sign(
+            &request,
+            &kcert_pki::SigningProfile::client(Duration::from_secs(3600)),
+            SystemTime::now(),
+            &SystemRandom,
+        )
+        .unwrap();
+    c.status.as_mut().unwrap().certificate = Some(ByteString(cert.to_pem().into_bytes()));
+    (c, crate::ledger::record_name(&cert.serial))
+}
+
+const LEDGER: &str = "/apis/kcert.dev/v1alpha1/issuedcertificates";
+
+fn record_json(name: &str) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "kcert.dev/v1alpha1", "kind": "IssuedCertificate", "metadata": {"name": name}, "spec": {
+        "serial": "", "subject": "", "user": "", "groups": [], "notBefore": "", "notAfter": "", "fingerprintSha256": "",
+        "signerName": "", "requester": "", "requesterGroups": [], "approvedBy": "", "csrName": "", "csrUid": ""}})
+}
+
+#[tokio::test]
+async fn the_ledger_records_an_issued_csr_once_and_remembers_it() {
+    let api = FakeApi::new(vec![]);
+    let base = context(&api, true);
+    let (c, record) = issued_csr(&base, "uid-1");
+    let api = FakeApi::new(vec![
+        // Found issued (after a restart): read the record from the watch cache first ...
+        Exchange::new(
+            Method::GET,
+            &format!("{LEDGER}/{record}"),
+            404,
+            serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"
+            }),
+        ),
+        // ... then create it, with the requester and how it was approved.
+        Exchange::new(Method::POST, LEDGER, 201, record_json(&record)).checking(|sent| {
+            assert_eq!(sent["spec"]["user"], "mallory");
+            assert_eq!(sent["spec"]["groups"], serde_json::json!(["dev"]));
+            assert_eq!(sent["spec"]["approvedBy"], "KubectlApprove");
+            assert_eq!(sent["spec"]["csrUid"], "uid-1");
+        }),
+    ]);
+    let mut ctx = context(&api, true);
+    Arc::get_mut(&mut ctx).unwrap().ca = base.ca.clone();
+    Arc::get_mut(&mut ctx).unwrap().ledger = Some(crate::ledger::Ledger::new(api.client()));
+    let c = Arc::new(c);
+    crate::signer::reconcile(c.clone(), ctx.clone())
+        .await
+        .unwrap();
+    // Seen again (a re-list, a status update): no request at all.
+    crate::signer::reconcile(c, ctx).await.unwrap();
+    api.assert_done();
+}
+
+#[tokio::test]
+async fn a_record_already_there_is_not_created_again() {
+    let api = FakeApi::new(vec![]);
+    let base = context(&api, true);
+    let (c, record) = issued_csr(&base, "uid-2");
+    let api = FakeApi::new(vec![Exchange::new(
+        Method::GET,
+        &format!("{LEDGER}/{record}"),
+        200,
+        record_json(&record),
+    )]);
+    let mut ctx = context(&api, true);
+    Arc::get_mut(&mut ctx).unwrap().ledger = Some(crate::ledger::Ledger::new(api.client()));
+    crate::signer::reconcile(Arc::new(c), ctx).await.unwrap();
+    api.assert_done();
+}
+
+const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/kcert-system/leases/kcert-controller";
+
+fn lease(holder: &str, renewed_secs_ago: i64) -> serde_json::Value {
+    let renewed = k8s_openapi::jiff::Timestamp::now()
+        .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(
+            renewed_secs_ago,
+        ))
+        .unwrap();
+    serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "kcert-controller", "namespace": "kcert-system", "resourceVersion": "7"},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                 "renewTime": renewed.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}
+    })
+}
+
+#[tokio::test]
+async fn leadership_is_lost_when_another_replica_takes_the_lease() {
+    let api = FakeApi::new(vec![
+        // No lease yet: create it.
+        Exchange::new(
+            Method::GET,
+            LEASE,
+            404,
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+        ),
+        Exchange::new(
+            Method::POST,
+            "/apis/coordination.k8s.io/v1/namespaces/kcert-system/leases",
+            201,
+            lease("me", 0),
+        ),
+        // First renewal: still ours.
+        Exchange::new(Method::GET, LEASE, 200, lease("me", 0)),
+        Exchange::new(Method::PUT, LEASE, 200, lease("me", 0)),
+        // Then someone else holds it, freshly renewed: lost.
+        Exchange::new(Method::GET, LEASE, 200, lease("other", 0)),
+    ]);
+    let mut le = crate::leader::LeaderElection::new("kcert-system", "kcert-controller", "me");
+    le.retry_period = Duration::from_millis(20);
+    let held = crate::leader::Leadership::acquire(api.client(), le).await;
+    assert!(!held.is_lost());
+    tokio::time::timeout(Duration::from_secs(5), held.lost())
+        .await
+        .expect("lost in time");
+    assert!(held.is_lost());
+    api.assert_done();
+}
+
+#[tokio::test]
+async fn leadership_is_given_up_before_an_unrenewable_lease_expires() {
+    let mut script = vec![
+        Exchange::new(Method::GET, LEASE, 200, lease("me", 1)),
+        Exchange::new(Method::PUT, LEASE, 200, lease("me", 0)),
+    ];
+    // Every renewal fails (the API server is unreachable): give up before the 1 s lease ends.
+    for _ in 0..9 {
+        script.push(Exchange::new(Method::GET, LEASE, 503, serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "ServiceUnavailable", "code": 503, "message": "unavailable"})));
+    }
+    let api = FakeApi::new(script);
+    let mut le = crate::leader::LeaderElection::new("kcert-system", "kcert-controller", "me");
+    le.retry_period = Duration::from_millis(200);
+    le.lease_duration = Duration::from_secs(1);
+    let held = crate::leader::Leadership::acquire(api.client(), le).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), held.lost())
+        .await
+        .expect("given up");
+    // Renewed at t=0; gives up while last renewal + retry period < lease duration still.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(held.is_lost());
+}

@@ -89,7 +89,7 @@ pub async fn reconcile(
         }
         return Ok(Action::await_change());
     }
-    sign(&csr, None, &ctx).await
+    sign(&csr, None, None, &ctx).await
 }
 
 /// The subject a certificate for `facts` carries (pure): its one CN and each O once, encoded by
@@ -135,6 +135,7 @@ pub fn certified_subject(
 pub(crate) async fn sign(
     csr: &CertificateSigningRequest,
     approval: Option<&Approval>,
+    parsed: Option<kcert_pki::CertificateRequest>,
     ctx: &Context,
 ) -> Result<Action, Error> {
     if !conditions::has(csr, APPROVED) || conditions::has(csr, FAILED) {
@@ -152,7 +153,7 @@ pub(crate) async fn sign(
         tracing::info!("RBAC bindings not read yet; will retry");
         return Ok(Action::requeue(Duration::from_secs(2)));
     };
-    let plan = match plan(csr, approval, ctx, &privileged) {
+    let plan = match plan(csr, approval, parsed, ctx, &privileged) {
         Ok(p) => p,
         Err(message) => return fail(csr, ctx, &message).await,
     };
@@ -212,10 +213,14 @@ struct Plan {
 fn plan(
     csr: &CertificateSigningRequest,
     approval: Option<&Approval>,
+    parsed: Option<kcert_pki::CertificateRequest>,
     ctx: &Context,
     privileged: &kcert_policy::PrivilegedSubjects,
 ) -> Result<Plan, String> {
-    let request = parse_request(csr).map_err(|e| format!("invalid request: {e}"))?;
+    let request = match parsed {
+        Some(r) => r,
+        None => parse_request(csr).map_err(|e| format!("invalid request: {e}"))?,
+    };
     let usages = client_usages(
         &csr.spec.signer_name,
         csr.spec.usages.as_deref().unwrap_or_default(),

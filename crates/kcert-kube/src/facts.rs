@@ -59,8 +59,19 @@ pub fn verdict(
     policy: &Policy,
     privileged: &PrivilegedSubjects,
 ) -> Decision {
-    match parse_request(csr) {
-        Ok(request) => kcert_policy::evaluate(&csr_facts(csr, &request), policy, privileged),
+    verdict_of(csr, &parse_request(csr), policy, privileged)
+}
+
+/// [`verdict`] for a request already parsed (the approver parses once per CSR version and hands
+/// the parsed request on to the signer).
+pub fn verdict_of(
+    csr: &CertificateSigningRequest,
+    request: &Result<CertificateRequest, kcert_pki::PkiError>,
+    policy: &Policy,
+    privileged: &PrivilegedSubjects,
+) -> Decision {
+    match request {
+        Ok(request) => kcert_policy::evaluate(&csr_facts(csr, request), policy, privileged),
         Err(e) => Decision::invalid_request(&e.to_string()),
     }
 }
