@@ -10,5 +10,6 @@ mod hostile;
 mod integrity;
 mod ledger;
 mod pki;
+mod revocation;
 mod secrets;
 mod testbed;

@@ -10,10 +10,7 @@ use kube::{Api, Client, ResourceExt};
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-/// The record's name for a serial.
-pub fn record_name(serial: &str) -> String {
-    format!("sn-{serial}")
-}
+pub use kcert_kube::crd::record_name;
 
 /// What approved the CSR: the kcert rule from the provenance record (only when kcert provably
 /// wrote it for this object), or the Approved condition's reason.
@@ -47,6 +44,7 @@ pub fn record(csr: &CertificateSigningRequest, cert: &CertificateInfo) -> Issued
         approved_by: approved_by(csr),
         csr_name: csr.name_any(),
         csr_uid: csr.metadata.uid.clone().unwrap_or_default(),
+        revocation: None,
     };
     IssuedCertificate {
         metadata: ObjectMeta {

@@ -20,6 +20,7 @@
 
 pub mod admission;
 pub mod approver;
+pub mod authz_webhook;
 pub mod ca_source;
 pub mod cleaner;
 pub mod events;
@@ -67,6 +68,9 @@ pub enum Error {
     /// Another replica took the lease, or it could not be renewed.
     #[error("lost leadership of lease {0}")]
     LostLeadership(String),
+    /// The authorization webhook could not start (bind, serving certificate).
+    #[error("authorization webhook: {0}")]
+    Webhook(String),
     /// The metrics address could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Listen(std::net::SocketAddr, std::io::Error),
@@ -106,6 +110,8 @@ pub struct Settings {
     /// Treat groups and users that RBAC binds to privileged roles as protected (needs list and
     /// watch on roles and bindings; nothing is approved or signed until they are read).
     pub rbac_protection: bool,
+    /// Serve the authorization webhook that denies revoked certificates (every replica).
+    pub webhook: Option<authz_webhook::WebhookSettings>,
 }
 
 impl Default for Settings {
@@ -126,6 +132,7 @@ impl Default for Settings {
             cleaner: None,
             events: events::EventLevel::default(),
             rbac_protection: true,
+            webhook: None,
         }
     }
 }
@@ -406,6 +413,16 @@ pub async fn run(
             metrics.clone(),
             sources.readiness(&settings),
         ));
+    }
+    if let Some(webhook) = settings.webhook.clone() {
+        // Every replica answers, leader or not: the API server asks any of them.
+        let index = authz_webhook::RevokedIndex::default();
+        tasks.spawn(authz_webhook::keep_current(client.clone(), index.clone()));
+        tasks.spawn(
+            authz_webhook::serve(webhook, index)
+                .await
+                .map_err(Error::Webhook)?,
+        );
     }
     let shutdown = shutdown.boxed().shared();
     let leadership = match settings.leader_election.clone() {

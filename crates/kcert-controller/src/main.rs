@@ -105,6 +105,18 @@ struct Flags {
     /// only where kcert cannot be given that read access.
     #[arg(long, env = "KCERT_RBAC_PROTECTION", default_value_t = true, action = clap::ArgAction::Set)]
     rbac_protection: bool,
+    /// Serve the authorization webhook that denies requests made with revoked certificates, on
+    /// this HTTPS address (every replica serves it, leader or not). Needs --webhook-cert and
+    /// --webhook-key, and the API server configured with deploy/authorization-config.yaml.
+    #[arg(long, env = "KCERT_WEBHOOK_ADDR")]
+    webhook_addr: Option<std::net::SocketAddr>,
+    /// The webhook's serving certificate (PEM; its SANs must name the address the API server
+    /// calls).
+    #[arg(long, env = "KCERT_WEBHOOK_CERT", requires = "webhook_addr")]
+    webhook_cert: Option<std::path::PathBuf>,
+    /// The webhook's private key (PEM, PKCS#8).
+    #[arg(long, env = "KCERT_WEBHOOK_KEY", requires = "webhook_addr")]
+    webhook_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,6 +225,15 @@ async fn run(flags: Flags) -> Result<()> {
         ledger: flags.ledger,
         events: flags.events,
         rbac_protection: flags.rbac_protection,
+        webhook: match (flags.webhook_addr, flags.webhook_cert, flags.webhook_key) {
+            (Some(addr), Some(cert), Some(key)) => {
+                Some(kcert_controller::authz_webhook::WebhookSettings { addr, cert, key })
+            }
+            (Some(_), _, _) => anyhow::bail!(
+                "--webhook-addr needs --webhook-cert and --webhook-key (the serving certificate the API server will verify)"
+            ),
+            _ => None,
+        },
         cleaner: flags
             .cleaner
             .then_some(kcert_controller::cleaner::CleanerSettings {

@@ -85,6 +85,7 @@ pub struct ApprovalPolicyStatus {
     printcolumn = r#"{"name":"Groups","type":"string","jsonPath":".spec.groups"}"#,
     printcolumn = r#"{"name":"NotAfter","type":"string","jsonPath":".spec.notAfter"}"#,
     printcolumn = r#"{"name":"ApprovedBy","type":"string","jsonPath":".spec.approvedBy"}"#,
+    printcolumn = r#"{"name":"Revoked","type":"string","jsonPath":".spec.revocation.revokedAt"}"#,
     printcolumn = r#"{"name":"Requester","type":"string","priority":1,"jsonPath":".spec.requester"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -116,6 +117,50 @@ pub struct IssuedCertificateSpec {
     pub csr_name: String,
     /// The CSR's uid.
     pub csr_uid: String,
+    /// Set by `kcert revoke`: the certificate is refused by kcert's authorization webhook from
+    /// then on (a revocation is never undone; issue a new certificate instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<Revocation>,
+}
+
+/// The ledger record's name for a serial.
+pub fn record_name(serial: &str) -> String {
+    format!("sn-{serial}")
+}
+
+/// Who revoked a certificate, when and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Revocation {
+    /// When, RFC 3339.
+    pub revoked_at: String,
+    /// Who (the revoking user as the API server authenticated them).
+    pub revoked_by: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl IssuedCertificateSpec {
+    /// The certificate's SHA-256 as the API server's `credential-id` spells it (lower-case hex,
+    /// no colons, without the `X509SHA256=` prefix).
+    pub fn credential_hash(&self) -> String {
+        normalize_fingerprint(&self.fingerprint_sha256)
+    }
+}
+
+/// A SHA-256 fingerprint in any common spelling (`AB:CD:…`, `abcd…`, `X509SHA256=abcd…`,
+/// `sha256:…`) as lower-case hex without separators.
+pub fn normalize_fingerprint(f: &str) -> String {
+    let f = f.trim();
+    let f = f
+        .strip_prefix("X509SHA256=")
+        .or_else(|| f.strip_prefix("sha256:"))
+        .or_else(|| f.strip_prefix("SHA256:"))
+        .unwrap_or(f);
+    f.chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 /// Every CRD manifest as YAML (what `deploy/crd.yaml` holds).

@@ -19,6 +19,7 @@ pub mod policies;
 pub mod provenance;
 pub mod rbac;
 pub mod replace;
+pub mod revocation;
 
 pub use conditions::CsrState;
 pub use provenance::Provenance;

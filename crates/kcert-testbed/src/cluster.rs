@@ -36,6 +36,7 @@ pub enum CaKeyType {
 pub struct TestClusterBuilder {
     ca_key: CaKeyType,
     apiserver_args: Vec<String>,
+    authorization_config: Option<PathBuf>,
 }
 
 impl TestClusterBuilder {
@@ -48,6 +49,15 @@ impl TestClusterBuilder {
     /// An extra kube-apiserver flag, e.g. `--admission-control-config-file=…`.
     pub fn apiserver_arg(mut self, arg: impl Into<String>) -> Self {
         self.apiserver_args.push(arg.into());
+        self
+    }
+
+    /// Authorize through this `apiserver.config.k8s.io/v1` AuthorizationConfiguration file
+    /// (`--authorization-config`, e.g. a webhook ahead of Node and RBAC) instead of
+    /// `--authorization-mode=Node,RBAC`. Relative paths inside it are the file's own business:
+    /// use absolute ones.
+    pub fn authorization_config(mut self, path: impl Into<PathBuf>) -> Self {
+        self.authorization_config = Some(path.into());
         self
     }
 
@@ -265,7 +275,10 @@ impl TestCluster {
                 dir.join("serving.key").display()
             ),
             format!("--client-ca-file={}", dir.join("ca.crt").display()),
-            "--authorization-mode=Node,RBAC".into(),
+            match &options.authorization_config {
+                Some(path) => format!("--authorization-config={}", path.display()),
+                None => "--authorization-mode=Node,RBAC".into(),
+            },
             format!("--service-account-issuer={server}"),
             format!(
                 "--service-account-key-file={}",

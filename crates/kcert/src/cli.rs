@@ -65,6 +65,9 @@ pub enum Command {
     Policy(PolicyCommand),
     /// List issued certificates from the ledger (IssuedCertificate records outlive CSRs).
     Ledger(LedgerArgs),
+    /// Revoke certificates: kcert's authorization webhook refuses them from then on
+    /// (docs/revocation.md). Idempotent; exit 1 if nothing in the ledger matches.
+    Revoke(RevokeArgs),
     /// Bind a Role or ClusterRole to a user or group (RoleBinding, or ClusterRoleBinding without --namespace).
     Grant(GrantArgs),
     /// Show who the cluster says you are (SelfSubjectReview).
@@ -171,6 +174,26 @@ pub struct LedgerArgs {
     /// Only certificates from this signer.
     #[arg(long)]
     pub signer_name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["serial", "fingerprint", "csr", "user"])))]
+pub struct RevokeArgs {
+    /// The certificate with this serial number (hex, as `kcert ledger` shows it).
+    #[arg(long)]
+    pub serial: Option<String>,
+    /// The certificate with this SHA-256 fingerprint (`AB:CD:…`, hex or `X509SHA256=…`).
+    #[arg(long)]
+    pub fingerprint: Option<String>,
+    /// The certificate issued for this CSR.
+    #[arg(long)]
+    pub csr: Option<String>,
+    /// Every certificate issued to this user.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Why (recorded in the ledger and shown in the 403 the revoked credential gets).
+    #[arg(long)]
+    pub reason: String,
 }
 
 #[derive(Debug, Args)]

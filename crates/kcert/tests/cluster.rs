@@ -808,6 +808,58 @@ async fn the_ledger_lists_issued_certificates_by_user_and_expiry() {
         )
     }));
     assert!(later.as_array().unwrap().is_empty());
+
+    // kcert revoke: recorded with who and why, idempotent, shown by ledger and show.
+    let serial = issued["serial"].as_str().unwrap().to_string();
+    let revoked = ok_json(tokio::task::block_in_place(|| {
+        kcert(
+            admin,
+            &[
+                "revoke",
+                "--serial",
+                &serial,
+                "--reason",
+                "left the team",
+                "-O",
+                "json",
+            ],
+        )
+    }));
+    let r = &revoked["results"][0];
+    assert_eq!(r["result"], "revoked", "{revoked}");
+    assert_eq!(r["revocation"]["revokedBy"], "kcert-testbed-admin");
+    assert_eq!(r["revocation"]["reason"], "left the team");
+    let again = ok_json(tokio::task::block_in_place(|| {
+        kcert(
+            admin,
+            &["revoke", "--user", &user, "--reason", "again", "-O", "json"],
+        )
+    }));
+    assert_eq!(again["results"][0]["result"], "already revoked");
+    assert_eq!(again["results"][0]["revocation"]["reason"], "left the team");
+    let rows = ok_json(tokio::task::block_in_place(|| {
+        kcert(admin, &["ledger", "--user", &user, "-O", "json"])
+    }));
+    assert_eq!(rows[0]["revocation"]["reason"], "left the team");
+    let csr_name = issued["csr"].as_str().unwrap().to_string();
+    let shown = ok_json(tokio::task::block_in_place(|| {
+        kcert(admin, &["show", &csr_name, "-O", "json"])
+    }));
+    assert_eq!(shown["revocation"]["reason"], "left the team", "{shown}");
+    let none = tokio::task::block_in_place(|| {
+        kcert(
+            admin,
+            &["revoke", "--user", "nobody-at-all", "--reason", "x"],
+        )
+    });
+    assert_eq!(none.status.code(), Some(1));
+    assert!(
+        stderr(&none).contains("no certificate in the ledger matches"),
+        "{}",
+        stderr(&none)
+    );
+    let usage = tokio::task::block_in_place(|| kcert(admin, &["revoke", "--reason", "x"]));
+    assert_eq!(usage.status.code(), Some(2));
 }
 
 /// A requester allowed only `create` and `get` on CSRs (no `list`/`watch`, so `kcert request`

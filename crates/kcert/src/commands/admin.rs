@@ -2,7 +2,7 @@
 
 use super::report;
 use super::request::api_message;
-use crate::cli::{DecideArgs, LedgerArgs, ListArgs, OutputFormat};
+use crate::cli::{DecideArgs, LedgerArgs, ListArgs, OutputFormat, RevokeArgs};
 use crate::target::Target;
 use anyhow::{Result, anyhow, bail};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
@@ -130,7 +130,7 @@ pub async fn list(args: &ListArgs, out: OutputFormat, target: &Target) -> Result
 
 pub async fn show(name: &str, out: OutputFormat, target: &Target) -> Result<()> {
     let (client, _) = target.connect().await?;
-    let csr = Api::<CertificateSigningRequest>::all(client)
+    let csr = Api::<CertificateSigningRequest>::all(client.clone())
         .get(name)
         .await
         .map_err(|e| anyhow!("CSR {name}: {}", api_message(&e)))?;
@@ -148,6 +148,16 @@ pub async fn show(name: &str, out: OutputFormat, target: &Target) -> Result<()> 
         .as_ref()
         .and_then(|s| s.certificate.as_ref())
         .and_then(|c| CertificateInfo::from_pem(&c.0).ok());
+    // The ledger's revocation of the certificate, if any (no ledger: none).
+    let revocation = match &cert {
+        Some(c) => kube::Api::<kcert_kube::crd::IssuedCertificate>::all(client.clone())
+            .get_opt(&kcert_kube::crd::record_name(&c.serial))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.spec.revocation),
+        None => None,
+    };
     // Only a record kcert provably wrote for this object; a requester-set one is not shown.
     let provenance = kcert_kube::provenance::Provenance::read(&csr)
         .map(|p| serde_json::to_value(p).expect("provenance serializes"));
@@ -165,6 +175,7 @@ pub async fn show(name: &str, out: OutputFormat, target: &Target) -> Result<()> 
         "conditions": conds,
         "decision": provenance,
         "certificate": cert.as_ref().map(|c| serde_json::json!({"serial": c.serial, "notBefore": c.not_before, "notAfter": c.not_after, "issuer": c.issuer})),
+        "revocation": revocation,
     });
     report(out, json.clone(), || {
         let mut s = format!(
@@ -195,6 +206,14 @@ pub async fn show(name: &str, out: OutputFormat, target: &Target) -> Result<()> 
             s.push_str(&format!(
                 "\n  certificate serial {}, valid {} to {}",
                 c.serial, c.not_before, c.not_after
+            ));
+        }
+        if let Some(r) = &revocation {
+            s.push_str(&format!(
+                "\n  REVOKED     at {} by {}: {}",
+                r.revoked_at,
+                crate::text::safe(&r.revoked_by),
+                crate::text::safe(&r.reason)
             ));
         }
         s
@@ -325,6 +344,54 @@ async fn decide_one(
     })
 }
 
+pub async fn revoke(args: &RevokeArgs, out: OutputFormat, target: &Target) -> Result<()> {
+    use kcert_kube::revocation::Selector;
+    let selector = match (&args.serial, &args.fingerprint, &args.csr, &args.user) {
+        (Some(s), ..) => Selector::Serial(s.clone()),
+        (_, Some(f), ..) => Selector::Fingerprint(f.clone()),
+        (_, _, Some(c), _) => Selector::Csr(c.clone()),
+        (.., Some(u)) => Selector::User(u.clone()),
+        _ => bail!("say which certificates: --serial, --fingerprint, --csr or --user"),
+    };
+    let (client, _) = target.connect().await?;
+    // Who revokes, as the API server authenticates them.
+    let by =
+        kube::Api::<k8s_openapi::api::authentication::v1::SelfSubjectReview>::all(client.clone())
+            .create(&kube::api::PostParams::default(), &Default::default())
+            .await
+            .ok()
+            .and_then(|r| r.status?.user_info?.username)
+            .unwrap_or_else(|| "unknown".into());
+    let done = kcert_kube::revocation::revoke(&client, &selector, &by, &args.reason)
+        .await
+        .map_err(|e| match &e {
+            kube::Error::Api(s) if s.code == 404 => {
+                anyhow!("the cluster has no ledger (IssuedCertificate CRD); apply deploy/crd.yaml")
+            }
+            _ => anyhow!("revoking: {}", api_message(&e)),
+        })?;
+    if done.is_empty() {
+        bail!("no certificate in the ledger matches {selector:?}; `kcert ledger` lists them");
+    }
+    report(out, serde_json::json!({"results": done}), || {
+        done.iter()
+            .map(|r| {
+                format!(
+                    "{} ({}): {} at {} by {}: {}",
+                    r.record,
+                    crate::text::safe(&r.user),
+                    r.result,
+                    r.revocation.revoked_at,
+                    crate::text::safe(&r.revocation.revoked_by),
+                    crate::text::safe(&r.revocation.reason)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    Ok(())
+}
+
 pub async fn ledger(args: &LedgerArgs, out: OutputFormat, target: &Target) -> Result<()> {
     use kcert_kube::crd::IssuedCertificate;
     let (client, _) = target.connect().await?;
@@ -363,22 +430,25 @@ pub async fn ledger(args: &LedgerArgs, out: OutputFormat, target: &Target) -> Re
     rows.sort_by(|a, b| a.not_after.cmp(&b.not_after));
     report(out, serde_json::to_value(&rows)?, || {
         let mut lines = vec![format!(
-            "{:<34} {:<20} {:<20} {:<21} {:<40} {}",
-            "SERIAL", "USER", "GROUPS", "NOT-AFTER", "APPROVED-BY", "REQUESTER"
+            "{:<34} {:<20} {:<20} {:<21} {:<40} {:<21} {}",
+            "SERIAL", "USER", "GROUPS", "NOT-AFTER", "APPROVED-BY", "REVOKED", "REQUESTER"
         )];
         for r in &rows {
             lines.push(format!(
-                "{:<34} {:<20} {:<20} {:<21} {:<40} {}",
+                "{:<34} {:<20} {:<20} {:<21} {:<40} {:<21} {}",
                 r.serial,
-                r.user,
+                crate::text::safe(&r.user),
                 if r.groups.is_empty() {
                     "-".into()
                 } else {
-                    r.groups.join(",")
+                    crate::text::safe(&r.groups.join(","))
                 },
                 r.not_after,
-                r.approved_by,
-                r.requester
+                crate::text::safe(&r.approved_by),
+                r.revocation
+                    .as_ref()
+                    .map_or("-".to_string(), |v| v.revoked_at.clone()),
+                crate::text::safe(&r.requester)
             ));
         }
         lines.join("\n")

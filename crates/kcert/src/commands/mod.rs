@@ -64,6 +64,7 @@ pub fn run(cli: &Cli) -> Result<()> {
                     Command::List(args) => admin::list(args, out, &target).await,
                     Command::Show(args) => admin::show(&args.name, out, &target).await,
                     Command::Ledger(args) => admin::ledger(args, out, &target).await,
+                    Command::Revoke(args) => admin::revoke(args, out, &target).await,
                     Command::Approve(args) => admin::decide(args, true, out, &target).await,
                     Command::Deny(args) => admin::decide(args, false, out, &target).await,
                     Command::Policy(PolicyCommand::Test(args)) => {

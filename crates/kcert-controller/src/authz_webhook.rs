@@ -1,0 +1,231 @@
+//! kcert's authorization webhook: the API server asks it (through an AuthorizationConfiguration
+//! ahead of RBAC) about every request made with an X.509 client certificate; a certificate
+//! revoked in the ledger is denied, naming the revocation; anything else gets no opinion.
+//! Served by every replica, leader or not, from its own watch of the ledger.
+//!
+//! ```text
+//!  kube-apiserver ──SubjectAccessReview (extra: credential-id X509SHA256=…)──► POST /authorize
+//!      ▲                                                                            │
+//!      └── denied + reason  |  no opinion (→ RBAC)  |  503 (→ failurePolicy: Deny) ◄┘
+//!                            RevokedCredentials ◄── watch IssuedCertificate
+//! ```
+
+use crate::crd::IssuedCertificate;
+use futures::StreamExt;
+use kcert_kube::revocation::{RevokedCredentials, review};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Where and with which serving certificate the webhook listens.
+#[derive(Clone, Debug)]
+pub struct WebhookSettings {
+    /// Address to listen on (HTTPS).
+    pub addr: SocketAddr,
+    /// Serving certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM, PKCS#8).
+    pub key: PathBuf,
+}
+
+/// The revoked credentials in force; `None` until the ledger has been read once (then the
+/// webhook answers 503 and the API server's `failurePolicy: Deny` refuses X.509 requests).
+#[derive(Clone, Default)]
+pub struct RevokedIndex {
+    current: Arc<RwLock<Option<Arc<RevokedCredentials>>>>,
+}
+
+impl RevokedIndex {
+    /// The index, once read.
+    pub fn get(&self) -> Option<Arc<RevokedCredentials>> {
+        self.current.read().expect("revocation lock").clone()
+    }
+
+    fn set(&self, r: RevokedCredentials) {
+        *self.current.write().expect("revocation lock") = Some(Arc::new(r));
+    }
+}
+
+/// Keep `index` current from a watch of the ledger until dropped.
+pub async fn keep_current(client: Client, index: RevokedIndex) {
+    let api: Api<IssuedCertificate> = Api::all(client);
+    let (reader, writer) = reflector::store::<IssuedCertificate>();
+    let stream = reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+                let records = reader.state();
+                let revoked = RevokedCredentials::from_records(records.iter().map(|r| r.as_ref()));
+                tracing::debug!(
+                    revoked = revoked.len(),
+                    records = records.len(),
+                    "revocation index"
+                );
+                index.set(revoked);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "watching the ledger failed; retrying"),
+        }
+    }
+}
+
+fn tls_config(settings: &WebhookSettings) -> Result<rustls::ServerConfig, String> {
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let cert_pem = read(&settings.cert)?;
+    let key_pem = read(&settings.key)?;
+    let certs: Vec<rustls::pki_types::CertificateDer<'static>> =
+        kcert_pki::pem::parse_blocks(&cert_pem)
+            .map_err(|e| format!("{}: {e}", settings.cert.display()))?
+            .into_iter()
+            .filter(|b| b.label == "CERTIFICATE")
+            .map(|b| rustls::pki_types::CertificateDer::from(b.der.to_vec()))
+            .collect();
+    if certs.is_empty() {
+        return Err(format!("{}: no CERTIFICATE block", settings.cert.display()));
+    }
+    let key = kcert_pki::pem::single_block(&key_pem, "PRIVATE KEY")
+        .map_err(|e| format!("{}: {e} (the key must be PKCS#8)", settings.key.display()))?;
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.der.to_vec().into());
+    rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| format!("serving certificate and key: {e}"))
+}
+
+/// Bind and serve until dropped. Errors only at start (bind, certificate).
+pub async fn serve(
+    settings: WebhookSettings,
+    index: RevokedIndex,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, String> {
+    let config = Arc::new(tls_config(&settings)?);
+    let listener = tokio::net::TcpListener::bind(settings.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.addr))?;
+    tracing::info!(addr = %settings.addr, "authorization webhook listening");
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    Ok(async move {
+        // Connections live in this set: when the server stops (its task is dropped), so do they,
+        // kept-alive ones included, and the API server sees the webhook gone.
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            while connections.try_join_next().is_some() {}
+            let (acceptor, index) = (acceptor.clone(), index.clone());
+            connections.spawn(async move {
+                let Ok(Ok(tls)) =
+                    tokio::time::timeout(Duration::from_secs(5), acceptor.accept(tcp)).await
+                else {
+                    return;
+                };
+                connection(tls, index).await;
+            });
+        }
+    })
+}
+
+/// HTTP/1.1 with keep-alive: the API server reuses its connections.
+async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    index: RevokedIndex,
+) {
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    loop {
+        // The head.
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            if buf.len() > 16 * 1024 {
+                return;
+            }
+            let mut chunk = [0u8; 4096];
+            match tokio::time::timeout(Duration::from_secs(90), stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return,
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        if length > 1024 * 1024 {
+            return;
+        }
+        while buf.len() < head_end + length {
+            let mut chunk = [0u8; 8192];
+            match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return,
+            }
+        }
+        let body: Vec<u8> = buf[head_end..head_end + length].to_vec();
+        buf.drain(..head_end + length);
+        let method = head.split_whitespace().next().unwrap_or("");
+        let (status, reply) = answer(method, &body, &index);
+        let response = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
+            reply.len()
+        );
+        if stream.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The status line and body for one request (pure but for the index read).
+fn answer(method: &str, body: &[u8], index: &RevokedIndex) -> (&'static str, String) {
+    if method != "POST" {
+        return ("405 Method Not Allowed", "{}".into());
+    }
+    let Some(revoked) = index.get() else {
+        // Fail closed: the API server's failurePolicy Deny applies to X.509 requests.
+        return (
+            "503 Service Unavailable",
+            r#"{"error":"the ledger has not been read yet"}"#.into(),
+        );
+    };
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(request) => ("200 OK", review(&request, &revoked).to_string()),
+        Err(e) => (
+            "400 Bad Request",
+            serde_json::json!({"error": format!("not a SubjectAccessReview: {e}")}).to_string(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_ready_is_503_and_junk_is_400() {
+        let index = RevokedIndex::default();
+        assert_eq!(answer("POST", b"{}", &index).0, "503 Service Unavailable");
+        index.set(RevokedCredentials::default());
+        assert_eq!(answer("POST", b"not json", &index).0, "400 Bad Request");
+        assert_eq!(answer("GET", b"", &index).0, "405 Method Not Allowed");
+        let (status, body) = answer("POST", br#"{"spec":{"user":"jane"}}"#, &index);
+        assert_eq!(status, "200 OK");
+        assert!(
+            body.contains(r#""allowed":false"#) && !body.contains("denied"),
+            "{body}"
+        );
+    }
+}

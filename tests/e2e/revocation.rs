@@ -1,0 +1,295 @@
+//! Revocation that takes effect, on the real API server: kcert-controller serves the
+//! authorization webhook (AuthorizationConfiguration: kcert's webhook for X.509 requests only,
+//! failurePolicy Deny, then Node and RBAC). jane lists pods; her certificate is revoked in the
+//! ledger; her next request is 403 naming the revocation, within a few seconds; bob, a
+//! ServiceAccount token and a new certificate for jane are unaffected; with the webhook down,
+//! X.509 requests are refused and tokens are not; revocations survive a controller restart.
+
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use kcert_controller::authz_webhook::WebhookSettings;
+use kcert_controller::{CaSource, PolicySource, Settings};
+use kcert_kube::revocation::{Selector, revoke};
+use kcert_pki::{
+    CertificateAuthority, CertificateRequest, CsrSubject, KeyType, PrivateKey, SigningProfile,
+    SubjectAltNames, SystemRandom, Usage, build_csr,
+};
+use kcert_testbed::kubeconfig::{Credentials, render};
+use kcert_testbed::{TestCluster, client_from_kubeconfig};
+use kcert_tests::*;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// The webhook's own CA and serving certificate for 127.0.0.1, and the API server's
+/// AuthorizationConfiguration pointing at `port`.
+fn webhook_files(dir: &Path, port: u16) -> WebhookSettings {
+    let now = SystemTime::now();
+    let ca = CertificateAuthority::create(
+        PrivateKey::generate(KeyType::EcdsaP256).unwrap(),
+        "kcert-webhook-ca",
+        Duration::from_secs(86_400),
+        now,
+        &SystemRandom,
+    )
+    .unwrap();
+    let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+    let subject = CsrSubject::new("kcert-webhook", Vec::<String>::new()).unwrap();
+    let sans = SubjectAltNames {
+        ips: vec!["127.0.0.1".parse().unwrap()],
+        ..Default::default()
+    };
+    let csr =
+        CertificateRequest::from_pem(build_csr(&key, &subject, &sans).unwrap().as_bytes()).unwrap();
+    let profile = SigningProfile {
+        usages: vec![
+            Usage::DigitalSignature,
+            Usage::KeyEncipherment,
+            Usage::ServerAuth,
+        ],
+        max_lifetime: Duration::from_secs(86_400),
+        requested_lifetime: None,
+        allow_sans: true,
+    };
+    let cert = ca
+        .sign_as(&csr, &subject, &profile, now, &SystemRandom)
+        .unwrap();
+    let settings = WebhookSettings {
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        cert: dir.join("webhook.crt"),
+        key: dir.join("webhook.key"),
+    };
+    std::fs::write(&settings.cert, cert.to_pem()).unwrap();
+    std::fs::write(&settings.key, key.to_pkcs8_pem().unwrap().as_bytes()).unwrap();
+    let kubeconfig = render(
+        &format!("https://127.0.0.1:{port}/authorize"),
+        &ca.certificate_pem(),
+        "kube-apiserver",
+        &Credentials::Token("unused"),
+    );
+    std::fs::write(dir.join("webhook.kubeconfig"), kubeconfig).unwrap();
+    // The file deploy/authorization-config.yaml ships, with the test's paths.
+    let config = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/authorization-config.yaml"
+    ))
+    .unwrap()
+    .replace(
+        "/etc/kubernetes/kcert-webhook.kubeconfig",
+        &dir.join("webhook.kubeconfig").display().to_string(),
+    );
+    std::fs::write(dir.join("authorization-config.yaml"), config).unwrap();
+    settings
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A certificate for `user` in `groups` issued by kcert-controller, as a client.
+async fn issue(
+    cluster: &TestCluster,
+    admin: &Api<CertificateSigningRequest>,
+    signer: &str,
+    user: &str,
+    groups: &[&str],
+) -> (Client, String) {
+    let name = cluster.unique_name(&format!("rev-{user}"));
+    let (csr, key_pem) = csr_with_key(&name, signer, user, groups, Some(3600));
+    admin.create(&PostParams::default(), &csr).await.unwrap();
+    let done = wait_for(admin, &name, 20 * SECOND, "issued", issued).await;
+    let cert_pem = String::from_utf8(done.status.unwrap().certificate.unwrap().0).unwrap();
+    let yaml = render(
+        cluster.server(),
+        cluster.ca_pem(),
+        user,
+        &Credentials::ClientCertificate {
+            cert_pem: &cert_pem,
+            key_pem: &key_pem,
+        },
+    );
+    (client_from_kubeconfig(&yaml).await.unwrap(), name)
+}
+
+async fn list_pods(client: &Client, ns: &str) -> Result<usize, kube::Error> {
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items.len())
+}
+
+fn forbidden_message(r: Result<usize, kube::Error>) -> Option<String> {
+    match r {
+        Err(kube::Error::Api(s)) if s.code == 403 => Some(s.message),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_is_refused_within_seconds_and_nothing_else_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let webhook = webhook_files(dir.path(), port);
+    let cluster = TestCluster::builder()
+        .authorization_config(dir.path().join("authorization-config.yaml"))
+        .start()
+        .await
+        .unwrap();
+    install_crds(&cluster).await;
+    let admin_client = cluster.admin_client().await.unwrap();
+    let signer = "kcert.dev/client";
+    let policy = serde_yaml::from_str(
+        "rules: [{id: onboard, requesters: {users: [kcert-testbed-admin]}, commonName: {glob: '*'}, groups: {allowed: [readers]}}]",
+    )
+    .unwrap();
+    let settings = || Settings {
+        signer_names: vec![signer.to_string()],
+        policy: PolicySource::Static(policy_clone(&policy)),
+        ca: Some(CaSource::Files {
+            cert: cluster.ca_cert_path(),
+            key: cluster.ca_key_path(),
+        }),
+        ledger: true,
+        webhook: Some(webhook.clone()),
+        ..Settings::default()
+    };
+    let controller = RunningController::start_with(admin_client.clone(), settings());
+    let ns = cluster.namespace("revocation").await.unwrap();
+    // Group readers may list pods in the namespace.
+    let rbac: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: pod-reader, namespace: {ns}}}\nrules: [{{apiGroups: [''], resources: [pods], verbs: [list]}}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: readers, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}}\nsubjects: [{{kind: Group, name: readers, apiGroup: rbac.authorization.k8s.io}}, {{kind: ServiceAccount, name: robot, namespace: {ns}}}]\n"
+    ))
+    .map(|d| serde::Deserialize::deserialize(d).unwrap())
+    .collect();
+    let role: k8s_openapi::api::rbac::v1::Role = serde_yaml::from_value(rbac[0].clone()).unwrap();
+    let binding: k8s_openapi::api::rbac::v1::RoleBinding =
+        serde_yaml::from_value(rbac[1].clone()).unwrap();
+    Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(admin_client.clone(), &ns)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(admin_client.clone(), &ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    Api::<ServiceAccount>::namespaced(admin_client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "robot"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let robot = cluster.service_account_client(&ns, "robot").await.unwrap();
+
+    let csrs: Api<CertificateSigningRequest> = Api::all(admin_client.clone());
+    let (jane, jane_csr) = issue(&cluster, &csrs, signer, "jane", &["readers"]).await;
+    let (bob, _) = issue(&cluster, &csrs, signer, "bob", &["readers"]).await;
+    // Before: jane lists pods (the webhook has no opinion, RBAC allows).
+    eventually("jane lists pods", 20 * SECOND, || async {
+        list_pods(&jane, &ns).await.map_err(|e| e.to_string())
+    })
+    .await;
+
+    // Revoke every certificate of jane's (once the ledger has recorded it); her next request is
+    // refused, naming the revocation.
+    let ledger: Api<kcert_kube::crd::IssuedCertificate> = Api::all(admin_client.clone());
+    eventually("jane's certificate in the ledger", 20 * SECOND, || async {
+        let n = ledger
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|r| r.spec.user == "jane")
+            .count();
+        if n == 1 { Ok(()) } else { Err(n) }
+    })
+    .await;
+    let started = Instant::now();
+    let done = revoke(
+        &admin_client,
+        &Selector::User("jane".into()),
+        "kcert-testbed-admin",
+        "laptop stolen",
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].result, "revoked");
+    let message = eventually("jane's requests are refused", 20 * SECOND, || async {
+        forbidden_message(list_pods(&jane, &ns).await).ok_or("still allowed")
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(
+        message.contains("revoked") && message.contains("laptop stolen"),
+        "{message}"
+    );
+    eprintln!(
+        "revocation: first 403 {:.2}s after kcert revoke",
+        took.as_secs_f64()
+    );
+    assert!(took < 10 * SECOND, "revocation took {took:?}");
+    // Idempotent.
+    let again = revoke(
+        &admin_client,
+        &Selector::Csr(jane_csr.clone()),
+        "someone-else",
+        "again",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (again[0].result, again[0].revocation.reason.as_str()),
+        ("already revoked", "laptop stolen")
+    );
+    // bob, the ServiceAccount and a new certificate for jane are unaffected.
+    assert_eq!(list_pods(&bob, &ns).await.unwrap(), 0);
+    assert_eq!(list_pods(&robot, &ns).await.unwrap(), 0);
+    let (jane_again, _) = issue(&cluster, &csrs, signer, "jane", &["readers"]).await;
+    eventually("jane's new certificate works", 20 * SECOND, || async {
+        list_pods(&jane_again, &ns).await.map_err(|e| e.to_string())
+    })
+    .await;
+
+    // The webhook down: X.509 requests are refused (failurePolicy Deny), tokens are not.
+    controller.kill();
+    let down = eventually(
+        "X.509 refused with the webhook down",
+        30 * SECOND,
+        || async {
+            // The API server refuses with 500 naming the unreachable webhook (failurePolicy Deny).
+            match list_pods(&bob, &ns).await {
+                Err(kube::Error::Api(s))
+                    if (s.code == 403 || s.code == 500) && s.message.contains("/authorize") =>
+                {
+                    Ok(s.message)
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    eprintln!("webhook down: {down}");
+    assert_eq!(list_pods(&robot, &ns).await.unwrap(), 0);
+    // Back up (a new process, the ledger re-read): served again, the revocation still holds.
+    let _controller = RunningController::start_with(admin_client.clone(), settings());
+    eventually("bob served again", 30 * SECOND, || async {
+        list_pods(&bob, &ns).await.map_err(|e| e.to_string())
+    })
+    .await;
+    let still = forbidden_message(list_pods(&jane, &ns).await)
+        .expect("jane's revoked certificate works again");
+    assert!(still.contains("laptop stolen"), "{still}");
+}
+
+fn policy_clone(p: &kcert_policy::PolicySpec) -> kcert_policy::PolicySpec {
+    p.clone()
+}
