@@ -225,4 +225,38 @@ mod tests {
             c.status.message
         );
     }
+
+    #[test]
+    fn merging_keeps_each_objects_last_accepted_generation() {
+        let obj = |name: &str, generation: i64, spec: &PolicySpec| {
+            let mut o = ApprovalPolicy::new(
+                name,
+                crate::crd::ApprovalPolicySpec {
+                    when_no_rule_matches: spec.when_no_rule_matches,
+                    protected_groups: spec.protected_groups.clone(),
+                    exempt_groups: spec.exempt_groups.clone(),
+                    subject_limits: spec.subject_limits.clone(),
+                    rules: spec.rules.clone(),
+                },
+            );
+            o.metadata.generation = Some(generation);
+            o
+        };
+        let good =
+            spec("protectedGroups: [ops-admins]\nrules: [{id: a, requesters: {users: ['*']}}]");
+        let bad = spec("rules: [{id: a, requesters: {users: ['*']}, commonName: {regex: '('}}]");
+        let mut last = LastAccepted::new();
+        let m = merge_approval_policies([&obj("b", 1, &good), &obj("a", 1, &good)], &mut last);
+        assert_eq!(m.version, "crd:a@1,b@1");
+        assert_eq!(m.policy.rules().len(), 2);
+        let m = merge_approval_policies([&obj("b", 2, &bad), &obj("a", 1, &good)], &mut last);
+        assert_eq!(m.version, "crd:a@1,b@1", "b's generation 1 stands for it");
+        assert!(m.blocked.is_none());
+        assert!(!m.contributions[1].1.status.accepted);
+        assert!(m.policy.is_protected_group("ops-admins"));
+        // Deleted objects are forgotten.
+        let m = merge_approval_policies([&obj("a", 1, &good)], &mut last);
+        assert_eq!(last.len(), 1);
+        assert_eq!(m.policy.rules().len(), 1);
+    }
 }
