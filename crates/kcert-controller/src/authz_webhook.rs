@@ -12,7 +12,7 @@
 
 use crate::crd::IssuedCertificate;
 use futures::StreamExt;
-use kcert_kube::revocation::{RevokedCredentials, review};
+use kcert_kube::revocation::{RevokedCredentials, Strict, review};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use std::net::SocketAddr;
@@ -30,6 +30,8 @@ pub struct WebhookSettings {
     pub cert: PathBuf,
     /// Its private key (PEM, PKCS#8).
     pub key: PathBuf,
+    /// Strict mode: users and groups that may only use kcert-issued certificates.
+    pub strict: Strict,
 }
 
 /// The revoked credentials in force; `None` until the ledger has been read once (then the
@@ -112,6 +114,7 @@ pub async fn serve(
         .map_err(|e| format!("cannot listen on {}: {e}", settings.addr))?;
     tracing::info!(addr = %settings.addr, "authorization webhook listening");
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let strict = Arc::new(settings.strict.clone());
     Ok(async move {
         // Connections live in this set: when the server stops (its task is dropped), so do they,
         // kept-alive ones included, and the API server sees the webhook gone.
@@ -121,14 +124,14 @@ pub async fn serve(
                 continue;
             };
             while connections.try_join_next().is_some() {}
-            let (acceptor, index) = (acceptor.clone(), index.clone());
+            let (acceptor, index, strict) = (acceptor.clone(), index.clone(), strict.clone());
             connections.spawn(async move {
                 let Ok(Ok(tls)) =
                     tokio::time::timeout(Duration::from_secs(5), acceptor.accept(tcp)).await
                 else {
                     return;
                 };
-                connection(tls, index).await;
+                connection(tls, index, &strict).await;
             });
         }
     })
@@ -138,6 +141,7 @@ pub async fn serve(
 async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     mut stream: S,
     index: RevokedIndex,
+    strict: &Strict,
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
@@ -178,7 +182,7 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         let body: Vec<u8> = buf[head_end..head_end + length].to_vec();
         buf.drain(..head_end + length);
         let method = head.split_whitespace().next().unwrap_or("");
-        let (status, reply) = answer(method, &body, &index);
+        let (status, reply) = answer(method, &body, &index, strict);
         let response = format!(
             "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
             reply.len()
@@ -190,7 +194,12 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 }
 
 /// The status line and body for one request (pure but for the index read).
-fn answer(method: &str, body: &[u8], index: &RevokedIndex) -> (&'static str, String) {
+fn answer(
+    method: &str,
+    body: &[u8],
+    index: &RevokedIndex,
+    strict: &Strict,
+) -> (&'static str, String) {
     if method != "POST" {
         return ("405 Method Not Allowed", "{}".into());
     }
@@ -202,7 +211,7 @@ fn answer(method: &str, body: &[u8], index: &RevokedIndex) -> (&'static str, Str
         );
     };
     match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(request) => ("200 OK", review(&request, &revoked).to_string()),
+        Ok(request) => ("200 OK", review(&request, &revoked, strict).to_string()),
         Err(e) => (
             "400 Bad Request",
             serde_json::json!({"error": format!("not a SubjectAccessReview: {e}")}).to_string(),
@@ -217,11 +226,21 @@ mod tests {
     #[test]
     fn not_ready_is_503_and_junk_is_400() {
         let index = RevokedIndex::default();
-        assert_eq!(answer("POST", b"{}", &index).0, "503 Service Unavailable");
+        let strict = Strict::default();
+        assert_eq!(
+            answer("POST", b"{}", &index, &strict).0,
+            "503 Service Unavailable"
+        );
         index.set(RevokedCredentials::default());
-        assert_eq!(answer("POST", b"not json", &index).0, "400 Bad Request");
-        assert_eq!(answer("GET", b"", &index).0, "405 Method Not Allowed");
-        let (status, body) = answer("POST", br#"{"spec":{"user":"jane"}}"#, &index);
+        assert_eq!(
+            answer("POST", b"not json", &index, &strict).0,
+            "400 Bad Request"
+        );
+        assert_eq!(
+            answer("GET", b"", &index, &strict).0,
+            "405 Method Not Allowed"
+        );
+        let (status, body) = answer("POST", br#"{"spec":{"user":"jane"}}"#, &index, &strict);
         assert_eq!(status, "200 OK");
         assert!(
             body.contains(r#""allowed":false"#) && !body.contains("denied"),

@@ -117,6 +117,13 @@ struct Flags {
     /// The webhook's private key (PEM, PKCS#8).
     #[arg(long, env = "KCERT_WEBHOOK_KEY", requires = "webhook_addr")]
     webhook_key: Option<std::path::PathBuf>,
+    /// Strict mode: X.509 requests of users matching this pattern (`*`, `?`; repeatable) are
+    /// denied unless their certificate is in the ledger (kcert issued it).
+    #[arg(long = "webhook-strict-user", requires = "webhook_addr")]
+    webhook_strict_users: Vec<String>,
+    /// Strict mode for members of groups matching this pattern (repeatable).
+    #[arg(long = "webhook-strict-group", requires = "webhook_addr")]
+    webhook_strict_groups: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -227,7 +234,15 @@ async fn run(flags: Flags) -> Result<()> {
         rbac_protection: flags.rbac_protection,
         webhook: match (flags.webhook_addr, flags.webhook_cert, flags.webhook_key) {
             (Some(addr), Some(cert), Some(key)) => {
-                Some(kcert_controller::authz_webhook::WebhookSettings { addr, cert, key })
+                Some(kcert_controller::authz_webhook::WebhookSettings {
+                    addr,
+                    cert,
+                    key,
+                    strict: kcert_kube::revocation::Strict {
+                        users: flags.webhook_strict_users.clone(),
+                        groups: flags.webhook_strict_groups.clone(),
+                    },
+                })
             }
             (Some(_), _, _) => anyhow::bail!(
                 "--webhook-addr needs --webhook-cert and --webhook-key (the serving certificate the API server will verify)"

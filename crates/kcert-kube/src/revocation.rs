@@ -115,10 +115,11 @@ pub async fn revoke(
     Ok(out)
 }
 
-/// The revoked credentials, by credential hash (lower-case hex SHA-256 of the certificate).
+/// Every certificate in the ledger by credential hash (lower-case hex SHA-256 of the
+/// certificate): its serial, and its revocation if revoked.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RevokedCredentials {
-    by_hash: HashMap<String, (String, Revocation)>,
+    by_hash: HashMap<String, (String, Option<Revocation>)>,
 }
 
 impl RevokedCredentials {
@@ -126,31 +127,74 @@ impl RevokedCredentials {
     pub fn from_records<'a>(records: impl IntoIterator<Item = &'a IssuedCertificate>) -> Self {
         let by_hash = records
             .into_iter()
-            .filter_map(|r| {
-                let revocation = r.spec.revocation.clone()?;
-                Some((
+            .map(|r| {
+                (
                     r.spec.credential_hash(),
-                    (r.spec.serial.clone(), revocation),
-                ))
+                    (r.spec.serial.clone(), r.spec.revocation.clone()),
+                )
             })
             .collect();
         RevokedCredentials { by_hash }
     }
 
-    /// The serial and revocation of the certificate a `credential-id` names, if revoked.
-    pub fn lookup(&self, credential_id: &str) -> Option<&(String, Revocation)> {
+    fn entry(&self, credential_id: &str) -> Option<&(String, Option<Revocation>)> {
         let hash = credential_id.strip_prefix("X509SHA256=")?;
         self.by_hash.get(&normalize_fingerprint(hash))
     }
 
+    /// The serial and revocation of the certificate a `credential-id` names, if revoked.
+    pub fn lookup(&self, credential_id: &str) -> Option<(&str, &Revocation)> {
+        let (serial, revocation) = self.entry(credential_id)?;
+        Some((serial.as_str(), revocation.as_ref()?))
+    }
+
+    /// Whether the ledger holds the certificate a `credential-id` names.
+    pub fn knows(&self, credential_id: &str) -> bool {
+        self.entry(credential_id).is_some()
+    }
+
     /// How many are revoked.
     pub fn len(&self) -> usize {
-        self.by_hash.len()
+        self.by_hash.values().filter(|(_, r)| r.is_some()).count()
     }
 
     /// Whether none is.
     pub fn is_empty(&self) -> bool {
-        self.by_hash.is_empty()
+        self.len() == 0
+    }
+}
+
+/// Strict mode: users and groups (patterns with `*`, `?`) whose X.509 requests must come with a
+/// certificate kcert issued (in the ledger); any other certificate — minted by hand with the CA
+/// key, say — is denied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Strict {
+    /// User patterns.
+    pub users: Vec<String>,
+    /// Group patterns.
+    pub groups: Vec<String>,
+}
+
+impl Strict {
+    fn applies(&self, request: &serde_json::Value) -> Option<String> {
+        let user = request["spec"]["user"].as_str().unwrap_or_default();
+        if let Some(p) = self
+            .users
+            .iter()
+            .find(|p| kcert_policy::glob_matches(p, user))
+        {
+            return Some(format!("user {user:?} (strict: {p})"));
+        }
+        let groups = request["spec"]["groups"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        groups.iter().filter_map(|g| g.as_str()).find_map(|g| {
+            self.groups
+                .iter()
+                .find(|p| kcert_policy::glob_matches(p, g))
+                .map(|p| format!("group {g:?} (strict: {p})"))
+        })
     }
 }
 
@@ -160,25 +204,34 @@ pub const CREDENTIAL_ID: &str = "authentication.kubernetes.io/credential-id";
 /// Answer a SubjectAccessReview (v1, as JSON) for kcert's authorization webhook: `denied` with
 /// the revocation named when the request's X.509 credential is revoked, no opinion otherwise
 /// (the next authorizer, RBAC, decides). Pure.
-pub fn review(request: &serde_json::Value, revoked: &RevokedCredentials) -> serde_json::Value {
-    let ids = request["spec"]["extra"][CREDENTIAL_ID]
+pub fn review(
+    request: &serde_json::Value,
+    revoked: &RevokedCredentials,
+    strict: &Strict,
+) -> serde_json::Value {
+    let ids: Vec<String> = request["spec"]["extra"][CREDENTIAL_ID]
         .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let hit = ids
-        .iter()
-        .filter_map(|v| v.as_str())
-        .find_map(|id| revoked.lookup(id));
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(String::from))
+        .filter(|id| id.starts_with("X509SHA256="))
+        .collect();
+    let deny =
+        |reason: String| serde_json::json!({"allowed": false, "denied": true, "reason": reason});
+    let hit = ids.iter().find_map(|id| revoked.lookup(id));
     let status = match hit {
-        Some((serial, r)) => serde_json::json!({
-            "allowed": false,
-            "denied": true,
-            "reason": format!(
-                "kcert: certificate serial {serial} was revoked at {} by {}: {}",
-                r.revoked_at, r.revoked_by, r.reason
-            ),
-        }),
-        None => serde_json::json!({"allowed": false}),
+        Some((serial, r)) => deny(format!(
+            "kcert: certificate serial {serial} was revoked at {} by {}: {}",
+            r.revoked_at, r.revoked_by, r.reason
+        )),
+        None => match strict.applies(request) {
+            Some(who) if !ids.is_empty() && !ids.iter().any(|id| revoked.knows(id)) => {
+                deny(format!(
+                    "kcert: this certificate was not issued by kcert (not in the ledger), and {who} may only use kcert-issued certificates"
+                ))
+            }
+            _ => serde_json::json!({"allowed": false}),
+        },
     };
     serde_json::json!({
         "apiVersion": "authorization.k8s.io/v1",
@@ -234,7 +287,8 @@ mod tests {
             serde_json::json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
                 "spec": {"user": "jane", "extra": {CREDENTIAL_ID: [id]}}})
         };
-        let denied = review(&sar("X509SHA256=aabb"), &revoked);
+        let none = Strict::default();
+        let denied = review(&sar("X509SHA256=aabb"), &revoked, &none);
         assert_eq!(denied["status"]["denied"], true);
         assert_eq!(denied["status"]["allowed"], false);
         let reason = denied["status"]["reason"].as_str().unwrap();
@@ -249,12 +303,44 @@ mod tests {
             sar("JWT=whatever"),
             serde_json::json!({"spec": {"user": "x"}}),
         ] {
-            let answer = review(&other, &revoked);
+            let answer = review(&other, &revoked, &none);
             assert_eq!(
                 answer["status"],
                 serde_json::json!({"allowed": false}),
                 "{other}"
             );
         }
+    }
+
+    #[test]
+    fn strict_mode_denies_certificates_kcert_never_issued_for_the_subjects_named() {
+        let records = [record("02", "CC:DD", "bob", false)];
+        let index = RevokedCredentials::from_records(&records);
+        let strict = Strict {
+            users: vec!["admin-*".into()],
+            groups: vec!["ops".into()],
+        };
+        let sar = |user: &str, groups: &[&str], id: &str| serde_json::json!({"spec": {"user": user, "groups": groups, "extra": {CREDENTIAL_ID: [id]}}});
+        let no_opinion = serde_json::json!({"allowed": false});
+        // Minted by hand (unknown hash) for a strict user or group: denied.
+        let d = review(&sar("admin-1", &[], "X509SHA256=eeee"), &index, &strict);
+        assert_eq!(d["status"]["denied"], true);
+        assert!(
+            d["status"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("not issued by kcert")
+        );
+        let d = review(&sar("carol", &["ops"], "X509SHA256=eeee"), &index, &strict);
+        assert_eq!(d["status"]["denied"], true);
+        // A kcert-issued certificate, or someone not named: no opinion.
+        let d = review(
+            &sar("admin-1", &["ops"], "X509SHA256=ccdd"),
+            &index,
+            &strict,
+        );
+        assert_eq!(d["status"], no_opinion);
+        let d = review(&sar("carol", &["dev"], "X509SHA256=eeee"), &index, &strict);
+        assert_eq!(d["status"], no_opinion);
     }
 }
