@@ -10,6 +10,7 @@ mod hostile;
 mod integrity;
 mod ledger;
 mod pki;
+mod renewal;
 mod revocation;
 mod secrets;
 mod testbed;

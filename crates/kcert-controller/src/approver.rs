@@ -39,9 +39,23 @@ pub async fn reconcile(
         tracing::info!("RBAC bindings not read yet; leaving the CSR pending");
         return Ok(Action::requeue(Duration::from_secs(2)));
     };
+    let ledger = ctx.ledger_index.get();
+    if ledger.is_none() && snapshot.policy.needs_ledger() {
+        // Fail closed: renewal rules cannot be decided without the ledger.
+        tracing::info!(
+            "the ledger has not been read yet (renewal rules need it); leaving the CSR pending"
+        );
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
     // Parsed once for this version: the decision and, right after, the signature.
     let request = parse_request(&csr);
-    let decision = verdict_of(&csr, &request, &snapshot.policy, &privileged);
+    let decision = verdict_of(
+        &csr,
+        &request,
+        &snapshot.policy,
+        &privileged,
+        ledger.as_deref(),
+    );
     observe(&decision, &csr, &ctx);
     match decision.outcome {
         Outcome::Ignore => ctx.events.emit(
@@ -136,6 +150,11 @@ async fn write_decision(
         policy_version: policy_version.to_string(),
         max_duration_seconds: decision.max_duration_seconds,
         approved_uid: decision.subject.as_ref().and_then(|s| s.uid.clone()),
+        chain_started_at: decision.chain_started_unix.and_then(|t| {
+            k8s_openapi::jiff::Timestamp::from_second(t)
+                .ok()
+                .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        }),
         csr_uid: csr.metadata.uid.clone().unwrap_or_default(),
         by: match &ctx.settings.instance {
             Some(i) => format!("{}/{i}", ctx.settings.controller_name),

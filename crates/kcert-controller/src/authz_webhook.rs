@@ -47,7 +47,7 @@ impl RevokedIndex {
         self.current.read().expect("revocation lock").clone()
     }
 
-    fn set(&self, r: RevokedCredentials) {
+    pub(crate) fn set(&self, r: RevokedCredentials) {
         *self.current.write().expect("revocation lock") = Some(Arc::new(r));
     }
 }

@@ -45,6 +45,11 @@ pub fn record(csr: &CertificateSigningRequest, cert: &CertificateInfo) -> Issued
         csr_name: csr.name_any(),
         csr_uid: csr.metadata.uid.clone().unwrap_or_default(),
         revocation: None,
+        // A renewal carries its chain's start on; a first certificate starts one.
+        chain_started_at: crate::provenance::Provenance::read(csr)
+            .filter(|p| p.approved_by_rule())
+            .and_then(|p| p.chain_started_at)
+            .or_else(|| Some(cert.not_before.clone())),
     };
     IssuedCertificate {
         metadata: ObjectMeta {

@@ -155,6 +155,8 @@ pub struct Context {
     pub ledger: Option<ledger::Ledger>,
     /// Groups and users RBAC makes privileged.
     pub rbac: rbac::RbacIndex,
+    /// The ledger by credential hash (renewal rules).
+    pub ledger_index: authz_webhook::RevokedIndex,
     /// CSRs being signed in this process right now (by uid).
     signing: Mutex<HashSet<String>>,
 }
@@ -188,6 +190,7 @@ impl Context {
             ledger: (settings.signer && settings.ledger)
                 .then(|| ledger::Ledger::new(client.clone())),
             rbac: sources.rbac.clone(),
+            ledger_index: sources.ledger.clone(),
             signing: Mutex::new(HashSet::new()),
         })
     }
@@ -271,6 +274,9 @@ struct Sources {
     policy: PolicyStore,
     ca: CaStore,
     rbac: rbac::RbacIndex,
+    /// Every ledger record by credential hash: the webhook's revocations, the approver's
+    /// renewals. Watched when either needs it.
+    ledger: authz_webhook::RevokedIndex,
 }
 
 impl Sources {
@@ -283,7 +289,14 @@ impl Sources {
             } else {
                 rbac::RbacIndex::disabled()
             },
+            ledger: authz_webhook::RevokedIndex::default(),
         };
+        if settings.webhook.is_some() || (settings.approver && settings.ledger) {
+            tasks.spawn(authz_webhook::keep_current(
+                client.clone(),
+                sources.ledger.clone(),
+            ));
+        }
         if settings.rbac_protection {
             tasks.spawn(rbac::keep_current(client.clone(), sources.rbac.clone()));
         }

@@ -125,6 +125,7 @@ fn context_serving(
         metrics,
         ledger: None,
         rbac: rbac_index,
+        ledger_index: crate::authz_webhook::RevokedIndex::default(),
         signing: Mutex::new(HashSet::new()),
     })
 }
@@ -460,8 +461,8 @@ mod cli_agrees_with_the_controller {
             let policy = kcert_policy::Policy::merge([kcert_policy::Policy::compile("p", &spec).unwrap()]);
             let privileged = kcert_policy::PrivilegedSubjects::none();
             // What the CLI shows.
-            let cli = kcert::commands::policy::decision_json(&crate::facts::verdict(&c, &policy, &privileged));
-            let column = kcert::commands::admin::policy_column(&c, &policy, &privileged).unwrap();
+            let cli = kcert::commands::policy::decision_json(&crate::facts::verdict(&c, &policy, &privileged, None));
+            let column = kcert::commands::admin::policy_column(&c, &policy, &privileged, None).unwrap();
             prop_assert_eq!(&column, &format!("{}:{}", cli["outcome"].as_str().unwrap(), cli["reason"].as_str().unwrap()));
             // What the approver writes.
             let written = Arc::new(Mutex::new(None::<serde_json::Value>));

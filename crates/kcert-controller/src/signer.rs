@@ -355,6 +355,7 @@ mod tests {
                 policy_version: "static".into(),
                 max_duration_seconds: Some(secs),
                 approved_uid: Some("uid-of-jane".into()),
+                chain_started_at: None,
                 csr_uid: csr_uid.into(),
                 by: "kcert-controller".into(),
             }

@@ -121,6 +121,10 @@ pub struct IssuedCertificateSpec {
     /// then on (a revocation is never undone; issue a new certificate instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation: Option<Revocation>,
+    /// When the chain of renewals this certificate belongs to began (RFC 3339): its own
+    /// NotBefore for a first certificate, carried over by renewals (`renewal.maxChainAge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_started_at: Option<String>,
 }
 
 /// The ledger record's name for a serial.

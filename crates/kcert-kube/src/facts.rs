@@ -1,8 +1,11 @@
 //! Turning a CertificateSigningRequest object and its parsed request into policy facts.
 
+use crate::revocation::{CREDENTIAL_ID, RevokedCredentials};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcert_pki::{CertificateRequest, KeyAlgorithm};
-use kcert_policy::{CsrFacts, Decision, KeyKind, Policy, PrivilegedSubjects, Requester, SanFacts};
+use kcert_policy::{
+    CredentialFacts, CsrFacts, Decision, KeyKind, Policy, PrivilegedSubjects, Requester, SanFacts,
+};
 
 /// Parse `spec.request` (PEM) and verify its signature.
 pub fn parse_request(
@@ -32,6 +35,9 @@ pub fn csr_facts(csr: &CertificateSigningRequest, request: &CertificateRequest) 
             .map(|a| format!("{}={}", a.name, a.value))
             .collect(),
         request_bytes: spec.request.0.len(),
+        // Filled in by verdict_of (the ledger and the clock are not the request's).
+        credential: None,
+        now_unix: 0,
         sans: SanFacts {
             dns: sans.dns.clone(),
             ips: sans.ips.iter().map(|ip| ip.to_string()).collect(),
@@ -58,8 +64,45 @@ pub fn verdict(
     csr: &CertificateSigningRequest,
     policy: &Policy,
     privileged: &PrivilegedSubjects,
+    ledger: Option<&RevokedCredentials>,
 ) -> Decision {
-    verdict_of(csr, &parse_request(csr), policy, privileged)
+    verdict_of(csr, &parse_request(csr), policy, privileged, ledger)
+}
+
+/// The requester's certificate (the `credential-id` the API server recorded in `spec.extra`)
+/// as the ledger knows it; `None` when they used no certificate or there is no ledger.
+pub fn credential_facts(
+    csr: &CertificateSigningRequest,
+    ledger: Option<&RevokedCredentials>,
+) -> Option<CredentialFacts> {
+    let ledger = ledger?;
+    let id = csr
+        .spec
+        .extra
+        .as_ref()?
+        .get(CREDENTIAL_ID)?
+        .iter()
+        .find(|id| id.starts_with("X509SHA256="))?;
+    let unix = |t: &str| {
+        t.parse::<k8s_openapi::jiff::Timestamp>()
+            .map(|t| t.as_second())
+            .unwrap_or(0)
+    };
+    Some(match ledger.record(id) {
+        None => CredentialFacts::default(),
+        Some(r) => CredentialFacts {
+            known: true,
+            serial: r.serial.clone(),
+            user: r.user.clone(),
+            groups: r.groups.clone(),
+            revoked: r
+                .revocation
+                .as_ref()
+                .map(|v| format!("at {} by {}: {}", v.revoked_at, v.revoked_by, v.reason)),
+            not_after_unix: unix(&r.not_after),
+            chain_started_unix: unix(r.chain_started_at.as_deref().unwrap_or(&r.not_before)),
+        },
+    })
 }
 
 /// [`verdict`] for a request already parsed (the approver parses once per CSR version and hands
@@ -69,9 +112,15 @@ pub fn verdict_of(
     request: &Result<CertificateRequest, kcert_pki::PkiError>,
     policy: &Policy,
     privileged: &PrivilegedSubjects,
+    ledger: Option<&RevokedCredentials>,
 ) -> Decision {
     match request {
-        Ok(request) => kcert_policy::evaluate(&csr_facts(csr, request), policy, privileged),
+        Ok(request) => {
+            let mut facts = csr_facts(csr, request);
+            facts.credential = credential_facts(csr, ledger);
+            facts.now_unix = k8s_openapi::jiff::Timestamp::now().as_second();
+            kcert_policy::evaluate(&facts, policy, privileged)
+        }
         Err(e) => Decision::invalid_request(&e.to_string()),
     }
 }

@@ -33,6 +33,9 @@ pub struct Provenance {
     /// The UID the rule approved, if the request carried one and the rule allowed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_uid: Option<String>,
+    /// For a renewal: when the chain of renewals began (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_started_at: Option<String>,
     /// The CSR this record was written for.
     #[serde(default)]
     pub csr_uid: String,
@@ -104,6 +107,7 @@ mod tests {
             policy_version: "crd:onboarding@1".into(),
             max_duration_seconds: Some(3600),
             approved_uid: None,
+            chain_started_at: None,
             csr_uid: "u-1".into(),
             by: "kcert-controller".into(),
         };

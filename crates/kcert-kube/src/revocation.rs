@@ -1,7 +1,7 @@
 //! Revoking certificates: marking their ledger records (`kcert revoke`), and the index of revoked
 //! credentials that kcert's authorization webhook answers from.
 
-use crate::crd::{IssuedCertificate, Revocation, normalize_fingerprint};
+use crate::crd::{IssuedCertificate, IssuedCertificateSpec, Revocation, normalize_fingerprint};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use std::collections::HashMap;
@@ -116,10 +116,10 @@ pub async fn revoke(
 }
 
 /// Every certificate in the ledger by credential hash (lower-case hex SHA-256 of the
-/// certificate): its serial, and its revocation if revoked.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// certificate): what the webhook answers from, and what renewals are checked against.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct RevokedCredentials {
-    by_hash: HashMap<String, (String, Option<Revocation>)>,
+    by_hash: HashMap<String, IssuedCertificateSpec>,
 }
 
 impl RevokedCredentials {
@@ -127,41 +127,47 @@ impl RevokedCredentials {
     pub fn from_records<'a>(records: impl IntoIterator<Item = &'a IssuedCertificate>) -> Self {
         let by_hash = records
             .into_iter()
-            .map(|r| {
-                (
-                    r.spec.credential_hash(),
-                    (r.spec.serial.clone(), r.spec.revocation.clone()),
-                )
-            })
+            .map(|r| (r.spec.credential_hash(), r.spec.clone()))
             .collect();
         RevokedCredentials { by_hash }
     }
 
-    fn entry(&self, credential_id: &str) -> Option<&(String, Option<Revocation>)> {
+    /// The ledger record of the certificate a `credential-id` (`X509SHA256=…`) names.
+    pub fn record(&self, credential_id: &str) -> Option<&IssuedCertificateSpec> {
         let hash = credential_id.strip_prefix("X509SHA256=")?;
         self.by_hash.get(&normalize_fingerprint(hash))
     }
 
     /// The serial and revocation of the certificate a `credential-id` names, if revoked.
     pub fn lookup(&self, credential_id: &str) -> Option<(&str, &Revocation)> {
-        let (serial, revocation) = self.entry(credential_id)?;
-        Some((serial.as_str(), revocation.as_ref()?))
+        let r = self.record(credential_id)?;
+        Some((r.serial.as_str(), r.revocation.as_ref()?))
     }
 
     /// Whether the ledger holds the certificate a `credential-id` names.
     pub fn knows(&self, credential_id: &str) -> bool {
-        self.entry(credential_id).is_some()
+        self.record(credential_id).is_some()
     }
 
     /// How many are revoked.
     pub fn len(&self) -> usize {
-        self.by_hash.values().filter(|(_, r)| r.is_some()).count()
+        self.by_hash
+            .values()
+            .filter(|r| r.revocation.is_some())
+            .count()
     }
 
     /// Whether none is.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The ledger read once (the CLI's dry runs).
+pub async fn list_ledger(client: &Client) -> Result<RevokedCredentials, kube::Error> {
+    let api: Api<IssuedCertificate> = Api::all(client.clone());
+    let items = api.list(&ListParams::default()).await?.items;
+    Ok(RevokedCredentials::from_records(&items))
 }
 
 /// Strict mode: users and groups (patterns with `*`, `?`) whose X.509 requests must come with a

@@ -56,6 +56,13 @@ pub enum Reason {
     KeyNotAllowed,
     /// A rule was for the requester, but SANs are not allowed.
     SansNotAllowed,
+    /// A renewal rule applied, but the requester's certificate is not one kcert issued (or
+    /// they did not use a certificate, or it expired).
+    CredentialUnknown,
+    /// A renewal rule applied, but the requester's certificate was revoked.
+    CredentialRevoked,
+    /// A renewal rule applied, but the chain of renewals is older than `maxChainAge`.
+    RenewalChainTooOld,
     /// No rule is for this requester and signer.
     NoMatchingRule,
     /// The request could not be read or its signature does not verify.
@@ -64,7 +71,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for documentation and tests.
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 23] = [
         Reason::AutoApproved,
         Reason::ProtectedGroup,
         Reason::ProtectedUser,
@@ -83,6 +90,9 @@ impl Reason {
         Reason::UsageNotAllowed,
         Reason::KeyNotAllowed,
         Reason::SansNotAllowed,
+        Reason::CredentialUnknown,
+        Reason::CredentialRevoked,
+        Reason::RenewalChainTooOld,
         Reason::NoMatchingRule,
         Reason::InvalidRequest,
     ];
@@ -108,6 +118,9 @@ impl Reason {
             Reason::UsageNotAllowed => "UsageNotAllowed",
             Reason::KeyNotAllowed => "KeyNotAllowed",
             Reason::SansNotAllowed => "SansNotAllowed",
+            Reason::CredentialUnknown => "CredentialUnknown",
+            Reason::CredentialRevoked => "CredentialRevoked",
+            Reason::RenewalChainTooOld => "RenewalChainTooOld",
             Reason::NoMatchingRule => "NoMatchingRule",
             Reason::InvalidRequest => "InvalidRequest",
         }
@@ -138,6 +151,9 @@ pub struct Decision {
     /// What an approval certifies (CN, groups, UID), built from the checked values: the signer
     /// encodes this, never the request's own subject.
     pub subject: Option<ApprovedSubject>,
+    /// For a renewal: when the chain of renewals began (the ledger records it on the new
+    /// certificate), seconds since the epoch.
+    pub chain_started_unix: Option<i64>,
     /// One line per check and rule considered, in order.
     pub trace: Vec<String>,
 }
@@ -163,6 +179,7 @@ impl Decision {
             policy: None,
             max_duration_seconds: None,
             subject: None,
+            chain_started_unix: None,
             trace,
         }
     }
@@ -230,6 +247,9 @@ pub fn evaluate(facts: &CsrFacts, policy: &Policy, privileged: &PrivilegedSubjec
                 d.policy = Some(rule.policy.clone());
                 d.max_duration_seconds = rule.max_duration_seconds;
                 d.subject = Some(approved_subject(facts));
+                if rule.is_renewal() {
+                    d.chain_started_unix = facts.credential.as_ref().map(|c| c.chain_started_unix);
+                }
                 return d;
             }
             Err((reason, why)) => {
@@ -449,6 +469,69 @@ fn check_name(what: &str, value: &str, max: usize, limit: &str) -> Result<(), (R
     Ok(())
 }
 
+/// A renewal: the requester's current certificate is kcert's, unrevoked, unexpired, the same
+/// user, at least the groups asked for, and its chain began less than `max_chain` seconds ago.
+fn check_renewal(facts: &CsrFacts, cn: &str, max_chain: u64) -> Result<(), Failure> {
+    let Some(c) = &facts.credential else {
+        return Err((
+            Reason::CredentialUnknown,
+            "a renewal needs the current certificate: the requester did not authenticate with a kcert-issued certificate (or the ledger cannot be read)".into(),
+        ));
+    };
+    if !c.known {
+        return Err((
+            Reason::CredentialUnknown,
+            "the requester's certificate is not in the ledger: kcert did not issue it, so it cannot be renewed".into(),
+        ));
+    }
+    if let Some(why) = &c.revoked {
+        return Err((
+            Reason::CredentialRevoked,
+            format!(
+                "the requester's certificate (serial {}) was revoked: {why}",
+                c.serial
+            ),
+        ));
+    }
+    if c.not_after_unix <= facts.now_unix {
+        return Err((
+            Reason::CredentialUnknown,
+            format!(
+                "the requester's certificate (serial {}) has expired",
+                c.serial
+            ),
+        ));
+    }
+    if c.user != cn || facts.requester.username != c.user {
+        return Err((
+            Reason::CommonNameNotAllowed,
+            format!(
+                "a renewal is for the same user: the current certificate is for {:?}, the request for CN {cn:?}",
+                c.user
+            ),
+        ));
+    }
+    if let Some(extra) = facts.organizations.iter().find(|g| !c.groups.contains(g)) {
+        return Err((
+            Reason::GroupNotAllowed,
+            format!(
+                "a renewal keeps the same or fewer groups: {extra:?} is not in the current certificate's {:?}",
+                c.groups
+            ),
+        ));
+    }
+    let age = facts.now_unix.saturating_sub(c.chain_started_unix);
+    if age > max_chain as i64 {
+        return Err((
+            Reason::RenewalChainTooOld,
+            format!(
+                "the chain of renewals began {age}s ago, more than renewal.maxChainAge {max_chain}s: onboard again"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Why `rule` is not for this CSR (signer or requester), or `None` when it is.
 fn not_for(rule: &Rule, facts: &CsrFacts) -> Option<String> {
     if !rule.signer_names.is_empty()
@@ -547,6 +630,9 @@ pub(crate) fn check_constraints(rule: &Rule, facts: &CsrFacts) -> Result<String,
                 ),
             ));
         }
+    }
+    if let Some(max) = rule.renewal_max_chain_seconds {
+        check_renewal(facts, cn, max)?;
     }
     if facts.usages.is_empty() {
         return Err((Reason::UsageNotAllowed, "no usages requested".into()));

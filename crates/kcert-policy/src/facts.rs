@@ -64,6 +64,27 @@ impl Requester {
     }
 }
 
+/// The certificate the requester authenticated with when creating the CSR (the `credential-id`
+/// in `spec.extra`), looked up in the ledger.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CredentialFacts {
+    /// Whether the ledger holds it (kcert issued it).
+    pub known: bool,
+    /// Its serial.
+    pub serial: String,
+    /// Its user (CN).
+    pub user: String,
+    /// Its groups (O).
+    pub groups: Vec<String>,
+    /// Why it was revoked, if it was.
+    pub revoked: Option<String>,
+    /// Its NotAfter, seconds since the epoch.
+    pub not_after_unix: i64,
+    /// When its chain of renewals began (the first certificate's NotBefore), seconds since the
+    /// epoch.
+    pub chain_started_unix: i64,
+}
+
 /// Subject alternative names requested.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SanFacts {
@@ -107,6 +128,11 @@ pub struct CsrFacts {
     pub other_attributes: Vec<String>,
     /// Size of `spec.request` in bytes.
     pub request_bytes: usize,
+    /// The certificate the requester used, if they authenticated with one kcert can look up
+    /// (`None`: no X.509 credential, or no ledger to look in).
+    pub credential: Option<CredentialFacts>,
+    /// The time of the evaluation, seconds since the epoch (renewal chains, expiry).
+    pub now_unix: i64,
     /// Subject alternative names.
     pub sans: SanFacts,
     /// `spec.usages`.

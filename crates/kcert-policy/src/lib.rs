@@ -31,15 +31,15 @@ pub mod signers;
 pub mod spec;
 
 pub use decision::{ApprovedSubject, Decision, Outcome, Reason, check_request, decide, evaluate};
-pub use facts::{CsrFacts, KeyKind, Requester, SanFacts};
+pub use facts::{CredentialFacts, CsrFacts, KeyKind, Requester, SanFacts};
 pub use glob::matches as glob_matches;
 pub use policy::{
     BUILTIN_PROTECTED_GROUPS, DEFAULT_USAGES, Policy, PolicyError, Rule, SubjectLimits,
 };
 pub use privilege::{BindingFacts, PrivilegedSubjects, RbacRule, RoleFacts};
 pub use spec::{
-    CommonNameSpec, GroupsSpec, KeysSpec, NoMatchAction, PolicySpec, RequesterSpec, RuleSpec,
-    SansSpec, SubjectLimitsSpec, UidSpec,
+    CommonNameSpec, GroupsSpec, KeysSpec, NoMatchAction, PolicySpec, RenewalSpec, RequesterSpec,
+    RuleSpec, SansSpec, SubjectLimitsSpec, UidSpec,
 };
 
 /// Characters a name must never hold (kcert-pki's list, which refuses them when building a

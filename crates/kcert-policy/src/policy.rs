@@ -113,9 +113,15 @@ pub struct Rule {
     pub(crate) san_emails: Vec<String>,
     pub(crate) san_uris: Vec<String>,
     pub(crate) uid: UidRule,
+    /// A renewal rule: the longest chain of renewals, in seconds.
+    pub(crate) renewal_max_chain_seconds: Option<u64>,
 }
 
 impl Rule {
+    /// Whether the rule is a renewal rule (needs the ledger to decide).
+    pub fn is_renewal(&self) -> bool {
+        self.renewal_max_chain_seconds.is_some()
+    }
     /// `rule 'id' of policy 'name'`, as messages say it.
     pub fn label(&self) -> String {
         format!("rule '{}' of policy '{}'", self.id, self.policy)
@@ -278,6 +284,11 @@ impl Policy {
         merged
     }
 
+    /// Whether any rule is a renewal rule (then the ledger must be read before deciding).
+    pub fn needs_ledger(&self) -> bool {
+        self.rules.iter().any(Rule::is_renewal)
+    }
+
     /// The rules, in evaluation order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
@@ -413,8 +424,17 @@ fn compile_rule(policy: &str, r: &RuleSpec) -> Result<Rule, String> {
             _ => return Err("uid needs exactly one of self: true or a non-empty exact".into()),
         },
     };
+    let renewal_max_chain_seconds = match &r.renewal {
+        None => None,
+        Some(renewal) => Some(
+            duration::parse(&renewal.max_chain_age)
+                .map_err(|e| format!("renewal.maxChainAge: {e}"))?
+                .as_secs(),
+        ),
+    };
     Ok(Rule {
         uid,
+        renewal_max_chain_seconds,
         id: r.id.clone(),
         policy: policy.to_string(),
         signer_names: r.signer_names.clone(),

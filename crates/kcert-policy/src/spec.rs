@@ -98,6 +98,21 @@ pub struct RuleSpec {
     /// UID) may be certified, and which. Default: a request carrying a UID is denied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<UidSpec>,
+    /// Makes the rule a renewal rule bound to the ledger: it approves only when the requester
+    /// authenticated with a kcert-issued, unrevoked, unexpired certificate of the same user,
+    /// asks for the same or fewer groups, and the chain of renewals began less than
+    /// `maxChainAge` ago.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal: Option<RenewalSpec>,
+}
+
+/// A renewal rule's bound.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RenewalSpec {
+    /// How long a chain of renewals may go on, counted from the first certificate's issuance
+    /// (e.g. `90d`): past it, the user must be onboarded again.
+    pub max_chain_age: String,
 }
 
 /// The constraint on a requested user UID: exactly one of the fields.

@@ -881,3 +881,104 @@ fn a_policy_whose_rules_fail_keeps_its_protection_and_deny() {
     let broken: PolicySpec = serde_yaml::from_str("protectedGroups: ['']").unwrap();
     assert!(Policy::fallback("p", &broken).is_err());
 }
+
+#[test]
+fn renewals_are_bound_to_the_ledger_and_chains_end() {
+    let p = policy(
+        r#"
+rules:
+  - id: self-renew
+    requesters: {groups: [system:authenticated]}
+    groups: {fromRequester: true}
+    renewal: {maxChainAge: 90d}
+"#,
+    );
+    assert!(p.needs_ledger());
+    let day = 86_400;
+    let now = 1_000 * day;
+    let current = CredentialFacts {
+        known: true,
+        serial: "0a".into(),
+        user: "jane".into(),
+        groups: vec!["dev".into(), "ops".into()],
+        revoked: None,
+        not_after_unix: now + day,
+        chain_started_unix: now - 10 * day,
+    };
+    let mut f = facts("jane", &["dev", "ops"], "jane", &["dev"]);
+    f.now_unix = now;
+    f.credential = Some(current.clone());
+    let d = decide(&f, &p);
+    assert_eq!(d.outcome, Outcome::Approve, "{d:#?}");
+    assert_eq!(
+        d.chain_started_unix,
+        Some(now - 10 * day),
+        "the chain goes on"
+    );
+    let cases: Vec<(Option<CredentialFacts>, Reason, &str)> = vec![
+        (None, Reason::CredentialUnknown, "did not authenticate"),
+        (
+            Some(CredentialFacts {
+                known: false,
+                ..current.clone()
+            }),
+            Reason::CredentialUnknown,
+            "not in the ledger",
+        ),
+        (
+            Some(CredentialFacts {
+                revoked: Some("stolen".into()),
+                ..current.clone()
+            }),
+            Reason::CredentialRevoked,
+            "stolen",
+        ),
+        (
+            Some(CredentialFacts {
+                not_after_unix: now - 1,
+                ..current.clone()
+            }),
+            Reason::CredentialUnknown,
+            "expired",
+        ),
+        (
+            Some(CredentialFacts {
+                chain_started_unix: now - 91 * day,
+                ..current.clone()
+            }),
+            Reason::RenewalChainTooOld,
+            "maxChainAge",
+        ),
+        (
+            Some(CredentialFacts {
+                user: "bob".into(),
+                ..current.clone()
+            }),
+            Reason::CommonNameNotAllowed,
+            "same user",
+        ),
+        (
+            Some(CredentialFacts {
+                groups: vec!["ops".into()],
+                ..current.clone()
+            }),
+            Reason::GroupNotAllowed,
+            "same or fewer groups",
+        ),
+    ];
+    for (credential, reason, needle) in cases {
+        let mut f = f.clone();
+        f.credential = credential;
+        assert_decision(&decide(&f, &p), Outcome::Deny, reason, needle);
+    }
+    let spec: PolicySpec = serde_yaml::from_str(
+        "rules: [{id: r, requesters: {users: [x]}, renewal: {maxChainAge: forever}}]",
+    )
+    .unwrap();
+    assert!(
+        Policy::compile("p", &spec)
+            .unwrap_err()
+            .to_string()
+            .contains("renewal.maxChainAge")
+    );
+}

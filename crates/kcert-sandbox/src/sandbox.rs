@@ -18,7 +18,8 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The policy the sandbox installs: admins onboard anyone into any non-protected group; every
-/// user may renew their own certificate with the groups they already have.
+/// user may renew their own certificate with the groups they already have, with a current
+/// kcert certificate, for 90 days after onboarding.
 pub const SANDBOX_POLICY: &str = r#"apiVersion: kcert.dev/v1alpha1
 kind: ApprovalPolicy
 metadata:
@@ -40,6 +41,9 @@ spec:
         groups: [system:authenticated]
       commonName: {self: true}
       groups: {fromRequester: true}
+      # Only with a current, unrevoked kcert certificate of the same user, for at most 90 days
+      # after onboarding.
+      renewal: {maxChainAge: 90d}
       maxDuration: 24h
 "#;
 
@@ -94,25 +98,35 @@ impl Sandbox {
 
 async fn install(client: &Client) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "approvalpolicies.kcert.dev",
-        &PatchParams::apply("kcert").force(),
-        &Patch::Apply(ApprovalPolicy::crd()),
-    )
-    .await
-    .context("installing the ApprovalPolicy CRD")?;
-    for _ in 0..100 {
-        let crd = crds.get("approvalpolicies.kcert.dev").await?;
-        if crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-        {
-            break;
+    // Both CRDs: policies, and the ledger the controller records every certificate in (and
+    // that renewals and revocations are checked against).
+    for (name, crd) in [
+        ("approvalpolicies.kcert.dev", ApprovalPolicy::crd()),
+        (
+            "issuedcertificates.kcert.dev",
+            kcert_controller::crd::IssuedCertificate::crd(),
+        ),
+    ] {
+        crds.patch(
+            name,
+            &PatchParams::apply("kcert").force(),
+            &Patch::Apply(crd),
+        )
+        .await
+        .with_context(|| format!("installing the CRD {name}"))?;
+        for _ in 0..100 {
+            let crd = crds.get(name).await?;
+            if crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Self-service: every authenticated user may create and read CSRs (approval is the policy's).
     let role: ClusterRole = serde_yaml::from_str(

@@ -36,9 +36,10 @@ pub fn policy_column(
     csr: &CertificateSigningRequest,
     policy: &Policy,
     privileged: &kcert_policy::PrivilegedSubjects,
+    ledger: Option<&kcert_kube::revocation::RevokedCredentials>,
 ) -> Option<String> {
     (kcert_kube::CsrState::of(csr) == kcert_kube::CsrState::Pending).then(|| {
-        let d = kcert_kube::facts::verdict(csr, policy, privileged);
+        let d = kcert_kube::facts::verdict(csr, policy, privileged, ledger);
         format!("{:?}:{}", d.outcome, d.reason)
     })
 }
@@ -47,6 +48,7 @@ fn row(
     csr: &CertificateSigningRequest,
     policy: Option<&Policy>,
     privileged: &kcert_policy::PrivilegedSubjects,
+    ledger: Option<&kcert_kube::revocation::RevokedCredentials>,
 ) -> serde_json::Value {
     let parsed = parse_request(csr);
     let (cn, groups) = match &parsed {
@@ -56,7 +58,7 @@ fn row(
         ),
         Err(_) => ("(unreadable)".into(), Vec::new()),
     };
-    let would = policy.and_then(|p| policy_column(csr, p, privileged));
+    let would = policy.and_then(|p| policy_column(csr, p, privileged, ledger));
     serde_json::json!({
         "name": csr.name_any(),
         "age": age(csr),
@@ -89,9 +91,13 @@ pub async fn list(args: &ListArgs, out: OutputFormat, target: &Target) -> Result
         Some(_) => super::policy::privileged(Some(&client)).await,
         None => kcert_policy::PrivilegedSubjects::none(),
     };
+    let ledger = match &policy {
+        Some(p) if p.needs_ledger() => super::policy::ledger(&client).await,
+        _ => None,
+    };
     let rows: Vec<serde_json::Value> = items
         .iter()
-        .map(|c| row(c, policy.as_ref(), &privileged))
+        .map(|c| row(c, policy.as_ref(), &privileged, ledger.as_ref()))
         .collect();
     report(out, serde_json::json!(rows), || {
         let mut lines = vec![format!(

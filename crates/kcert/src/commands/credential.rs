@@ -35,12 +35,30 @@ pub async fn run(args: &CredentialArgs) -> Result<()> {
         );
     }
     let mut not_after = info.not_after_time();
-    if left < args.renew_before {
+    let marker = denied_marker(&args.cert_file);
+    let denied_before = std::fs::read_to_string(&marker)
+        .ok()
+        .filter(|m| m.lines().next() == Some(info.serial.as_str()));
+    if let Some(m) = &denied_before {
+        // A permanent denial for this very certificate: asking again cannot succeed.
+        eprintln!(
+            "kcert credential: not renewing: {}; serving the current certificate until {}; get a new one with kcert request",
+            crate::text::safe(m.lines().nth(1).unwrap_or("renewal denied")),
+            info.not_after
+        );
+    } else if left < args.renew_before {
         match renew(args, &cert_pem, &key_pem, &info).await {
             Ok((c, k, na)) => {
                 cert_pem = c;
                 key_pem = k;
                 not_after = na;
+            }
+            Err(e) if is_final_denial(&e) => {
+                let _ = std::fs::write(&marker, format!("{}\n{e:#}\n", info.serial));
+                eprintln!(
+                    "kcert credential: renewal denied for good: {e:#}; not asking again with this certificate (serving it until {}); get a new one with kcert request",
+                    info.not_after
+                );
             }
             // Still valid: serve it, and try again next time.
             Err(e) => eprintln!(
@@ -66,6 +84,27 @@ pub async fn run(args: &CredentialArgs) -> Result<()> {
     });
     println!("{credential}");
     Ok(())
+}
+
+/// Where a final renewal denial is remembered: beside the certificate, naming its serial.
+fn denied_marker(cert_file: &std::path::Path) -> std::path::PathBuf {
+    let mut name = cert_file.as_os_str().to_owned();
+    name.push(".renewal-denied");
+    name.into()
+}
+
+/// Denials that no retry with the same certificate can turn around.
+fn is_final_denial(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<super::Exit>().is_some_and(|x| {
+        x.code == crate::exit::DENIED
+            && [
+                "CredentialRevoked",
+                "RenewalChainTooOld",
+                "CredentialUnknown",
+            ]
+            .iter()
+            .any(|r| x.message.contains(r))
+    })
 }
 
 /// The cluster client-go tells us about (`provideClusterInfo: true`).

@@ -48,6 +48,21 @@ pub async fn load_policy(file: Option<&Path>, client: Option<&Client>) -> Result
     Ok(Some(merged.policy))
 }
 
+/// The ledger, for renewal rules (with a warning, none, when it cannot be read: renewal rules
+/// then deny CredentialUnknown here, while the controller would wait for it).
+pub async fn ledger(client: &Client) -> Option<kcert_kube::revocation::RevokedCredentials> {
+    match kcert_kube::revocation::list_ledger(client).await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!(
+                "warning: cannot read the ledger ({}); renewal rules are evaluated without it",
+                super::request::api_message(&e)
+            );
+            None
+        }
+    }
+}
+
 /// The groups and users the cluster's RBAC makes privileged, as the controller sees them; none
 /// (with a warning) when there is no cluster or the bindings cannot be listed.
 pub async fn privileged(client: Option<&Client>) -> PrivilegedSubjects {
@@ -98,7 +113,8 @@ pub async fn test(args: &PolicyTestArgs, out: OutputFormat, target: &Target) -> 
         csr.spec.expiration_seconds = args.duration.map(|d| d.as_secs() as i32);
         csr.spec.request = k8s_openapi::ByteString(request.to_pem().into_bytes());
         let privileged = privileged(client.as_ref()).await;
-        verdict(&csr, &policy, &privileged)
+        // A CSR file carries no credential: renewal rules see none.
+        verdict(&csr, &policy, &privileged, None)
     } else {
         let (client, _) = target.connect().await?;
         let csr = Api::<CertificateSigningRequest>::all(client.clone())
@@ -115,7 +131,12 @@ pub async fn test(args: &PolicyTestArgs, out: OutputFormat, target: &Target) -> 
             .await?
             .ok_or_else(|| anyhow!("the cluster has no ApprovalPolicy CRD; pass --policy-file"))?;
         let privileged = privileged(Some(&client)).await;
-        verdict(&csr, &policy, &privileged)
+        let ledger = if policy.needs_ledger() {
+            ledger(&client).await
+        } else {
+            None
+        };
+        verdict(&csr, &policy, &privileged, ledger.as_ref())
     };
     report(out, decision_json(&decision), || {
         let mut s = format!(
