@@ -10,92 +10,31 @@ use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kcert_controller::authz_webhook::WebhookSettings;
 use kcert_controller::{CaSource, PolicySource, Settings};
 use kcert_kube::revocation::{Selector, revoke};
-use kcert_pki::{
-    CertificateAuthority, CertificateRequest, CsrSubject, KeyType, PrivateKey, SigningProfile,
-    SubjectAltNames, SystemRandom, Usage, build_csr,
-};
 use kcert_testbed::kubeconfig::{Credentials, render};
 use kcert_testbed::{TestCluster, client_from_kubeconfig};
 use kcert_tests::*;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 const SECOND: Duration = Duration::from_secs(1);
 
-/// The webhook's own CA and serving certificate for 127.0.0.1, and the API server's
-/// AuthorizationConfiguration pointing at `port`.
-fn webhook_files(dir: &Path, port: u16) -> WebhookSettings {
-    let now = SystemTime::now();
-    let ca = CertificateAuthority::create(
-        PrivateKey::generate(KeyType::EcdsaP256).unwrap(),
-        "kcert-webhook-ca",
-        Duration::from_secs(86_400),
-        now,
-        &SystemRandom,
-    )
-    .unwrap();
-    let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
-    let subject = CsrSubject::new("kcert-webhook", Vec::<String>::new()).unwrap();
-    let sans = SubjectAltNames {
-        ips: vec!["127.0.0.1".parse().unwrap()],
-        ..Default::default()
-    };
-    let csr =
-        CertificateRequest::from_pem(build_csr(&key, &subject, &sans).unwrap().as_bytes()).unwrap();
-    let profile = SigningProfile {
-        usages: vec![
-            Usage::DigitalSignature,
-            Usage::KeyEncipherment,
-            Usage::ServerAuth,
-        ],
-        max_lifetime: Duration::from_secs(86_400),
-        requested_lifetime: None,
-        allow_sans: true,
-    };
-    let cert = ca
-        .sign_as(&csr, &subject, &profile, now, &SystemRandom)
-        .unwrap();
+/// The webhook's files (its CA, serving certificate, the API server's AuthorizationConfiguration
+/// from deploy/) and its settings, strict mode for admins.
+fn webhook_files(dir: &Path, port: u16) -> (WebhookSettings, std::path::PathBuf) {
+    let files = kcert_testbed::webhook::WebhookFiles::create(dir, port).unwrap();
     let settings = WebhookSettings {
-        addr: format!("127.0.0.1:{port}").parse().unwrap(),
-        cert: dir.join("webhook.crt"),
-        key: dir.join("webhook.key"),
+        addr: files.addr,
+        cert: files.cert,
+        key: files.key,
         // Strict mode for admins: only kcert-issued certificates.
         strict: kcert_kube::revocation::Strict {
             users: vec!["admin-*".into()],
             groups: vec![],
         },
     };
-    std::fs::write(&settings.cert, cert.to_pem()).unwrap();
-    std::fs::write(&settings.key, key.to_pkcs8_pem().unwrap().as_bytes()).unwrap();
-    let kubeconfig = render(
-        &format!("https://127.0.0.1:{port}/authorize"),
-        &ca.certificate_pem(),
-        "kube-apiserver",
-        &Credentials::Token("unused"),
-    );
-    std::fs::write(dir.join("webhook.kubeconfig"), kubeconfig).unwrap();
-    // The file deploy/authorization-config.yaml ships, with the test's paths.
-    let config = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/authorization-config.yaml"
-    ))
-    .unwrap()
-    .replace(
-        "/etc/kubernetes/kcert-webhook.kubeconfig",
-        &dir.join("webhook.kubeconfig").display().to_string(),
-    );
-    std::fs::write(dir.join("authorization-config.yaml"), config).unwrap();
-    settings
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    (settings, files.authorization_config)
 }
 
 /// A certificate for `user` in `groups` issued by kcert-controller, as a client.
@@ -140,10 +79,10 @@ fn forbidden_message(r: Result<usize, kube::Error>) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_certificate_is_refused_within_seconds_and_nothing_else_is() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let webhook = webhook_files(dir.path(), port);
+    let port = kcert_testbed::webhook::free_port().unwrap();
+    let (webhook, authorization_config) = webhook_files(dir.path(), port);
     let cluster = TestCluster::builder()
-        .authorization_config(dir.path().join("authorization-config.yaml"))
+        .authorization_config(authorization_config)
         .start()
         .await
         .unwrap();

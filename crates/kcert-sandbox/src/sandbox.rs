@@ -47,18 +47,25 @@ spec:
       maxDuration: 24h
 "#;
 
-/// A running sandbox: the cluster and an in-process controller.
+/// A running sandbox: the cluster and an in-process controller, which also serves the
+/// revocation webhook the API server consults for X.509 requests.
 pub struct Sandbox {
     /// The control plane.
     pub cluster: TestCluster,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     controller: tokio::task::JoinHandle<()>,
+    _webhook_files: tempfile::TempDir,
 }
 
 impl Sandbox {
     /// Start the control plane, install the CRD, RBAC and policy, and run the controller.
     pub async fn start() -> Result<Self> {
-        let cluster = TestCluster::start()
+        let webhook_dir = tempfile::tempdir()?;
+        let port = kcert_testbed::webhook::free_port()?;
+        let files = kcert_testbed::webhook::WebhookFiles::create(webhook_dir.path(), port)?;
+        let cluster = TestCluster::builder()
+            .authorization_config(&files.authorization_config)
+            .start()
             .await
             .context("starting the control plane")?;
         let client = cluster.admin_client().await?;
@@ -69,6 +76,12 @@ impl Sandbox {
             ca: Some(CaSource::Files {
                 cert: cluster.ca_cert_path(),
                 key: cluster.ca_key_path(),
+            }),
+            webhook: Some(kcert_controller::authz_webhook::WebhookSettings {
+                addr: files.addr,
+                cert: files.cert,
+                key: files.key,
+                strict: Default::default(),
             }),
             ..Settings::default()
         };
@@ -83,6 +96,7 @@ impl Sandbox {
             cluster,
             stop: Some(tx),
             controller,
+            _webhook_files: webhook_dir,
         })
     }
 
@@ -172,7 +186,7 @@ pub async fn up(args: &SandboxUpArgs, out: OutputFormat) -> Result<()> {
         serde_json::json!({"server": sandbox.cluster.server(), "kubeconfig": abs, "signerName": kcert_controller::DEFAULT_SIGNER_NAME}),
         || {
             format!(
-                "kcert sandbox: {} with kcert-controller (signer kcert.dev/client, policy sandbox-onboarding)\n\n  export KUBECONFIG={}\n  kcert request --user jane --group dev\n  kcert grant --user jane --clusterrole view --namespace default\n  kubectl --kubeconfig jane.kubeconfig auth whoami\n\nCtrl-C to stop.",
+                "kcert sandbox: {} with kcert-controller (signer kcert.dev/client, policy sandbox-onboarding)\n\n  export KUBECONFIG={}\n  kcert request --user jane --group dev\n  kcert grant --user jane --clusterrole view --namespace default\n  kubectl --kubeconfig jane.kubeconfig auth whoami\n  kcert revoke --user jane --reason \"testing\"   (her next request is refused)\n\nCtrl-C to stop.",
                 sandbox.cluster.server(),
                 abs.display()
             )
@@ -289,6 +303,45 @@ async fn demo_steps(sandbox: &Sandbox, out: OutputFormat, step: impl Fn(u32, &st
     if out == OutputFormat::Text {
         println!("no (as expected)");
     }
-    step(7, "tear down (the sandbox removes itself)");
+    step(
+        7,
+        "the admin revokes jane's certificate (kcert revoke --user jane --reason \"demo\")",
+    );
+    let revoke = kcert::cli::RevokeArgs {
+        serial: None,
+        fingerprint: None,
+        csr: None,
+        user: Some("jane".into()),
+        reason: "demo".into(),
+    };
+    // The ledger records a certificate moments after it is issued.
+    let mut attempt = 0;
+    while let Err(e) = kcert::commands::admin::revoke(&revoke, out, &admin).await {
+        attempt += 1;
+        if attempt > 50 {
+            return Err(e);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    step(
+        8,
+        "as jane: may I list pods in demo? (refused now: her certificate is revoked)",
+    );
+    let mut refused = None;
+    for _ in 0..50 {
+        match kcert::commands::access::ask(&can("list", "pods"), &jane).await {
+            Err(e) if format!("{e:#}").contains("revoked") => {
+                refused = Some(format!("{e:#}"));
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let refused =
+        refused.ok_or_else(|| anyhow::anyhow!("jane's revoked certificate still works"))?;
+    if out == OutputFormat::Text {
+        println!("refused (as expected): {}", kcert::text::safe(&refused));
+    }
+    step(9, "tear down (the sandbox removes itself)");
     Ok(())
 }

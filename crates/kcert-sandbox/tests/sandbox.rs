@@ -25,6 +25,8 @@ async fn sandbox_demo_runs_the_whole_flow() {
         "groups dev",
         "\nyes",
         "no (as expected)",
+        "refused (as expected)",
+        "revoked",
         "tear down",
     ] {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");

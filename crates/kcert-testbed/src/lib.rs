@@ -17,6 +17,7 @@
 mod binaries;
 mod cluster;
 pub mod kubeconfig;
+pub mod webhook;
 
 pub use binaries::{Binaries, ETCD_VERSION, KUBERNETES_VERSION, cache_dir, x509read};
 pub use cluster::{CaKeyType, TestCluster, TestClusterBuilder, client_from_kubeconfig};
