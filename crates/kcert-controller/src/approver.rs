@@ -47,15 +47,17 @@ pub async fn reconcile(
         );
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    // Parsed once for this version: the decision and, right after, the signature.
-    let request = parse_request(&csr);
-    let decision = verdict_of(
-        &csr,
-        &request,
-        &snapshot.policy,
-        &privileged,
-        ledger.as_deref(),
-    );
+    // Parsed once for this version: the decision and, right after, the signature. Too large:
+    // denied unparsed.
+    let (decision, request) = match crate::facts::oversized(&csr, &snapshot.policy) {
+        Some(d) => (d, None),
+        None => {
+            let request = parse_request(&csr);
+            let policy = &snapshot.policy;
+            let d = verdict_of(&csr, &request, policy, &privileged, ledger.as_deref());
+            (d, request.ok())
+        }
+    };
     observe(&decision, &csr, &ctx);
     match decision.outcome {
         Outcome::Ignore => ctx.events.emit(
@@ -97,8 +99,7 @@ pub async fn reconcile(
                 // round trip through the annotation): one watch hop less.
                 if decision.outcome == Outcome::Approve && ctx.settings.signer {
                     let approval = crate::signer::Approval::from_decision(&decision);
-                    return crate::signer::sign(&decided, Some(&approval), request.ok(), &ctx)
-                        .await;
+                    return crate::signer::sign(&decided, Some(&approval), request, &ctx).await;
                 }
             }
         }

@@ -655,3 +655,20 @@ async fn leadership_is_given_up_before_an_unrenewable_lease_expires() {
     );
     assert!(held.is_lost());
 }
+
+#[tokio::test]
+async fn an_oversized_request_is_denied_before_it_is_parsed() {
+    let mut c = csr("x", "uid-1", &["dev"]);
+    // Not even a CSR: parsing would say InvalidRequest; the size decides first.
+    c.spec.request = ByteString(vec![b'A'; 70_000]);
+    let api = FakeApi::new(vec![
+        Exchange::new(Method::PUT, &format!("{PATH}/approval"), 200, json(&c)).checking(|sent| {
+            let cond = &sent["status"]["conditions"][0];
+            assert_eq!(cond["type"], "Denied");
+            assert_eq!(cond["reason"], "RequestTooLarge", "{cond}");
+        }),
+    ]);
+    let ctx = context(&api, false);
+    crate::approver::reconcile(Arc::new(c), ctx).await.unwrap();
+    api.assert_done();
+}

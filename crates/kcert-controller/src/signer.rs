@@ -217,6 +217,15 @@ fn plan(
     ctx: &Context,
     privileged: &kcert_policy::PrivilegedSubjects,
 ) -> Result<Plan, String> {
+    let policy = ctx
+        .policy
+        .get()
+        .filter(|p| p.blocked.is_none())
+        .map(|p| p.policy)
+        .unwrap_or_else(|| Arc::new(kcert_policy::Policy::merge([])));
+    if let Some(d) = crate::facts::oversized(csr, &policy) {
+        return Err(format!("{}: {}", d.reason, d.message));
+    }
     let request = match parsed {
         Some(r) => r,
         None => parse_request(csr).map_err(|e| format!("invalid request: {e}"))?,
@@ -226,12 +235,6 @@ fn plan(
         csr.spec.usages.as_deref().unwrap_or_default(),
     )?;
     let facts = crate::facts::csr_facts(csr, &request);
-    let policy = ctx
-        .policy
-        .get()
-        .filter(|p| p.blocked.is_none())
-        .map(|p| p.policy)
-        .unwrap_or_else(|| Arc::new(kcert_policy::Policy::merge([])));
     kcert_policy::check_request(&facts, &policy, privileged)
         .map_err(|(reason, message)| format!("{reason}: {message}"))?;
     let approval = approval.cloned().unwrap_or_else(|| Approval::from_csr(csr));

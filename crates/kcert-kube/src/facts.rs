@@ -66,7 +66,25 @@ pub fn verdict(
     privileged: &PrivilegedSubjects,
     ledger: Option<&RevokedCredentials>,
 ) -> Decision {
+    if let Some(d) = oversized(csr, policy) {
+        return d;
+    }
     verdict_of(csr, &parse_request(csr), policy, privileged, ledger)
+}
+
+/// A request larger than the policy accepts is denied before it is parsed: parsing a
+/// multi-megabyte request of many thousand attributes is the one costly step.
+pub fn oversized(csr: &CertificateSigningRequest, policy: &Policy) -> Option<Decision> {
+    let size = csr.spec.request.0.len();
+    let max = policy.limits().max_request_bytes;
+    (size > max).then(|| {
+        Decision::deny(
+            kcert_policy::Reason::RequestTooLarge,
+            format!(
+                "the request is {size} bytes; at most {max} are accepted (subjectLimits.maxRequestBytes)"
+            ),
+        )
+    })
 }
 
 /// The requester's certificate (the `credential-id` the API server recorded in `spec.extra`)

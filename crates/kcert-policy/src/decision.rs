@@ -330,7 +330,10 @@ pub fn check_request(
         if policy.is_protected_group(group) {
             return Err((
                 Reason::ProtectedGroup,
-                format!("group (O) {group:?} is protected and is never approved"),
+                format!(
+                    "group (O) {} is protected and is never approved",
+                    crate::escape_for_message(group)
+                ),
             ));
         }
         if let Some(binding) = privileged.group(group)
@@ -339,7 +342,8 @@ pub fn check_request(
             return Err((
                 Reason::ProtectedGroup,
                 format!(
-                    "group (O) {group:?} is privileged: {binding}; it is never approved (exempt it by exact name in exemptGroups if that is intended)"
+                    "group (O) {} is privileged: {binding}; it is never approved (exempt it by exact name in exemptGroups if that is intended)",
+                    crate::escape_for_message(group)
                 ),
             ));
         }
@@ -370,14 +374,18 @@ pub fn check_request(
         return Err((
             Reason::ProtectedUser,
             format!(
-                "user (CN) {cn:?} is reserved: names starting with system: belong to Kubernetes itself"
+                "user (CN) {} is reserved: names starting with system: belong to Kubernetes itself",
+                crate::escape_for_message(cn)
             ),
         ));
     }
     if let Some(binding) = privileged.user(cn) {
         return Err((
             Reason::ProtectedUser,
-            format!("user (CN) {cn:?} is privileged: {binding}; it is never approved"),
+            format!(
+                "user (CN) {} is privileged: {binding}; it is never approved",
+                crate::escape_for_message(cn)
+            ),
         ));
     }
     check_name(
