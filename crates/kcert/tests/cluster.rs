@@ -1036,3 +1036,42 @@ async fn list_show_and_policy_test_escape_hostile_names_ignore_forged_provenance
         let _ = api.delete(&n, &Default::default()).await;
     }
 }
+
+/// kubectl finds `kubectl-kcert` as a plugin, and `kubectl kcert …` is the same CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_runs_kcert_as_a_plugin() {
+    let cluster = TestCluster::shared().await;
+    let plugin = Path::new(env!("CARGO_BIN_EXE_kubectl-kcert"));
+    let dir = plugin.parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let list = tokio::task::block_in_place(|| {
+        kubectl(cluster)
+            .args(["plugin", "list"])
+            .env("PATH", &path)
+            .output()
+            .unwrap()
+    });
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        listed.contains("kubectl-kcert"),
+        "{listed}\n{}",
+        stderr(&list)
+    );
+    let whoami = tokio::task::block_in_place(|| {
+        kubectl(cluster)
+            .arg("kcert")
+            .arg("--kubeconfig")
+            .arg(cluster.admin_kubeconfig_path())
+            .args(["whoami", "-O", "json"])
+            .env("PATH", &path)
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap()
+    });
+    let me = ok_json(whoami);
+    assert_eq!(me["username"], "kcert-testbed-admin");
+}
