@@ -545,10 +545,7 @@ rules:
         let conds = conditions(csr);
         assert_eq!(conds.len(), 1, "{}: {conds:?}", csr.name_any());
         assert_eq!(conds[0].0, "Approved");
-        let cert = CertificateInfo::from_pem(
-            &csr.status.as_ref().unwrap().certificate.as_ref().unwrap().0,
-        )
-        .unwrap();
+        let cert = certificate(csr);
         assert_eq!(cert.subject.organizations, ["load"]);
     }
 }

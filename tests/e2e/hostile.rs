@@ -6,10 +6,11 @@ use der::{Encode, Tag};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcert_controller::PolicySource;
 use kcert_pki::oids as oid;
-use kcert_pki::{CertificateInfo, Extension, KeyType, PrivateKey, build_csr_raw, raw_name_der};
+use kcert_pki::{Extension, KeyType, PrivateKey, build_csr_raw, raw_name_der};
 use kcert_testbed::TestCluster;
 use kcert_tests::{
-    RunningController, allow_everyone_to_request, conditions, csr_from_pem, issued, wait_for,
+    RunningController, allow_everyone_to_request, certificate, conditions, csr_from_pem, issued,
+    wait_for,
 };
 use kube::Api;
 use kube::api::PostParams;
@@ -956,10 +957,7 @@ async fn a_hostile_corpus_gets_no_wrongful_approval_and_each_its_reason() {
         match &c.expect {
             Expect::Approved => {
                 assert_eq!(conds[0].0, "Approved", "{}: {conds:?}", c.name);
-                let cert = CertificateInfo::from_pem(
-                    &csr.status.as_ref().unwrap().certificate.as_ref().unwrap().0,
-                )
-                .unwrap();
+                let cert = certificate(&csr);
                 assert!(!cert.is_ca, "{}: a CA certificate was issued", c.name);
                 assert!(!cert.usages.iter().any(|u| u == "cert sign"), "{}", c.name);
                 assert!(cert.sans.is_empty(), "{}", c.name);

@@ -8,7 +8,7 @@ use kcert_controller::crd::{ApprovalPolicy, ApprovalPolicySpec};
 use kcert_controller::provenance::Provenance;
 use kcert_controller::{CaSource, DECISION_ANNOTATION, PolicySource, Settings};
 use kcert_pki::oids as oid;
-use kcert_pki::{CertificateInfo, KeyType, PrivateKey, build_csr_raw, raw_name_der};
+use kcert_pki::{KeyType, PrivateKey, build_csr_raw, raw_name_der};
 use kcert_testbed::TestCluster;
 use kcert_tests::*;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -201,17 +201,7 @@ async fn the_signer_refuses_what_a_human_approved_wrongly_and_ignores_forged_pro
                 );
             }
             Ok(()) => {
-                let cert = CertificateInfo::from_pem(
-                    &done
-                        .status
-                        .as_ref()
-                        .unwrap()
-                        .certificate
-                        .as_ref()
-                        .unwrap()
-                        .0,
-                )
-                .unwrap();
+                let cert = certificate(&done);
                 assert_eq!(cert.subject.to_string(), "CN=jane, O=dev", "{label}");
                 let life = cert
                     .not_after_time()

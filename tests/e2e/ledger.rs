@@ -5,9 +5,10 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcert_controller::cleaner::CleanerSettings;
 use kcert_controller::crd::IssuedCertificate;
 use kcert_controller::{CaSource, PolicySource, Settings};
-use kcert_pki::CertificateInfo;
 use kcert_testbed::TestCluster;
-use kcert_tests::{RunningController, csr_object, eventually, install_crds, issued, wait_for};
+use kcert_tests::{
+    RunningController, certificate, csr_object, eventually, install_crds, issued, wait_for,
+};
 use kube::Api;
 use kube::api::PostParams;
 use std::time::Duration;
@@ -71,17 +72,7 @@ async fn issued_certificates_are_recorded_and_finished_csrs_cleaned_after() {
         .unwrap();
     let _controller = RunningController::start_with(client.clone(), settings);
     let done = wait_for(&csrs, &good, Duration::from_secs(20), "issued", issued).await;
-    let cert = CertificateInfo::from_pem(
-        &done
-            .status
-            .as_ref()
-            .unwrap()
-            .certificate
-            .as_ref()
-            .unwrap()
-            .0,
-    )
-    .unwrap();
+    let cert = certificate(&done);
     let ledger: Api<IssuedCertificate> = Api::all(client.clone());
     let name = kcert_controller::ledger::record_name(&cert.serial);
     let record = eventually("a ledger record", Duration::from_secs(20), || async {

@@ -244,6 +244,17 @@ pub fn conditions(csr: &CertificateSigningRequest) -> Vec<(String, String, Strin
         .collect()
 }
 
+/// The CSR's issued certificate, read (panics if there is none: call after [`issued`]).
+pub fn certificate(csr: &CertificateSigningRequest) -> kcert_pki::CertificateInfo {
+    let pem = &csr
+        .status
+        .as_ref()
+        .and_then(|s| s.certificate.as_ref())
+        .expect("an issued CSR")
+        .0;
+    kcert_pki::CertificateInfo::from_pem(pem).expect("a certificate kcert can read")
+}
+
 /// Whether the CSR has a certificate.
 pub fn issued(csr: &CertificateSigningRequest) -> bool {
     csr.status
