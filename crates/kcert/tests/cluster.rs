@@ -1075,3 +1075,111 @@ async fn kubectl_runs_kcert_as_a_plugin() {
     let me = ok_json(whoami);
     assert_eq!(me["username"], "kcert-testbed-admin");
 }
+
+/// A renewal rule bound to the ledger: the exec plugin, holding a revoked certificate, is denied
+/// CredentialRevoked, says so once, remembers it and stops asking (serving the certificate until
+/// it expires: here the API server has no revocation webhook, so it still authenticates).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exec_plugin_stops_asking_after_a_final_renewal_denial() {
+    let cluster = TestCluster::shared().await;
+    kcert_tests::install_crds(cluster).await;
+    allow_everyone_to_request(cluster).await;
+    let signer = format!("kcert.dev/{}", cluster.unique_name("bound"));
+    let policy: PolicySpec = serde_yaml::from_str(&format!(
+        r#"
+rules:
+  - id: admins-onboard
+    signerNames: ["{signer}"]
+    requesters: {{users: [kcert-testbed-admin]}}
+    commonName: {{glob: "*"}}
+    groups: {{allowed: ["*"]}}
+  - id: self-renew
+    signerNames: ["{signer}"]
+    requesters: {{groups: [system:authenticated]}}
+    groups: {{fromRequester: true}}
+    renewal: {{maxChainAge: 90d}}
+"#
+    ))
+    .unwrap();
+    let settings = kcert_controller::Settings {
+        signer_names: vec![signer.clone()],
+        policy: PolicySource::Static(policy),
+        ca: Some(kcert_controller::CaSource::Files {
+            cert: cluster.ca_cert_path(),
+            key: cluster.ca_key_path(),
+        }),
+        ledger: true,
+        ..Default::default()
+    };
+    let _c = RunningController::start_with(cluster.admin_client().await.unwrap(), settings);
+    let admin = cluster.admin_kubeconfig_path();
+    let dir = tempfile::tempdir().unwrap();
+    let user = cluster.unique_name("remy");
+    ok_json(tokio::task::block_in_place(|| {
+        kcert(
+            admin,
+            &[
+                "request",
+                "--user",
+                &user,
+                "--group",
+                "dev",
+                "--exec-plugin",
+                "--duration",
+                "10m",
+                "--signer-name",
+                &signer,
+                "--out-dir",
+                dir.path().to_str().unwrap(),
+                "-O",
+                "json",
+            ],
+        )
+    }));
+    // Revoke it once the ledger has it.
+    let mut revoked = false;
+    for _ in 0..100 {
+        let out = tokio::task::block_in_place(|| {
+            kcert(
+                admin,
+                &["revoke", "--user", &user, "--reason", "left the team"],
+            )
+        });
+        if out.status.success() {
+            revoked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(revoked, "the ledger never recorded {user}");
+    let kubeconfig = dir.path().join(format!("{user}.kubeconfig"));
+    let whoami = || {
+        kubectl(cluster)
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args([
+                "auth",
+                "whoami",
+                "-o",
+                "jsonpath={.status.userInfo.username}",
+            ])
+            .output()
+            .unwrap()
+    };
+    let first = tokio::task::block_in_place(whoami);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("renewal denied for good")
+            && stderr(&first).contains("CredentialRevoked"),
+        "{}",
+        stderr(&first)
+    );
+    let marker = dir.path().join(format!("{user}.crt.renewal-denied"));
+    assert!(marker.is_file(), "no marker at {}", marker.display());
+    let second = tokio::task::block_in_place(whoami);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("not renewing"),
+        "{}",
+        stderr(&second)
+    );
+}
