@@ -14,8 +14,8 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "kcert-sandbox", version)]
 struct Cli {
-    /// Output format: human-readable text, or JSON on stdout for pipelines.
-    #[arg(long, short = 'O', global = true, value_enum, default_value_t = OutputFormat::Text)]
+    /// Output format: text, json, yaml or wide (`-O` is a deprecated alias of `-o`).
+    #[arg(long, short = 'o', short_alias = 'O', global = true, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
     #[command(subcommand)]
     command: SandboxCommand,

@@ -203,7 +203,7 @@ pub async fn up(args: &SandboxUpArgs, out: OutputFormat) -> Result<()> {
 
 pub async fn demo(out: OutputFormat) -> Result<()> {
     let step = |n: u32, text: &str| {
-        if out == OutputFormat::Text {
+        if out.is_text() {
             println!("\n== {n}. {text}");
         }
     };
@@ -300,7 +300,7 @@ async fn demo_steps(sandbox: &Sandbox, out: OutputFormat, step: impl Fn(u32, &st
     {
         anyhow::bail!("jane may delete pods: pod-reader should not allow it");
     }
-    if out == OutputFormat::Text {
+    if out.is_text() {
         println!("no (as expected)");
     }
     step(
@@ -339,7 +339,7 @@ async fn demo_steps(sandbox: &Sandbox, out: OutputFormat, step: impl Fn(u32, &st
     }
     let refused =
         refused.ok_or_else(|| anyhow::anyhow!("jane's revoked certificate still works"))?;
-    if out == OutputFormat::Text {
+    if out.is_text() {
         println!("refused (as expected): {}", kcert::text::safe(&refused));
     }
     step(9, "tear down (the sandbox removes itself)");

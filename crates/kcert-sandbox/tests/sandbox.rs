@@ -40,7 +40,7 @@ fn sandbox_up_writes_the_admin_kubeconfig_and_stops_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kcert-sandbox"))
         .args(["up", "-d"])
         .arg(&sb)
-        .args(["-O", "json"])
+        .args(["-o", "json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -12,8 +12,9 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "kcert", version, max_term_width = 100)]
 pub struct Cli {
-    /// Output format: human-readable text, or JSON on stdout for pipelines.
-    #[arg(long, short = 'O', global = true, value_enum, default_value_t = OutputFormat::Text)]
+    /// Output format, as kubectl spells it: text (the default), json or yaml on stdout for
+    /// pipelines, wide for tables with more columns. (`-O` is a deprecated alias of `-o`.)
+    #[arg(long, short = 'o', short_alias = 'O', global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 
     /// Kubeconfig for commands that talk to a cluster [default: $KUBECONFIG, then ~/.kube/config].
@@ -35,6 +36,17 @@ pub enum OutputFormat {
     Text,
     /// One JSON document on stdout.
     Json,
+    /// The same document as YAML.
+    Yaml,
+    /// Text, with more columns where a table has them (`kcert list`).
+    Wide,
+}
+
+impl OutputFormat {
+    /// Text or wide: for people, not pipelines.
+    pub fn is_text(self) -> bool {
+        matches!(self, OutputFormat::Text | OutputFormat::Wide)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -289,7 +301,7 @@ pub struct KubeconfigArgs {
     #[arg(long)]
     pub create: bool,
     /// Where to write the kubeconfig (mode 0600).
-    #[arg(long, short = 'o')]
+    #[arg(long)]
     pub out: PathBuf,
     /// Replace the file if it exists.
     #[arg(long)]
@@ -316,7 +328,7 @@ pub struct KeyArgs {
     #[arg(long = "type", short = 't', default_value_t = KeyType::EcdsaP256, value_parser = parse_key_type)]
     pub key_type: KeyType,
     /// Where to write the key.
-    #[arg(long, short = 'o')]
+    #[arg(long)]
     pub out: PathBuf,
     /// Replace the file if it exists.
     #[arg(long)]
@@ -341,7 +353,7 @@ pub struct CsrArgs {
     #[arg(long = "ip")]
     pub ips: Vec<std::net::IpAddr>,
     /// Where to write the CSR (PEM).
-    #[arg(long, short = 'o')]
+    #[arg(long)]
     pub out: PathBuf,
     /// Replace the file if it exists.
     #[arg(long)]
@@ -357,7 +369,7 @@ pub enum CaCommand {
 #[derive(Debug, Args)]
 pub struct CaInitArgs {
     /// Directory to write ca.crt and ca.key into (created if missing).
-    #[arg(long, short = 'o')]
+    #[arg(long)]
     pub out: PathBuf,
     /// CA key type (kubeadm uses rsa:2048; ecdsa-p256 signs much faster).
     #[arg(long = "type", short = 't', default_value_t = KeyType::Rsa2048, value_parser = parse_key_type)]
@@ -399,7 +411,7 @@ pub struct SignArgs {
     #[arg(long)]
     pub allow_sans: bool,
     /// Where to write the certificate (PEM).
-    #[arg(long, short = 'o')]
+    #[arg(long)]
     pub out: PathBuf,
     /// Replace the file if it exists.
     #[arg(long)]

@@ -28,7 +28,13 @@ pub mod exit {
 
 /// Run the CLI with `args` (including the program name) and return the exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let cli = match cli::Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().collect();
+    if uses_deprecated_output_flag(&args) {
+        eprintln!(
+            "kcert: warning: -O is deprecated and will be removed in the next release; use -o/--output (as kubectl does)"
+        );
+    }
+    let cli = match cli::Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -46,7 +52,25 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
                 .downcast_ref::<commands::Exit>()
                 .map_or(exit::ERROR, |x| x.code);
             eprintln!("kcert: error: {e:#}");
+            // Pipelines asked for a document: they get one for errors too.
+            let doc = serde_json::json!({"error": format!("{e:#}"), "exitCode": code});
+            match cli.output {
+                cli::OutputFormat::Json => println!("{doc}"),
+                cli::OutputFormat::Yaml => {
+                    print!("{}", serde_yaml::to_string(&doc).unwrap_or_default())
+                }
+                _ => {}
+            }
             ExitCode::from(code)
         }
     }
+}
+
+/// Whether `-O` (the old spelling of `-o`) is on the command line, alone or with its value.
+fn uses_deprecated_output_flag(args: &[OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .filter_map(|a| a.to_str())
+        .any(|a| a == "-O" || (a.starts_with("-O") && !a.starts_with("--")))
 }

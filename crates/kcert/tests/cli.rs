@@ -91,7 +91,7 @@ fn ca(d: &Dir, key_type: &str) -> (String, String) {
     ok(kcert(&[
         "ca",
         "init",
-        "-o",
+        "--out",
         &d.s("ca"),
         "--type",
         key_type,
@@ -116,15 +116,17 @@ fn every_key_type_makes_csrs_and_certificates_openssl_accepts() {
         let key = d.s(&format!("{name}.key"));
         let csr = d.s(&format!("{name}.csr"));
         let crt = d.s(&format!("{name}.crt"));
-        ok(kcert(&["key", "--type", t, "-o", &key]));
+        ok(kcert(&["key", "--type", t, "--out", &key]));
         assert_eq!(mode(Path::new(&key)), 0o600);
         openssl(&["pkey", "-in", &key, "-noout"]);
         ok(kcert(&[
-            "csr", "--user", "jane", "--group", "dev", "--group", "ops", "--key", &key, "-o", &csr,
+            "csr", "--user", "jane", "--group", "dev", "--group", "ops", "--key", &key, "--out",
+            &csr,
         ]));
         assert!(openssl(&["req", "-in", &csr, "-verify", "-noout"]).contains("verify OK"));
         ok(kcert(&[
-            "sign", "--ca", &ca_crt, "--ca-key", &ca_key, "--csr", &csr, "--days", "7", "-o", &crt,
+            "sign", "--ca", &ca_crt, "--ca-key", &ca_key, "--csr", &csr, "--days", "7", "--out",
+            &crt,
         ]));
         assert!(
             openssl(&["verify", "-CAfile", &ca_crt, &crt]).contains(": OK"),
@@ -145,7 +147,7 @@ fn every_key_type_makes_csrs_and_certificates_openssl_accepts() {
 fn openssl_x509_text_shows_the_usages_validity_and_identifiers_we_intended() {
     let d = Dir::new();
     let (ca_crt, ca_key) = ca(&d, "ecdsa-p256");
-    ok(kcert(&["key", "-o", &d.s("k")]));
+    ok(kcert(&["key", "--out", &d.s("k")]));
     ok(kcert(&[
         "csr",
         "-u",
@@ -154,7 +156,7 @@ fn openssl_x509_text_shows_the_usages_validity_and_identifiers_we_intended() {
         "dev",
         "-k",
         &d.s("k"),
-        "-o",
+        "--out",
         &d.s("c"),
     ]));
     let before = std::time::SystemTime::now();
@@ -168,7 +170,7 @@ fn openssl_x509_text_shows_the_usages_validity_and_identifiers_we_intended() {
         &d.s("c"),
         "--duration",
         "2h",
-        "-o",
+        "--out",
         &d.s("crt"),
         "--output",
         "json",
@@ -263,12 +265,12 @@ fn keys_and_csrs_made_by_openssl_are_accepted() {
             .map(|a| if *a == "KEY" { key.as_str() } else { a })
             .collect();
         openssl(&args);
-        let info = json(kcert(&["inspect", &key, "-O", "json"]));
+        let info = json(kcert(&["inspect", &key, "-o", "json"]));
         assert_eq!(info["objects"][0]["kind"], "private-key", "{name}");
         // Our CSR from their key.
         let ours = d.s(&format!("{name}.ours.csr"));
         ok(kcert(&[
-            "csr", "-u", "jane", "-g", "dev", "-k", &key, "-o", &ours,
+            "csr", "-u", "jane", "-g", "dev", "-k", &key, "--out", &ours,
         ]));
         assert!(
             openssl(&["req", "-in", &ours, "-verify", "-noout"]).contains("verify OK"),
@@ -288,10 +290,10 @@ fn keys_and_csrs_made_by_openssl_are_accepted() {
         ]);
         let crt = d.s(&format!("{name}.crt"));
         ok(kcert(&[
-            "sign", "--ca", &ca_crt, "--ca-key", &ca_key, "--csr", &theirs, "-o", &crt,
+            "sign", "--ca", &ca_crt, "--ca-key", &ca_key, "--csr", &theirs, "--out", &crt,
         ]));
         assert!(openssl(&["verify", "-CAfile", &ca_crt, &crt]).contains(": OK"));
-        let info = json(kcert(&["inspect", &crt, "-O", "json"]));
+        let info = json(kcert(&["inspect", &crt, "-o", "json"]));
         assert_eq!(
             info["objects"][0]["groups"],
             serde_json::json!(["dev", "ops", "qa"]),
@@ -326,14 +328,14 @@ fn a_ca_made_by_openssl_signs_and_chains() {
             "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
         ]);
         openssl(&args);
-        ok(kcert(&["key", "-o", &d.s(&format!("{name}.key"))]));
+        ok(kcert(&["key", "--out", &d.s(&format!("{name}.key"))]));
         ok(kcert(&[
             "csr",
             "-u",
             "jane",
             "-k",
             &d.s(&format!("{name}.key")),
-            "-o",
+            "--out",
             &d.s(&format!("{name}.csr")),
         ]));
         // 30 days asked of a CA that lives 2: the certificate stops with the CA.
@@ -345,7 +347,7 @@ fn a_ca_made_by_openssl_signs_and_chains() {
             &key,
             "--csr",
             &d.s(&format!("{name}.csr")),
-            "-o",
+            "--out",
             &d.s(&format!("{name}.crt")),
         ]));
         assert!(
@@ -367,7 +369,7 @@ fn a_ca_made_by_openssl_signs_and_chains() {
 fn bad_input_fails_with_one_line_naming_the_file_and_writes_nothing() {
     let d = Dir::new();
     let (ca_crt, ca_key) = ca(&d, "ecdsa-p256");
-    ok(kcert(&["key", "-o", &d.s("k")]));
+    ok(kcert(&["key", "--out", &d.s("k")]));
     ok(kcert(&[
         "csr",
         "-u",
@@ -376,7 +378,7 @@ fn bad_input_fails_with_one_line_naming_the_file_and_writes_nothing() {
         "dev",
         "-k",
         &d.s("k"),
-        "-o",
+        "--out",
         &d.s("good.csr"),
     ]));
     std::fs::write(d.p("text.csr"), "hello, not PEM\n").unwrap();
@@ -417,7 +419,7 @@ fn bad_input_fails_with_one_line_naming_the_file_and_writes_nothing() {
         &d.s("weak.csr"),
     ]);
     // A CA key that is not the CA certificate's.
-    ok(kcert(&["key", "-o", &d.s("other.key")]));
+    ok(kcert(&["key", "--out", &d.s("other.key")]));
     let before = d.files();
 
     let sign = |csr: &str, key: &str| {
@@ -429,7 +431,7 @@ fn bad_input_fails_with_one_line_naming_the_file_and_writes_nothing() {
             key,
             "--csr",
             &d.s(csr),
-            "-o",
+            "--out",
             &d.s("out.crt"),
         ])
     };
@@ -455,7 +457,7 @@ fn bad_input_fails_with_one_line_naming_the_file_and_writes_nothing() {
             &ca_crt,
             "--csr",
             &d.s("good.csr"),
-            "-o",
+            "--out",
             &d.s("out.crt"),
         ]),
         &["wrong PEM type 'CERTIFICATE'"],
@@ -473,7 +475,7 @@ fn bad_input_fails_with_one_line_naming_the_file_and_writes_nothing() {
             &ca_key,
             "--csr",
             &d.s("good.csr"),
-            "-o",
+            "--out",
             &d.s("out.crt"),
         ]),
         &["good.csr", "wrong PEM type 'CERTIFICATE REQUEST'"],
@@ -485,7 +487,7 @@ fn bad_input_fails_with_one_line_naming_the_file_and_writes_nothing() {
             "w",
             "-k",
             &d.s("weak.key"),
-            "-o",
+            "--out",
             &d.s("w.csr"),
         ]),
         &["weak.key", "1024 bits"],
@@ -503,7 +505,7 @@ fn bad_input_fails_with_one_line_naming_the_file_and_writes_nothing() {
             "system:masters ",
             "-k",
             &d.s("k"),
-            "-o",
+            "--out",
             &d.s("w.csr"),
         ]),
         &["whitespace"],
@@ -517,7 +519,7 @@ fn bad_input_fails_with_one_line_naming_the_file_and_writes_nothing() {
         "example.test",
         "-k",
         &d.s("k"),
-        "-o",
+        "--out",
         &d.s("san.csr"),
     ]));
     fails(
@@ -535,7 +537,7 @@ fn bad_input_fails_with_one_line_naming_the_file_and_writes_nothing() {
             &d.s("good.csr"),
             "--usage",
             "cert sign",
-            "-o",
+            "--out",
             &d.s("out.crt"),
         ]),
         &["would make the certificate a CA"],
@@ -553,21 +555,21 @@ fn kcert_pem(label: &'static str, der: &[u8]) -> String {
 #[test]
 fn existing_files_are_kept_unless_forced() {
     let d = Dir::new();
-    ok(kcert(&["key", "-o", &d.s("k")]));
+    ok(kcert(&["key", "--out", &d.s("k")]));
     let first = std::fs::read(d.p("k")).unwrap();
     fails(
-        kcert(&["key", "-o", &d.s("k")]),
+        kcert(&["key", "--out", &d.s("k")]),
         &["already exists", "--force"],
     );
     assert_eq!(std::fs::read(d.p("k")).unwrap(), first);
-    ok(kcert(&["key", "-o", &d.s("k"), "--force"]));
+    ok(kcert(&["key", "--out", &d.s("k"), "--force"]));
     assert_ne!(std::fs::read(d.p("k")).unwrap(), first);
     assert_eq!(mode(&d.p("k")), 0o600);
     // ca init writes both files or neither.
     std::fs::create_dir(d.p("ca")).unwrap();
     std::fs::write(d.p("ca/ca.crt"), "keep me").unwrap();
     fails(
-        kcert(&["ca", "init", "-o", &d.s("ca")]),
+        kcert(&["ca", "init", "--out", &d.s("ca")]),
         &["ca.crt", "already exists"],
     );
     assert!(!d.p("ca/ca.key").exists());
@@ -583,7 +585,7 @@ fn inspect_reads_kubeconfigs_without_showing_secrets() {
     use base64::Engine as _;
     let d = Dir::new();
     let (ca_crt, ca_key) = ca(&d, "ecdsa-p256");
-    ok(kcert(&["key", "-o", &d.s("k")]));
+    ok(kcert(&["key", "--out", &d.s("k")]));
     ok(kcert(&[
         "csr",
         "-u",
@@ -594,7 +596,7 @@ fn inspect_reads_kubeconfigs_without_showing_secrets() {
         "ops",
         "-k",
         &d.s("k"),
-        "-o",
+        "--out",
         &d.s("c"),
     ]));
     ok(kcert(&[
@@ -605,7 +607,7 @@ fn inspect_reads_kubeconfigs_without_showing_secrets() {
         &ca_key,
         "--csr",
         &d.s("c"),
-        "-o",
+        "--out",
         &d.s("crt"),
     ]));
     let b64 = |p: &str| base64::engine::general_purpose::STANDARD.encode(std::fs::read(p).unwrap());
@@ -677,7 +679,7 @@ fn requested_ca_powers_and_unknown_extensions_are_dropped_when_signing() {
         "-addext",
         "1.2.3.4.5=critical,DER:0500",
     ]);
-    let info = json(kcert(&["inspect", &d.s("c"), "-O", "json"]));
+    let info = json(kcert(&["inspect", &d.s("c"), "-o", "json"]));
     let names: Vec<&str> = info["objects"][0]["requestedExtensions"]
         .as_array()
         .unwrap()
@@ -693,7 +695,7 @@ fn requested_ca_powers_and_unknown_extensions_are_dropped_when_signing() {
         &ca_key,
         "--csr",
         &d.s("c"),
-        "-o",
+        "--out",
         &d.s("crt"),
     ]));
     let text = openssl(&["x509", "-in", &d.s("crt"), "-noout", "-text"]);
@@ -766,13 +768,15 @@ fn completions_are_printed_for_each_shell() {
 fn a_kill_during_a_write_leaves_the_old_key_intact() {
     let d = Dir::new();
     let key = d.s("k");
-    ok(kcert(&["key", "-o", &key]));
+    ok(kcert(&["key", "--out", &key]));
     // Spread the kills over a whole run (key generation, temp file, rename) as long as a run
     // takes on this machine now, and a little beyond so some runs complete.
     let mut times: Vec<u128> = (0..3)
         .map(|_| {
             let t = std::time::Instant::now();
-            ok(kcert(&["key", "--type", "rsa:2048", "--force", "-o", &key]));
+            ok(kcert(&[
+                "key", "--type", "rsa:2048", "--force", "--out", &key,
+            ]));
             t.elapsed().as_millis()
         })
         .collect();
@@ -782,7 +786,7 @@ fn a_kill_during_a_write_leaves_the_old_key_intact() {
     for i in 0..40u64 {
         let before = std::fs::read(d.p("k")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_kcert"))
-            .args(["key", "--type", "rsa:2048", "--force", "-o", &key])
+            .args(["key", "--type", "rsa:2048", "--force", "--out", &key])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -817,7 +821,7 @@ fn kcert_sandbox_forwards_to_the_sandbox_binary_and_says_how_to_get_it() {
     .unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_kcert"))
-        .args(["sandbox", "up", "-d", "x", "-O", "json"])
+        .args(["sandbox", "up", "-d", "x", "-o", "json"])
         .env("KCERT_SANDBOX_BIN", &fake)
         .output()
         .unwrap();
@@ -826,17 +830,17 @@ fn kcert_sandbox_forwards_to_the_sandbox_binary_and_says_how_to_get_it() {
     let args = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
         args.lines().collect::<Vec<_>>(),
-        ["up", "-d", "x", "-O", "json"]
+        ["up", "-d", "x", "-o", "json"]
     );
     // kcert's own -O before the subcommand is passed on too.
     let out = Command::new(env!("CARGO_BIN_EXE_kcert"))
-        .args(["-O", "json", "sandbox", "demo"])
+        .args(["-o", "json", "sandbox", "demo"])
         .env("KCERT_SANDBOX_BIN", &fake)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(7));
     let args = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(args.lines().collect::<Vec<_>>(), ["-O", "json", "demo"]);
+    assert_eq!(args.lines().collect::<Vec<_>>(), ["-o", "json", "demo"]);
     let missing = Command::new(env!("CARGO_BIN_EXE_kcert"))
         .args(["sandbox", "demo"])
         .env("KCERT_SANDBOX_BIN", dir.path().join("nowhere"))
@@ -848,4 +852,38 @@ fn kcert_sandbox_forwards_to_the_sandbox_binary_and_says_how_to_get_it() {
         "{}",
         String::from_utf8_lossy(&missing.stderr)
     );
+}
+
+#[test]
+fn output_flags_as_kubectl_spells_them() {
+    let d = Dir::new();
+    let key = d.s("k.pem");
+    ok(kcert(&["key", "--out", &key]));
+    // -o json and --output yaml carry the same document.
+    let as_json = json(kcert(&["inspect", &key, "-o", "json"]));
+    let yaml = ok(kcert(&["inspect", &key, "--output", "yaml"]));
+    let as_yaml: Value = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(as_json, as_yaml);
+    // The old -O works for one release, with a note on stderr.
+    let old = kcert(&["inspect", &key, "-O", "json"]);
+    assert!(old.status.success());
+    assert!(
+        String::from_utf8_lossy(&old.stderr).contains("-O is deprecated"),
+        "{}",
+        String::from_utf8_lossy(&old.stderr)
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&old.stdout).unwrap(),
+        as_json
+    );
+    // In -o json mode an error is a JSON document on stdout too, with the exit code.
+    let missing = kcert(&["inspect", &d.s("nope.pem"), "-o", "json"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let doc: Value = serde_json::from_slice(&missing.stdout).unwrap();
+    assert_eq!(doc["exitCode"], 1);
+    assert!(doc["error"].as_str().unwrap().contains("nope.pem"), "{doc}");
+    // A file destination is --out now; -o takes a format.
+    let wrong = kcert(&["key", "-o", &d.s("x.pem")]);
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("possible values"));
 }

@@ -107,7 +107,7 @@ async fn request_writes_a_kubeconfig_kubectl_accepts_and_reruns_reuse_the_csr() 
                 d,
                 "--duration",
                 "1h",
-                "-O",
+                "-o",
                 "json",
             ],
         )
@@ -178,7 +178,7 @@ async fn request_writes_a_kubeconfig_kubectl_accepts_and_reruns_reuse_the_csr() 
                 &controller.signer,
                 "--out-dir",
                 again.path().to_str().unwrap(),
-                "-O",
+                "-o",
                 "json",
             ],
         )
@@ -309,7 +309,7 @@ async fn admins_list_show_approve_and_deny_and_denial_is_final() {
         .unwrap();
     }
     let list = ok_json(tokio::task::block_in_place(|| {
-        kcert(admin, &["list", "--signer-name", &signer, "-O", "json"])
+        kcert(admin, &["list", "--signer-name", &signer, "-o", "json"])
     }));
     let rows = list.as_array().unwrap();
     assert_eq!(rows.len(), 2);
@@ -317,7 +317,7 @@ async fn admins_list_show_approve_and_deny_and_denial_is_final() {
         && r["user"] == "jane"
         && r["requester"] == "kcert-testbed-admin"));
     let approved = ok_json(tokio::task::block_in_place(|| {
-        kcert(admin, &["approve", &a, "-O", "json"])
+        kcert(admin, &["approve", &a, "-o", "json"])
     }));
     assert_eq!(approved["results"][0]["result"], "approved");
     let denied = ok_json(tokio::task::block_in_place(|| {
@@ -330,7 +330,7 @@ async fn admins_list_show_approve_and_deny_and_denial_is_final() {
                 "NotToday",
                 "--message",
                 "ask again tomorrow",
-                "-O",
+                "-o",
                 "json",
             ],
         )
@@ -344,13 +344,13 @@ async fn admins_list_show_approve_and_deny_and_denial_is_final() {
         stderr(&refused)
     );
     let shown = ok_json(tokio::task::block_in_place(|| {
-        kcert(admin, &["show", &b, "-O", "json"])
+        kcert(admin, &["show", &b, "-o", "json"])
     }));
     assert_eq!(shown["state"], "Denied");
     assert_eq!(shown["conditions"][0]["reason"], "NotToday");
     assert_eq!(shown["conditions"][0]["message"], "ask again tomorrow");
     let again = ok_json(tokio::task::block_in_place(|| {
-        kcert(admin, &["approve", &a, "-O", "json"])
+        kcert(admin, &["approve", &a, "-o", "json"])
     }));
     assert_eq!(again["results"][0]["result"], "already approved");
     let text = String::from_utf8(
@@ -375,7 +375,7 @@ async fn grant_whoami_can_i_and_service_account_kubeconfigs() {
     let user_kc = dir.path().join("erin.kubeconfig");
     std::fs::write(&user_kc, cluster.user_kubeconfig(&user, &["qa"]).unwrap()).unwrap();
     let me = ok_json(tokio::task::block_in_place(|| {
-        kcert(&user_kc, &["whoami", "-O", "json"])
+        kcert(&user_kc, &["whoami", "-o", "json"])
     }));
     assert_eq!(me["username"], user.as_str());
     assert!(
@@ -411,7 +411,7 @@ async fn grant_whoami_can_i_and_service_account_kubeconfigs() {
                 &format!("{ns}-cm-reader"),
                 "-n",
                 &ns,
-                "-O",
+                "-o",
                 "json",
             ],
         )
@@ -450,7 +450,7 @@ async fn grant_whoami_can_i_and_service_account_kubeconfigs() {
                 &format!("{ns}-cm-reader"),
                 "-n",
                 &ns,
-                "-O",
+                "-o",
                 "json",
             ],
         )
@@ -470,9 +470,9 @@ async fn grant_whoami_can_i_and_service_account_kubeconfigs() {
                 "--create",
                 "--duration",
                 "10m",
-                "-o",
+                "--out",
                 sa_kc.to_str().unwrap(),
-                "-O",
+                "-o",
                 "json",
             ],
         )
@@ -483,7 +483,7 @@ async fn grant_whoami_can_i_and_service_account_kubeconfigs() {
         0o600
     );
     let sa = ok_json(tokio::task::block_in_place(|| {
-        kcert(&sa_kc, &["whoami", "-O", "json"])
+        kcert(&sa_kc, &["whoami", "-o", "json"])
     }));
     assert_eq!(sa["username"], format!("system:serviceaccount:{ns}:ci"));
 }
@@ -505,7 +505,7 @@ async fn policy_test_explains_offline_and_against_a_cluster_csr_without_writing(
             .unwrap()
     };
     assert!(
-        offline(&["key", "-o", key.to_str().unwrap()])
+        offline(&["key", "--out", key.to_str().unwrap()])
             .status
             .success()
     );
@@ -518,7 +518,7 @@ async fn policy_test_explains_offline_and_against_a_cluster_csr_without_writing(
             "dev",
             "-k",
             key.to_str().unwrap(),
-            "-o",
+            "--out",
             csr.to_str().unwrap()
         ])
         .status
@@ -534,7 +534,7 @@ async fn policy_test_explains_offline_and_against_a_cluster_csr_without_writing(
         p,
         "--requester-group",
         "developers",
-        "-O",
+        "-o",
         "json",
     ]));
     assert_eq!(
@@ -551,7 +551,7 @@ async fn policy_test_explains_offline_and_against_a_cluster_csr_without_writing(
         "bob",
         "--requester-group",
         "developers",
-        "-O",
+        "-o",
         "json",
     ]));
     assert_eq!(no["reason"], "CommonNameNotAllowed");
@@ -570,7 +570,7 @@ async fn policy_test_explains_offline_and_against_a_cluster_csr_without_writing(
     let remote = ok_json(tokio::task::block_in_place(|| {
         kcert(
             admin,
-            &["policy", "test", &name, "--policy-file", p, "-O", "json"],
+            &["policy", "test", &name, "--policy-file", p, "-o", "json"],
         )
     }));
     assert_eq!(remote["outcome"], "Approve");
@@ -616,7 +616,7 @@ async fn from_file_onboards_several_users_and_merge_adds_contexts() {
                 dir.path().to_str().unwrap(),
                 "--merge",
                 merged.to_str().unwrap(),
-                "-O",
+                "-o",
                 "json",
             ],
         )
@@ -673,7 +673,7 @@ async fn an_exec_plugin_kubeconfig_works_and_renews_inside_the_window() {
                 &controller.signer,
                 "--out-dir",
                 dir.path().to_str().unwrap(),
-                "-O",
+                "-o",
                 "json",
             ],
         )
@@ -772,7 +772,7 @@ async fn the_ledger_lists_issued_certificates_by_user_and_expiry() {
                 &signer,
                 "--out-dir",
                 dir.path().to_str().unwrap(),
-                "-O",
+                "-o",
                 "json",
             ],
         )
@@ -780,7 +780,7 @@ async fn the_ledger_lists_issued_certificates_by_user_and_expiry() {
     let mut rows = Value::Null;
     for _ in 0..100 {
         rows = ok_json(tokio::task::block_in_place(|| {
-            kcert(admin, &["ledger", "--user", &user, "-O", "json"])
+            kcert(admin, &["ledger", "--user", &user, "-o", "json"])
         }));
         if rows.as_array().is_some_and(|r| !r.is_empty()) {
             break;
@@ -797,14 +797,14 @@ async fn the_ledger_lists_issued_certificates_by_user_and_expiry() {
     let soon = ok_json(tokio::task::block_in_place(|| {
         kcert(
             admin,
-            &["ledger", "--user", &user, "--expiring", "2h", "-O", "json"],
+            &["ledger", "--user", &user, "--expiring", "2h", "-o", "json"],
         )
     }));
     assert_eq!(soon.as_array().unwrap().len(), 1);
     let later = ok_json(tokio::task::block_in_place(|| {
         kcert(
             admin,
-            &["ledger", "--user", &user, "--expiring", "30m", "-O", "json"],
+            &["ledger", "--user", &user, "--expiring", "30m", "-o", "json"],
         )
     }));
     assert!(later.as_array().unwrap().is_empty());
@@ -820,7 +820,7 @@ async fn the_ledger_lists_issued_certificates_by_user_and_expiry() {
                 &serial,
                 "--reason",
                 "left the team",
-                "-O",
+                "-o",
                 "json",
             ],
         )
@@ -832,18 +832,18 @@ async fn the_ledger_lists_issued_certificates_by_user_and_expiry() {
     let again = ok_json(tokio::task::block_in_place(|| {
         kcert(
             admin,
-            &["revoke", "--user", &user, "--reason", "again", "-O", "json"],
+            &["revoke", "--user", &user, "--reason", "again", "-o", "json"],
         )
     }));
     assert_eq!(again["results"][0]["result"], "already revoked");
     assert_eq!(again["results"][0]["revocation"]["reason"], "left the team");
     let rows = ok_json(tokio::task::block_in_place(|| {
-        kcert(admin, &["ledger", "--user", &user, "-O", "json"])
+        kcert(admin, &["ledger", "--user", &user, "-o", "json"])
     }));
     assert_eq!(rows[0]["revocation"]["reason"], "left the team");
     let csr_name = issued["csr"].as_str().unwrap().to_string();
     let shown = ok_json(tokio::task::block_in_place(|| {
-        kcert(admin, &["show", &csr_name, "-O", "json"])
+        kcert(admin, &["show", &csr_name, "-o", "json"])
     }));
     assert_eq!(shown["revocation"]["reason"], "left the team", "{shown}");
     let none = tokio::task::block_in_place(|| {
@@ -923,7 +923,7 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: nowatch}]
                 signer,
                 "--out-dir",
                 out_dir.to_str().unwrap(),
-                "-O",
+                "-o",
                 "json",
             ],
         )
@@ -998,14 +998,14 @@ async fn list_show_and_policy_test_escape_hostile_names_ignore_forged_provenance
         );
     }
     let shown = ok_json(tokio::task::block_in_place(|| {
-        kcert(admin, &["show", &name, "-O", "json"])
+        kcert(admin, &["show", &name, "-o", "json"])
     }));
     assert!(shown["decision"].is_null(), "{shown}");
     // The CLI evaluates as the controller does: the signer's table first, then hygiene.
     let verdict = ok_json(tokio::task::block_in_place(|| {
         kcert(
             admin,
-            &["policy", "test", &name, "--policy-file", pf, "-O", "json"],
+            &["policy", "test", &name, "--policy-file", pf, "-o", "json"],
         )
     }));
     assert_eq!(verdict["reason"], "UnprintableName", "{verdict}");
@@ -1020,7 +1020,7 @@ async fn list_show_and_policy_test_escape_hostile_names_ignore_forged_provenance
     let verdict = ok_json(tokio::task::block_in_place(|| {
         kcert(
             admin,
-            &["policy", "test", &web, "--policy-file", pf, "-O", "json"],
+            &["policy", "test", &web, "--policy-file", pf, "-o", "json"],
         )
     }));
     assert_eq!(
@@ -1066,7 +1066,7 @@ async fn kubectl_runs_kcert_as_a_plugin() {
             .arg("kcert")
             .arg("--kubeconfig")
             .arg(cluster.admin_kubeconfig_path())
-            .args(["whoami", "-O", "json"])
+            .args(["whoami", "-o", "json"])
             .env("PATH", &path)
             .env_remove("KUBECONFIG")
             .output()
@@ -1131,7 +1131,7 @@ rules:
                 &signer,
                 "--out-dir",
                 dir.path().to_str().unwrap(),
-                "-O",
+                "-o",
                 "json",
             ],
         )

@@ -68,6 +68,9 @@ fn row(
         "signer": csr.spec.signer_name,
         "state": state(csr),
         "policy": would,
+        "key": parsed.as_ref().ok().map(|r| r.public_key().algorithm().to_string()),
+        "usages": csr.spec.usages,
+        "expirationSeconds": csr.spec.expiration_seconds,
     })
 }
 
@@ -127,6 +130,29 @@ pub async fn list(args: &ListArgs, out: OutputFormat, target: &Target) -> Result
                 s("signer"),
                 s("state"),
                 s("policy")
+            ));
+            if out == OutputFormat::Wide {
+                let usages: Vec<&str> = r["usages"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|u| u.as_str())
+                    .collect();
+                let line = lines.last_mut().expect("just pushed");
+                line.push_str(&format!(
+                    "  {:<18} {:<10} {}",
+                    s("key"),
+                    r["expirationSeconds"]
+                        .as_i64()
+                        .map_or("-".to_string(), |e| format!("{e}s")),
+                    usages.join(",")
+                ));
+            }
+        }
+        if out == OutputFormat::Wide {
+            lines[0].push_str(&format!(
+                "  {:<18} {:<10} {}",
+                "KEY", "EXPIRATION", "USAGES"
             ));
         }
         lines.join("\n")

@@ -95,8 +95,9 @@ fn forward_to_sandbox(args: &[std::ffi::OsString], out: OutputFormat) -> Result<
         .or(beside)
         .unwrap_or_else(|| "kcert-sandbox".into());
     let mut command = std::process::Command::new(&program);
-    if out == OutputFormat::Json {
-        command.args(["-O", "json"]);
+    if !out.is_text() || out == OutputFormat::Wide {
+        let name = format!("{out:?}").to_lowercase();
+        command.args(["-o", name.as_str()]);
     }
     let status = command.args(args).status().map_err(|e| {
         anyhow::anyhow!(
@@ -120,7 +121,13 @@ pub fn report(out: OutputFormat, json: serde_json::Value, text: impl FnOnce() ->
             "{}",
             serde_json::to_string_pretty(&json).expect("JSON values print")
         ),
-        OutputFormat::Text => println!("{}", crate::text::safe_lines(&text())),
+        OutputFormat::Yaml => print!(
+            "{}",
+            serde_yaml::to_string(&json).expect("JSON values print as YAML")
+        ),
+        OutputFormat::Text | OutputFormat::Wide => {
+            println!("{}", crate::text::safe_lines(&text()))
+        }
     }
 }
 

@@ -387,7 +387,7 @@ pub(crate) async fn wait_for_certificate(
         timeout,
         out,
         started: Instant::now(),
-        tty: std::io::stderr().is_terminal() && out == OutputFormat::Text,
+        tty: std::io::stderr().is_terminal() && out.is_text(),
         said_waiting: false,
         said_approved: false,
         tick: 0,
@@ -475,7 +475,7 @@ impl Progress<'_> {
             .find(|c| c.type_ == "Approved" && c.status == "True");
         if let (Some(c), false) = (approved, self.said_approved) {
             self.said_approved = true;
-            if !self.tty && self.out == OutputFormat::Text {
+            if !self.tty && self.out.is_text() {
                 eprintln!(
                     "kcert: CSR {name} approved ({}); waiting for the certificate",
                     c.reason.as_deref().unwrap_or("-")
@@ -514,7 +514,7 @@ impl Progress<'_> {
             );
             let _ = std::io::stderr().flush();
             self.tick += 1;
-        } else if !self.said_waiting && self.out == OutputFormat::Text {
+        } else if !self.said_waiting && self.out.is_text() {
             eprintln!(
                 "kcert: CSR {name} created; waiting for {waiting_for} (timeout {}s)",
                 self.timeout.as_secs()
