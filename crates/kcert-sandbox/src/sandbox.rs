@@ -55,6 +55,9 @@ pub struct Sandbox {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     controller: tokio::task::JoinHandle<()>,
     _webhook_files: tempfile::TempDir,
+    /// kube-controller-manager running only the ClusterRole aggregation controller, so that the
+    /// aggregated `view`, `edit` and `admin` roles have their rules, as in a real cluster.
+    _aggregation: Option<tokio::process::Child>,
 }
 
 impl Sandbox {
@@ -70,6 +73,33 @@ impl Sandbox {
             .context("starting the control plane")?;
         let client = cluster.admin_client().await?;
         install(&client).await?;
+        let aggregation = match cluster.binaries().kube_controller_manager.clone() {
+            Some(kcm) => Some(
+                tokio::process::Command::new(kcm)
+                    .arg(format!(
+                        "--kubeconfig={}",
+                        cluster.admin_kubeconfig_path().display()
+                    ))
+                    .args([
+                        "--controllers=clusterrole-aggregation",
+                        "--leader-elect=false",
+                        "--bind-address=127.0.0.1",
+                        "--secure-port=0",
+                    ])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .context("starting kube-controller-manager (ClusterRole aggregation)")?,
+            ),
+            None => {
+                eprintln!(
+                    "kcert-sandbox: no kube-controller-manager (KUBEBUILDER_ASSETS?): the aggregated view/edit/admin ClusterRoles stay empty"
+                );
+                None
+            }
+        };
         let settings = Settings {
             policy: PolicySource::Crd,
             ledger: true,
@@ -97,6 +127,7 @@ impl Sandbox {
             stop: Some(tx),
             controller,
             _webhook_files: webhook_dir,
+            _aggregation: aggregation,
         })
     }
 

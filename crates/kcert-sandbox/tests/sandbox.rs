@@ -93,6 +93,22 @@ fn sandbox_up_writes_the_admin_kubeconfig_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(accepted, "the sandbox policy was never accepted");
+    // As in a real cluster, the aggregated ClusterRoles have their rules (kcert grant
+    // --clusterrole view works).
+    let mut aggregated = false;
+    for _ in 0..100 {
+        let view = Command::new(&kubectl)
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(["get", "clusterrole", "view", "-o", "jsonpath={.rules[*].resources}"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&view.stdout).contains("pods") {
+            aggregated = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(aggregated, "the view ClusterRole was never aggregated");
     assert!(
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])

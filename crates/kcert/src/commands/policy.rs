@@ -153,7 +153,7 @@ pub async fn test(args: &PolicyTestArgs, out: OutputFormat, target: &Target) -> 
     Ok(())
 }
 
-/// What `kcert policy test -O json` prints for a decision.
+/// What `kcert policy test -o json` prints for a decision.
 pub fn decision_json(decision: &kcert_policy::Decision) -> serde_json::Value {
     serde_json::json!({
         "outcome": format!("{:?}", decision.outcome),
