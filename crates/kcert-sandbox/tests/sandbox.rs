@@ -99,7 +99,13 @@ fn sandbox_up_writes_the_admin_kubeconfig_and_stops_on_sigterm() {
     for _ in 0..100 {
         let view = Command::new(&kubectl)
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .args(["get", "clusterrole", "view", "-o", "jsonpath={.rules[*].resources}"])
+            .args([
+                "get",
+                "clusterrole",
+                "view",
+                "-o",
+                "jsonpath={.rules[*].resources}",
+            ])
             .output()
             .unwrap();
         if String::from_utf8_lossy(&view.stdout).contains("pods") {
