@@ -6,6 +6,7 @@ mod deploy;
 mod differential;
 mod faults;
 mod ha;
+mod helm;
 mod hostile;
 mod integrity;
 mod ledger;

@@ -181,11 +181,15 @@ pub fn crd_yaml() -> String {
 mod tests {
     #[test]
     fn checked_in_crd_matches_the_code() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/crd.yaml");
-        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            on_disk == super::crd_yaml(),
-            "deploy/crd.yaml is out of date: run `cargo run -p kcert-controller -- crd > deploy/crd.yaml`"
-        );
+        for path in [
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/crd.yaml"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/chart/kcert/crds/crd.yaml"),
+        ] {
+            let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+            assert!(
+                on_disk == super::crd_yaml(),
+                "{path} is out of date: run `cargo run -p kcert-controller -- crd | tee deploy/crd.yaml > deploy/chart/kcert/crds/crd.yaml`"
+            );
+        }
     }
 }

@@ -16,6 +16,57 @@ const GO_MOD: &str = include_str!("../go/go.mod");
 const GO_SUM: &str = include_str!("../go/go.sum");
 const TOOLS_GO: &str = include_str!("../go/tools.go");
 const X509READ_GO: &str = include_str!("../go/x509read/main.go");
+/// The Helm the test bed builds (its own Go module: Helm pins its own Kubernetes libraries).
+pub const HELM_VERSION: &str = "v4.3.1";
+const HELM_GO_MOD: &str = include_str!("../go-helm/go.mod");
+const HELM_GO_SUM: &str = include_str!("../go-helm/go.sum");
+const HELM_TOOLS_GO: &str = include_str!("../go-helm/tools.go");
+
+/// `helm` (helm.sh/helm/v4 at [`HELM_VERSION`]), built once per machine from its Go module into
+/// the cache, under the cache's lock; `$KCERT_TESTBED_HELM` names one to use instead.
+pub fn helm() -> Result<PathBuf> {
+    if let Some(explicit) = std::env::var_os("KCERT_TESTBED_HELM") {
+        return Ok(PathBuf::from(explicit));
+    }
+    let dir = cache_dir()?;
+    let bin = dir.join("tools").join(format!("helm-{HELM_VERSION}"));
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let lock_path = dir.join(".lock");
+    let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+    lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let go = go()?;
+    let src = dir.join("src-helm");
+    std::fs::create_dir_all(&src).map_err(|e| Error::io(&src, e))?;
+    for (name, text) in [
+        ("go.mod", HELM_GO_MOD),
+        ("go.sum", HELM_GO_SUM),
+        ("tools.go", HELM_TOOLS_GO),
+    ] {
+        std::fs::write(src.join(name), text).map_err(|e| Error::io(&src.join(name), e))?;
+    }
+    let tmp = bin.with_extension("tmp");
+    let parent = bin.parent().expect("tools dir");
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    progress(&format!(
+        "building helm {HELM_VERSION} from its Go module (once per machine, a few minutes)"
+    ));
+    let ldflags = format!("-s -w -X helm.sh/helm/v4/internal/version.version={HELM_VERSION}");
+    go_build(
+        &go,
+        &src,
+        &["-ldflags", &ldflags, "-o", &tmp.display().to_string()],
+        &["helm.sh/helm/v4/cmd/helm"],
+        Instant::now(),
+    )?;
+    std::fs::rename(&tmp, &bin).map_err(|e| Error::io(&bin, e))?;
+    Ok(bin)
+}
 
 /// `x509read`: Go's crypto/x509 and kube-apiserver's own x509 authenticator (from the same
 /// v1.36.3 module as the control plane) reading CSRs and certificates, for differential tests.

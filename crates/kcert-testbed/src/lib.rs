@@ -19,7 +19,9 @@ mod cluster;
 pub mod kubeconfig;
 pub mod webhook;
 
-pub use binaries::{Binaries, ETCD_VERSION, KUBERNETES_VERSION, cache_dir, x509read};
+pub use binaries::{
+    Binaries, ETCD_VERSION, HELM_VERSION, KUBERNETES_VERSION, cache_dir, helm, x509read,
+};
 pub use cluster::{CaKeyType, TestCluster, TestClusterBuilder, client_from_kubeconfig};
 
 /// Errors of the test bed.

@@ -1,0 +1,182 @@
+//! The Helm chart (deploy/chart/kcert), judged by Helm itself (built from its Go module by the
+//! test bed): it lints clean, with default values it renders exactly the objects of the
+//! kustomize base (but the Namespace), and installed with `helm install` onto a real API server
+//! it gives the controller what it needs, proven by running the controller as its
+//! ServiceAccount.
+
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::core::v1::Secret;
+use kcert_controller::{CaSource, PolicySource, Settings};
+use kcert_testbed::TestCluster;
+use kcert_tests::{RunningController, conditions, csr_object, issued, wait_for};
+use kube::Api;
+use kube::api::PostParams;
+use serde::Deserialize;
+use std::process::Command;
+use std::time::Duration;
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/chart/kcert");
+const BASE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Numbers as numbers: `0` and `0.0` are one value whichever tool printed them.
+fn normalized(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => n
+            .as_f64()
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::Number(n), Value::Number),
+        Value::Array(a) => Value::Array(a.into_iter().map(normalized).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, normalized(v))).collect()),
+        other => other,
+    }
+}
+
+/// Every object of a multi-document YAML stream, keyed by kind/namespace/name, Namespaces left
+/// out.
+fn objects(yaml: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .filter_map(|doc| serde_json::Value::deserialize(doc).ok())
+        .map(normalized)
+        .filter(|v| v.is_object() && v["kind"] != "Namespace")
+        .map(|v| {
+            let key = format!(
+                "{}/{}/{}",
+                v["kind"].as_str().unwrap_or_default(),
+                v["metadata"]["namespace"].as_str().unwrap_or_default(),
+                v["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            (key, v)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_helm_chart_lints_renders_the_kustomize_base_and_installs() {
+    let helm = tokio::task::spawn_blocking(kcert_testbed::helm)
+        .await
+        .unwrap()
+        .unwrap();
+    let kubectl = kcert_testbed::Binaries::locate()
+        .unwrap()
+        .kubectl
+        .unwrap_or_else(|| "kubectl".into());
+    // helm lint: clean.
+    let lint = run(Command::new(&helm).args(["lint", "--strict", CHART]));
+    assert!(lint.contains("0 chart(s) failed"), "{lint}");
+    // Default values: the kustomize base, object for object.
+    let rendered = run(Command::new(&helm).args([
+        "template",
+        "kcert",
+        CHART,
+        "--namespace",
+        "kcert-system",
+        "--include-crds",
+    ]));
+    let base = run(Command::new(&kubectl).args(["kustomize", BASE]));
+    let (chart, kustomize) = (objects(&rendered), objects(&base));
+    assert_eq!(
+        chart.keys().collect::<Vec<_>>(),
+        kustomize.keys().collect::<Vec<_>>(),
+        "the chart and deploy/ hold different objects"
+    );
+    for (key, object) in &kustomize {
+        assert_eq!(
+            &chart[key], object,
+            "{key} differs between the chart and deploy/"
+        );
+    }
+    // The webhook switch renders what deploy/webhook/ describes.
+    let with_webhook = run(Command::new(&helm).args([
+        "template",
+        "kcert",
+        CHART,
+        "--namespace",
+        "kcert-system",
+        "--set",
+        "webhook.enabled=true",
+        "--set",
+        "webhook.strictUsers={admin-*}",
+    ]));
+    for needle in [
+        "hostNetwork: true",
+        "--webhook-addr=127.0.0.1:8443",
+        "--webhook-strict-user=admin-*",
+        "secretName: kcert-webhook-tls",
+    ] {
+        assert!(with_webhook.contains(needle), "{needle} not rendered");
+    }
+
+    // helm install onto a real API server, then the controller as the chart's ServiceAccount.
+    let cluster = TestCluster::start().await.unwrap();
+    run(Command::new(&helm)
+        .arg("--kubeconfig")
+        .arg(cluster.admin_kubeconfig_path())
+        .args([
+            "install",
+            "kcert",
+            CHART,
+            "--namespace",
+            "kcert-system",
+            "--create-namespace",
+        ]));
+    let admin = cluster.admin_client().await.unwrap();
+    let ca: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "kcert-ca"},
+        "type": "kubernetes.io/tls",
+        "stringData": {
+            "tls.crt": std::fs::read_to_string(cluster.ca_cert_path()).unwrap(),
+            "tls.key": std::fs::read_to_string(cluster.ca_key_path()).unwrap(),
+        }
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(admin.clone(), "kcert-system")
+        .create(&PostParams::default(), &ca)
+        .await
+        .unwrap();
+    let identity = cluster
+        .service_account_client("kcert-system", "kcert-controller")
+        .await
+        .unwrap();
+    let policy = serde_yaml::from_str(
+        "rules: [{id: helm, requesters: {users: [kcert-testbed-admin]}, commonName: {glob: 'helm-*'}, groups: {allowed: [dev]}}]",
+    )
+    .unwrap();
+    let settings = Settings {
+        policy: PolicySource::Static(policy),
+        ca: Some(CaSource::Secret {
+            namespace: "kcert-system".into(),
+            name: "kcert-ca".into(),
+        }),
+        ledger: true,
+        ..Settings::default()
+    };
+    let _controller = RunningController::start_with(identity, settings);
+    let csrs: Api<CertificateSigningRequest> = Api::all(admin);
+    let name = cluster.unique_name("helm");
+    csrs.create(
+        &PostParams::default(),
+        &csr_object(
+            &name,
+            "kcert.dev/client",
+            &format!("helm-{name}"),
+            &["dev"],
+            None,
+        ),
+    )
+    .await
+    .unwrap();
+    let done = wait_for(&csrs, &name, Duration::from_secs(30), "issued", issued).await;
+    assert_eq!(conditions(&done)[0].1, "AutoApproved");
+}
