@@ -275,6 +275,11 @@ async fn demo_steps(sandbox: &Sandbox, out: OutputFormat, step: impl Fn(u32, &st
         exec_plugin: false,
     };
     kcert::commands::request::run(&request, out, &admin).await?;
+    if out.is_text() {
+        println!(
+            "  (the demo's files and cluster are removed at the end: to try them yourself, `kcert-sandbox up` keeps a cluster running)"
+        );
+    }
     step(
         3,
         "create a pod-reader Role in namespace demo and grant it to jane (kcert grant --user jane --role pod-reader -n demo)",
