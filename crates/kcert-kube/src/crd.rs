@@ -183,7 +183,10 @@ mod tests {
     fn checked_in_crd_matches_the_code() {
         for path in [
             concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/crd.yaml"),
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/chart/kcert/crds/crd.yaml"),
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../deploy/chart/kcert/crds/crd.yaml"
+            ),
         ] {
             let on_disk = std::fs::read_to_string(path).unwrap_or_default();
             assert!(
