@@ -63,6 +63,8 @@ pub enum Reason {
     CredentialRevoked,
     /// A renewal rule applied, but the chain of renewals is older than `maxChainAge`.
     RenewalChainTooOld,
+    /// A rule was for the requester, but one of its CEL conditions is false (or fails).
+    ConditionNotMet,
     /// No rule is for this requester and signer.
     NoMatchingRule,
     /// The request could not be read or its signature does not verify.
@@ -71,7 +73,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for documentation and tests.
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 24] = [
         Reason::AutoApproved,
         Reason::ProtectedGroup,
         Reason::ProtectedUser,
@@ -93,6 +95,7 @@ impl Reason {
         Reason::CredentialUnknown,
         Reason::CredentialRevoked,
         Reason::RenewalChainTooOld,
+        Reason::ConditionNotMet,
         Reason::NoMatchingRule,
         Reason::InvalidRequest,
     ];
@@ -121,6 +124,7 @@ impl Reason {
             Reason::CredentialUnknown => "CredentialUnknown",
             Reason::CredentialRevoked => "CredentialRevoked",
             Reason::RenewalChainTooOld => "RenewalChainTooOld",
+            Reason::ConditionNotMet => "ConditionNotMet",
             Reason::NoMatchingRule => "NoMatchingRule",
             Reason::InvalidRequest => "InvalidRequest",
         }
@@ -540,6 +544,94 @@ fn check_renewal(facts: &CsrFacts, cn: &str, max_chain: u64) -> Result<(), Failu
     Ok(())
 }
 
+/// The variables CEL conditions see.
+pub fn cel_variables(facts: &CsrFacts) -> serde_json::Value {
+    let r = &facts.requester;
+    let (key_type, bits) = match facts.key {
+        KeyKind::Rsa(bits) => ("rsa", i64::from(bits)),
+        other => (other.type_name(), 0),
+    };
+    let mut vars = serde_json::json!({
+        "request": {
+            "commonName": facts.common_name().unwrap_or_default(),
+            "groups": facts.organizations,
+            "uid": facts.uids.first().cloned().unwrap_or_default(),
+            "usages": facts.usages,
+            "sans": {"dns": facts.sans.dns, "ips": facts.sans.ips, "emails": facts.sans.emails, "uris": facts.sans.uris},
+            "key": {"type": key_type, "bits": bits},
+            "lifetimeSeconds": facts.expiration_seconds.unwrap_or(0),
+        },
+        "requester": {
+            "user": r.username,
+            "uid": r.uid,
+            "groups": r.groups,
+            "extra": r.extra,
+            "serviceAccount": r.service_account().map(|(ns, name)| serde_json::json!({"namespace": ns, "name": name})),
+        },
+        "signerName": facts.signer_name,
+    });
+    // Absent, not null, when the requester is no ServiceAccount: `has(requester.serviceAccount)`
+    // reads the same here as in the API server's CEL.
+    if r.service_account().is_none()
+        && let Some(requester) = vars["requester"].as_object_mut()
+    {
+        requester.remove("serviceAccount");
+    }
+    vars
+}
+
+/// Evaluate one CEL expression over `vars` (`cel_variables`): `Ok(true|false)`, or why it
+/// produced no boolean.
+pub fn evaluate_cel(program: &cel::Program, vars: &serde_json::Value) -> Result<bool, String> {
+    let mut context = cel::Context::default();
+    for name in ["request", "requester", "signerName"] {
+        context
+            .add_variable(name, vars[name].clone())
+            .map_err(|e| e.to_string())?;
+    }
+    match program.execute(&context) {
+        Ok(cel::Value::Bool(b)) => Ok(b),
+        Ok(other) => Err(format!("it is {other:?}, not a boolean")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Every CEL condition of the rule, in order; the first false (or failing) one is the answer.
+fn check_conditions(rule: &Rule, facts: &CsrFacts) -> Result<String, Failure> {
+    if rule.conditions.is_empty() {
+        return Ok(String::new());
+    }
+    let vars = cel_variables(facts);
+    for (i, c) in rule.conditions.iter().enumerate() {
+        match evaluate_cel(&c.program, &vars) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err((
+                    Reason::ConditionNotMet,
+                    format!("conditions[{i}] {:?} is false", c.source),
+                ));
+            }
+            Err(why) => {
+                return Err((
+                    Reason::ConditionNotMet,
+                    format!(
+                        "conditions[{i}] {:?} did not evaluate to true: {why}",
+                        c.source
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(format!(
+        "; conditions {} true",
+        rule.conditions
+            .iter()
+            .map(|c| format!("{:?}", c.source))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
 /// Why `rule` is not for this CSR (signer or requester), or `None` when it is.
 fn not_for(rule: &Rule, facts: &CsrFacts) -> Option<String> {
     if !rule.signer_names.is_empty()
@@ -724,8 +816,9 @@ pub(crate) fn check_constraints(rule: &Rule, facts: &CsrFacts) -> Result<String,
             ));
         }
     }
+    let conditions = check_conditions(rule, facts)?;
     Ok(format!(
-        "CN {cn:?} ({}), groups {:?}, usages, key {} and SANs allowed",
+        "CN {cn:?} ({}), groups {:?}, usages, key {} and SANs allowed{conditions}",
         rule.common_name.describe(),
         facts.organizations,
         facts.key

@@ -30,7 +30,10 @@ pub mod privilege;
 pub mod signers;
 pub mod spec;
 
-pub use decision::{ApprovedSubject, Decision, Outcome, Reason, check_request, decide, evaluate};
+pub use decision::{
+    ApprovedSubject, Decision, Outcome, Reason, cel_variables, check_request, decide, evaluate,
+    evaluate_cel,
+};
 pub use facts::{CredentialFacts, CsrFacts, KeyKind, Requester, SanFacts};
 pub use glob::matches as glob_matches;
 pub use policy::{

@@ -60,6 +60,25 @@ pub struct PolicyError {
     pub message: String,
 }
 
+/// One compiled CEL condition.
+#[derive(Clone)]
+pub(crate) struct Condition {
+    pub(crate) source: String,
+    pub(crate) program: std::sync::Arc<cel::Program>,
+}
+
+impl std::fmt::Debug for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Condition({:?})", self.source)
+    }
+}
+
+/// Bounds on CEL conditions (with the subject limits bounding their inputs, evaluation is
+/// bounded: no loops but comprehensions over lists of at most 64 items).
+pub const MAX_CONDITIONS: usize = 16;
+/// Longest CEL condition, in bytes.
+pub const MAX_CONDITION_BYTES: usize = 1024;
+
 #[derive(Clone, Debug)]
 pub(crate) enum UidRule {
     /// A request carrying a UID is denied.
@@ -115,6 +134,7 @@ pub struct Rule {
     pub(crate) uid: UidRule,
     /// A renewal rule: the longest chain of renewals, in seconds.
     pub(crate) renewal_max_chain_seconds: Option<u64>,
+    pub(crate) conditions: Vec<Condition>,
 }
 
 impl Rule {
@@ -432,9 +452,31 @@ fn compile_rule(policy: &str, r: &RuleSpec) -> Result<Rule, String> {
                 .as_secs(),
         ),
     };
+    if r.conditions.len() > MAX_CONDITIONS {
+        return Err(format!(
+            "{} conditions; at most {MAX_CONDITIONS}",
+            r.conditions.len()
+        ));
+    }
+    let mut conditions = Vec::new();
+    for (i, source) in r.conditions.iter().enumerate() {
+        if source.len() > MAX_CONDITION_BYTES {
+            return Err(format!(
+                "conditions[{i}] is {} bytes; at most {MAX_CONDITION_BYTES}",
+                source.len()
+            ));
+        }
+        let program = cel::Program::compile(source)
+            .map_err(|e| format!("conditions[{i}] {source:?} does not compile: {e}"))?;
+        conditions.push(Condition {
+            source: source.clone(),
+            program: std::sync::Arc::new(program),
+        });
+    }
     Ok(Rule {
         uid,
         renewal_max_chain_seconds,
+        conditions,
         id: r.id.clone(),
         policy: policy.to_string(),
         signer_names: r.signer_names.clone(),

@@ -104,6 +104,12 @@ pub struct RuleSpec {
     /// `maxChainAge` ago.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal: Option<RenewalSpec>,
+    /// CEL expressions that must all be true, e.g. `size(request.groups) <= 3`, over `request`
+    /// (commonName, groups, uid, usages, sans, key, lifetimeSeconds), `requester` (user, uid,
+    /// groups, extra, serviceAccount) and `signerName`. At most 16, each at most 1024 bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = 1024)))]
+    pub conditions: Vec<String>,
 }
 
 /// A renewal rule's bound.

@@ -982,3 +982,96 @@ rules:
             .contains("renewal.maxChainAge")
     );
 }
+
+#[test]
+fn cel_conditions_constrain_rules_and_name_what_failed() {
+    let p = policy(
+        r#"
+rules:
+  - id: teams
+    requesters: {groups: [developers]}
+    groups: {allowed: ["team-*"]}
+    conditions:
+      - "size(request.groups) <= 3"
+      - "request.groups.all(g, g.startsWith('team-'))"
+      - "request.groups.all(g, g in requester.groups)"
+"#,
+    );
+    let ok = facts(
+        "jane",
+        &["developers", "team-a", "team-b"],
+        "jane",
+        &["team-a", "team-b"],
+    );
+    let d = decide(&ok, &p);
+    assert_eq!(d.outcome, Outcome::Approve, "{d:#?}");
+    assert!(d.message.contains("conditions"), "{}", d.message);
+    let not_member = facts(
+        "jane",
+        &["developers", "team-a"],
+        "jane",
+        &["team-a", "team-b"],
+    );
+    assert_decision(
+        &decide(&not_member, &p),
+        Outcome::Deny,
+        Reason::ConditionNotMet,
+        "conditions[2]",
+    );
+    let too_many = facts(
+        "jane",
+        &["developers", "team-a", "team-b", "team-c", "team-d"],
+        "jane",
+        &["team-a", "team-b", "team-c", "team-d"],
+    );
+    assert_decision(
+        &decide(&too_many, &p),
+        Outcome::Deny,
+        Reason::ConditionNotMet,
+        "conditions[0]",
+    );
+    // A condition that errors (a missing field) fails closed.
+    let broken =
+        policy("rules: [{id: b, requesters: {users: [jane]}, conditions: ['request.nope == 1']}]");
+    assert_decision(
+        &decide(&facts("jane", &[], "jane", &[]), &broken),
+        Outcome::Deny,
+        Reason::ConditionNotMet,
+        "did not evaluate to true",
+    );
+    // Non-boolean: not true.
+    let number = policy("rules: [{id: n, requesters: {users: [jane]}, conditions: ['1 + 1']}]");
+    assert_decision(
+        &decide(&facts("jane", &[], "jane", &[]), &number),
+        Outcome::Deny,
+        Reason::ConditionNotMet,
+        "not a boolean",
+    );
+    // The requester's ServiceAccount, signer name and key are there too.
+    let sa = policy(
+        "rules: [{id: s, requesters: {serviceAccounts: [ci/*]}, commonName: {glob: '*'}, conditions: [\"requester.serviceAccount.namespace == 'ci' && signerName == 'kcert.dev/client' && request.key.type == 'ecdsa-p256'\"]}]",
+    );
+    assert_eq!(
+        decide(
+            &facts("system:serviceaccount:ci:runner", &[], "runner", &[]),
+            &sa
+        )
+        .outcome,
+        Outcome::Approve
+    );
+    // Compile errors are the policy's, naming the rule and the condition.
+    for (bad, needle) in [
+        ("conditions: ['size(']", "conditions[0]"),
+        (
+            "conditions: ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', 'p', 'q']",
+            "at most 16",
+        ),
+    ] {
+        let spec: PolicySpec = serde_yaml::from_str(&format!(
+            "rules: [{{id: r, requesters: {{users: [x]}}, {bad}}}]"
+        ))
+        .unwrap();
+        let err = Policy::compile("p", &spec).unwrap_err().to_string();
+        assert!(err.contains("rule 'r'") && err.contains(needle), "{err}");
+    }
+}
