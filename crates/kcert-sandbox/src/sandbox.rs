@@ -217,7 +217,7 @@ pub async fn up(args: &SandboxUpArgs, out: OutputFormat) -> Result<()> {
         serde_json::json!({"server": sandbox.cluster.server(), "kubeconfig": abs, "signerName": kcert_controller::DEFAULT_SIGNER_NAME}),
         || {
             format!(
-                "kcert sandbox: {} with kcert-controller (signer kcert.dev/client, policy sandbox-onboarding)\n\n  export KUBECONFIG={}\n  kcert request --user jane --group dev\n  kcert grant --user jane --clusterrole view --namespace default\n  kubectl --kubeconfig jane.kubeconfig auth whoami\n  kcert revoke --user jane --reason \"testing\"   (her next request is refused)\n\nCtrl-C to stop.",
+                "kcert sandbox: {} with kcert-controller (signer kcert.dev/client, policy sandbox-onboarding)\n\n  export KUBECONFIG={}\n  kcert request --user jane --group dev\n  kcert grant --user jane --clusterrole view --namespace default\n  kubectl --kubeconfig jane.kubeconfig auth whoami\n  kubectl --kubeconfig jane.kubeconfig get pods --namespace default\n  kcert revoke --user jane --reason testing    # within about 2 s her requests are refused\n\nCtrl-C to stop.",
                 sandbox.cluster.server(),
                 abs.display()
             )

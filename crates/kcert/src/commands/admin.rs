@@ -394,14 +394,23 @@ pub async fn revoke(args: &RevokeArgs, out: OutputFormat, target: &Target) -> Re
             .ok()
             .and_then(|r| r.status?.user_info?.username)
             .unwrap_or_else(|| "unknown".into());
-    let done = kcert_kube::revocation::revoke(&client, &selector, &by, &args.reason)
-        .await
-        .map_err(|e| match &e {
-            kube::Error::Api(s) if s.code == 404 => {
-                anyhow!("the cluster has no ledger (IssuedCertificate CRD); apply deploy/crd.yaml")
-            }
-            _ => anyhow!("revoking: {}", api_message(&e)),
-        })?;
+    // The controller records a certificate moments after issuing it: a revocation right after
+    // an issuance waits a few seconds for the record before saying nothing matches.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let done = loop {
+        let done = kcert_kube::revocation::revoke(&client, &selector, &by, &args.reason)
+            .await
+            .map_err(|e| match &e {
+                kube::Error::Api(s) if s.code == 404 => anyhow!(
+                    "the cluster has no ledger (IssuedCertificate CRD); apply deploy/crd.yaml"
+                ),
+                _ => anyhow!("revoking: {}", api_message(&e)),
+            })?;
+        if !done.is_empty() || std::time::Instant::now() >= deadline {
+            break done;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
     if done.is_empty() {
         bail!("no certificate in the ledger matches {selector:?}; `kcert ledger` lists them");
     }
