@@ -15,6 +15,7 @@ mod plot;
 mod process;
 mod stats;
 mod throughput;
+mod webhook;
 
 use anyhow::Result;
 use clap::{Parser, ValueEnum};
@@ -58,6 +59,18 @@ struct Args {
     /// Extra kcert-controller flag for the latency pipeline (repeat; for profiling variants).
     #[arg(long = "pipeline-flag", allow_hyphen_values = true)]
     pipeline_flags: Vec<String>,
+    /// Ledger records in force for the webhook benchmark (one in 100 revoked).
+    #[arg(long, default_value_t = 100_000)]
+    webhook_records: usize,
+    /// SubjectAccessReviews per second offered to the webhook.
+    #[arg(long, default_value_t = 1000)]
+    webhook_rate: u32,
+    /// Seconds each webhook run lasts.
+    #[arg(long, default_value_t = 20)]
+    webhook_seconds: u32,
+    /// Kept-alive connections the reviews are spread over.
+    #[arg(long, default_value_t = 4)]
+    webhook_connections: usize,
     /// Do not rewrite docs/benchmarks.md and its plot (`all` rewrites them otherwise).
     #[arg(long)]
     no_docs: bool,
@@ -70,6 +83,9 @@ enum Part {
     Latency,
     Memory,
     Onboarding,
+    /// The authorization webhook alone (no cluster): latency at a fixed rate with a large
+    /// ledger in force. Not part of `all`.
+    Webhook,
 }
 
 impl Part {
@@ -95,6 +111,26 @@ struct Report {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if args.part == Part::Webhook {
+        for run in 0..args.runs {
+            let r = webhook::run(
+                args.webhook_records,
+                100,
+                args.webhook_rate,
+                args.webhook_seconds,
+                args.webhook_connections,
+            )
+            .await?;
+            println!("run {run}: {}", webhook::summary(&r));
+            anyhow::ensure!(
+                r.denied == r.expected_denied,
+                "the webhook denied {} requests naming revoked certificates, not {}",
+                r.denied,
+                r.expected_denied
+            );
+        }
+        return Ok(());
+    }
     let cluster = TestCluster::start().await?;
     kcert_tests::install_crds(&cluster).await;
     let api: Api<CertificateSigningRequest> = Api::all(cluster.admin_client().await?);

@@ -47,7 +47,8 @@ impl RevokedIndex {
         self.current.read().expect("revocation lock").clone()
     }
 
-    pub(crate) fn set(&self, r: RevokedCredentials) {
+    /// Put `r` in force (the ledger watch does this; benchmarks fill it directly).
+    pub fn set(&self, r: RevokedCredentials) {
         *self.current.write().expect("revocation lock") = Some(Arc::new(r));
     }
 }

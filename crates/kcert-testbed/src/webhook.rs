@@ -23,6 +23,8 @@ pub struct WebhookFiles {
     pub cert: PathBuf,
     /// Its key (PKCS#8 PEM).
     pub key: PathBuf,
+    /// The CA that signed the serving certificate (PEM): what clients trust.
+    pub ca_cert: PathBuf,
     /// The AuthorizationConfiguration to start the API server with.
     pub authorization_config: PathBuf,
 }
@@ -66,6 +68,7 @@ impl WebhookFiles {
             addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
             cert: dir.join("webhook.crt"),
             key: dir.join("webhook.key"),
+            ca_cert: dir.join("webhook-ca.crt"),
             authorization_config: dir.join("authorization-config.yaml"),
         };
         let kubeconfig = crate::kubeconfig::render(
@@ -79,6 +82,7 @@ impl WebhookFiles {
         for (path, text) in [
             (&files.cert, cert.to_pem()),
             (&files.key, key_pem.to_string()),
+            (&files.ca_cert, ca.certificate_pem()),
             (&kubeconfig_path, kubeconfig),
             (
                 &files.authorization_config,
