@@ -13,6 +13,7 @@ mod memory;
 mod onboarding;
 mod plot;
 mod process;
+mod revocation;
 mod stats;
 mod throughput;
 mod webhook;
@@ -71,6 +72,9 @@ struct Args {
     /// Kept-alive connections the reviews are spread over.
     #[arg(long, default_value_t = 4)]
     webhook_connections: usize,
+    /// Revocations measured by the `revocation` part.
+    #[arg(long, default_value_t = 50)]
+    revocations: usize,
     /// Do not rewrite docs/benchmarks.md and its plot (`all` rewrites them otherwise).
     #[arg(long)]
     no_docs: bool,
@@ -86,6 +90,9 @@ enum Part {
     /// The authorization webhook alone (no cluster): latency at a fixed rate with a large
     /// ledger in force. Not part of `all`.
     Webhook,
+    /// `kcert revoke` to the revoked certificate's first 403 through the API server (its own
+    /// test bed with kcert's AuthorizationConfiguration). Not part of `all`.
+    Revocation,
 }
 
 impl Part {
@@ -129,6 +136,17 @@ async fn main() -> Result<()> {
                 r.expected_denied
             );
         }
+        return Ok(());
+    }
+    if args.part == Part::Revocation {
+        let seconds = revocation::run(args.revocations).await?;
+        println!(
+            "revocation: {} samples; first 403 after kcert revoke p50 {:.2} s, p99 {:.2} s, max {:.2} s (bound: unauthorizedTTL 2 s + the ledger watch)",
+            seconds.len(),
+            percentile(&seconds, 50.0),
+            percentile(&seconds, 99.0),
+            percentile(&seconds, 100.0)
+        );
         return Ok(());
     }
     let cluster = TestCluster::start().await?;
