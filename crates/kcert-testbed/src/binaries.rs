@@ -30,10 +30,42 @@ pub fn helm() -> Result<PathBuf> {
     }
     let dir = cache_dir()?;
     let bin = dir.join("tools").join(format!("helm-{HELM_VERSION}"));
+    build_once(&dir, bin, |go, tmp| {
+        let src = dir.join("src-helm");
+        std::fs::create_dir_all(&src).map_err(|e| Error::io(&src, e))?;
+        for (name, text) in [
+            ("go.mod", HELM_GO_MOD),
+            ("go.sum", HELM_GO_SUM),
+            ("tools.go", HELM_TOOLS_GO),
+        ] {
+            std::fs::write(src.join(name), text).map_err(|e| Error::io(&src.join(name), e))?;
+        }
+        progress(&format!(
+            "building helm {HELM_VERSION} from its Go module (once per machine, a few minutes)"
+        ));
+        let ldflags = format!("-s -w -X helm.sh/helm/v4/internal/version.version={HELM_VERSION}");
+        go_build(
+            go,
+            &src,
+            &["-ldflags", &ldflags, "-o", &tmp.display().to_string()],
+            &["helm.sh/helm/v4/cmd/helm"],
+            Instant::now(),
+        )
+    })
+}
+
+/// `bin` if the cache has it; otherwise, under the cache's lock (another process may be
+/// building it), `build(go, tmp)` writes it to a temporary path that is then renamed into place,
+/// so a half-built binary is never found.
+fn build_once(
+    dir: &Path,
+    bin: PathBuf,
+    build: impl FnOnce(&Path, &Path) -> Result<()>,
+) -> Result<PathBuf> {
     if bin.is_file() {
         return Ok(bin);
     }
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let lock_path = dir.join(".lock");
     let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
     lock.lock().map_err(|e| Error::io(&lock_path, e))?;
@@ -41,29 +73,10 @@ pub fn helm() -> Result<PathBuf> {
         return Ok(bin);
     }
     let go = go()?;
-    let src = dir.join("src-helm");
-    std::fs::create_dir_all(&src).map_err(|e| Error::io(&src, e))?;
-    for (name, text) in [
-        ("go.mod", HELM_GO_MOD),
-        ("go.sum", HELM_GO_SUM),
-        ("tools.go", HELM_TOOLS_GO),
-    ] {
-        std::fs::write(src.join(name), text).map_err(|e| Error::io(&src.join(name), e))?;
-    }
     let tmp = bin.with_extension("tmp");
     let parent = bin.parent().expect("tools dir");
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    progress(&format!(
-        "building helm {HELM_VERSION} from its Go module (once per machine, a few minutes)"
-    ));
-    let ldflags = format!("-s -w -X helm.sh/helm/v4/internal/version.version={HELM_VERSION}");
-    go_build(
-        &go,
-        &src,
-        &["-ldflags", &ldflags, "-o", &tmp.display().to_string()],
-        &["helm.sh/helm/v4/cmd/helm"],
-        Instant::now(),
-    )?;
+    build(&go, &tmp)?;
     std::fs::rename(&tmp, &bin).map_err(|e| Error::io(&bin, e))?;
     Ok(bin)
 }
@@ -79,41 +92,27 @@ pub fn x509read() -> Result<PathBuf> {
         (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
     });
     let bin = dir.join("tools").join(format!("x509read-{hash:016x}"));
-    if bin.is_file() {
-        return Ok(bin);
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let lock_path = dir.join(".lock");
-    let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
-    lock.lock().map_err(|e| Error::io(&lock_path, e))?;
-    if bin.is_file() {
-        return Ok(bin);
-    }
-    let go = go()?;
-    let src = dir.join("src");
-    let prog = src.join("x509read");
-    std::fs::create_dir_all(&prog).map_err(|e| Error::io(&prog, e))?;
-    for (path, text) in [
-        (src.join("go.mod"), GO_MOD),
-        (src.join("go.sum"), GO_SUM),
-        (src.join("tools.go"), TOOLS_GO),
-        (prog.join("main.go"), X509READ_GO),
-    ] {
-        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
-    }
-    let tmp = bin.with_extension("tmp");
-    let parent = bin.parent().expect("tools dir");
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    progress("building x509read (Go's crypto/x509 + the API server's x509 authenticator)");
-    go_build(
-        &go,
-        &src,
-        &["-ldflags", "-s -w", "-o", &tmp.display().to_string()],
-        &["./x509read"],
-        Instant::now(),
-    )?;
-    std::fs::rename(&tmp, &bin).map_err(|e| Error::io(&bin, e))?;
-    Ok(bin)
+    build_once(&dir, bin, |go, tmp| {
+        let src = dir.join("src");
+        let prog = src.join("x509read");
+        std::fs::create_dir_all(&prog).map_err(|e| Error::io(&prog, e))?;
+        for (path, text) in [
+            (src.join("go.mod"), GO_MOD),
+            (src.join("go.sum"), GO_SUM),
+            (src.join("tools.go"), TOOLS_GO),
+            (prog.join("main.go"), X509READ_GO),
+        ] {
+            std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+        }
+        progress("building x509read (Go's crypto/x509 + the API server's x509 authenticator)");
+        go_build(
+            go,
+            &src,
+            &["-ldflags", "-s -w", "-o", &tmp.display().to_string()],
+            &["./x509read"],
+            Instant::now(),
+        )
+    })
 }
 
 /// Paths to the binaries a cluster needs.
