@@ -3,8 +3,8 @@
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcert_controller::cleaner::CleanerSettings;
-use kcert_controller::crd::IssuedCertificate;
 use kcert_controller::{CaSource, PolicySource, Settings};
+use kcert_kube::ledger::find_serial;
 use kcert_testbed::TestCluster;
 use kcert_tests::{
     RunningController, certificate, csr_object, eventually, install_crds, issued, wait_for,
@@ -73,18 +73,19 @@ async fn issued_certificates_are_recorded_and_finished_csrs_cleaned_after() {
     let _controller = RunningController::start_with(client.clone(), settings);
     let done = wait_for(&csrs, &good, Duration::from_secs(20), "issued", issued).await;
     let cert = certificate(&done);
-    let ledger: Api<IssuedCertificate> = Api::all(client.clone());
-    let name = kcert_controller::ledger::record_name(&cert.serial);
     let record = eventually("a ledger record", Duration::from_secs(20), || async {
-        ledger.get_opt(&name).await.unwrap().ok_or(&name)
+        find_serial(&client, &cert.serial)
+            .await
+            .unwrap()
+            .ok_or(&cert.serial)
     })
     .await;
-    assert_eq!(record.spec.user, format!("led-{good}"));
-    assert_eq!(record.spec.groups, ["dev"]);
-    assert_eq!(record.spec.requester, "kcert-testbed-admin");
-    assert_eq!(record.spec.approved_by, "rule ledger of policy static");
-    assert_eq!(record.spec.csr_uid, done.metadata.uid.clone().unwrap());
-    assert_eq!(record.spec.not_after, cert.not_after);
+    assert_eq!(record.user, format!("led-{good}"));
+    assert_eq!(record.groups, ["dev"]);
+    assert_eq!(record.requester, "kcert-testbed-admin");
+    assert_eq!(record.approved_by, "rule ledger of policy static");
+    assert_eq!(record.csr_uid, done.metadata.uid.clone().unwrap());
+    assert_eq!(record.not_after, cert.not_after);
 
     // The issued and the denied CSR go; the pending one (24 h rule, here 1 h) stays.
     eventually(
@@ -106,7 +107,7 @@ async fn issued_certificates_are_recorded_and_finished_csrs_cleaned_after() {
         "a recent pending CSR must stay"
     );
     assert!(
-        ledger.get_opt(&name).await.unwrap().is_some(),
+        find_serial(&client, &cert.serial).await.unwrap().is_some(),
         "the record outlives the CSR"
     );
 }
@@ -163,17 +164,14 @@ async fn certificates_issued_while_kcert_was_down_are_recorded_when_it_starts() 
         ..Settings::default()
     };
     let _controller = RunningController::start_with(client.clone(), settings);
-    let ledger: Api<IssuedCertificate> = Api::all(client);
-    let record_name = kcert_controller::ledger::record_name(&cert.serial);
     let record = eventually("a ledger record", Duration::from_secs(20), || async {
-        ledger
-            .get_opt(&record_name)
+        find_serial(&client, &cert.serial)
             .await
             .unwrap()
-            .ok_or(&record_name)
+            .ok_or(&cert.serial)
     })
     .await;
-    assert_eq!(record.spec.user, "late-user");
-    assert_eq!(record.spec.approved_by, "Manual");
-    assert_eq!(record.spec.csr_name, name);
+    assert_eq!(record.user, "late-user");
+    assert_eq!(record.approved_by, "Manual");
+    assert_eq!(record.csr_name, name);
 }

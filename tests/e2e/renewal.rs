@@ -5,7 +5,6 @@
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcert_controller::{CaSource, PolicySource, Settings};
-use kcert_kube::crd::IssuedCertificate;
 use kcert_kube::revocation::{Selector, revoke};
 use kcert_testbed::kubeconfig::{Credentials, render};
 use kcert_testbed::{TestCluster, client_from_kubeconfig};
@@ -111,17 +110,15 @@ rules:
     };
     let _controller = RunningController::start_with(admin_client.clone(), settings);
     let admin: Api<CertificateSigningRequest> = Api::all(admin_client.clone());
-    let ledger: Api<IssuedCertificate> = Api::all(admin_client.clone());
     let user = cluster.unique_name("rena");
     let record_of = |csr: &CertificateSigningRequest| {
         let serial = kcert_pki::CertificateInfo::from_pem(cert_of(csr).as_bytes())
             .unwrap()
             .serial;
-        let ledger = ledger.clone();
+        let client = admin_client.clone();
         async move {
             eventually("the ledger record", 20 * SECOND, || async {
-                ledger
-                    .get_opt(&kcert_kube::crd::record_name(&serial))
+                kcert_kube::ledger::find_serial(&client, &serial)
                     .await
                     .unwrap()
                     .ok_or(())
@@ -146,12 +143,12 @@ rules:
     // The chain goes on: the new record carries the first certificate's start.
     let renewed_record = record_of(&renewed).await;
     assert_eq!(
-        renewed_record.spec.chain_started_at,
-        first_record.spec.chain_started_at
+        renewed_record.chain_started_at,
+        first_record.chain_started_at
     );
     assert_eq!(
-        first_record.spec.chain_started_at.as_deref(),
-        Some(first_record.spec.not_before.as_str())
+        first_record.chain_started_at.as_deref(),
+        Some(first_record.not_before.as_str())
     );
 
     // More groups than the current certificate: refused.
@@ -170,7 +167,7 @@ rules:
     // A revoked certificate renews nothing.
     let done = revoke(
         &admin_client,
-        &Selector::Serial(renewed_record.spec.serial.clone()),
+        &Selector::Serial(renewed_record.serial.clone()),
         "kcert-testbed-admin",
         "left",
     )

@@ -143,15 +143,10 @@ async fn a_revoked_certificate_is_refused_within_seconds_and_nothing_else_is() {
 
     // Revoke every certificate of jane's (once the ledger has recorded it); her next request is
     // refused, naming the revocation.
-    let ledger: Api<kcert_kube::crd::IssuedCertificate> = Api::all(admin_client.clone());
     eventually("jane's certificate in the ledger", 20 * SECOND, || async {
-        let n = ledger
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .filter(|r| r.spec.user == "jane")
+        let pages = kcert_kube::ledger::list_pages(&admin_client).await.unwrap();
+        let n = kcert_kube::ledger::records(&pages)
+            .filter(|(_, r)| r.user == "jane")
             .count();
         if n == 1 { Ok(()) } else { Err(n) }
     })

@@ -273,11 +273,12 @@ async fn wait_recorded(
         .map(|c| c.0)
         .unwrap_or_default();
     let serial = kcert_pki::CertificateInfo::from_pem(&pem)?.serial;
-    let ledger: Api<kcert_controller::crd::IssuedCertificate> =
-        Api::all(cluster.admin_client().await?);
-    let record = kcert_controller::ledger::record_name(&serial);
+    let client = cluster.admin_client().await?;
     for _ in 0..600 {
-        if ledger.get_opt(&record).await?.is_some() {
+        if kcert_kube::ledger::find_serial(&client, &serial)
+            .await?
+            .is_some()
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

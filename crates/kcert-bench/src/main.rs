@@ -122,7 +122,7 @@ async fn main() -> Result<()> {
         for run in 0..args.runs {
             let r = webhook::run(
                 args.webhook_records,
-                100,
+                10,
                 args.webhook_rate,
                 args.webhook_seconds,
                 args.webhook_connections,

@@ -10,7 +10,6 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::Pod;
 use kcert_controller::authz_webhook::WebhookSettings;
 use kcert_controller::{CaSource, PolicySource, Settings};
-use kcert_kube::crd::IssuedCertificate;
 use kcert_kube::revocation::{Selector, Strict, revoke};
 use kcert_testbed::TestCluster;
 use kcert_testbed::kubeconfig::{Credentials, render};
@@ -76,7 +75,6 @@ pub async fn run(samples: usize) -> Result<Vec<f64>> {
         }
     }
     let csrs: Api<CertificateSigningRequest> = Api::all(admin.clone());
-    let ledger: Api<IssuedCertificate> = Api::all(admin.clone());
     let mut seconds = Vec::with_capacity(samples);
     for i in 0..samples {
         let user = format!("revokee-{i}");
@@ -88,10 +86,9 @@ pub async fn run(samples: usize) -> Result<Vec<f64>> {
         .await
         .context("the new certificate never listed pods")?;
         wait_until(Duration::from_secs(20), || async {
-            ledger
-                .list(&ListParams::default())
+            kcert_kube::ledger::list_pages(&admin)
                 .await
-                .is_ok_and(|l| l.items.iter().any(|r| r.spec.user == user))
+                .is_ok_and(|p| kcert_kube::ledger::records(&p).any(|(_, r)| r.user == user))
         })
         .await
         .context("the certificate never reached the ledger")?;

@@ -5,9 +5,11 @@
 
 use crate::stats::percentile;
 use anyhow::{Context as _, Result, bail};
-use kcert_controller::authz_webhook::{self, RevokedIndex, WebhookSettings};
-use kcert_kube::crd::{IssuedCertificate, IssuedCertificateSpec, Revocation};
-use kcert_kube::revocation::{RevokedCredentials, Strict};
+use kcert_controller::authz_webhook::{self, WebhookSettings};
+use kcert_controller::ledger::LedgerView;
+use kcert_kube::crd::{IssuedCertificate, Revocation};
+use kcert_kube::ledger::LedgerIndex;
+use kcert_kube::revocation::Strict;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,22 +41,17 @@ fn fingerprint(i: usize) -> String {
 /// `records` ledger records, every `revoke_every`-th revoked.
 fn ledger(records: usize, revoke_every: usize) -> Vec<IssuedCertificate> {
     (0..records)
-        .map(|i| {
-            IssuedCertificate::new(
-                &format!("r{i}"),
-                IssuedCertificateSpec {
-                    serial: format!("{i:x}"),
-                    user: format!("user-{i}"),
-                    groups: vec!["dev".into()],
-                    fingerprint_sha256: fingerprint(i),
-                    revocation: i.is_multiple_of(revoke_every).then(|| Revocation {
-                        revoked_at: "2026-12-01T00:00:00Z".into(),
-                        revoked_by: "admin".into(),
-                        reason: "benchmark".into(),
-                    }),
-                    ..Default::default()
-                },
-            )
+        .map(|i| IssuedCertificate {
+            serial: format!("{i:x}"),
+            user: format!("user-{i}"),
+            groups: vec!["dev".into()],
+            fingerprint_sha256: fingerprint(i),
+            revocation: i.is_multiple_of(revoke_every).then(|| Revocation {
+                revoked_at: "2026-12-01T00:00:00Z".into(),
+                revoked_by: "admin".into(),
+                reason: "benchmark".into(),
+            }),
+            ..Default::default()
         })
         .collect()
 }
@@ -89,11 +86,11 @@ pub async fn run(
 
     let ledger = ledger(records, revoke_every);
     let started = Instant::now();
-    let revoked = RevokedCredentials::from_records(&ledger);
+    let revoked = LedgerIndex::from_records(&ledger);
     let index_build_s = started.elapsed().as_secs_f64();
-    let revoked_count = revoked.len();
+    let revoked_count = revoked.revoked();
     drop(ledger);
-    let index = RevokedIndex::default();
+    let index = LedgerView::default();
     index.set(revoked);
     let server = authz_webhook::serve(
         WebhookSettings {

@@ -39,8 +39,7 @@ pub async fn reconcile(
         tracing::info!("RBAC bindings not read yet; leaving the CSR pending");
         return Ok(Action::requeue(Duration::from_secs(2)));
     };
-    let ledger = ctx.ledger_index.get();
-    if ledger.is_none() && snapshot.policy.needs_ledger() {
+    if !ctx.ledger_index.is_read() && snapshot.policy.needs_ledger() {
         // Fail closed: renewal rules cannot be decided without the ledger.
         tracing::info!(
             "the ledger has not been read yet (renewal rules need it); leaving the CSR pending"
@@ -54,7 +53,8 @@ pub async fn reconcile(
         None => {
             let request = parse_request(&csr);
             let policy = &snapshot.policy;
-            let d = verdict_of(&csr, &request, policy, &privileged, ledger.as_deref());
+            let ledger = ctx.ledger_index.read();
+            let d = verdict_of(&csr, &request, policy, &privileged, ledger.as_ref());
             (d, request.ok())
         }
     };

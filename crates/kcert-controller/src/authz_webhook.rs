@@ -7,17 +7,14 @@
 //!  kube-apiserver ──SubjectAccessReview (extra: credential-id X509SHA256=…)──► POST /authorize
 //!      ▲                                                                            │
 //!      └── denied + reason  |  no opinion (→ RBAC)  |  503 (→ failurePolicy: Deny) ◄┘
-//!                            RevokedCredentials ◄── watch IssuedCertificate
+//!                            LedgerView ◄── watch LedgerPage
 //! ```
 
-use crate::crd::IssuedCertificate;
-use futures::StreamExt;
-use kcert_kube::revocation::{RevokedCredentials, Strict, review};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Api, Client};
+use crate::ledger::LedgerView;
+use kcert_kube::revocation::{Strict, review};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -32,49 +29,6 @@ pub struct WebhookSettings {
     pub key: PathBuf,
     /// Strict mode: users and groups that may only use kcert-issued certificates.
     pub strict: Strict,
-}
-
-/// The revoked credentials in force; `None` until the ledger has been read once (then the
-/// webhook answers 503 and the API server's `failurePolicy: Deny` refuses X.509 requests).
-#[derive(Clone, Default)]
-pub struct RevokedIndex {
-    current: Arc<RwLock<Option<Arc<RevokedCredentials>>>>,
-}
-
-impl RevokedIndex {
-    /// The index, once read.
-    pub fn get(&self) -> Option<Arc<RevokedCredentials>> {
-        self.current.read().expect("revocation lock").clone()
-    }
-
-    /// Put `r` in force (the ledger watch does this; benchmarks fill it directly).
-    pub fn set(&self, r: RevokedCredentials) {
-        *self.current.write().expect("revocation lock") = Some(Arc::new(r));
-    }
-}
-
-/// Keep `index` current from a watch of the ledger until dropped.
-pub async fn keep_current(client: Client, index: RevokedIndex) {
-    let api: Api<IssuedCertificate> = Api::all(client);
-    let (reader, writer) = reflector::store::<IssuedCertificate>();
-    let stream = reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
-    futures::pin_mut!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
-                let records = reader.state();
-                let revoked = RevokedCredentials::from_records(records.iter().map(|r| r.as_ref()));
-                tracing::debug!(
-                    revoked = revoked.len(),
-                    records = records.len(),
-                    "revocation index"
-                );
-                index.set(revoked);
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "watching the ledger failed; retrying"),
-        }
-    }
 }
 
 fn tls_config(settings: &WebhookSettings) -> Result<rustls::ServerConfig, String> {
@@ -107,7 +61,7 @@ fn tls_config(settings: &WebhookSettings) -> Result<rustls::ServerConfig, String
 /// Bind and serve until dropped. Errors only at start (bind, certificate).
 pub async fn serve(
     settings: WebhookSettings,
-    index: RevokedIndex,
+    index: LedgerView,
 ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, String> {
     let config = Arc::new(tls_config(&settings)?);
     let listener = tokio::net::TcpListener::bind(settings.addr)
@@ -141,7 +95,7 @@ pub async fn serve(
 /// HTTP/1.1 with keep-alive: the API server reuses its connections.
 async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     mut stream: S,
-    index: RevokedIndex,
+    index: LedgerView,
     strict: &Strict,
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
@@ -198,13 +152,14 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 fn answer(
     method: &str,
     body: &[u8],
-    index: &RevokedIndex,
+    index: &LedgerView,
     strict: &Strict,
 ) -> (&'static str, String) {
     if method != "POST" {
         return ("405 Method Not Allowed", "{}".into());
     }
-    let Some(revoked) = index.get() else {
+    let view = index.read();
+    let Some(revoked) = view.as_ref() else {
         // Fail closed: the API server's failurePolicy Deny applies to X.509 requests.
         return (
             "503 Service Unavailable",
@@ -212,7 +167,7 @@ fn answer(
         );
     };
     match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(request) => ("200 OK", review(&request, &revoked, strict).to_string()),
+        Ok(request) => ("200 OK", review(&request, revoked, strict).to_string()),
         Err(e) => (
             "400 Bad Request",
             serde_json::json!({"error": format!("not a SubjectAccessReview: {e}")}).to_string(),
@@ -226,13 +181,13 @@ mod tests {
 
     #[test]
     fn not_ready_is_503_and_junk_is_400() {
-        let index = RevokedIndex::default();
+        let index = LedgerView::default();
         let strict = Strict::default();
         assert_eq!(
             answer("POST", b"{}", &index, &strict).0,
             "503 Service Unavailable"
         );
-        index.set(RevokedCredentials::default());
+        index.set(Default::default());
         assert_eq!(
             answer("POST", b"not json", &index, &strict).0,
             "400 Bad Request"

@@ -2,7 +2,8 @@
 //! approved after 1 h, denied or failed after 1 h, pending after 24 h, issued with an expired
 //! certificate at once — an issued CSR only once its certificate is in the ledger.
 
-use crate::{conditions, ledger};
+use crate::conditions;
+use crate::ledger::LedgerView;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client, ResourceExt};
@@ -78,11 +79,27 @@ pub fn due(
     (since(csr.metadata.creation_timestamp.as_ref()) >= s.pending).then_some("pending too long")
 }
 
-/// One pass: delete what is due among `signers`' CSRs. Returns the names deleted.
+/// Whether the certificate `csr` holds is on record (or there is nothing to record).
+fn on_record(csr: &CertificateSigningRequest, ledger: &LedgerView) -> bool {
+    let Some(cert) = csr
+        .status
+        .as_ref()
+        .and_then(|st| st.certificate.as_ref())
+        .and_then(|c| kcert_pki::CertificateInfo::from_pem(&c.0).ok())
+    else {
+        return !conditions::has_certificate(csr);
+    };
+    ledger.holds(&cert.fingerprint_sha256) == Some(true)
+}
+
+/// One pass: delete what is due among `signers`' CSRs. Returns the names deleted. With a
+/// `ledger`, an issued CSR is deleted only once the ledger shows its certificate (the signer
+/// records it; until then the CSR is the only copy).
 pub async fn sweep(
     client: &Client,
     signers: &[String],
     s: &CleanerSettings,
+    ledger: Option<&LedgerView>,
 ) -> Result<Vec<String>, kube::Error> {
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
     let mut deleted = Vec::new();
@@ -93,11 +110,10 @@ pub async fn sweep(
         let Some(why) = due(&csr, s, SystemTime::now()) else {
             continue;
         };
-        if conditions::has_certificate(&csr) && !ledger::contains(client, &csr).await? {
-            // Record first; delete on a later pass.
-            if let Err(e) = ledger::ensure(client, &csr).await {
-                tracing::warn!(csr = %csr.name_any(), error = %e, "not deleting: the certificate is not in the ledger");
-            }
+        if let Some(ledger) = ledger
+            && !on_record(&csr, ledger)
+        {
+            tracing::info!(csr = %csr.name_any(), "not deleting yet: its certificate is not on record");
             continue;
         }
         let name = csr.name_any();
@@ -114,9 +130,14 @@ pub async fn sweep(
 }
 
 /// Sweep every `interval` until dropped.
-pub async fn run(client: Client, signers: Vec<String>, s: CleanerSettings) {
+pub async fn run(
+    client: Client,
+    signers: Vec<String>,
+    s: CleanerSettings,
+    ledger: Option<LedgerView>,
+) {
     loop {
-        if let Err(e) = sweep(&client, &signers, &s).await {
+        if let Err(e) = sweep(&client, &signers, &s, ledger.as_ref()).await {
             tracing::warn!(error = %e, "cleaner pass failed");
         }
         tokio::time::sleep(s.interval).await;

@@ -1,16 +1,31 @@
-//! The issuance ledger: an `IssuedCertificate` per certificate, written by the signer and kept
-//! after the CSR is gone.
+//! The issuance ledger: every certificate the signer issues is recorded on a [`LedgerPage`]
+//! (many records per object, kept after the CSR is gone), written off the issuance path by one
+//! writer task in batches.
+//!
+//! ```text
+//!  signer ──issued──► Ledger::record_issued ──queue──► write_pages ──append/create──► LedgerPage
+//!     ▲                                                                                  │
+//!     └── Ledger::ensure (CSR with a certificate: on record? else queue it) ◄── LedgerView ◄┘ watch
+//! ```
+//!
+//! Nothing issued stays unrecorded: a certificate is on record once the watch of the pages shows
+//! it. Until then its CSR (which holds the certificate) is kept: the cleaner deletes an issued
+//! CSR only once the view shows the record, and after a crash between signing and recording,
+//! the signer's first pass over the CSRs finds every certificate the view does not hold and
+//! queues it again (`kcert_ledger_repaired_total`).
 
 use crate::conditions;
-use crate::crd::{IssuedCertificate, IssuedCertificateSpec};
+use crate::crd::{IssuedCertificate, LedgerPage};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kcert_kube::ledger::{LedgerIndex, new_page, room};
 use kcert_pki::CertificateInfo;
-use kube::api::{GetParams, ObjectMeta, PostParams};
+use kube::api::PostParams;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use std::collections::HashSet;
-use std::sync::Mutex;
-
-pub use kcert_kube::crd::record_name;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// What approved the CSR: the kcert rule from the provenance record (only when kcert provably
 /// wrote it for this object), or the Approved condition's reason.
@@ -28,9 +43,9 @@ pub fn approved_by(csr: &CertificateSigningRequest) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// The ledger record for an issued CSR (pure).
+/// The ledger record for a CSR's certificate (pure).
 pub fn record(csr: &CertificateSigningRequest, cert: &CertificateInfo) -> IssuedCertificate {
-    let spec = IssuedCertificateSpec {
+    IssuedCertificate {
         serial: cert.serial.clone(),
         subject: cert.subject.to_string(),
         user: cert.subject.common_name.clone().unwrap_or_default(),
@@ -50,127 +65,358 @@ pub fn record(csr: &CertificateSigningRequest, cert: &CertificateInfo) -> Issued
             .filter(|p| p.approved_by_rule())
             .and_then(|p| p.chain_started_at)
             .or_else(|| Some(cert.not_before.clone())),
-    };
-    IssuedCertificate {
-        metadata: ObjectMeta {
-            name: Some(record_name(&cert.serial)),
-            labels: Some(
-                [(
-                    "app.kubernetes.io/managed-by".to_string(),
-                    "kcert".to_string(),
-                )]
-                .into(),
-            ),
-            ..Default::default()
-        },
-        spec,
     }
 }
 
-/// Make sure the ledger holds the CSR's certificate. Ok(true) when the record exists afterwards.
-pub async fn ensure(client: &Client, csr: &CertificateSigningRequest) -> Result<bool, kube::Error> {
-    let Some(pem) = csr.status.as_ref().and_then(|s| s.certificate.as_ref()) else {
-        return Ok(false);
-    };
-    let Ok(cert) = CertificateInfo::from_pem(&pem.0) else {
-        return Ok(false);
-    };
-    let api: Api<IssuedCertificate> = Api::all(client.clone());
-    match api
-        .create(&PostParams::default(), &record(csr, &cert))
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(true),
-        Err(e) => Err(e),
+/// The certificate a CSR holds, parsed.
+fn certificate(csr: &CertificateSigningRequest) -> Option<CertificateInfo> {
+    let pem = csr.status.as_ref()?.certificate.as_ref()?;
+    CertificateInfo::from_pem(&pem.0).ok()
+}
+
+/// The ledger as this process sees it: one watch of the pages, shared by the webhook (every
+/// replica), the approver's renewal rules, the signer and the cleaner. `None` inside until the
+/// pages have been listed once: nothing that needs the ledger decides before that.
+#[derive(Clone, Default)]
+pub struct LedgerView {
+    current: Arc<RwLock<Option<LedgerIndex>>>,
+}
+
+impl LedgerView {
+    /// The index, `None` until read. Do not hold the guard across an await.
+    pub fn read(&self) -> RwLockReadGuard<'_, Option<LedgerIndex>> {
+        self.current.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the pages have been read.
+    pub fn is_read(&self) -> bool {
+        self.read().is_some()
+    }
+
+    /// Put `index` in force (the watch does this after each full list; benchmarks fill it).
+    pub fn set(&self, index: LedgerIndex) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(index);
+    }
+
+    fn update(&self, f: impl FnOnce(&mut LedgerIndex)) {
+        if let Some(index) = self
+            .current
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            f(index)
+        }
+    }
+
+    /// Whether the certificate with this hash is on record; `None` before the first read.
+    pub fn holds(&self, hash: &str) -> Option<bool> {
+        self.read().as_ref().map(|i| i.by_hash(hash).is_some())
     }
 }
 
-/// The signer's view of the ledger: remembers which CSRs are on record, so each certificate
-/// costs one create, and a CSR found already issued (after a restart or a re-list) costs one
-/// read from the API server's cache instead of a create that fails with 409. Nothing is listed:
-/// the ledger only grows, the CSRs in the cache do not.
+/// Keep `view` current from a watch of the ledger pages until dropped. A re-list (after the
+/// watch fell behind) builds a new index beside the one in force and swaps it in when done.
+pub async fn keep_current(client: Client, view: LedgerView) {
+    let api: Api<LedgerPage> = Api::all(client);
+    // Pages are never modified by anyone reading them here: drop managed fields early.
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|p| p.managed_fields_mut().clear());
+    futures::pin_mut!(stream);
+    let mut building: Option<LedgerIndex> = None;
+    use futures::StreamExt;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Init) => building = Some(LedgerIndex::default()),
+            Ok(watcher::Event::InitApply(p)) => {
+                building.get_or_insert_with(Default::default).apply_page(&p)
+            }
+            Ok(watcher::Event::InitDone) => {
+                let index = building.take().unwrap_or_default();
+                tracing::info!(
+                    records = index.records(),
+                    pages = index.pages(),
+                    revoked = index.revoked(),
+                    "ledger read"
+                );
+                view.set(index);
+            }
+            Ok(watcher::Event::Apply(p)) => view.update(|i| i.apply_page(&p)),
+            Ok(watcher::Event::Delete(p)) => view.update(|i| i.remove_page(&p.name_any())),
+            Err(e) => tracing::warn!(error = %e, "watching the ledger failed; retrying"),
+        }
+    }
+}
+
+/// Whether a CSR's certificate is on record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnRecord {
+    /// The ledger shows it (or it holds no certificate to record).
+    Recorded,
+    /// Queued or being written; look again later.
+    Queued,
+    /// The ledger has not been read yet: cannot tell.
+    NotRead,
+}
+
+/// Certificates this process has queued (by hash) and has written but the view may not show
+/// yet.
+#[derive(Default)]
+struct Progress {
+    queued: HashSet<String>,
+    written: HashSet<String>,
+}
+
+/// The signer's handle on the ledger: queues records for [`write_pages`] and tells whether a
+/// CSR's certificate is on record. Cheap to clone.
+#[derive(Clone)]
 pub struct Ledger {
-    client: Client,
-    recorded: Mutex<HashSet<String>>,
-    issued_here: Mutex<HashSet<String>>,
+    queue: mpsc::UnboundedSender<IssuedCertificate>,
+    progress: Arc<Mutex<Progress>>,
+    view: LedgerView,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Ledger {
-    /// A ledger writing through `client`.
-    pub fn new(client: Client) -> Self {
-        Ledger {
-            client,
-            recorded: Mutex::new(HashSet::new()),
-            issued_here: Mutex::new(HashSet::new()),
+    /// A ledger reading `view`; the receiver goes to [`write_pages`].
+    pub fn new(
+        view: LedgerView,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> (Self, mpsc::UnboundedReceiver<IssuedCertificate>) {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let ledger = Ledger {
+            queue,
+            progress: Arc::default(),
+            view,
+            metrics,
+        };
+        (ledger, rx)
+    }
+
+    fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn queue(&self, r: IssuedCertificate) {
+        let hash = r.credential_hash();
+        if self.progress().queued.insert(hash) {
+            // The writer lives as long as the controllers; if it is gone, so are they.
+            let _ = self.queue.send(r);
         }
     }
 
-    fn set(set: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        set.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// This process just wrote the CSR's certificate: its record cannot exist yet.
-    pub fn issued_here(&self, csr: &CertificateSigningRequest) {
-        Self::set(&self.issued_here).insert(csr.metadata.uid.clone().unwrap_or_default());
-    }
-
-    /// Make sure the ledger holds the CSR's certificate (see [`ensure`]).
-    pub async fn ensure(&self, csr: &CertificateSigningRequest) -> Result<bool, kube::Error> {
-        let uid = csr.metadata.uid.clone().unwrap_or_default();
-        if Self::set(&self.recorded).contains(&uid) {
-            return Ok(true);
+    /// This process just issued `issued` for `csr`: queue its record.
+    pub fn record_issued(&self, csr: &CertificateSigningRequest, issued_der: &[u8]) {
+        match CertificateInfo::from_der(issued_der) {
+            Ok(cert) => self.queue(record(csr, &cert)),
+            // Cannot happen for what we just signed; the CSR's next pass records it if it does.
+            Err(e) => tracing::error!(error = %e, "cannot read the certificate just issued"),
         }
-        let fresh = Self::set(&self.issued_here).remove(&uid);
-        if !fresh && self.on_record(csr).await? {
-            Self::set(&self.recorded).insert(uid);
-            return Ok(true);
-        }
-        let on_record = ensure(&self.client, csr).await?;
-        if on_record {
-            Self::set(&self.recorded).insert(uid);
-        }
-        Ok(on_record)
     }
 
-    /// Whether the record exists, read from the API server's watch cache.
-    async fn on_record(&self, csr: &CertificateSigningRequest) -> Result<bool, kube::Error> {
-        lookup(&self.client, csr, &GetParams::any()).await
+    /// Whether the certificate `csr` holds is on record; queues it if it is neither on record
+    /// nor queued (issued before a restart, or by another replica that stopped).
+    pub fn ensure(&self, csr: &CertificateSigningRequest) -> OnRecord {
+        let Some(cert) = certificate(csr) else {
+            return OnRecord::Recorded;
+        };
+        let hash = kcert_kube::crd::normalize_fingerprint(&cert.fingerprint_sha256);
+        match self.view.holds(&hash) {
+            None => return OnRecord::NotRead,
+            Some(true) => return OnRecord::Recorded,
+            Some(false) => {}
+        }
+        {
+            let p = self.progress();
+            if p.written.contains(&hash) {
+                return OnRecord::Recorded;
+            }
+            if p.queued.contains(&hash) {
+                return OnRecord::Queued;
+            }
+        }
+        tracing::warn!(csr = %csr.name_any(), serial = %cert.serial, "issued but not on record (a restart between signing and recording?); recording it now");
+        self.metrics.ledger_repaired();
+        self.queue(record(csr, &cert));
+        OnRecord::Queued
     }
 
-    /// Forget CSRs that are gone (`present` holds the uids still in the cache), so memory
-    /// follows the cluster's CSRs rather than every certificate ever issued.
-    pub fn retain(&self, present: &HashSet<String>) {
-        Self::set(&self.recorded).retain(|uid| present.contains(uid));
-        Self::set(&self.issued_here).retain(|uid| present.contains(uid));
+    /// Forget what the view now shows, so memory follows what is in flight rather than every
+    /// certificate ever issued.
+    pub fn forget_recorded(&self) {
+        let view = self.view.read();
+        let Some(index) = view.as_ref() else {
+            return;
+        };
+        self.progress()
+            .written
+            .retain(|h| index.by_hash(h).is_none());
+    }
+
+    fn written(&self, hashes: impl IntoIterator<Item = String>) {
+        let mut p = self.progress();
+        for h in hashes {
+            p.queued.remove(&h);
+            p.written.insert(h);
+        }
     }
 }
 
-/// Whether the ledger holds the CSR's certificate.
-pub async fn contains(
-    client: &Client,
-    csr: &CertificateSigningRequest,
-) -> Result<bool, kube::Error> {
-    lookup(client, csr, &GetParams::default()).await
+/// How the writer batches.
+#[derive(Clone, Copy, Debug)]
+pub struct WriterSettings {
+    /// How long a record may wait for others to share its write.
+    pub flush_after: Duration,
 }
 
-async fn lookup(
-    client: &Client,
-    csr: &CertificateSigningRequest,
-    params: &GetParams,
-) -> Result<bool, kube::Error> {
-    let Some(cert) = csr
-        .status
-        .as_ref()
-        .and_then(|s| s.certificate.as_ref())
-        .and_then(|c| CertificateInfo::from_pem(&c.0).ok())
-    else {
-        return Ok(false);
-    };
-    let api: Api<IssuedCertificate> = Api::all(client.clone());
-    match api.get_with(&record_name(&cert.serial), params).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
-        Err(e) => Err(e),
+impl Default for WriterSettings {
+    fn default() -> Self {
+        WriterSettings {
+            flush_after: Duration::from_millis(100),
+        }
     }
+}
+
+/// The one writer: collects queued records for up to `flush_after`, then appends them to the
+/// page it wrote last while that has room (conditioned on its version) and creates new pages
+/// for the rest. A failed write keeps the batch and retries with backoff; what the API server
+/// refuses for good is logged, counted and left for the next start (its CSR is kept).
+pub async fn write_pages(
+    client: Client,
+    ledger: Ledger,
+    mut rx: mpsc::UnboundedReceiver<IssuedCertificate>,
+    settings: WriterSettings,
+) {
+    let api: Api<LedgerPage> = Api::all(client);
+    let mut open: Option<LedgerPage> = None;
+    let mut batch: Vec<IssuedCertificate> = Vec::new();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        if batch.is_empty() {
+            match rx.recv().await {
+                Some(r) => batch.push(r),
+                None => return,
+            }
+            tokio::time::sleep(settings.flush_after).await;
+        }
+        while let Ok(r) = rx.try_recv() {
+            batch.push(r);
+        }
+        // Already on record (the view caught up with an earlier write): nothing to do.
+        {
+            let view = ledger.view.read();
+            if let Some(index) = view.as_ref() {
+                let (known, rest): (Vec<_>, Vec<_>) = batch
+                    .drain(..)
+                    .partition(|r| index.by_hash(&r.credential_hash()).is_some());
+                batch = rest;
+                drop(view);
+                ledger.written(known.iter().map(|r| r.credential_hash()));
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        match write_batch(&api, &mut open, &batch).await {
+            Ok(()) => {
+                ledger
+                    .metrics
+                    .ledger_written(batch.len(), started.elapsed());
+                ledger.written(batch.drain(..).map(|r| r.credential_hash()));
+                backoff = Duration::from_millis(200);
+            }
+            Err(kube::Error::Api(s)) if [400, 413, 422].contains(&s.code) && batch.len() > 1 => {
+                // One record the API server will not take must not hold up the others: write
+                // each on its own page to find it.
+                tracing::warn!(error = %s.message, records = batch.len(), "the API server refused a ledger page; writing its records one by one");
+                for r in std::mem::take(&mut batch) {
+                    let mut alone = None;
+                    match write_batch(&api, &mut alone, std::slice::from_ref(&r)).await {
+                        Ok(()) => ledger.written([r.credential_hash()]),
+                        Err(kube::Error::Api(s)) if [400, 413, 422].contains(&s.code) => {
+                            refused(&ledger, &r, &s.message)
+                        }
+                        Err(_) => batch.push(r),
+                    }
+                }
+            }
+            Err(kube::Error::Api(s)) if [400, 413, 422].contains(&s.code) => {
+                for r in std::mem::take(&mut batch) {
+                    refused(&ledger, &r, &s.message);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, records = batch.len(), retry_in = ?backoff, "writing the ledger failed; retrying");
+                ledger.metrics.ledger_write_failed();
+                open = None;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+fn refused(ledger: &Ledger, r: &IssuedCertificate, why: &str) {
+    // Stays "queued": not retried until the next start, and its CSR is kept (not on record).
+    tracing::error!(csr = %r.csr_name, serial = %r.serial, error = %why, "the API server refuses this ledger record; its CSR is kept until it can be recorded");
+    ledger.metrics.ledger_write_failed();
+}
+
+/// Write `records` (none already on `open`): fill `open` while it has room, then new pages.
+async fn write_batch(
+    api: &Api<LedgerPage>,
+    open: &mut Option<LedgerPage>,
+    records: &[IssuedCertificate],
+) -> Result<(), kube::Error> {
+    let mut rest = records;
+    let mut conflicts = 0;
+    while !rest.is_empty() {
+        let mut page = match open.take() {
+            Some(p) if room(&p, rest) > 0 => p,
+            _ => new_page(
+                k8s_openapi::jiff::Timestamp::now().as_millisecond(),
+                rand_suffix(),
+            ),
+        };
+        let n = room(&page, rest);
+        let before = page.spec.certificates.len();
+        page.spec.certificates.extend_from_slice(&rest[..n]);
+        let written = if before == 0 {
+            api.create(&PostParams::default(), &page).await
+        } else {
+            api.replace(&page.name_any(), &PostParams::default(), &page)
+                .await
+        };
+        match written {
+            Ok(mut w) => {
+                w.managed_fields_mut().clear();
+                *open = Some(w);
+                rest = &rest[n..];
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 && before > 0 && conflicts < 10 => {
+                // Changed by a revocation since we wrote it: append to the page as it is now,
+                // without what it already holds.
+                conflicts += 1;
+                let name = page.name_any();
+                let mut now = api.get(&name).await?;
+                now.managed_fields_mut().clear();
+                *open = Some(now);
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 && before > 0 => *open = None,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn rand_suffix() -> u32 {
+    use kcert_pki::RandomSource;
+    let mut b = [0u8; 4];
+    // Only for a name's uniqueness; a clock-derived fallback will do.
+    if kcert_pki::SystemRandom.fill(&mut b).is_err() {
+        return std::process::id() ^ k8s_openapi::jiff::Timestamp::now().subsec_nanosecond() as u32;
+    }
+    u32::from_be_bytes(b)
 }

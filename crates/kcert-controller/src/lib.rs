@@ -101,8 +101,10 @@ pub struct Settings {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Run controllers only while holding this lease.
     pub leader_election: Option<leader::LeaderElection>,
-    /// Record issued certificates as `IssuedCertificate` objects (needs the CRD).
+    /// Record issued certificates on `LedgerPage` objects (needs the CRD).
     pub ledger: bool,
+    /// How the ledger writer batches records.
+    pub ledger_writer: ledger::WriterSettings,
     /// Delete finished CSRs (only after their certificate is in the ledger).
     pub cleaner: Option<cleaner::CleanerSettings>,
     /// Which Events to publish.
@@ -129,6 +131,7 @@ impl Default for Settings {
             metrics_addr: None,
             leader_election: None,
             ledger: false,
+            ledger_writer: ledger::WriterSettings::default(),
             cleaner: None,
             events: events::EventLevel::default(),
             rbac_protection: true,
@@ -156,7 +159,7 @@ pub struct Context {
     /// Groups and users RBAC makes privileged.
     pub rbac: rbac::RbacIndex,
     /// The ledger by credential hash (renewal rules).
-    pub ledger_index: authz_webhook::RevokedIndex,
+    pub ledger_index: ledger::LedgerView,
     /// CSRs being signed in this process right now (by uid).
     signing: Mutex<HashSet<String>>,
 }
@@ -180,6 +183,16 @@ impl Context {
             metrics.clone(),
         );
         tasks.spawn(publisher);
+        let ledger = (settings.signer && settings.ledger).then(|| {
+            let (ledger, queue) = ledger::Ledger::new(sources.ledger.clone(), metrics.clone());
+            tasks.spawn(ledger::write_pages(
+                client.clone(),
+                ledger.clone(),
+                queue,
+                settings.ledger_writer,
+            ));
+            ledger
+        });
         Arc::new(Context {
             events,
             client: client.clone(),
@@ -187,8 +200,7 @@ impl Context {
             policy: sources.policy.clone(),
             ca: sources.ca.clone(),
             metrics,
-            ledger: (settings.signer && settings.ledger)
-                .then(|| ledger::Ledger::new(client.clone())),
+            ledger,
             rbac: sources.rbac.clone(),
             ledger_index: sources.ledger.clone(),
             signing: Mutex::new(HashSet::new()),
@@ -275,8 +287,9 @@ struct Sources {
     ca: CaStore,
     rbac: rbac::RbacIndex,
     /// Every ledger record by credential hash: the webhook's revocations, the approver's
-    /// renewals. Watched when either needs it.
-    ledger: authz_webhook::RevokedIndex,
+    /// renewals, what the signer and cleaner know to be on record. One watch, when any of
+    /// them needs it.
+    ledger: ledger::LedgerView,
 }
 
 impl Sources {
@@ -289,13 +302,10 @@ impl Sources {
             } else {
                 rbac::RbacIndex::disabled()
             },
-            ledger: authz_webhook::RevokedIndex::default(),
+            ledger: ledger::LedgerView::default(),
         };
-        if settings.webhook.is_some() || (settings.approver && settings.ledger) {
-            tasks.spawn(authz_webhook::keep_current(
-                client.clone(),
-                sources.ledger.clone(),
-            ));
+        if settings.webhook.is_some() || settings.ledger {
+            tasks.spawn(ledger::keep_current(client.clone(), sources.ledger.clone()));
         }
         if settings.rbac_protection {
             tasks.spawn(rbac::keep_current(client.clone(), sources.rbac.clone()));
@@ -368,19 +378,15 @@ fn spawn_upkeep(
     tasks.spawn(every_10s(store.clone(), move |s| {
         m.observe_store(s, &signers)
     }));
-    if ctx.ledger.is_some() {
-        let ctx = ctx.clone();
-        tasks.spawn(every_10s(store, move |s| {
-            if let Some(ledger) = &ctx.ledger {
-                ledger.retain(&s.state().iter().filter_map(|c| c.uid()).collect())
-            }
-        }));
+    if let Some(ledger) = ctx.ledger.clone() {
+        tasks.spawn(every_10s(store, move |_| ledger.forget_recorded()));
     }
     if let Some(c) = ctx.settings.cleaner.clone() {
         tasks.spawn(cleaner::run(
             client.clone(),
             ctx.settings.signer_names.clone(),
             c,
+            ctx.settings.ledger.then(|| ctx.ledger_index.clone()),
         ));
     }
 }
@@ -429,10 +435,8 @@ pub async fn run(
     }
     if let Some(webhook) = settings.webhook.clone() {
         // Every replica answers, leader or not: the API server asks any of them.
-        let index = authz_webhook::RevokedIndex::default();
-        tasks.spawn(authz_webhook::keep_current(client.clone(), index.clone()));
         tasks.spawn(
-            authz_webhook::serve(webhook, index)
+            authz_webhook::serve(webhook, sources.ledger.clone())
                 .await
                 .map_err(Error::Webhook)?,
         );

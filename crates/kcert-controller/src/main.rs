@@ -68,9 +68,14 @@ struct Flags {
     /// Name of the Lease.
     #[arg(long, default_value = "kcert-controller")]
     leader_election_lease: String,
-    /// Record every issued certificate as an IssuedCertificate object (needs deploy/crd.yaml).
+    /// Record every issued certificate in the ledger, on LedgerPage objects of up to 200 records
+    /// each (needs deploy/crd.yaml).
     #[arg(long, env = "KCERT_LEDGER", default_value_t = true, action = clap::ArgAction::Set)]
     ledger: bool,
+    /// How long a new ledger record waits for others to share its write (one page write per
+    /// batch). Until it is written its CSR is kept; a crash in between is repaired at start-up.
+    #[arg(long, default_value = "100ms", value_parser = parse_short_duration)]
+    ledger_flush_interval: std::time::Duration,
     /// Delete finished CSRs of our signers (issued ones only once they are in the ledger).
     #[arg(long, env = "KCERT_CLEANER", default_value_t = true, action = clap::ArgAction::Set)]
     cleaner: bool,
@@ -230,6 +235,9 @@ async fn run(flags: Flags) -> Result<()> {
             ),
         },
         ledger: flags.ledger,
+        ledger_writer: kcert_controller::ledger::WriterSettings {
+            flush_after: flags.ledger_flush_interval,
+        },
         events: flags.events,
         rbac_protection: flags.rbac_protection,
         webhook: match (flags.webhook_addr, flags.webhook_cert, flags.webhook_key) {
@@ -298,4 +306,13 @@ async fn run(flags: Flags) -> Result<()> {
     };
     kcert_controller::run(client, settings, shutdown).await?;
     Ok(())
+}
+
+/// `250ms`, or any duration kcert's policies accept (`2s`, `1m`).
+fn parse_short_duration(text: &str) -> Result<std::time::Duration, String> {
+    match text.strip_suffix("ms").map(str::parse::<u64>) {
+        Some(Ok(ms)) => Ok(std::time::Duration::from_millis(ms)),
+        Some(Err(_)) => Err(format!("invalid duration '{text}': e.g. 100ms, 2s")),
+        None => kcert_policy::duration::parse(text),
+    }
 }

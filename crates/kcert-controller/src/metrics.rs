@@ -48,6 +48,11 @@ pub struct Metrics {
     oldest_pending_seconds: Family<SignerLabels, Gauge<f64, AtomicU64>>,
     expiring: Family<ExpiryLabels, Gauge>,
     events_dropped: Counter,
+    ledger_records: Counter,
+    ledger_writes: Counter,
+    ledger_write_seconds: Histogram,
+    ledger_write_failures: Counter,
+    ledger_repaired: Counter,
     /// NotAfter of each issued certificate in the cache, by CSR uid and resourceVersion, so a
     /// pass over the store parses only certificates it has not seen.
     not_after: Mutex<HashMap<String, (String, SystemTime)>>,
@@ -71,6 +76,11 @@ impl Default for Metrics {
             oldest_pending_seconds: Family::default(),
             expiring: Family::default(),
             events_dropped: Counter::default(),
+            ledger_records: Counter::default(),
+            ledger_writes: Counter::default(),
+            ledger_write_seconds: signing_buckets(),
+            ledger_write_failures: Counter::default(),
+            ledger_repaired: Counter::default(),
             not_after: Mutex::new(HashMap::new()),
         };
         {
@@ -110,6 +120,31 @@ impl Default for Metrics {
                 "events_dropped",
                 "Events not published because the queue to the API server was full",
                 m.events_dropped.clone(),
+            );
+            r.register(
+                "ledger_records_written",
+                "Certificate records written to the ledger",
+                m.ledger_records.clone(),
+            );
+            r.register(
+                "ledger_page_writes",
+                "Ledger page writes (each carries one or more records)",
+                m.ledger_writes.clone(),
+            );
+            r.register(
+                "ledger_write_duration_seconds",
+                "Time to write one batch of records to the ledger",
+                m.ledger_write_seconds.clone(),
+            );
+            r.register(
+                "ledger_write_failures",
+                "Ledger writes that failed (retried) or records the API server refused (kept for the next start)",
+                m.ledger_write_failures.clone(),
+            );
+            r.register(
+                "ledger_repaired",
+                "Issued certificates found not on record (a restart between signing and recording) and queued again",
+                m.ledger_repaired.clone(),
             );
         }
         m
@@ -152,6 +187,23 @@ impl Metrics {
     /// An event dropped because the publishing queue was full.
     pub fn event_dropped(&self) {
         self.events_dropped.inc();
+    }
+
+    /// A batch of `records` written to the ledger, taking `elapsed`.
+    pub fn ledger_written(&self, records: usize, elapsed: Duration) {
+        self.ledger_records.inc_by(records as u64);
+        self.ledger_writes.inc();
+        self.ledger_write_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// A ledger write failed.
+    pub fn ledger_write_failed(&self) {
+        self.ledger_write_failures.inc();
+    }
+
+    /// An issued certificate found not on record and queued again.
+    pub fn ledger_repaired(&self) {
+        self.ledger_repaired.inc();
     }
 
     /// Recompute the gauges from the watch cache.

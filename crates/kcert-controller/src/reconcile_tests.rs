@@ -125,7 +125,7 @@ fn context_serving(
         metrics,
         ledger: None,
         rbac: rbac_index,
-        ledger_index: crate::authz_webhook::RevokedIndex::default(),
+        ledger_index: crate::ledger::LedgerView::default(),
         signing: Mutex::new(HashSet::new()),
     })
 }
@@ -500,7 +500,7 @@ mod cli_agrees_with_the_controller {
     }
 }
 
-/// An issued CSR and its record's name, signed by `ctx`'s CA.
+/// An issued CSR and its certificate's hash, signed by `ctx`'s CA.
 fn issued_csr(ctx: &Context, uid: &str) -> (CertificateSigningRequest, String) {
     let mut c = approved(csr("x", uid, &["dev"]));
     let request = crate::facts::parse_request(&c).unwrap();
@@ -516,67 +516,237 @@ fn issued_csr(ctx: &Context, uid: &str) -> (CertificateSigningRequest, String) {
         )
         .unwrap();
     c.status.as_mut().unwrap().certificate = Some(ByteString(cert.to_pem().into_bytes()));
-    (c, crate::ledger::record_name(&cert.serial))
+    let info = kcert_pki::CertificateInfo::from_der(&cert.der).unwrap();
+    (
+        c,
+        kcert_kube::crd::normalize_fingerprint(&info.fingerprint_sha256),
+    )
 }
 
-const LEDGER: &str = "/apis/kcert.dev/v1alpha1/issuedcertificates";
+const PAGES: &str = "/apis/kcert.dev/v1alpha1/ledgerpages";
 
-fn record_json(name: &str) -> serde_json::Value {
-    serde_json::json!({"apiVersion": "kcert.dev/v1alpha1", "kind": "IssuedCertificate", "metadata": {"name": name}, "spec": {
-        "serial": "", "subject": "", "user": "", "groups": [], "notBefore": "", "notAfter": "", "fingerprintSha256": "",
-        "signerName": "", "requester": "", "requesterGroups": [], "approvedBy": "", "csrName": "", "csrUid": ""}})
+/// A ledger page as the API server returns it.
+fn page_json(name: &str, version: &str, records: &[serde_json::Value]) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "kcert.dev/v1alpha1", "kind": "LedgerPage",
+        "metadata": {"name": name, "resourceVersion": version}, "spec": {"certificates": records}})
+}
+
+fn record_value(serial: &str, fp: &str) -> serde_json::Value {
+    serde_json::to_value(kcert_kube::crd::IssuedCertificate {
+        serial: serial.into(),
+        fingerprint_sha256: fp.into(),
+        user: format!("u-{serial}"),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn record(serial: &str, fp: &str) -> kcert_kube::crd::IssuedCertificate {
+    serde_json::from_value(record_value(serial, fp)).unwrap()
+}
+
+/// `ctx` with a ledger reading `view`; the writer's queue is returned.
+fn with_ledger(
+    ctx: &mut Arc<Context>,
+    view: &crate::ledger::LedgerView,
+) -> tokio::sync::mpsc::UnboundedReceiver<kcert_kube::crd::IssuedCertificate> {
+    let c = Arc::get_mut(ctx).unwrap();
+    let (ledger, queue) = crate::ledger::Ledger::new(view.clone(), c.metrics.clone());
+    c.ledger = Some(ledger);
+    c.ledger_index = view.clone();
+    queue
 }
 
 #[tokio::test]
-async fn the_ledger_records_an_issued_csr_once_and_remembers_it() {
+async fn an_issued_csr_not_on_record_is_queued_once_then_written_on_a_page() {
     let api = FakeApi::new(vec![]);
     let base = context(&api, true);
-    let (c, record) = issued_csr(&base, "uid-1");
-    let api = FakeApi::new(vec![
-        // Found issued (after a restart): read the record from the watch cache first ...
-        Exchange::new(
-            Method::GET,
-            &format!("{LEDGER}/{record}"),
-            404,
-            serde_json::json!({
-                "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"
-            }),
-        ),
-        // ... then create it, with the requester and how it was approved.
-        Exchange::new(Method::POST, LEDGER, 201, record_json(&record)).checking(|sent| {
-            assert_eq!(sent["spec"]["user"], "mallory");
-            assert_eq!(sent["spec"]["groups"], serde_json::json!(["dev"]));
-            assert_eq!(sent["spec"]["approvedBy"], "KubectlApprove");
-            assert_eq!(sent["spec"]["csrUid"], "uid-1");
-        }),
-    ]);
+    let (c, hash) = issued_csr(&base, "uid-1");
+    let view = crate::ledger::LedgerView::default();
     let mut ctx = context(&api, true);
-    Arc::get_mut(&mut ctx).unwrap().ca = base.ca.clone();
-    Arc::get_mut(&mut ctx).unwrap().ledger = Some(crate::ledger::Ledger::new(api.client()));
+    let mut queue = with_ledger(&mut ctx, &view);
     let c = Arc::new(c);
-    crate::signer::reconcile(c.clone(), ctx.clone())
+    // The ledger not read yet (a start-up): nothing queued, look again soon.
+    let action = crate::signer::reconcile(c.clone(), ctx.clone())
         .await
         .unwrap();
-    // Seen again (a re-list, a status update): no request at all.
-    crate::signer::reconcile(c, ctx).await.unwrap();
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(2))
+    );
+    assert!(queue.try_recv().is_err());
+    // Read, and the certificate is not on it (a crash between signing and recording): queued,
+    // once, however often the CSR is seen.
+    view.set(Default::default());
+    for _ in 0..3 {
+        let action = crate::signer::reconcile(c.clone(), ctx.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            action,
+            kube::runtime::controller::Action::requeue(Duration::from_secs(30))
+        );
+    }
+    let queued = queue.try_recv().unwrap();
+    assert!(queue.try_recv().is_err(), "queued twice");
+    assert_eq!(queued.user, "mallory");
+    assert_eq!(queued.groups, ["dev"]);
+    assert_eq!(queued.approved_by, "KubectlApprove");
+    assert_eq!(queued.csr_uid, "uid-1");
+    assert_eq!(queued.credential_hash(), hash);
+
+    // The writer puts it on a new page.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tx.send(queued).unwrap();
+    drop(tx);
+    let api = FakeApi::new(vec![
+        Exchange::new(Method::POST, PAGES, 201, page_json("p1", "1", &[])).checking(|sent| {
+            let records = sent["spec"]["certificates"].as_array().unwrap();
+            assert_eq!(records.len(), 1);
+            assert_eq!(records[0]["user"], "mallory");
+            assert_eq!(records[0]["csrUid"], "uid-1");
+            assert_eq!(
+                sent["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+                "kcert"
+            );
+        }),
+    ]);
+    crate::ledger::write_pages(
+        api.client(),
+        ctx.ledger.clone().unwrap(),
+        rx,
+        crate::ledger::WriterSettings {
+            flush_after: Duration::from_millis(1),
+        },
+    )
+    .await;
+    api.assert_done();
+    // Written: on record from now on, though the view has not caught up.
+    let action = crate::signer::reconcile(c, ctx).await.unwrap();
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+}
+
+#[tokio::test]
+async fn a_certificate_the_ledger_shows_is_not_queued_and_costs_no_request() {
+    let api = FakeApi::new(vec![]);
+    let base = context(&api, true);
+    let (c, hash) = issued_csr(&base, "uid-2");
+    let view = crate::ledger::LedgerView::default();
+    view.set(kcert_kube::ledger::LedgerIndex::from_records(&[record(
+        "01", &hash,
+    )]));
+    let mut ctx = context(&api, true);
+    let mut queue = with_ledger(&mut ctx, &view);
+    let action = crate::signer::reconcile(Arc::new(c), ctx).await.unwrap();
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    assert!(queue.try_recv().is_err());
     api.assert_done();
 }
 
 #[tokio::test]
-async fn a_record_already_there_is_not_created_again() {
+async fn the_writer_appends_to_its_page_rereads_it_after_a_conflict_and_keeps_a_revocation() {
+    let view = crate::ledger::LedgerView::default();
+    view.set(Default::default());
     let api = FakeApi::new(vec![]);
-    let base = context(&api, true);
-    let (c, record) = issued_csr(&base, "uid-2");
-    let api = FakeApi::new(vec![Exchange::new(
-        Method::GET,
-        &format!("{LEDGER}/{record}"),
-        200,
-        record_json(&record),
-    )]);
-    let mut ctx = context(&api, true);
-    Arc::get_mut(&mut ctx).unwrap().ledger = Some(crate::ledger::Ledger::new(api.client()));
-    crate::signer::reconcile(Arc::new(c), ctx).await.unwrap();
+    let ctx = context(&api, true);
+    let (ledger, _) = crate::ledger::Ledger::new(view, ctx.metrics.clone());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut revoked = record_value("01", "aa01");
+    revoked["revocation"] = serde_json::json!({"revokedAt": "2026-12-01T00:00:00Z", "revokedBy": "admin", "reason": "r"});
+    let api = FakeApi::new(vec![
+        // First batch: a new page.
+        Exchange::new(
+            Method::POST,
+            PAGES,
+            201,
+            page_json("p1", "1", &[record_value("01", "aa01")]),
+        ),
+        // Second: appended to it, conditioned on version 1 ...
+        Exchange::new(
+            Method::PUT,
+            &format!("{PAGES}/p1"),
+            409,
+            crate::fake_api::status(409, "Conflict", "modified"),
+        )
+        .checking(|sent| {
+            assert_eq!(sent["metadata"]["resourceVersion"], "1");
+            assert_eq!(sent["spec"]["certificates"].as_array().unwrap().len(), 2);
+        }),
+        // ... which `kcert revoke` changed meanwhile: read again, append to that.
+        Exchange::new(
+            Method::GET,
+            &format!("{PAGES}/p1"),
+            200,
+            page_json("p1", "2", &[revoked.clone()]),
+        ),
+        Exchange::new(
+            Method::PUT,
+            &format!("{PAGES}/p1"),
+            200,
+            page_json("p1", "3", &[revoked, record_value("02", "aa02")]),
+        )
+        .checking(|sent| {
+            assert_eq!(sent["metadata"]["resourceVersion"], "2");
+            let records = sent["spec"]["certificates"].as_array().unwrap();
+            assert_eq!(records.len(), 2);
+            assert_eq!(
+                records[0]["revocation"]["revokedBy"], "admin",
+                "the revocation is kept"
+            );
+            assert_eq!(records[1]["serial"], "02");
+        }),
+    ]);
+    let writer = tokio::spawn(crate::ledger::write_pages(
+        api.client(),
+        ledger,
+        rx,
+        crate::ledger::WriterSettings {
+            flush_after: Duration::from_millis(1),
+        },
+    ));
+    tx.send(record("01", "aa01")).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tx.send(record("02", "aa02")).unwrap();
+    drop(tx);
+    writer.await.unwrap();
     api.assert_done();
+}
+
+#[tokio::test]
+async fn a_record_the_api_server_refuses_does_not_hold_up_the_others() {
+    let view = crate::ledger::LedgerView::default();
+    view.set(Default::default());
+    let api = FakeApi::new(vec![]);
+    let ctx = context(&api, true);
+    let (ledger, _) = crate::ledger::Ledger::new(view, ctx.metrics.clone());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let invalid = || crate::fake_api::status(422, "Invalid", "spec.certificates[1]: invalid");
+    let api = FakeApi::new(vec![
+        Exchange::new(Method::POST, PAGES, 422, invalid()),
+        // One by one: the good one lands, the bad one is refused alone.
+        Exchange::new(Method::POST, PAGES, 201, page_json("p1", "1", &[])).checking(|sent| {
+            assert_eq!(sent["spec"]["certificates"][0]["serial"], "01");
+        }),
+        Exchange::new(Method::POST, PAGES, 422, invalid()),
+    ]);
+    tx.send(record("01", "aa01")).unwrap();
+    tx.send(record("02", "aa02")).unwrap();
+    drop(tx);
+    crate::ledger::write_pages(
+        api.client(),
+        ledger,
+        rx,
+        crate::ledger::WriterSettings {
+            flush_after: Duration::from_millis(1),
+        },
+    )
+    .await;
+    api.assert_done();
+    assert!(
+        ctx.metrics
+            .render()
+            .contains("kcert_ledger_write_failures_total 1")
+    );
 }
 
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/kcert-system/leases/kcert-controller";

@@ -6,6 +6,7 @@ use crate::DECISION_ANNOTATION;
 use crate::conditions::{self, APPROVED, FAILED};
 use crate::events::EventClass;
 use crate::facts::parse_request;
+use crate::ledger::OnRecord;
 use crate::provenance::Provenance;
 use crate::replace::{Subresource, Written, replace_with_retry};
 use crate::{Context, Error};
@@ -84,10 +85,11 @@ pub async fn reconcile(
     }
     if conditions::has_certificate(&csr) {
         // Issued (by us, before a restart, or by another replica): make sure it is on record.
-        if let Some(ledger) = &ctx.ledger {
-            ledger.ensure(&csr).await?;
-        }
-        return Ok(Action::await_change());
+        return Ok(match ctx.ledger.as_ref().map(|l| l.ensure(&csr)) {
+            None | Some(OnRecord::Recorded) => Action::await_change(),
+            Some(OnRecord::Queued) => Action::requeue(Duration::from_secs(30)),
+            Some(OnRecord::NotRead) => Action::requeue(Duration::from_secs(2)),
+        });
     }
     sign(&csr, None, None, &ctx).await
 }
@@ -171,7 +173,7 @@ pub(crate) async fn sign(
     match write_certificate(csr, ctx, &issued).await {
         Ok(Written::Done(_)) => {
             if let Some(ledger) = &ctx.ledger {
-                ledger.issued_here(csr);
+                ledger.record_issued(csr, &issued.der);
             }
             ctx.metrics.issued(&csr.spec.signer_name, started.elapsed());
             tracing::info!(serial = %issued.serial, not_after = %kcert_pki::time_fmt::rfc3339(issued.not_after), elapsed_ms = started.elapsed().as_millis() as u64, "issued");

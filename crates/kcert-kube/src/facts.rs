@@ -1,6 +1,7 @@
 //! Turning a CertificateSigningRequest object and its parsed request into policy facts.
 
-use crate::revocation::{CREDENTIAL_ID, RevokedCredentials};
+use crate::ledger::LedgerIndex;
+use crate::revocation::CREDENTIAL_ID;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcert_pki::{CertificateRequest, KeyAlgorithm};
 use kcert_policy::{
@@ -64,7 +65,7 @@ pub fn verdict(
     csr: &CertificateSigningRequest,
     policy: &Policy,
     privileged: &PrivilegedSubjects,
-    ledger: Option<&RevokedCredentials>,
+    ledger: Option<&LedgerIndex>,
 ) -> Decision {
     if let Some(d) = oversized(csr, policy) {
         return d;
@@ -91,7 +92,7 @@ pub fn oversized(csr: &CertificateSigningRequest, policy: &Policy) -> Option<Dec
 /// as the ledger knows it; `None` when they used no certificate or there is no ledger.
 pub fn credential_facts(
     csr: &CertificateSigningRequest,
-    ledger: Option<&RevokedCredentials>,
+    ledger: Option<&LedgerIndex>,
 ) -> Option<CredentialFacts> {
     let ledger = ledger?;
     let id = csr
@@ -130,7 +131,7 @@ pub fn verdict_of(
     request: &Result<CertificateRequest, kcert_pki::PkiError>,
     policy: &Policy,
     privileged: &PrivilegedSubjects,
-    ledger: Option<&RevokedCredentials>,
+    ledger: Option<&LedgerIndex>,
 ) -> Decision {
     match request {
         Ok(request) => {

@@ -1,10 +1,9 @@
 //! Revoking certificates: marking their ledger records (`kcert revoke`), and the index of revoked
 //! credentials that kcert's authorization webhook answers from.
 
-use crate::crd::{IssuedCertificate, IssuedCertificateSpec, Revocation, normalize_fingerprint};
-use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
-use std::collections::HashMap;
+use crate::crd::{IssuedCertificate, Revocation, normalize_fingerprint};
+use crate::ledger::{LedgerIndex, edit_page, list_pages};
+use kube::Client;
 
 /// Which certificates to revoke.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,8 +20,7 @@ pub enum Selector {
 
 impl Selector {
     /// Whether `record` is selected.
-    pub fn matches(&self, record: &IssuedCertificate) -> bool {
-        let s = &record.spec;
+    pub fn matches(&self, s: &IssuedCertificate) -> bool {
         match self {
             Selector::Serial(serial) => {
                 s.serial.trim_start_matches('0') == serial.to_lowercase().trim_start_matches('0')
@@ -38,8 +36,8 @@ impl Selector {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Revoked {
-    /// The record (`sn-<serial>`).
-    pub record: String,
+    /// The ledger page holding the record.
+    pub page: String,
     /// The serial.
     pub serial: String,
     /// The user.
@@ -51,123 +49,58 @@ pub struct Revoked {
 }
 
 /// Mark every record `selector` picks as revoked by `by` for `reason`, now. Idempotent: a
-/// record already revoked keeps its first revocation.
+/// record already revoked keeps its first revocation. Each page is changed conditioned on the
+/// version read, so neither the signer appending to it nor a concurrent revocation is
+/// overwritten.
 pub async fn revoke(
     client: &Client,
     selector: &Selector,
     by: &str,
     reason: &str,
 ) -> Result<Vec<Revoked>, kube::Error> {
-    let api: Api<IssuedCertificate> = Api::all(client.clone());
     let now = k8s_openapi::jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
+    let revocation = Revocation {
+        revoked_at: now,
+        revoked_by: by.to_string(),
+        reason: reason.to_string(),
+    };
+    let pages = list_pages(client).await?;
     let mut out = Vec::new();
-    for record in api.list(&ListParams::default()).await?.items {
-        if !selector.matches(&record) {
+    for page in &pages {
+        let name = page.metadata.name.clone().unwrap_or_default();
+        if !page.spec.certificates.iter().any(|r| selector.matches(r)) {
             continue;
         }
-        let name = record.name_any();
-        if let Some(existing) = &record.spec.revocation {
-            out.push(Revoked {
-                record: name,
-                serial: record.spec.serial.clone(),
-                user: record.spec.user.clone(),
-                result: "already revoked",
-                revocation: existing.clone(),
-            });
-            continue;
-        }
-        let revocation = Revocation {
-            revoked_at: now.clone(),
-            revoked_by: by.to_string(),
-            reason: reason.to_string(),
-        };
-        // Conditioned on the version read: a concurrent revocation is not overwritten.
-        let patch = serde_json::json!({
-            "metadata": {"resourceVersion": record.metadata.resource_version},
-            "spec": {"revocation": revocation},
-        });
-        match api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => out.push(Revoked {
-                record: name,
-                serial: record.spec.serial.clone(),
-                user: record.spec.user.clone(),
-                result: "revoked",
-                revocation,
-            }),
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                let now = api.get(&name).await?;
-                out.push(Revoked {
-                    record: name,
-                    serial: now.spec.serial.clone(),
-                    user: now.spec.user.clone(),
-                    result: "already revoked",
-                    revocation: now.spec.revocation.clone().unwrap_or(revocation),
-                });
+        let now = edit_page(client, &name, |r| {
+            if selector.matches(r) && r.revocation.is_none() {
+                r.revocation = Some(revocation.clone());
+                true
+            } else {
+                false
             }
-            Err(e) => return Err(e),
+        })
+        .await?;
+        for r in now.iter().filter(|r| selector.matches(r)) {
+            let Some(in_force) = &r.revocation else {
+                continue;
+            };
+            out.push(Revoked {
+                page: name.clone(),
+                serial: r.serial.clone(),
+                user: r.user.clone(),
+                // Ours, or an earlier (or concurrent) one that stands.
+                result: if *in_force == revocation {
+                    "revoked"
+                } else {
+                    "already revoked"
+                },
+                revocation: in_force.clone(),
+            });
         }
     }
     Ok(out)
-}
-
-/// Every certificate in the ledger by credential hash (lower-case hex SHA-256 of the
-/// certificate): what the webhook answers from, and what renewals are checked against.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct RevokedCredentials {
-    by_hash: HashMap<String, IssuedCertificateSpec>,
-}
-
-impl RevokedCredentials {
-    /// From every ledger record.
-    pub fn from_records<'a>(records: impl IntoIterator<Item = &'a IssuedCertificate>) -> Self {
-        let by_hash = records
-            .into_iter()
-            .map(|r| (r.spec.credential_hash(), r.spec.clone()))
-            .collect();
-        RevokedCredentials { by_hash }
-    }
-
-    /// The ledger record of the certificate a `credential-id` (`X509SHA256=…`) names.
-    pub fn record(&self, credential_id: &str) -> Option<&IssuedCertificateSpec> {
-        let hash = credential_id.strip_prefix("X509SHA256=")?;
-        self.by_hash.get(&normalize_fingerprint(hash))
-    }
-
-    /// The serial and revocation of the certificate a `credential-id` names, if revoked.
-    pub fn lookup(&self, credential_id: &str) -> Option<(&str, &Revocation)> {
-        let r = self.record(credential_id)?;
-        Some((r.serial.as_str(), r.revocation.as_ref()?))
-    }
-
-    /// Whether the ledger holds the certificate a `credential-id` names.
-    pub fn knows(&self, credential_id: &str) -> bool {
-        self.record(credential_id).is_some()
-    }
-
-    /// How many are revoked.
-    pub fn len(&self) -> usize {
-        self.by_hash
-            .values()
-            .filter(|r| r.revocation.is_some())
-            .count()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// The ledger read once (the CLI's dry runs).
-pub async fn list_ledger(client: &Client) -> Result<RevokedCredentials, kube::Error> {
-    let api: Api<IssuedCertificate> = Api::all(client.clone());
-    let items = api.list(&ListParams::default()).await?.items;
-    Ok(RevokedCredentials::from_records(&items))
 }
 
 /// Strict mode: users and groups (patterns with `*`, `?`) whose X.509 requests must come with a
@@ -212,7 +145,7 @@ pub const CREDENTIAL_ID: &str = "authentication.kubernetes.io/credential-id";
 /// (the next authorizer, RBAC, decides). Pure.
 pub fn review(
     request: &serde_json::Value,
-    revoked: &RevokedCredentials,
+    revoked: &LedgerIndex,
     strict: &Strict,
 ) -> serde_json::Value {
     let ids: Vec<String> = request["spec"]["extra"][CREDENTIAL_ID]
@@ -249,24 +182,20 @@ pub fn review(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::IssuedCertificateSpec;
 
     fn record(serial: &str, fp: &str, user: &str, revoked: bool) -> IssuedCertificate {
-        IssuedCertificate::new(
-            &format!("sn-{serial}"),
-            IssuedCertificateSpec {
-                serial: serial.into(),
-                user: user.into(),
-                fingerprint_sha256: fp.into(),
-                csr_name: format!("csr-{serial}"),
-                revocation: revoked.then(|| Revocation {
-                    revoked_at: "2026-12-01T00:00:00Z".into(),
-                    revoked_by: "admin".into(),
-                    reason: "left the company".into(),
-                }),
-                ..Default::default()
-            },
-        )
+        IssuedCertificate {
+            serial: serial.into(),
+            user: user.into(),
+            fingerprint_sha256: fp.into(),
+            csr_name: format!("csr-{serial}"),
+            revocation: revoked.then(|| Revocation {
+                revoked_at: "2026-12-01T00:00:00Z".into(),
+                revoked_by: "admin".into(),
+                reason: "left the company".into(),
+            }),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -287,8 +216,8 @@ mod tests {
             record("01", "AA:BB", "jane", true),
             record("02", "CC:DD", "bob", false),
         ];
-        let revoked = RevokedCredentials::from_records(&records);
-        assert_eq!(revoked.len(), 1);
+        let revoked = LedgerIndex::from_records(&records);
+        assert_eq!(revoked.revoked(), 1);
         let sar = |id: &str| {
             serde_json::json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
                 "spec": {"user": "jane", "extra": {CREDENTIAL_ID: [id]}}})
@@ -321,7 +250,7 @@ mod tests {
     #[test]
     fn strict_mode_denies_certificates_kcert_never_issued_for_the_subjects_named() {
         let records = [record("02", "CC:DD", "bob", false)];
-        let index = RevokedCredentials::from_records(&records);
+        let index = LedgerIndex::from_records(&records);
         let strict = Strict {
             users: vec!["admin-*".into()],
             groups: vec!["ops".into()],

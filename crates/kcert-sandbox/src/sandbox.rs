@@ -148,8 +148,8 @@ async fn install(client: &Client) -> Result<()> {
     for (name, crd) in [
         ("approvalpolicies.kcert.dev", ApprovalPolicy::crd()),
         (
-            "issuedcertificates.kcert.dev",
-            kcert_controller::crd::IssuedCertificate::crd(),
+            "ledgerpages.kcert.dev",
+            kcert_controller::crd::LedgerPage::crd(),
         ),
     ] {
         crds.patch(

@@ -36,7 +36,7 @@ pub fn policy_column(
     csr: &CertificateSigningRequest,
     policy: &Policy,
     privileged: &kcert_policy::PrivilegedSubjects,
-    ledger: Option<&kcert_kube::revocation::RevokedCredentials>,
+    ledger: Option<&kcert_kube::ledger::LedgerIndex>,
 ) -> Option<String> {
     (kcert_kube::CsrState::of(csr) == kcert_kube::CsrState::Pending).then(|| {
         let d = kcert_kube::facts::verdict(csr, policy, privileged, ledger);
@@ -48,7 +48,7 @@ fn row(
     csr: &CertificateSigningRequest,
     policy: Option<&Policy>,
     privileged: &kcert_policy::PrivilegedSubjects,
-    ledger: Option<&kcert_kube::revocation::RevokedCredentials>,
+    ledger: Option<&kcert_kube::ledger::LedgerIndex>,
 ) -> serde_json::Value {
     let parsed = parse_request(csr);
     let (cn, groups) = match &parsed {
@@ -182,12 +182,10 @@ pub async fn show(name: &str, out: OutputFormat, target: &Target) -> Result<()> 
         .and_then(|c| CertificateInfo::from_pem(&c.0).ok());
     // The ledger's revocation of the certificate, if any (no ledger: none).
     let revocation = match &cert {
-        Some(c) => kube::Api::<kcert_kube::crd::IssuedCertificate>::all(client.clone())
-            .get_opt(&kcert_kube::crd::record_name(&c.serial))
+        Some(c) => kcert_kube::ledger::read_index(&client)
             .await
             .ok()
-            .flatten()
-            .and_then(|r| r.spec.revocation),
+            .and_then(|i| i.by_hash(&c.fingerprint_sha256)?.revocation.clone()),
         None => None,
     };
     // Only a record kcert provably wrote for this object; a requester-set one is not shown.
@@ -401,9 +399,9 @@ pub async fn revoke(args: &RevokeArgs, out: OutputFormat, target: &Target) -> Re
         let done = kcert_kube::revocation::revoke(&client, &selector, &by, &args.reason)
             .await
             .map_err(|e| match &e {
-                kube::Error::Api(s) if s.code == 404 => anyhow!(
-                    "the cluster has no ledger (IssuedCertificate CRD); apply deploy/crd.yaml"
-                ),
+                kube::Error::Api(s) if s.code == 404 => {
+                    anyhow!("the cluster has no ledger (LedgerPage CRD); apply deploy/crd.yaml")
+                }
                 _ => anyhow!("revoking: {}", api_message(&e)),
             })?;
         if !done.is_empty() || std::time::Instant::now() >= deadline {
@@ -419,7 +417,7 @@ pub async fn revoke(args: &RevokeArgs, out: OutputFormat, target: &Target) -> Re
             .map(|r| {
                 format!(
                     "{} ({}): {} at {} by {}: {}",
-                    r.record,
+                    r.serial,
                     crate::text::safe(&r.user),
                     r.result,
                     r.revocation.revoked_at,
@@ -434,16 +432,25 @@ pub async fn revoke(args: &RevokeArgs, out: OutputFormat, target: &Target) -> Re
 }
 
 pub async fn ledger(args: &LedgerArgs, out: OutputFormat, target: &Target) -> Result<()> {
-    use kcert_kube::crd::IssuedCertificate;
     let (client, _) = target.connect().await?;
-    let api: Api<IssuedCertificate> = Api::all(client);
-    let items = match api.list(&ListParams::default()).await {
-        Ok(l) => l.items,
+    let pages = match kcert_kube::ledger::list_pages(&client).await {
+        Ok(p) => p,
         Err(kube::Error::Api(s)) if s.code == 404 => {
-            bail!("the cluster has no ledger (IssuedCertificate CRD); apply deploy/crd.yaml")
+            bail!("the cluster has no ledger (LedgerPage CRD); apply deploy/crd.yaml")
         }
         Err(e) => bail!("listing the ledger: {}", api_message(&e)),
     };
+    // A certificate recorded twice (a write retried) is shown once, revoked if either copy is.
+    let mut by_hash: std::collections::HashMap<String, kcert_kube::crd::IssuedCertificate> =
+        Default::default();
+    for (_, r) in kcert_kube::ledger::records(&pages) {
+        let seen = by_hash
+            .entry(r.credential_hash())
+            .or_insert_with(|| r.clone());
+        if seen.revocation.is_none() && r.revocation.is_some() {
+            *seen = r.clone();
+        }
+    }
     let now = k8s_openapi::jiff::Timestamp::now();
     let horizon = args.expiring.map(|d| {
         now.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(
@@ -451,9 +458,8 @@ pub async fn ledger(args: &LedgerArgs, out: OutputFormat, target: &Target) -> Re
         ))
         .unwrap_or(now)
     });
-    let mut rows: Vec<_> = items
-        .into_iter()
-        .map(|r| r.spec)
+    let mut rows: Vec<_> = by_hash
+        .into_values()
         .filter(|s| args.user.as_ref().is_none_or(|u| &s.user == u))
         .filter(|s| {
             args.signer_name

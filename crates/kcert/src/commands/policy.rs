@@ -50,8 +50,8 @@ pub async fn load_policy(file: Option<&Path>, client: Option<&Client>) -> Result
 
 /// The ledger, for renewal rules (with a warning, none, when it cannot be read: renewal rules
 /// then deny CredentialUnknown here, while the controller would wait for it).
-pub async fn ledger(client: &Client) -> Option<kcert_kube::revocation::RevokedCredentials> {
-    match kcert_kube::revocation::list_ledger(client).await {
+pub async fn ledger(client: &Client) -> Option<kcert_kube::ledger::LedgerIndex> {
+    match kcert_kube::ledger::read_index(client).await {
         Ok(l) => Some(l),
         Err(e) => {
             eprintln!(
