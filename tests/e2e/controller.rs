@@ -440,9 +440,23 @@ async fn other_signers_csrs_are_never_touched_and_bad_usages_fail_at_signing() {
         &csr_object(&foreign, "example.com/someone-else", "jane", &["dev"], None),
     )
     .await;
-    // A human approves a server-auth request on our signer: the signer refuses it.
+    // A human approves a server-auth request on a signer kcert signs for but does not approve
+    // (so its approver cannot deny it first): the signer refuses it.
+    let signer_only = format!("kcert.dev/{}", s.cluster.unique_name("signer-only"));
+    let _signer = RunningController::start_with(
+        s.cluster.admin_client().await.unwrap(),
+        Settings {
+            signer_names: vec![signer_only.clone()],
+            approver: false,
+            ca: Some(CaSource::Files {
+                cert: s.cluster.ca_cert_path(),
+                key: s.cluster.ca_key_path(),
+            }),
+            ..Settings::default()
+        },
+    );
     let manual = s.cluster.unique_name("manual");
-    let mut csr = csr_object(&manual, s.signer(), "web", &[], None);
+    let mut csr = csr_object(&manual, &signer_only, "web", &[], None);
     csr.spec.usages = Some(vec!["digital signature".into(), "server auth".into()]);
     s.admin.create(&PostParams::default(), &csr).await.unwrap();
     let approve = serde_json::json!({"status": {"conditions": [{

@@ -146,6 +146,7 @@ async fn a_revoked_certificate_is_refused_within_seconds_and_nothing_else_is() {
     eventually("jane's certificate in the ledger", 20 * SECOND, || async {
         let pages = kcert_kube::ledger::list_pages(&admin_client).await.unwrap();
         let n = kcert_kube::ledger::records(&pages)
+            .iter()
             .filter(|(_, r)| r.user == "jane")
             .count();
         if n == 1 { Ok(()) } else { Err(n) }

@@ -103,6 +103,53 @@ pub async fn wait_issued(
     Ok(started.elapsed())
 }
 
+/// kcert-controller's metrics (at `addr`) as (name → value), for the unlabelled ones.
+pub async fn metrics(addr: std::net::SocketAddr) -> std::collections::HashMap<String, f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut text = String::new();
+    if let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await
+        && tcp
+            .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+            .await
+            .is_ok()
+    {
+        let _ = tcp.read_to_string(&mut text).await;
+    }
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Wait until kcert-controller's metrics (at `addr`) count `n` ledger records written: the API
+/// server has acknowledged them, so they are on record. Polled every 20 ms over plain HTTP,
+/// which costs the API server nothing (watching the pages would cost it, and this machine, a
+/// measurable share of the run).
+pub async fn wait_recorded(
+    addr: std::net::SocketAddr,
+    n: usize,
+    limit: Duration,
+) -> Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let written = metrics(addr)
+            .await
+            .get("kcert_ledger_records_written_total")
+            .copied()
+            .unwrap_or(0.0) as usize;
+        if written >= n {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            bail!("only {written} of {n} recorded after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Delete the batch, so later measurements start from the same amount of state.
 pub async fn delete(api: &Api<CertificateSigningRequest>, batch: &str) -> Result<()> {
     api.delete_collection(

@@ -12,9 +12,11 @@ pub fn kcert(cluster: &TestCluster, extra: &[&str]) -> Result<Running> {
         format!("--kubeconfig={}", cluster.admin_kubeconfig_path().display()),
         format!("--ca-cert={}", cluster.ca_cert_path().display()),
         format!("--ca-key={}", cluster.ca_key_path().display()),
-        "--metrics-addr=off".into(),
         "--cleaner=false".into(),
     ];
+    if !extra.iter().any(|a| a.starts_with("--metrics-addr")) {
+        args.push("--metrics-addr=off".into());
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     spawn(
         &sibling("kcert-controller")?,

@@ -9,6 +9,8 @@
 mod batch;
 mod engines;
 mod latency;
+mod ledger_encoding;
+mod ledger_scale;
 mod memory;
 mod onboarding;
 mod plot;
@@ -75,6 +77,9 @@ struct Args {
     /// Revocations measured by the `revocation` part.
     #[arg(long, default_value_t = 50)]
     revocations: usize,
+    /// Ledger records for the `ledger` part's scale run (one in 10 revoked).
+    #[arg(long, default_value_t = 100_000)]
+    ledger_records: usize,
     /// Do not rewrite docs/benchmarks.md and its plot (`all` rewrites them otherwise).
     #[arg(long)]
     no_docs: bool,
@@ -93,6 +98,10 @@ enum Part {
     /// `kcert revoke` to the revoked certificate's first 403 through the API server (its own
     /// test bed with kcert's AuthorizationConfiguration). Not part of `all`.
     Revocation,
+    /// The ledger's cost: signer throughput with the ledger on against off (same run), then a
+    /// ledger of `--ledger-records`: controller start-up and RSS, `kcert ledger --user`,
+    /// `kcert revoke`. Not part of `all`.
+    Ledger,
 }
 
 impl Part {
@@ -148,6 +157,9 @@ async fn main() -> Result<()> {
             percentile(&seconds, 100.0)
         );
         return Ok(());
+    }
+    if args.part == Part::Ledger {
+        return ledger_part(&args).await;
     }
     let cluster = TestCluster::start().await?;
     kcert_tests::install_crds(&cluster).await;
@@ -236,6 +248,49 @@ async fn main() -> Result<()> {
     println!("{table}");
     if args.part == Part::All && !args.no_docs {
         write_docs(&report, &args, &table)?;
+    }
+    Ok(())
+}
+
+/// The `ledger` part.
+async fn ledger_part(args: &Args) -> Result<()> {
+    {
+        let cluster = TestCluster::start().await?;
+        kcert_tests::install_crds(&cluster).await;
+        let api: Api<CertificateSigningRequest> = Api::all(cluster.admin_client().await?);
+        let engines = [Engine::Kcert, Engine::KcertLedger];
+        let results = throughput_runs(&cluster, &api, &engines, args, "").await?;
+        let off = results[0].1.rate();
+        let on = results[1].1.rate();
+        let ratios: Vec<f64> = results[1]
+            .1
+            .rates
+            .iter()
+            .zip(&results[0].1.rates)
+            .map(|(on, off)| on / off)
+            .collect();
+        println!(
+            "ledger throughput ({} CSRs, {} runs, interleaved): off {} CSRs/s, on (until on record) {} CSRs/s; on/off {:.2} (per run {}) {}",
+            args.csrs,
+            args.runs,
+            off.show(0),
+            on.show(0),
+            ratio(on.median, off.median),
+            ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            met(ratio(on.median, off.median) >= 0.9, "≥ 0.9")
+        );
+        cluster.stop();
+    }
+    for line in ledger_encoding::run().await? {
+        println!("{line}");
+    }
+    if args.ledger_records > 0 {
+        let scale = ledger_scale::run(args.ledger_records).await?;
+        println!("{}", ledger_scale::summary(&scale));
     }
     Ok(())
 }

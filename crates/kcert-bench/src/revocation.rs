@@ -86,9 +86,11 @@ pub async fn run(samples: usize) -> Result<Vec<f64>> {
         .await
         .context("the new certificate never listed pods")?;
         wait_until(Duration::from_secs(20), || async {
-            kcert_kube::ledger::list_pages(&admin)
-                .await
-                .is_ok_and(|p| kcert_kube::ledger::records(&p).any(|(_, r)| r.user == user))
+            kcert_kube::ledger::list_pages(&admin).await.is_ok_and(|p| {
+                kcert_kube::ledger::records(&p)
+                    .iter()
+                    .any(|(_, r)| r.user == user)
+            })
         })
         .await
         .context("the certificate never reached the ledger")?;

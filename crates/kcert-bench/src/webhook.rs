@@ -31,7 +31,7 @@ pub struct WebhookRun {
     pub scheduled_millis: Vec<f64>,
 }
 
-fn fingerprint(i: usize) -> String {
+pub fn fingerprint(i: usize) -> String {
     format!(
         "{:064x}",
         (i as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
@@ -56,7 +56,7 @@ fn ledger(records: usize, revoke_every: usize) -> Vec<IssuedCertificate> {
         .collect()
 }
 
-fn review_body(i: usize) -> String {
+pub fn review_body(i: usize) -> String {
     serde_json::json!({
         "apiVersion": "authorization.k8s.io/v1",
         "kind": "SubjectAccessReview",
@@ -105,18 +105,7 @@ pub async fn run(
     .map_err(anyhow::Error::msg)?;
     let server = tokio::spawn(server);
 
-    let mut roots = rustls::RootCertStore::empty();
-    let ca_pem = std::fs::read(&files.ca_cert)?;
-    for block in kcert_pki::pem::parse_blocks(&ca_pem)? {
-        roots.add(rustls::pki_types::CertificateDer::from(block.der.to_vec()))?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = connector(&files.ca_cert)?;
 
     let total = (rate as usize) * (seconds as usize);
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
@@ -142,7 +131,10 @@ pub async fn run(
                     body.len()
                 );
                 tls.write_all(request.as_bytes()).await?;
-                let reply = read_response(&mut tls, &mut buf).await?;
+                let (status, reply) = read_response(&mut tls, &mut buf).await?;
+                if !status.starts_with("HTTP/1.1 200") {
+                    bail!("webhook answered {status}");
+                }
                 out.push((
                     sent.elapsed().as_secs_f64() * 1000.0,
                     due.elapsed().as_secs_f64() * 1000.0,
@@ -181,17 +173,47 @@ pub async fn run(
     })
 }
 
-/// One HTTP/1.1 response with a Content-Length body; returns the body.
+/// A TLS client trusting the webhook's CA.
+pub fn connector(ca_cert: &std::path::Path) -> Result<tokio_rustls::TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_pem = std::fs::read(ca_cert)?;
+    for block in kcert_pki::pem::parse_blocks(&ca_pem)? {
+        roots.add(rustls::pki_types::CertificateDer::from(block.der.to_vec()))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// One review on a connection of its own: (status line, body).
+pub async fn review_once(
+    connector: &tokio_rustls::TlsConnector,
+    addr: std::net::SocketAddr,
+    body: &str,
+) -> Result<(String, String)> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut tls = connector.connect(name, tcp).await?;
+    let request = format!(
+        "POST /authorize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await?;
+    read_response(&mut tls, &mut Vec::new()).await
+}
+
+/// One HTTP/1.1 response with a Content-Length body: (status line, body).
 async fn read_response<S: tokio::io::AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut Vec<u8>,
-) -> Result<String> {
+) -> Result<(String, String)> {
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            if !head.starts_with("HTTP/1.1 200") {
-                bail!("webhook answered {}", head.lines().next().unwrap_or(""));
-            }
             let length: usize = head
                 .lines()
                 .find_map(|l| {
@@ -205,7 +227,7 @@ async fn read_response<S: tokio::io::AsyncRead + Unpin>(
             if buf.len() >= whole {
                 let body = String::from_utf8_lossy(&buf[end + 4..whole]).to_string();
                 buf.drain(..whole);
-                return Ok(body);
+                return Ok((head.lines().next().unwrap_or("").to_string(), body));
             }
         }
         let mut chunk = [0u8; 8192];

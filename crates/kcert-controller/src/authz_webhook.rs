@@ -166,6 +166,13 @@ fn answer(
             r#"{"error":"the ledger has not been read yet"}"#.into(),
         );
     };
+    if let Some(why) = revoked.unidentifiable() {
+        // Fail closed: an unreadable record might have been a revocation.
+        return (
+            "503 Service Unavailable",
+            serde_json::json!({ "error": why }).to_string(),
+        );
+    }
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(request) => ("200 OK", review(&request, revoked, strict).to_string()),
         Err(e) => (

@@ -22,7 +22,7 @@ use kcert_pki::CertificateInfo;
 use kube::api::PostParams;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -166,6 +166,9 @@ pub enum OnRecord {
 struct Progress {
     queued: HashSet<String>,
     written: HashSet<String>,
+    /// CSR uid → hash of the certificate this process issued for it, so the CSR's next watch
+    /// event is answered without parsing its certificate again.
+    issued_here: HashMap<String, String>,
 }
 
 /// The signer's handle on the ledger: queues records for [`write_pages`] and tells whether a
@@ -209,7 +212,15 @@ impl Ledger {
     /// This process just issued `issued` for `csr`: queue its record.
     pub fn record_issued(&self, csr: &CertificateSigningRequest, issued_der: &[u8]) {
         match CertificateInfo::from_der(issued_der) {
-            Ok(cert) => self.queue(record(csr, &cert)),
+            Ok(cert) => {
+                let r = record(csr, &cert);
+                if let Some(uid) = &csr.metadata.uid {
+                    self.progress()
+                        .issued_here
+                        .insert(uid.clone(), r.credential_hash());
+                }
+                self.queue(r)
+            }
             // Cannot happen for what we just signed; the CSR's next pass records it if it does.
             Err(e) => tracing::error!(error = %e, "cannot read the certificate just issued"),
         }
@@ -218,6 +229,17 @@ impl Ledger {
     /// Whether the certificate `csr` holds is on record; queues it if it is neither on record
     /// nor queued (issued before a restart, or by another replica that stopped).
     pub fn ensure(&self, csr: &CertificateSigningRequest) -> OnRecord {
+        if let Some(uid) = &csr.metadata.uid {
+            let p = self.progress();
+            if let Some(hash) = p.issued_here.get(uid) {
+                if p.written.contains(hash) {
+                    return OnRecord::Recorded;
+                }
+                if p.queued.contains(hash) {
+                    return OnRecord::Queued;
+                }
+            }
+        }
         let Some(cert) = certificate(csr) else {
             return OnRecord::Recorded;
         };
@@ -249,9 +271,14 @@ impl Ledger {
         let Some(index) = view.as_ref() else {
             return;
         };
-        self.progress()
-            .written
-            .retain(|h| index.by_hash(h).is_none());
+        let mut p = self.progress();
+        p.written.retain(|h| index.by_hash(h).is_none());
+        let Progress {
+            issued_here,
+            queued,
+            written,
+        } = &mut *p;
+        issued_here.retain(|_, h| queued.contains(h) || written.contains(h));
     }
 
     fn written(&self, hashes: impl IntoIterator<Item = String>) {
@@ -266,21 +293,24 @@ impl Ledger {
 /// How the writer batches.
 #[derive(Clone, Copy, Debug)]
 pub struct WriterSettings {
-    /// How long a record may wait for others to share its write.
+    /// How long a record may wait for others to share its write, at most.
     pub flush_after: Duration,
+    /// Write sooner when no record has come for this long (a burst has ended).
+    pub idle_after: Duration,
 }
 
 impl Default for WriterSettings {
     fn default() -> Self {
         WriterSettings {
-            flush_after: Duration::from_millis(100),
+            flush_after: Duration::from_millis(250),
+            idle_after: Duration::from_millis(20),
         }
     }
 }
 
 /// The one writer: collects queued records for up to `flush_after`, then appends them to the
-/// page it wrote last while that has room (conditioned on its version) and creates new pages
-/// for the rest. A failed write keeps the batch and retries with backoff; what the API server
+/// page it wrote last if they all fit there (conditioned on its version), or else writes them
+/// on new pages. A failed write keeps the batch and retries with backoff; what the API server
 /// refuses for good is logged, counted and left for the next start (its CSR is kept).
 pub async fn write_pages(
     client: Client,
@@ -298,7 +328,18 @@ pub async fn write_pages(
                 Some(r) => batch.push(r),
                 None => return,
             }
-            tokio::time::sleep(settings.flush_after).await;
+            // Gather until the flush interval is up or the records stop coming.
+            let deadline = tokio::time::Instant::now() + settings.flush_after;
+            while let Ok(Some(r)) = tokio::time::timeout(
+                settings
+                    .idle_after
+                    .min(deadline.saturating_duration_since(tokio::time::Instant::now())),
+                rx.recv(),
+            )
+            .await
+            {
+                batch.push(r);
+            }
         }
         while let Ok(r) = rx.try_recv() {
             batch.push(r);
@@ -364,7 +405,7 @@ fn refused(ledger: &Ledger, r: &IssuedCertificate, why: &str) {
     ledger.metrics.ledger_write_failed();
 }
 
-/// Write `records` (none already on `open`): fill `open` while it has room, then new pages.
+/// Write `records` (none already on `open`): onto `open` if they all fit, else onto new pages.
 async fn write_batch(
     api: &Api<LedgerPage>,
     open: &mut Option<LedgerPage>,
@@ -373,16 +414,22 @@ async fn write_batch(
     let mut rest = records;
     let mut conflicts = 0;
     while !rest.is_empty() {
+        // Appending rewrites the whole page (the API server decodes, validates, stores and
+        // sends every watcher all of it), so a batch goes onto the open page only if all of it
+        // fits; otherwise onto new pages of its own. At a high rate every page is written
+        // once; at a low rate small batches fill one page.
         let mut page = match open.take() {
-            Some(p) if room(&p, rest) > 0 => p,
+            Some(p) if room(&p, rest) == rest.len() => p,
             _ => new_page(
                 k8s_openapi::jiff::Timestamp::now().as_millisecond(),
                 rand_suffix(),
             ),
         };
         let n = room(&page, rest);
-        let before = page.spec.certificates.len();
-        page.spec.certificates.extend_from_slice(&rest[..n]);
+        let before = page.spec.records.len();
+        for r in &rest[..n] {
+            page.spec.push(r);
+        }
         let written = if before == 0 {
             api.create(&PostParams::default(), &page).await
         } else {

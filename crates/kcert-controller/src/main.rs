@@ -72,10 +72,14 @@ struct Flags {
     /// each (needs deploy/crd.yaml).
     #[arg(long, env = "KCERT_LEDGER", default_value_t = true, action = clap::ArgAction::Set)]
     ledger: bool,
-    /// How long a new ledger record waits for others to share its write (one page write per
-    /// batch). Until it is written its CSR is kept; a crash in between is repaired at start-up.
-    #[arg(long, default_value = "100ms", value_parser = parse_short_duration)]
+    /// How long a new ledger record waits at most for others to share its write (one page
+    /// write per batch). Until it is written its CSR is kept; a crash in between is repaired
+    /// at start-up.
+    #[arg(long, default_value = "250ms", value_parser = parse_short_duration)]
     ledger_flush_interval: std::time::Duration,
+    /// Write the ledger sooner once no new record has come for this long (a burst has ended).
+    #[arg(long, default_value = "20ms", value_parser = parse_short_duration)]
+    ledger_flush_idle: std::time::Duration,
     /// Delete finished CSRs of our signers (issued ones only once they are in the ledger).
     #[arg(long, env = "KCERT_CLEANER", default_value_t = true, action = clap::ArgAction::Set)]
     cleaner: bool,
@@ -237,6 +241,7 @@ async fn run(flags: Flags) -> Result<()> {
         ledger: flags.ledger,
         ledger_writer: kcert_controller::ledger::WriterSettings {
             flush_after: flags.ledger_flush_interval,
+            idle_after: flags.ledger_flush_idle,
         },
         events: flags.events,
         rbac_protection: flags.rbac_protection,

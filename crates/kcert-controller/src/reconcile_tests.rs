@@ -527,8 +527,19 @@ const PAGES: &str = "/apis/kcert.dev/v1alpha1/ledgerpages";
 
 /// A ledger page as the API server returns it.
 fn page_json(name: &str, version: &str, records: &[serde_json::Value]) -> serde_json::Value {
+    let records: Vec<String> = records.iter().map(|r| r.to_string()).collect();
     serde_json::json!({"apiVersion": "kcert.dev/v1alpha1", "kind": "LedgerPage",
-        "metadata": {"name": name, "resourceVersion": version}, "spec": {"certificates": records}})
+        "metadata": {"name": name, "resourceVersion": version}, "spec": {"records": records}})
+}
+
+/// The records a page write sent, read back.
+fn sent_records(sent: &serde_json::Value) -> Vec<serde_json::Value> {
+    sent["spec"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| serde_json::from_str(s.as_str().unwrap()).unwrap())
+        .collect()
 }
 
 fn record_value(serial: &str, fp: &str) -> serde_json::Value {
@@ -601,7 +612,7 @@ async fn an_issued_csr_not_on_record_is_queued_once_then_written_on_a_page() {
     drop(tx);
     let api = FakeApi::new(vec![
         Exchange::new(Method::POST, PAGES, 201, page_json("p1", "1", &[])).checking(|sent| {
-            let records = sent["spec"]["certificates"].as_array().unwrap();
+            let records = sent_records(sent);
             assert_eq!(records.len(), 1);
             assert_eq!(records[0]["user"], "mallory");
             assert_eq!(records[0]["csrUid"], "uid-1");
@@ -617,6 +628,7 @@ async fn an_issued_csr_not_on_record_is_queued_once_then_written_on_a_page() {
         rx,
         crate::ledger::WriterSettings {
             flush_after: Duration::from_millis(1),
+            idle_after: Duration::from_millis(1),
         },
     )
     .await;
@@ -670,7 +682,7 @@ async fn the_writer_appends_to_its_page_rereads_it_after_a_conflict_and_keeps_a_
         )
         .checking(|sent| {
             assert_eq!(sent["metadata"]["resourceVersion"], "1");
-            assert_eq!(sent["spec"]["certificates"].as_array().unwrap().len(), 2);
+            assert_eq!(sent_records(sent).len(), 2);
         }),
         // ... which `kcert revoke` changed meanwhile: read again, append to that.
         Exchange::new(
@@ -687,7 +699,7 @@ async fn the_writer_appends_to_its_page_rereads_it_after_a_conflict_and_keeps_a_
         )
         .checking(|sent| {
             assert_eq!(sent["metadata"]["resourceVersion"], "2");
-            let records = sent["spec"]["certificates"].as_array().unwrap();
+            let records = sent_records(sent);
             assert_eq!(records.len(), 2);
             assert_eq!(
                 records[0]["revocation"]["revokedBy"], "admin",
@@ -702,6 +714,7 @@ async fn the_writer_appends_to_its_page_rereads_it_after_a_conflict_and_keeps_a_
         rx,
         crate::ledger::WriterSettings {
             flush_after: Duration::from_millis(1),
+            idle_after: Duration::from_millis(1),
         },
     ));
     tx.send(record("01", "aa01")).unwrap();
@@ -720,12 +733,12 @@ async fn a_record_the_api_server_refuses_does_not_hold_up_the_others() {
     let ctx = context(&api, true);
     let (ledger, _) = crate::ledger::Ledger::new(view, ctx.metrics.clone());
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let invalid = || crate::fake_api::status(422, "Invalid", "spec.certificates[1]: invalid");
+    let invalid = || crate::fake_api::status(422, "Invalid", "spec.records[1]: invalid");
     let api = FakeApi::new(vec![
         Exchange::new(Method::POST, PAGES, 422, invalid()),
         // One by one: the good one lands, the bad one is refused alone.
         Exchange::new(Method::POST, PAGES, 201, page_json("p1", "1", &[])).checking(|sent| {
-            assert_eq!(sent["spec"]["certificates"][0]["serial"], "01");
+            assert_eq!(sent_records(sent)[0]["serial"], "01");
         }),
         Exchange::new(Method::POST, PAGES, 422, invalid()),
     ]);
@@ -738,6 +751,7 @@ async fn a_record_the_api_server_refuses_does_not_hold_up_the_others() {
         rx,
         crate::ledger::WriterSettings {
             flush_after: Duration::from_millis(1),
+            idle_after: Duration::from_millis(1),
         },
     )
     .await;

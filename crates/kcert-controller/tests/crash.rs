@@ -2,7 +2,7 @@
 //! package's binary) issues certificates whose ledger records it holds back (a long
 //! `--ledger-flush-interval`), is killed with SIGKILL before writing them, and on its next start
 //! finds every issued certificate missing from the ledger and records it, once. Meanwhile the
-//! cleaner, told to delete issued CSRs a second after approval, keeps every CSR whose certificate is not on
+//! cleaner, told to delete CSRs 5 s after approval, keeps every CSR whose certificate is not on
 //! record.
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
@@ -31,9 +31,10 @@ fn start(cluster: &TestCluster, flush: &str, log: &str) -> Child {
             "--rbac-protection=false",
             "--ledger=true",
             &format!("--ledger-flush-interval={flush}"),
+            &format!("--ledger-flush-idle={flush}"),
             "--cleaner=true",
             "--cleaner-interval=1s",
-            "--gc-approved=1s",
+            "--gc-approved=5s",
         ])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -51,7 +52,10 @@ impl Drop for LogsOnFailure {
             for log in ["kcert-controller-1.log", "kcert-controller-2.log"] {
                 let text = std::fs::read_to_string(self.0.join(log)).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                eprintln!("--- {log} (last 40 lines, newest first)\n{}", tail.join("\n"));
+                eprintln!(
+                    "--- {log} (last 40 lines, newest first)\n{}",
+                    tail.join("\n")
+                );
             }
         }
     }
@@ -86,9 +90,14 @@ async fn a_kill_between_signing_and_recording_is_repaired_at_the_next_start() {
             )
             .await
             .unwrap();
-        created.status.get_or_insert_with(Default::default).conditions = Some(vec![
-            kcert_kube::conditions::condition("Approved", "CrashTest", "approved by the test"),
-        ]);
+        created
+            .status
+            .get_or_insert_with(Default::default)
+            .conditions = Some(vec![kcert_kube::conditions::condition(
+            "Approved",
+            "CrashTest",
+            "approved by the test",
+        )]);
         csrs.replace_subresource("approval", &name, &PostParams::default(), &created)
             .await
             .unwrap();
@@ -112,18 +121,19 @@ async fn a_kill_between_signing_and_recording_is_repaired_at_the_next_start() {
             }
         })
         .await;
-    // Several cleaner passes (every 1 s, issued CSRs due after 1 s): none deleted, none recorded.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Cleaner passes (every 1 s) after the CSRs fell due (5 s after approval; issued well
+    // before): none deleted, none recorded.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let pages = kcert_kube::ledger::list_pages(&client).await.unwrap();
+    assert_eq!(
+        kcert_kube::ledger::records(&pages).len(),
+        0,
+        "records were written before the flush interval (the test would prove nothing)"
+    );
     assert_eq!(
         csrs.list(&lp).await.unwrap().items.len(),
         N,
         "the cleaner deleted an issued CSR whose certificate was not on record"
-    );
-    let pages = kcert_kube::ledger::list_pages(&client).await.unwrap();
-    assert_eq!(
-        kcert_kube::ledger::records(&pages).count(),
-        0,
-        "records were written before the flush interval (the test would prove nothing)"
     );
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
@@ -137,7 +147,8 @@ async fn a_kill_between_signing_and_recording_is_repaired_at_the_next_start() {
         || async {
             let pages = kcert_kube::ledger::list_pages(&client).await.unwrap();
             let records: Vec<_> = kcert_kube::ledger::records(&pages)
-                .map(|(_, r)| r.clone())
+                .into_iter()
+                .map(|(_, r)| r)
                 .collect();
             if records.len() >= N {
                 Ok(records)
@@ -156,13 +167,20 @@ async fn a_kill_between_signing_and_recording_is_repaired_at_the_next_start() {
         assert_eq!(issued.get(&r.csr_name), Some(&r.serial), "{r:?}");
     }
     assert_eq!(by_serial.len(), N, "every certificate recorded");
-    assert!(by_serial.values().all(|n| *n == 1), "recorded once each: {by_serial:?}");
-    eventually("the recorded CSRs cleaned", Duration::from_secs(30), || async {
-        match csrs.list(&lp).await.unwrap().items.len() {
-            0 => Ok(()),
-            n => Err(n),
-        }
-    })
+    assert!(
+        by_serial.values().all(|n| *n == 1),
+        "recorded once each: {by_serial:?}"
+    );
+    eventually(
+        "the recorded CSRs cleaned",
+        Duration::from_secs(30),
+        || async {
+            match csrs.list(&lp).await.unwrap().items.len() {
+                0 => Ok(()),
+                n => Err(n),
+            }
+        },
+    )
     .await;
     second.kill().unwrap();
     second.wait().unwrap();

@@ -70,7 +70,11 @@ pub async fn revoke(
     let mut out = Vec::new();
     for page in &pages {
         let name = page.metadata.name.clone().unwrap_or_default();
-        if !page.spec.certificates.iter().any(|r| selector.matches(r)) {
+        if !page
+            .spec
+            .read()
+            .any(|r| r.is_ok_and(|r| selector.matches(&r)))
+        {
             continue;
         }
         let now = edit_page(client, &name, |r| {
