@@ -120,7 +120,9 @@ impl LedgerView {
 pub async fn keep_current(client: Client, view: LedgerView) {
     let api: Api<LedgerPage> = Api::all(client);
     // Pages are never modified by anyone reading them here: drop managed fields early.
-    let stream = watcher(api, watcher::Config::default())
+    // Listed 20 pages (up to 10 MiB) at a time, not the default 500: a start-up with a long
+    // ledger would otherwise hold hundreds of megabytes of JSON at once.
+    let stream = watcher(api, watcher::Config::default().page_size(20))
         .default_backoff()
         .modify(|p| p.managed_fields_mut().clear());
     futures::pin_mut!(stream);

@@ -102,24 +102,19 @@ pub fn credential_facts(
         .get(CREDENTIAL_ID)?
         .iter()
         .find(|id| id.starts_with("X509SHA256="))?;
-    let unix = |t: &str| {
-        t.parse::<k8s_openapi::jiff::Timestamp>()
-            .map(|t| t.as_second())
-            .unwrap_or(0)
-    };
     Some(match ledger.record(id) {
         None => CredentialFacts::default(),
         Some(r) => CredentialFacts {
             known: true,
-            serial: r.serial.clone(),
-            user: r.user.clone(),
-            groups: r.groups.clone(),
+            serial: r.serial.to_string(),
+            user: r.user.to_string(),
+            groups: r.groups.iter().map(|g| g.to_string()).collect(),
             revoked: r
                 .revocation
                 .as_ref()
                 .map(|v| format!("at {} by {}: {}", v.revoked_at, v.revoked_by, v.reason)),
-            not_after_unix: unix(&r.not_after),
-            chain_started_unix: unix(r.chain_started_at.as_deref().unwrap_or(&r.not_before)),
+            not_after_unix: r.not_after,
+            chain_started_unix: r.chain_started,
         },
     })
 }

@@ -147,11 +147,61 @@ pub async fn edit_page(
     }
 }
 
+/// What the index keeps of a record: what the webhook, renewal rules, signer and cleaner read
+/// (a few hundred bytes, where the whole record would take two kilobytes).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LedgerEntry {
+    /// Serial, hex.
+    pub serial: Box<str>,
+    /// The user (CN).
+    pub user: Box<str>,
+    /// The groups (O).
+    pub groups: Box<[Box<str>]>,
+    /// NotAfter, Unix seconds (0 if unreadable).
+    pub not_after: i64,
+    /// When the chain of renewals began, Unix seconds (its NotBefore if not recorded).
+    pub chain_started: i64,
+    /// The revocation, if revoked.
+    pub revocation: Option<Box<crate::crd::Revocation>>,
+}
+
+impl LedgerEntry {
+    fn of(r: &IssuedCertificate) -> Self {
+        let unix = |t: &str| {
+            t.parse::<k8s_openapi::jiff::Timestamp>()
+                .map(|t| t.as_second())
+                .unwrap_or(0)
+        };
+        LedgerEntry {
+            serial: r.serial.as_str().into(),
+            user: r.user.as_str().into(),
+            groups: r.groups.iter().map(|g| g.as_str().into()).collect(),
+            not_after: unix(&r.not_after),
+            chain_started: unix(r.chain_started_at.as_deref().unwrap_or(&r.not_before)),
+            revocation: r.revocation.clone().map(Box::new),
+        }
+    }
+}
+
+/// A SHA-256 as 32 bytes (from hex in any spelling [`crate::crd::normalize_fingerprint`]
+/// accepts); `None` unless it is 64 hex digits.
+fn hash_of(hex: &str) -> Option<[u8; 32]> {
+    let hex = crate::crd::normalize_fingerprint(hex);
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
 /// One record as the index keeps it, with the page holding it.
 #[derive(Clone, Debug, PartialEq)]
 struct Copy {
     page: Arc<str>,
-    record: IssuedCertificate,
+    entry: LedgerEntry,
 }
 
 /// Every certificate in the ledger by credential hash (lower-case hex SHA-256 of the
@@ -163,9 +213,9 @@ struct Copy {
 /// is one entry; if any copy is revoked, it is revoked (fail closed).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LedgerIndex {
-    by_hash: HashMap<String, Vec<Copy>>,
+    by_hash: HashMap<[u8; 32], Vec<Copy>>,
     /// Per page: the hashes of its records, and how many records named no certificate at all.
-    pages: HashMap<Arc<str>, (Vec<String>, usize)>,
+    pages: HashMap<Arc<str>, (Vec<[u8; 32]>, usize)>,
     revoked: usize,
     unidentifiable: usize,
 }
@@ -197,23 +247,29 @@ impl LedgerIndex {
         let mut hashes = Vec::with_capacity(p.spec.records.len());
         let mut unidentifiable = 0;
         for (i, text) in p.spec.records.iter().enumerate() {
-            let record = match serde_json::from_str::<IssuedCertificate>(text) {
-                Ok(r) => r,
-                Err(e) => match unreadable_record(text, &name, i, &e.to_string()) {
-                    Some(r) => r,
-                    None => {
-                        unidentifiable += 1;
-                        continue;
-                    }
-                },
+            let record = serde_json::from_str::<IssuedCertificate>(text)
+                .map_err(|e| e.to_string())
+                .and_then(|r| match hash_of(&r.fingerprint_sha256) {
+                    Some(h) => Ok((h, r)),
+                    None => Err(format!(
+                        "fingerprintSha256 {:?} is not a SHA-256",
+                        r.fingerprint_sha256
+                    )),
+                })
+                .or_else(|why| {
+                    let r = unreadable_record(text, &name, i, &why).ok_or(())?;
+                    Ok::<_, ()>((hash_of(&r.fingerprint_sha256).ok_or(())?, r))
+                });
+            let Ok((hash, record)) = record else {
+                unidentifiable += 1;
+                continue;
             };
-            let hash = record.credential_hash();
             if record.revocation.is_some() {
                 self.revoked += 1;
             }
-            self.by_hash.entry(hash.clone()).or_default().push(Copy {
+            self.by_hash.entry(hash).or_default().push(Copy {
                 page: name.clone(),
-                record,
+                entry: LedgerEntry::of(&record),
             });
             hashes.push(hash);
         }
@@ -231,7 +287,7 @@ impl LedgerIndex {
             if let Some(copies) = self.by_hash.get_mut(&hash) {
                 copies.retain(|c| {
                     let gone = &*c.page == name;
-                    if gone && c.record.revocation.is_some() {
+                    if gone && c.entry.revocation.is_some() {
                         self.revoked -= 1;
                     }
                     !gone
@@ -263,25 +319,25 @@ impl LedgerIndex {
         ))
     }
 
-    /// The record of a credential hash (hex, any spelling): a revoked copy if there is one.
-    pub fn by_hash(&self, hash: &str) -> Option<&IssuedCertificate> {
-        let copies = self.by_hash.get(&crate::crd::normalize_fingerprint(hash))?;
+    /// The entry of a credential hash (hex, any spelling): a revoked copy if there is one.
+    pub fn by_hash(&self, hash: &str) -> Option<&LedgerEntry> {
+        let copies = self.by_hash.get(&hash_of(hash)?)?;
         copies
             .iter()
-            .find(|c| c.record.revocation.is_some())
+            .find(|c| c.entry.revocation.is_some())
             .or_else(|| copies.first())
-            .map(|c| &c.record)
+            .map(|c| &c.entry)
     }
 
-    /// The ledger record of the certificate a `credential-id` (`X509SHA256=…`) names.
-    pub fn record(&self, credential_id: &str) -> Option<&IssuedCertificate> {
+    /// The ledger entry of the certificate a `credential-id` (`X509SHA256=…`) names.
+    pub fn record(&self, credential_id: &str) -> Option<&LedgerEntry> {
         self.by_hash(credential_id.strip_prefix("X509SHA256=")?)
     }
 
     /// The serial and revocation of the certificate a `credential-id` names, if revoked.
     pub fn lookup(&self, credential_id: &str) -> Option<(&str, &crate::crd::Revocation)> {
         let r = self.record(credential_id)?;
-        Some((r.serial.as_str(), r.revocation.as_ref()?))
+        Some((&*r.serial, r.revocation.as_deref()?))
     }
 
     /// Whether the ledger holds the certificate a `credential-id` names.
@@ -322,9 +378,7 @@ pub async fn find_serial(
 fn unreadable_record(text: &str, page: &str, i: usize, why: &str) -> Option<IssuedCertificate> {
     let value: serde_json::Value = serde_json::from_str(text).ok()?;
     let fingerprint = value.get("fingerprintSha256")?.as_str()?;
-    if crate::crd::normalize_fingerprint(fingerprint).len() != 64 {
-        return None;
-    }
+    hash_of(fingerprint)?;
     let text_of = |k: &str| {
         value
             .get(k)
@@ -357,10 +411,19 @@ mod tests {
     use super::*;
     use crate::crd::Revocation;
 
+    /// `fp` (short hex, e.g. "AA:01") padded to a SHA-256.
+    fn sha(fp: &str) -> String {
+        format!("{:0>64}", crate::crd::normalize_fingerprint(fp))
+    }
+
+    fn id(fp: &str) -> String {
+        format!("X509SHA256={}", sha(fp))
+    }
+
     fn rec(serial: &str, fp: &str, revoked: bool) -> IssuedCertificate {
         IssuedCertificate {
             serial: serial.into(),
-            fingerprint_sha256: fp.into(),
+            fingerprint_sha256: sha(fp),
             revocation: revoked.then(|| Revocation {
                 revoked_at: "2026-12-01T00:00:00Z".into(),
                 revoked_by: "admin".into(),
@@ -389,9 +452,9 @@ mod tests {
             page("b", vec![rec("03", "AA:03", true)]),
         ]);
         assert_eq!((index.records(), index.pages(), index.revoked()), (3, 2, 1));
-        assert!(index.knows("X509SHA256=aa01"));
-        assert!(index.lookup("X509SHA256=aa01").is_none());
-        assert_eq!(index.lookup("X509SHA256=aa03").unwrap().0, "03");
+        assert!(index.knows(&id("aa01")));
+        assert!(index.lookup(&id("aa01")).is_none());
+        assert_eq!(index.lookup(&id("aa03")).unwrap().0, "03");
         // Page a changed: 02 revoked, 04 appended.
         index.apply_page(&page(
             "a",
@@ -402,10 +465,10 @@ mod tests {
             ],
         ));
         assert_eq!((index.records(), index.pages(), index.revoked()), (4, 2, 2));
-        assert_eq!(index.lookup("X509SHA256=aa02").unwrap().0, "02");
+        assert_eq!(index.lookup(&id("aa02")).unwrap().0, "02");
         index.remove_page("b");
         assert_eq!((index.records(), index.pages(), index.revoked()), (3, 1, 1));
-        assert!(!index.knows("X509SHA256=aa03"));
+        assert!(!index.knows(&id("aa03")));
         // Not an X.509 credential id: nothing.
         assert!(!index.knows("aa01"));
     }
@@ -417,13 +480,13 @@ mod tests {
             page("b", vec![rec("01", "AA:01", true)]),
         ]);
         assert_eq!(index.records(), 1);
-        assert!(index.lookup("X509SHA256=aa01").is_some());
+        assert!(index.lookup(&id("aa01")).is_some());
         // Whichever page is applied last.
         index.apply_page(&page("a", vec![rec("01", "AA:01", false)]));
-        assert!(index.lookup("X509SHA256=aa01").is_some());
+        assert!(index.lookup(&id("aa01")).is_some());
         index.remove_page("b");
-        assert!(index.lookup("X509SHA256=aa01").is_none());
-        assert!(index.knows("X509SHA256=aa01"));
+        assert!(index.lookup(&id("aa01")).is_none());
+        assert!(index.knows(&id("aa01")));
         index.remove_page("a");
         assert_eq!((index.records(), index.revoked()), (0, 0));
     }
@@ -455,7 +518,7 @@ mod tests {
         let (_, why) = index.lookup(&format!("X509SHA256={fp}")).unwrap();
         assert!(why.reason.contains("cannot be read"), "{}", why.reason);
         assert!(index.unidentifiable().is_none());
-        assert!(index.lookup("X509SHA256=aa01").is_none());
+        assert!(index.lookup(&id("aa01")).is_none());
         // Nothing to go by: the whole index says it cannot be trusted, naming the page.
         p.spec.records.push("{not json".into());
         index.apply_page(&p);

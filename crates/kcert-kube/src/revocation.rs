@@ -217,8 +217,18 @@ mod tests {
     #[test]
     fn a_revoked_credential_is_denied_naming_the_revocation_and_others_get_no_opinion() {
         let records = [
-            record("01", "AA:BB", "jane", true),
-            record("02", "CC:DD", "bob", false),
+            record(
+                "01",
+                &format!("AA:BB:{}", "00:".repeat(29) + "00"),
+                "jane",
+                true,
+            ),
+            record(
+                "02",
+                &format!("CC:DD:{}", "00:".repeat(29) + "00"),
+                "bob",
+                false,
+            ),
         ];
         let revoked = LedgerIndex::from_records(&records);
         assert_eq!(revoked.revoked(), 1);
@@ -227,7 +237,11 @@ mod tests {
                 "spec": {"user": "jane", "extra": {CREDENTIAL_ID: [id]}}})
         };
         let none = Strict::default();
-        let denied = review(&sar("X509SHA256=aabb"), &revoked, &none);
+        let denied = review(
+            &sar(format!("X509SHA256=aabb{}", "00".repeat(30)).as_str()),
+            &revoked,
+            &none,
+        );
         assert_eq!(denied["status"]["denied"], true);
         assert_eq!(denied["status"]["allowed"], false);
         let reason = denied["status"]["reason"].as_str().unwrap();
@@ -238,7 +252,7 @@ mod tests {
             "{reason}"
         );
         for other in [
-            sar("X509SHA256=ccdd"),
+            sar(format!("X509SHA256=ccdd{}", "00".repeat(30)).as_str()),
             sar("JWT=whatever"),
             serde_json::json!({"spec": {"user": "x"}}),
         ] {
@@ -253,7 +267,12 @@ mod tests {
 
     #[test]
     fn strict_mode_denies_certificates_kcert_never_issued_for_the_subjects_named() {
-        let records = [record("02", "CC:DD", "bob", false)];
+        let records = [record(
+            "02",
+            &format!("CC:DD:{}", "00:".repeat(29) + "00"),
+            "bob",
+            false,
+        )];
         let index = LedgerIndex::from_records(&records);
         let strict = Strict {
             users: vec!["admin-*".into()],
@@ -262,7 +281,15 @@ mod tests {
         let sar = |user: &str, groups: &[&str], id: &str| serde_json::json!({"spec": {"user": user, "groups": groups, "extra": {CREDENTIAL_ID: [id]}}});
         let no_opinion = serde_json::json!({"allowed": false});
         // Minted by hand (unknown hash) for a strict user or group: denied.
-        let d = review(&sar("admin-1", &[], "X509SHA256=eeee"), &index, &strict);
+        let d = review(
+            &sar(
+                "admin-1",
+                &[],
+                format!("X509SHA256=eeee{}", "00".repeat(30)).as_str(),
+            ),
+            &index,
+            &strict,
+        );
         assert_eq!(d["status"]["denied"], true);
         assert!(
             d["status"]["reason"]
@@ -270,16 +297,36 @@ mod tests {
                 .unwrap()
                 .contains("not issued by kcert")
         );
-        let d = review(&sar("carol", &["ops"], "X509SHA256=eeee"), &index, &strict);
+        let d = review(
+            &sar(
+                "carol",
+                &["ops"],
+                format!("X509SHA256=eeee{}", "00".repeat(30)).as_str(),
+            ),
+            &index,
+            &strict,
+        );
         assert_eq!(d["status"]["denied"], true);
         // A kcert-issued certificate, or someone not named: no opinion.
         let d = review(
-            &sar("admin-1", &["ops"], "X509SHA256=ccdd"),
+            &sar(
+                "admin-1",
+                &["ops"],
+                format!("X509SHA256=ccdd{}", "00".repeat(30)).as_str(),
+            ),
             &index,
             &strict,
         );
         assert_eq!(d["status"], no_opinion);
-        let d = review(&sar("carol", &["dev"], "X509SHA256=eeee"), &index, &strict);
+        let d = review(
+            &sar(
+                "carol",
+                &["dev"],
+                format!("X509SHA256=eeee{}", "00".repeat(30)).as_str(),
+            ),
+            &index,
+            &strict,
+        );
         assert_eq!(d["status"], no_opinion);
     }
 }

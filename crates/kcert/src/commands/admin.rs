@@ -185,7 +185,12 @@ pub async fn show(name: &str, out: OutputFormat, target: &Target) -> Result<()> 
         Some(c) => kcert_kube::ledger::read_index(&client)
             .await
             .ok()
-            .and_then(|i| i.by_hash(&c.fingerprint_sha256)?.revocation.clone()),
+            .and_then(|i| {
+                i.by_hash(&c.fingerprint_sha256)?
+                    .revocation
+                    .as_deref()
+                    .cloned()
+            }),
         None => None,
     };
     // Only a record kcert provably wrote for this object; a requester-set one is not shown.
