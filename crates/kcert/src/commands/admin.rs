@@ -445,6 +445,13 @@ pub async fn ledger(args: &LedgerArgs, out: OutputFormat, target: &Target) -> Re
         }
         Err(e) => bail!("listing the ledger: {}", api_message(&e)),
     };
+    for (page, i, why) in kcert_kube::ledger::unreadable(&pages) {
+        eprintln!(
+            "warning: ledger page {} record {i} cannot be read ({}); kcert's webhook refuses its certificate (or, if no fingerprint can be found in it, every X.509 request) until it is fixed",
+            crate::text::safe(page),
+            crate::text::safe(&why)
+        );
+    }
     // A certificate recorded twice (a write retried) is shown once, revoked if either copy is.
     let mut by_hash: std::collections::HashMap<String, kcert_kube::crd::IssuedCertificate> =
         Default::default();
