@@ -111,7 +111,7 @@ impl LedgerView {
 
     /// Whether the certificate with this hash is on record; `None` before the first read.
     pub fn holds(&self, hash: &str) -> Option<bool> {
-        self.read().as_ref().map(|i| i.by_hash(hash).is_some())
+        self.read().as_ref().map(|i| i.holds(hash))
     }
 }
 
@@ -144,7 +144,11 @@ pub async fn keep_current(client: Client, view: LedgerView) {
                 );
                 view.set(index);
             }
-            Ok(watcher::Event::Apply(p)) => view.update(|i| i.apply_page(&p)),
+            Ok(watcher::Event::Apply(p)) => {
+                // Parsed outside the lock the webhook and signer read under.
+                let parsed = LedgerIndex::parse_page(&p);
+                view.update(|i| i.apply_parsed(parsed))
+            }
             Ok(watcher::Event::Delete(p)) => view.update(|i| i.remove_page(&p.name_any())),
             Err(e) => tracing::warn!(error = %e, "watching the ledger failed; retrying"),
         }
@@ -246,11 +250,9 @@ impl Ledger {
             return OnRecord::Recorded;
         };
         let hash = kcert_kube::crd::normalize_fingerprint(&cert.fingerprint_sha256);
-        match self.view.holds(&hash) {
-            None => return OnRecord::NotRead,
-            Some(true) => return OnRecord::Recorded,
-            Some(false) => {}
-        }
+        // This process's progress first, then the view: a hash leaves `queued` for `written`
+        // when the API server acknowledges it, and leaves `written` only once the view holds
+        // it, so in this order no record can slip between the two looks.
         {
             let p = self.progress();
             if p.written.contains(&hash) {
@@ -259,6 +261,11 @@ impl Ledger {
             if p.queued.contains(&hash) {
                 return OnRecord::Queued;
             }
+        }
+        match self.view.holds(&hash) {
+            None => return OnRecord::NotRead,
+            Some(true) => return OnRecord::Recorded,
+            Some(false) => {}
         }
         tracing::warn!(csr = %csr.name_any(), serial = %cert.serial, "issued but not on record (a restart between signing and recording?); recording it now");
         self.metrics.ledger_repaired();
@@ -274,7 +281,7 @@ impl Ledger {
             return;
         };
         let mut p = self.progress();
-        p.written.retain(|h| index.by_hash(h).is_none());
+        p.written.retain(|h| !index.holds(h));
         let Progress {
             issued_here,
             queued,
@@ -352,7 +359,7 @@ pub async fn write_pages(
             if let Some(index) = view.as_ref() {
                 let (known, rest): (Vec<_>, Vec<_>) = batch
                     .drain(..)
-                    .partition(|r| index.by_hash(&r.credential_hash()).is_some());
+                    .partition(|r| index.holds(&r.credential_hash()));
                 batch = rest;
                 drop(view);
                 ledger.written(known.iter().map(|r| r.credential_hash()));
@@ -361,34 +368,24 @@ pub async fn write_pages(
         if batch.is_empty() {
             continue;
         }
-        let started = std::time::Instant::now();
-        match write_batch(&api, &mut open, &batch).await {
-            Ok(()) => {
-                ledger
-                    .metrics
-                    .ledger_written(batch.len(), started.elapsed());
-                ledger.written(batch.drain(..).map(|r| r.credential_hash()));
-                backoff = Duration::from_millis(200);
-            }
-            Err(kube::Error::Api(s)) if [400, 413, 422].contains(&s.code) && batch.len() > 1 => {
-                // One record the API server will not take must not hold up the others: write
-                // each on its own page to find it.
+        match write_batch(&api, &mut open, &mut batch, &ledger).await {
+            Ok(()) => backoff = Duration::from_millis(200),
+            Err(kube::Error::Api(s)) if [400, 413, 422].contains(&s.code) => {
+                // What landed before the refusal is out of `batch`. One record the API server
+                // will not take must not hold up the others: write each of the rest on a page
+                // of its own (a fresh one: the open page itself may have been the problem).
                 tracing::warn!(error = %s.message, records = batch.len(), "the API server refused a ledger page; writing its records one by one");
                 for r in std::mem::take(&mut batch) {
-                    let mut alone = None;
-                    match write_batch(&api, &mut alone, std::slice::from_ref(&r)).await {
-                        Ok(()) => ledger.written([r.credential_hash()]),
+                    let mut one = vec![r];
+                    match write_batch(&api, &mut None, &mut one, &ledger).await {
+                        Ok(()) => {}
                         Err(kube::Error::Api(s)) if [400, 413, 422].contains(&s.code) => {
-                            refused(&ledger, &r, &s.message)
+                            refused(&ledger, &one[0], &s.message)
                         }
-                        Err(_) => batch.push(r),
+                        Err(_) => batch.append(&mut one),
                     }
                 }
-            }
-            Err(kube::Error::Api(s)) if [400, 413, 422].contains(&s.code) => {
-                for r in std::mem::take(&mut batch) {
-                    refused(&ledger, &r, &s.message);
-                }
+                open = None;
             }
             Err(e) => {
                 tracing::warn!(error = %e, records = batch.len(), retry_in = ?backoff, "writing the ledger failed; retrying");
@@ -407,31 +404,34 @@ fn refused(ledger: &Ledger, r: &IssuedCertificate, why: &str) {
     ledger.metrics.ledger_write_failed();
 }
 
-/// Write `records` (none already on `open`): onto `open` if they all fit, else onto new pages.
+/// Write `batch` (none of it already on `open`): onto `open` if it all fits, else onto new
+/// pages. Each page's records leave `batch` (and count as written) as soon as that page lands,
+/// so after an error `batch` holds exactly what is not on record.
 async fn write_batch(
     api: &Api<LedgerPage>,
     open: &mut Option<LedgerPage>,
-    records: &[IssuedCertificate],
+    batch: &mut Vec<IssuedCertificate>,
+    ledger: &Ledger,
 ) -> Result<(), kube::Error> {
-    let mut rest = records;
     let mut conflicts = 0;
-    while !rest.is_empty() {
+    while !batch.is_empty() {
         // Appending rewrites the whole page (the API server decodes, validates, stores and
         // sends every watcher all of it), so a batch goes onto the open page only if all of it
         // fits; otherwise onto new pages of its own. At a high rate every page is written
         // once; at a low rate small batches fill one page.
         let mut page = match open.take() {
-            Some(p) if room(&p, rest) == rest.len() => p,
+            Some(p) if room(&p, batch) == batch.len() => p,
             _ => new_page(
                 k8s_openapi::jiff::Timestamp::now().as_millisecond(),
                 rand_suffix(),
             ),
         };
-        let n = room(&page, rest);
+        let n = room(&page, batch);
         let before = page.spec.records.len();
-        for r in &rest[..n] {
+        for r in &batch[..n] {
             page.spec.push(r);
         }
+        let started = std::time::Instant::now();
         let written = if before == 0 {
             api.create(&PostParams::default(), &page).await
         } else {
@@ -442,11 +442,11 @@ async fn write_batch(
             Ok(mut w) => {
                 w.managed_fields_mut().clear();
                 *open = Some(w);
-                rest = &rest[n..];
+                ledger.metrics.ledger_written(n, started.elapsed());
+                ledger.written(batch.drain(..n).map(|r| r.credential_hash()));
             }
             Err(kube::Error::Api(s)) if s.code == 409 && before > 0 && conflicts < 10 => {
-                // Changed by a revocation since we wrote it: append to the page as it is now,
-                // without what it already holds.
+                // Changed by a revocation since we wrote it: append to the page as it is now.
                 conflicts += 1;
                 let name = page.name_any();
                 let mut now = api.get(&name).await?;

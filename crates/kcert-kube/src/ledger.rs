@@ -21,8 +21,9 @@ use std::sync::Arc;
 /// Records per page at most.
 pub const PAGE_MAX_RECORDS: usize = 200;
 
-/// Serialized size of a page's records at most (bytes). A record is at most ~70 KiB (the
-/// largest subject a policy accepts is 64 KiB), so any one record fits an empty page.
+/// Serialized size of a page's records at most (bytes), well under etcd's 1.5 MiB. An empty
+/// page takes one record of any size (the schema allows 1 MiB per record; a record carries the
+/// subject, which policies bound with `subjectLimits`, twice).
 pub const PAGE_MAX_BYTES: usize = 512 * 1024;
 
 /// The label every ledger page carries.
@@ -132,7 +133,17 @@ pub async fn edit_page(
                 continue;
             };
             if edit(&mut r) {
-                *s = serde_json::to_string(&r).expect("a record serializes");
+                // Written back as it was, with only what `edit` changed replaced: fields this
+                // version of kcert does not know (a newer one wrote them) are kept.
+                let mut value: serde_json::Value =
+                    serde_json::from_str(s).expect("it parsed as a record");
+                let edited = serde_json::to_value(&r).expect("a record serializes");
+                if let (Some(v), Some(e)) = (value.as_object_mut(), edited.as_object()) {
+                    for (k, x) in e {
+                        v.insert(k.clone(), x.clone());
+                    }
+                }
+                *s = value.to_string();
                 changed = true;
             }
         }
@@ -163,6 +174,9 @@ pub struct LedgerEntry {
     pub chain_started: i64,
     /// The revocation, if revoked.
     pub revocation: Option<Box<crate::crd::Revocation>>,
+    /// False for the stand-in of a record kcert cannot read (revoked, fail closed): such an
+    /// entry does not count as the certificate being on record.
+    pub readable: bool,
 }
 
 impl LedgerEntry {
@@ -179,6 +193,7 @@ impl LedgerEntry {
             not_after: unix(&r.not_after),
             chain_started: unix(r.chain_started_at.as_deref().unwrap_or(&r.not_before)),
             revocation: r.revocation.clone().map(Box::new),
+            readable: true,
         }
     }
 }
@@ -195,6 +210,13 @@ fn hash_of(hex: &str) -> Option<[u8; 32]> {
         *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
     }
     Some(out)
+}
+
+/// A page read into index entries, ready for [`LedgerIndex::apply_parsed`].
+pub struct ParsedPage {
+    name: Arc<str>,
+    entries: Vec<([u8; 32], LedgerEntry)>,
+    unidentifiable: usize,
 }
 
 /// One record as the index keeps it, with the page holding it.
@@ -242,9 +264,14 @@ impl LedgerIndex {
 
     /// Put page `p` in force (added or changed).
     pub fn apply_page(&mut self, p: &LedgerPage) {
+        self.apply_parsed(Self::parse_page(p));
+    }
+
+    /// Read page `p` into entries (the costly half of [`LedgerIndex::apply_page`], needing no
+    /// access to the index).
+    pub fn parse_page(p: &LedgerPage) -> ParsedPage {
         let name: Arc<str> = Arc::from(p.name_any());
-        self.remove_page(&name);
-        let mut hashes = Vec::with_capacity(p.spec.records.len());
+        let mut entries = Vec::with_capacity(p.spec.records.len());
         let mut unidentifiable = 0;
         for (i, text) in p.spec.records.iter().enumerate() {
             let record = serde_json::from_str::<IssuedCertificate>(text)
@@ -255,26 +282,43 @@ impl LedgerIndex {
                         "fingerprintSha256 {:?} is not a SHA-256",
                         r.fingerprint_sha256
                     )),
-                })
-                .or_else(|why| {
-                    let r = unreadable_record(text, &name, i, &why).ok_or(())?;
-                    Ok::<_, ()>((hash_of(&r.fingerprint_sha256).ok_or(())?, r))
                 });
+            let readable = record.is_ok();
+            let record = record.or_else(|why| {
+                let r = unreadable_record(text, &name, i, &why).ok_or(())?;
+                Ok::<_, ()>((hash_of(&r.fingerprint_sha256).ok_or(())?, r))
+            });
             let Ok((hash, record)) = record else {
                 unidentifiable += 1;
                 continue;
             };
-            if record.revocation.is_some() {
+            let mut entry = LedgerEntry::of(&record);
+            entry.readable = readable;
+            entries.push((hash, entry));
+        }
+        ParsedPage {
+            name,
+            entries,
+            unidentifiable,
+        }
+    }
+
+    /// Put a parsed page in force (cheap: no JSON).
+    pub fn apply_parsed(&mut self, p: ParsedPage) {
+        self.remove_page(&p.name);
+        let mut hashes = Vec::with_capacity(p.entries.len());
+        for (hash, entry) in p.entries {
+            if entry.revocation.is_some() {
                 self.revoked += 1;
             }
             self.by_hash.entry(hash).or_default().push(Copy {
-                page: name.clone(),
-                entry: LedgerEntry::of(&record),
+                page: p.name.clone(),
+                entry,
             });
             hashes.push(hash);
         }
-        self.unidentifiable += unidentifiable;
-        self.pages.insert(name, (hashes, unidentifiable));
+        self.unidentifiable += p.unidentifiable;
+        self.pages.insert(p.name, (hashes, p.unidentifiable));
     }
 
     /// Take page `name` out (deleted).
@@ -327,6 +371,14 @@ impl LedgerIndex {
             .find(|c| c.entry.revocation.is_some())
             .or_else(|| copies.first())
             .map(|c| &c.entry)
+    }
+
+    /// Whether a readable record of this certificate (hash, any spelling) is on the ledger: what
+    /// "on record" means to the signer and the cleaner.
+    pub fn holds(&self, hash: &str) -> bool {
+        hash_of(hash)
+            .and_then(|h| self.by_hash.get(&h))
+            .is_some_and(|copies| copies.iter().any(|c| c.entry.readable))
     }
 
     /// The ledger entry of the certificate a `credential-id` (`X509SHA256=…`) names.
@@ -517,6 +569,10 @@ mod tests {
         let mut index = LedgerIndex::from_pages([&p]);
         let (_, why) = index.lookup(&format!("X509SHA256={fp}")).unwrap();
         assert!(why.reason.contains("cannot be read"), "{}", why.reason);
+        // A stand-in does not count as on record (the cleaner keeps the CSR, the signer
+        // writes a good record beside it).
+        assert!(!index.holds(&fp) && index.knows(&format!("X509SHA256={fp}")));
+        assert!(index.holds(&sha("AA:01")));
         assert!(index.unidentifiable().is_none());
         assert!(index.lookup(&id("aa01")).is_none());
         // Nothing to go by: the whole index says it cannot be trusted, naming the page.

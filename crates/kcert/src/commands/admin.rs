@@ -397,10 +397,11 @@ pub async fn revoke(args: &RevokeArgs, out: OutputFormat, target: &Target) -> Re
             .ok()
             .and_then(|r| r.status?.user_info?.username)
             .unwrap_or_else(|| "unknown".into());
-    // The controller records a certificate moments after issuing it: a revocation right after
-    // an issuance waits a few seconds for the record before saying nothing matches.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let done = loop {
+    // The controller records a certificate moments after issuing it (its CSR holds it until
+    // then): revoke what the ledger holds, and while a matching certificate is still only in a
+    // CSR, wait for its record and revoke again — a certificate missed here would stay valid.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (done, unrecorded) = loop {
         let done = kcert_kube::revocation::revoke(&client, &selector, &by, &args.reason)
             .await
             .map_err(|e| match &e {
@@ -409,11 +410,23 @@ pub async fn revoke(args: &RevokeArgs, out: OutputFormat, target: &Target) -> Re
                 }
                 _ => anyhow!("revoking: {}", api_message(&e)),
             })?;
-        if !done.is_empty() || std::time::Instant::now() >= deadline {
-            break done;
+        let unrecorded = unrecorded_matches(&client, &selector).await?;
+        if (!done.is_empty() && unrecorded.is_empty()) || std::time::Instant::now() >= deadline {
+            break (done, unrecorded);
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     };
+    if !unrecorded.is_empty() {
+        bail!(
+            "{} matching certificate(s) are issued but not yet on the ledger, so not revoked: {} (CSR names); is kcert-controller running? Run `kcert revoke` again once `kcert ledger` lists them",
+            unrecorded.len(),
+            unrecorded
+                .iter()
+                .map(|n| crate::text::safe(n))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if done.is_empty() {
         bail!("no certificate in the ledger matches {selector:?}; `kcert ledger` lists them");
     }
@@ -434,6 +447,57 @@ pub async fn revoke(args: &RevokeArgs, out: OutputFormat, target: &Target) -> Re
             .join("\n")
     });
     Ok(())
+}
+
+/// Names of CSRs holding a certificate `selector` picks that the ledger does not hold yet.
+async fn unrecorded_matches(
+    client: &kube::Client,
+    selector: &kcert_kube::revocation::Selector,
+) -> Result<Vec<String>> {
+    let pages = kcert_kube::ledger::list_pages(client)
+        .await
+        .map_err(|e| anyhow!("reading the ledger: {}", api_message(&e)))?;
+    // Only signers kcert has recorded certificates for: another signer's certificates (for
+    // kube-controller-manager's, say) never reach this ledger.
+    let signers: std::collections::HashSet<String> = kcert_kube::ledger::records(&pages)
+        .into_iter()
+        .map(|(_, r)| r.signer_name)
+        .collect();
+    let csrs = Api::<CertificateSigningRequest>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| anyhow!("listing CSRs: {}", api_message(&e)))?;
+    let mut candidates = Vec::new();
+    for csr in csrs
+        .items
+        .iter()
+        .filter(|c| signers.contains(&c.spec.signer_name))
+    {
+        let Some(cert) = csr
+            .status
+            .as_ref()
+            .and_then(|s| s.certificate.as_ref())
+            .and_then(|c| CertificateInfo::from_pem(&c.0).ok())
+        else {
+            continue;
+        };
+        let as_record = kcert_kube::crd::IssuedCertificate {
+            serial: cert.serial.clone(),
+            user: cert.subject.common_name.clone().unwrap_or_default(),
+            fingerprint_sha256: cert.fingerprint_sha256.clone(),
+            csr_name: csr.metadata.name.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        if selector.matches(&as_record) {
+            candidates.push((as_record.csr_name.clone(), cert.fingerprint_sha256.clone()));
+        }
+    }
+    let index = kcert_kube::ledger::LedgerIndex::from_pages(&pages);
+    Ok(candidates
+        .into_iter()
+        .filter(|(_, fp)| !index.holds(fp))
+        .map(|(name, _)| name)
+        .collect())
 }
 
 pub async fn ledger(args: &LedgerArgs, out: OutputFormat, target: &Target) -> Result<()> {
