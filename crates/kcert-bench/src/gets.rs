@@ -5,9 +5,6 @@
 
 use anyhow::{Result, ensure};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kcert_controller::authz_webhook::WebhookSettings;
-use kcert_controller::{CaSource, PolicySource, Settings};
-use kcert_kube::revocation::Strict;
 use kcert_testbed::TestCluster;
 use kube::Api;
 use kube::api::PostParams;
@@ -47,24 +44,11 @@ async fn bed(webhook: Option<&kcert_testbed::webhook::WebhookFiles>) -> Result<B
                 }
                 api.create(&PostParams::default(), &page).await?;
             }
-            Some(kcert_tests::RunningController::start_with(
+            Some(crate::revocation::webhook_controller(
+                &cluster,
                 admin.clone(),
-                Settings {
-                    signer_names: vec!["kcert.dev/client".into()],
-                    policy: PolicySource::Static(Default::default()),
-                    ca: Some(CaSource::Files {
-                        cert: cluster.ca_cert_path(),
-                        key: cluster.ca_key_path(),
-                    }),
-                    ledger: true,
-                    webhook: Some(WebhookSettings {
-                        addr: files.addr,
-                        cert: files.cert.clone(),
-                        key: files.key.clone(),
-                        strict: Strict::default(),
-                    }),
-                    ..Settings::default()
-                },
+                files,
+                kcert_controller::PolicySource::Static(Default::default()),
             ))
         }
         None => None,

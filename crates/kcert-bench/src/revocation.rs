@@ -35,24 +35,11 @@ pub async fn run(samples: usize) -> Result<Vec<f64>> {
         "id": "bench", "requesters": {"users": ["kcert-testbed-admin"]},
         "commonName": {"glob": "*"}, "groups": {"allowed": ["readers"]}
     }]}))?;
-    let controller = kcert_tests::RunningController::start_with(
+    let controller = webhook_controller(
+        &cluster,
         admin.clone(),
-        Settings {
-            signer_names: vec![SIGNER.into()],
-            policy: PolicySource::Static(policy),
-            ca: Some(CaSource::Files {
-                cert: cluster.ca_cert_path(),
-                key: cluster.ca_key_path(),
-            }),
-            ledger: true,
-            webhook: Some(WebhookSettings {
-                addr: files.addr,
-                cert: files.cert.clone(),
-                key: files.key.clone(),
-                strict: Strict::default(),
-            }),
-            ..Settings::default()
-        },
+        &files,
+        PolicySource::Static(policy),
     );
     let ns = cluster.namespace("revoke-bench").await?;
     for doc in [
@@ -123,6 +110,35 @@ pub async fn run(samples: usize) -> Result<Vec<f64>> {
     cluster.stop();
     let _ = std::fs::remove_dir_all(&dir);
     Ok(seconds)
+}
+
+/// kcert-controller in this process, approver + signer for kcert's client signer with the
+/// cluster's CA and the ledger, serving the authorization webhook of `files`.
+pub fn webhook_controller(
+    cluster: &TestCluster,
+    admin: Client,
+    files: &kcert_testbed::webhook::WebhookFiles,
+    policy: PolicySource,
+) -> kcert_tests::RunningController {
+    kcert_tests::RunningController::start_with(
+        admin,
+        Settings {
+            signer_names: vec![SIGNER.into()],
+            policy,
+            ca: Some(CaSource::Files {
+                cert: cluster.ca_cert_path(),
+                key: cluster.ca_key_path(),
+            }),
+            ledger: true,
+            webhook: Some(WebhookSettings {
+                addr: files.addr,
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+                strict: Strict::default(),
+            }),
+            ..Settings::default()
+        },
+    )
 }
 
 async fn issue(
