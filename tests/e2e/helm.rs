@@ -118,6 +118,48 @@ async fn the_helm_chart_lints_renders_the_kustomize_base_and_installs() {
         assert!(with_webhook.contains(needle), "{needle} not rendered");
     }
 
+    // The kubelet switches render the flags and, object for object, deploy/nodes/rbac.yaml.
+    let with_nodes = run(Command::new(&helm).args([
+        "template",
+        "kcert",
+        CHART,
+        "--namespace",
+        "kcert-system",
+        "--set",
+        "kubelet.serving=true",
+        "--set",
+        "kubelet.client=true",
+        "--set",
+        "kubelet.servingCidrs={10.0.0.0/8}",
+    ]));
+    for needle in [
+        "--kubelet-serving",
+        "--kubelet-client",
+        "--kubelet-serving-cidr=10.0.0.0/8",
+    ] {
+        assert!(with_nodes.contains(needle), "{needle} not rendered");
+    }
+    let chart_nodes = objects(&with_nodes);
+    let nodes_rbac = objects(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/nodes/rbac.yaml"
+        ))
+        .unwrap(),
+    );
+    assert_eq!(nodes_rbac.len(), 2);
+    for (key, object) in &nodes_rbac {
+        assert_eq!(
+            chart_nodes.get(key),
+            Some(object),
+            "{key} differs from deploy/nodes/rbac.yaml"
+        );
+    }
+    assert!(
+        !rendered.contains("kcert-controller-nodes"),
+        "off by default"
+    );
+
     // helm install onto a real API server, then the controller as the chart's ServiceAccount.
     let cluster = TestCluster::start().await.unwrap();
     run(Command::new(&helm)

@@ -13,6 +13,7 @@ mod latency;
 mod ledger_encoding;
 mod ledger_scale;
 mod memory;
+mod nodes;
 mod onboarding;
 mod plot;
 mod process;
@@ -27,6 +28,7 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcert_testbed::TestCluster;
 use kube::Api;
 use stats::{Spread, percentile};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use throughput::{Engine, Measured};
@@ -87,6 +89,9 @@ struct Args {
     /// Ledger records for the `ledger` part's scale run (one in 10 revoked).
     #[arg(long, default_value_t = 100_000)]
     ledger_records: usize,
+    /// Hollow nodes started together in the `nodes` part.
+    #[arg(long, default_value_t = 50)]
+    nodes: usize,
     /// Do not rewrite docs/benchmarks.md and its plot (`all` rewrites them otherwise).
     #[arg(long)]
     no_docs: bool,
@@ -112,6 +117,10 @@ enum Part {
     /// An X.509 user's GET throughput through the API server with kcert's authorization
     /// webhook in the chain against without it, interleaved in one run. Not part of `all`.
     Gets,
+    /// Kubelet client certificates for `--nodes` hollow nodes started together: CSR to
+    /// decision and to certificate, kcert deciding against kube-controller-manager's
+    /// csrapproving (each on its own bed), and kcert's cost per node decision. Not part of `all`.
+    Nodes,
 }
 
 impl Part {
@@ -170,6 +179,9 @@ async fn main() -> Result<()> {
     }
     if args.part == Part::Ledger {
         return ledger_part(&args).await;
+    }
+    if args.part == Part::Nodes {
+        return nodes_part(&args).await;
     }
     if args.part == Part::Gets {
         let g = gets::run(args.runs, args.get_workers, args.get_seconds).await?;
@@ -652,5 +664,56 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// The `nodes` part: each approver on its own bed, `--runs` times, interleaved.
+async fn nodes_part(args: &Args) -> Result<()> {
+    let show = |label: &str, v: &[f64]| {
+        format!(
+            "{label} p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+            percentile(v, 50.0),
+            percentile(v, 99.0),
+            percentile(v, 100.0)
+        )
+    };
+    let mut p50s: HashMap<&'static str, Vec<f64>> = HashMap::new();
+    for run in 0..args.runs {
+        for approver in [
+            nodes::Approver::Kcert,
+            nodes::Approver::KcertSigning,
+            nodes::Approver::KubeControllerManager,
+        ] {
+            let r = nodes::run(args.nodes, approver).await?;
+            println!(
+                "run {run}, {} ({} hollow nodes started together): {}; {}; {}",
+                approver.label(),
+                args.nodes,
+                show("CSR → Approved", &r.to_decision),
+                show("CSR → certificate", &r.to_certificate),
+                show("start → Node registered", &r.to_node),
+            );
+            if let Some((cpu, decisions)) = r.controller_cpu {
+                println!(
+                    "  kcert-controller: {cpu:.2} s CPU over the run for {decisions} decisions ({:.1} ms per decision, watches and start-up included); 1 SubjectAccessReview + 1 approval write per decision",
+                    cpu * 1000.0 / decisions.max(1) as f64
+                );
+            }
+            p50s.entry(approver.label())
+                .or_default()
+                .push(percentile(&r.to_certificate, 50.0));
+        }
+    }
+    let pure = nodes::pure_decision_ns(5000, 200_000);
+    println!("node rules alone: {pure:.0} ns per kubelet-serving decision against 5,000 Nodes");
+    let k = Spread::of(&p50s[nodes::Approver::Kcert.label()]);
+    let s = Spread::of(&p50s[nodes::Approver::KcertSigning.label()]);
+    let m = Spread::of(&p50s[nodes::Approver::KubeControllerManager.label()]);
+    println!(
+        "CSR → certificate p50 over runs: kcert approving {} s, kcert approving and signing {} s, kube-controller-manager {} s",
+        k.show(2),
+        s.show(2),
+        m.show(2)
+    );
     Ok(())
 }

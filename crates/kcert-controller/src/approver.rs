@@ -22,9 +22,15 @@ pub async fn reconcile(
     csr: Arc<CertificateSigningRequest>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    if !ctx.serves(&csr.spec.signer_name) || conditions::is_decided(&csr) {
+    // Kubelet signers are the node approver's (fixed rules), never the policy's.
+    if !ctx.serves(&csr.spec.signer_name)
+        || kcert_policy::nodes::is_kubelet_signer(&csr.spec.signer_name)
+        || conditions::is_decided(&csr)
+    {
         return Ok(Action::await_change());
     }
+    // Seen: from here every path decides or requeues (the sweep looks for CSRs never seen).
+    ctx.mark_evaluated(&csr);
     let Some(snapshot) = ctx.policy.get() else {
         tracing::warn!("no valid policy loaded yet; leaving the CSR pending");
         return Ok(Action::requeue(Duration::from_secs(5)));
@@ -69,46 +75,70 @@ pub async fn reconcile(
             &format!("left for a human: {}", decision.message),
         ),
         Outcome::Approve | Outcome::Deny => {
-            let written = match write_decision(&csr, &decision, &snapshot.version, &ctx).await {
-                Ok(w) => w,
-                Err(Error::Write(WriteError::Permanent(_, message))) => {
-                    return crate::signer::fail(
-                        &csr,
-                        &ctx,
-                        &format!("cannot record the decision: {message}"),
-                    )
-                    .await;
-                }
-                Err(e) => return Err(e),
-            };
-            if let Written::Done(decided) = written {
-                let (class, kind, action) = match decision.outcome {
-                    Outcome::Approve => (EventClass::Decision, EventType::Normal, "Approve"),
-                    _ => (EventClass::Problem, EventType::Warning, "Deny"),
-                };
-                ctx.events.emit(
-                    &csr,
-                    class,
-                    kind,
-                    decision.reason.as_str(),
-                    action,
-                    &decision.message,
-                );
-                // The signer in this process signs at once from the object the API server just
-                // returned, with the identity and cap the decision approved (values, not a
-                // round trip through the annotation): one watch hop less.
-                if decision.outcome == Outcome::Approve && ctx.settings.signer {
-                    let approval = crate::signer::Approval::from_decision(&decision);
-                    return crate::signer::sign(&decided, Some(&approval), request, &ctx).await;
-                }
-            }
+            return write_and_announce(&csr, &decision, &snapshot.version, request, &ctx).await;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// Write an Approve or Deny decision, announce it (Event), and sign at once when this process
+/// signs the CSR's signer. Shared by the approver and the node approver.
+pub(crate) async fn write_and_announce(
+    csr: &CertificateSigningRequest,
+    decision: &Decision,
+    rules_version: &str,
+    request: Option<kcert_pki::CertificateRequest>,
+    ctx: &Arc<Context>,
+) -> Result<Action, Error> {
+    let written = match write_decision(csr, decision, rules_version, ctx).await {
+        Ok(w) => w,
+        Err(Error::Write(WriteError::Permanent(_, message)))
+            if !ctx.serves(&csr.spec.signer_name) =>
+        {
+            // Another signer's CSR (a kubelet's): not ours to mark Failed. Most likely kcert
+            // lacks `approve` on that signer; retried once the RBAC is fixed.
+            tracing::warn!(%message, "cannot record the decision; retrying in 30s");
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+        Err(Error::Write(WriteError::Permanent(_, message))) => {
+            return crate::signer::fail(
+                csr,
+                ctx,
+                &format!("cannot record the decision: {message}"),
+            )
+            .await;
+        }
+        Err(e) => return Err(e),
+    };
+    if let Written::Done(decided) = written {
+        let (class, kind, action) = match decision.outcome {
+            Outcome::Approve => (EventClass::Decision, EventType::Normal, "Approve"),
+            _ => (EventClass::Problem, EventType::Warning, "Deny"),
+        };
+        ctx.events.emit(
+            csr,
+            class,
+            kind,
+            decision.reason.as_str(),
+            action,
+            &decision.message,
+        );
+        // The signer in this process signs at once from the object the API server just
+        // returned, with the identity and cap the decision approved (values, not a round trip
+        // through the annotation): one watch hop less.
+        if decision.outcome == Outcome::Approve
+            && ctx.settings.signer
+            && ctx.serves(&csr.spec.signer_name)
+        {
+            let approval = crate::signer::Approval::from_decision(decision);
+            return crate::signer::sign(&decided, Some(&approval), request, ctx).await;
         }
     }
     Ok(Action::await_change())
 }
 
 /// The decision in the log and the metrics, with the same reason string as the condition.
-fn observe(decision: &Decision, csr: &CertificateSigningRequest, ctx: &Context) {
+pub(crate) fn observe(decision: &Decision, csr: &CertificateSigningRequest, ctx: &Context) {
     tracing::info!(
         outcome = ?decision.outcome,
         reason = decision.reason.as_str(),
@@ -161,6 +191,10 @@ async fn write_decision(
             Some(i) => format!("{}/{i}", ctx.settings.controller_name),
             None => ctx.settings.controller_name.clone(),
         },
+        // Of the message as the condition will hold it (conditions are cut to 1,000 bytes).
+        message_sha256: kcert_pki::sha256_hex(
+            conditions::truncate(&decision.message, conditions::MESSAGE_LIMIT).as_bytes(),
+        ),
     }
     .to_annotation();
     replace_with_retry(&api, csr, Subresource::Approval, |current| {

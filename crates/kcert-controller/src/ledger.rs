@@ -31,9 +31,13 @@ use tokio::sync::mpsc;
 /// wrote it for this object), or the Approved condition's reason.
 pub fn approved_by(csr: &CertificateSigningRequest) -> String {
     if let Some(p) = crate::provenance::Provenance::read(csr).filter(|p| p.approved_by_rule())
-        && let (Some(rule), Some(policy)) = (&p.rule, &p.policy)
+        && let Some(rule) = &p.rule
     {
-        return format!("rule {rule} of policy {policy}");
+        return match &p.policy {
+            Some(policy) => format!("rule {rule} of policy {policy}"),
+            // The kubelet signers' fixed rules.
+            None => format!("rule {rule} (node rules)"),
+        };
     }
     csr.status
         .as_ref()
@@ -235,6 +239,17 @@ impl Ledger {
     /// Whether the certificate `csr` holds is on record; queues it if it is neither on record
     /// nor queued (issued before a restart, or by another replica that stopped).
     pub fn ensure(&self, csr: &CertificateSigningRequest) -> OnRecord {
+        self.ensure_from(csr, true)
+    }
+
+    /// [`Ledger::ensure`] for a certificate another signer issued for a CSR kcert approved (a
+    /// kubelet's, signed by kube-controller-manager): recording it is the normal path, not a
+    /// repair.
+    pub fn ensure_observed(&self, csr: &CertificateSigningRequest) -> OnRecord {
+        self.ensure_from(csr, false)
+    }
+
+    fn ensure_from(&self, csr: &CertificateSigningRequest, repair: bool) -> OnRecord {
         if let Some(uid) = &csr.metadata.uid {
             let p = self.progress();
             if let Some(hash) = p.issued_here.get(uid) {
@@ -267,8 +282,12 @@ impl Ledger {
             Some(true) => return OnRecord::Recorded,
             Some(false) => {}
         }
-        tracing::warn!(csr = %csr.name_any(), serial = %cert.serial, "issued but not on record (a restart between signing and recording?); recording it now");
-        self.metrics.ledger_repaired();
+        if repair {
+            tracing::warn!(csr = %csr.name_any(), serial = %cert.serial, "issued but not on record (a restart between signing and recording?); recording it now");
+            self.metrics.ledger_repaired();
+        } else {
+            tracing::info!(csr = %csr.name_any(), serial = %cert.serial, "recording a certificate another signer issued for a CSR kcert approved");
+        }
         self.queue(record(csr, &cert));
         OnRecord::Queued
     }

@@ -29,6 +29,8 @@ pub mod http;
 pub mod leader;
 pub mod ledger;
 pub mod metrics;
+pub mod node_approver;
+pub mod node_view;
 pub mod policy_source;
 pub mod rbac;
 pub mod signer;
@@ -114,6 +116,25 @@ pub struct Settings {
     pub rbac_protection: bool,
     /// Serve the authorization webhook that denies revoked certificates (every replica).
     pub webhook: Option<authz_webhook::WebhookSettings>,
+    /// The kubelet signers' fixed rules (which are decided, approve-only, extra names).
+    pub nodes: kcert_policy::nodes::NodeRules,
+}
+
+impl Settings {
+    /// Every signer name whose CSRs the controllers look at: those served, and the kubelet
+    /// signers the node approver decides.
+    pub fn watched_signers(&self) -> Vec<String> {
+        let mut all = self.signer_names.clone();
+        for s in [
+            kcert_policy::nodes::KUBELET_SERVING_SIGNER,
+            kcert_policy::nodes::KUBELET_CLIENT_SIGNER,
+        ] {
+            if self.nodes.decides(s) && !all.iter().any(|n| n == s) {
+                all.push(s.to_string());
+            }
+        }
+        all
+    }
 }
 
 impl Default for Settings {
@@ -136,6 +157,7 @@ impl Default for Settings {
             events: events::EventLevel::default(),
             rbac_protection: true,
             webhook: None,
+            nodes: kcert_policy::nodes::NodeRules::default(),
         }
     }
 }
@@ -160,8 +182,14 @@ pub struct Context {
     pub rbac: rbac::RbacIndex,
     /// The ledger by credential hash (renewal rules).
     pub ledger_index: ledger::LedgerView,
+    /// The cluster's Nodes (kubelet serving rules).
+    pub nodes: node_view::NodeView,
     /// CSRs being signed in this process right now (by uid).
     signing: Mutex<HashSet<String>>,
+    /// Uids of undecided CSRs an approver has evaluated at least once: the sweep
+    /// ([`unevaluated_sweep`]) triggers any undecided CSR not in here, a safety net for a watch
+    /// event the controllers never acted on.
+    evaluated: Mutex<HashSet<String>>,
 }
 
 impl Context {
@@ -183,7 +211,11 @@ impl Context {
             metrics.clone(),
         );
         tasks.spawn(publisher);
-        let ledger = (settings.signer && settings.ledger).then(|| {
+        // The signer records what it issues; the node approver records what another signer
+        // (kube-controller-manager) issued for the kubelet CSRs it approved.
+        let records = settings.signer
+            || (settings.approver && (settings.nodes.serving || settings.nodes.client));
+        let ledger = (records && settings.ledger).then(|| {
             let (ledger, queue) = ledger::Ledger::new(sources.ledger.clone(), metrics.clone());
             tasks.spawn(ledger::write_pages(
                 client.clone(),
@@ -203,8 +235,20 @@ impl Context {
             ledger,
             rbac: sources.rbac.clone(),
             ledger_index: sources.ledger.clone(),
+            nodes: sources.nodes.clone(),
             signing: Mutex::new(HashSet::new()),
+            evaluated: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Note that an approver has evaluated this CSR (whatever it decided).
+    pub(crate) fn mark_evaluated(&self, csr: &CertificateSigningRequest) {
+        if let Some(uid) = &csr.metadata.uid {
+            self.evaluated
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(uid.clone());
+        }
     }
 
     /// Whether `signer_name` is one of ours.
@@ -290,6 +334,8 @@ struct Sources {
     /// renewals, what the signer and cleaner know to be on record. One watch, when any of
     /// them needs it.
     ledger: ledger::LedgerView,
+    /// The Nodes, when kubelet serving CSRs are decided.
+    nodes: node_view::NodeView,
 }
 
 impl Sources {
@@ -303,7 +349,14 @@ impl Sources {
                 rbac::RbacIndex::disabled()
             },
             ledger: ledger::LedgerView::default(),
+            nodes: node_view::NodeView::default(),
         };
+        if settings.approver && settings.nodes.serving {
+            tasks.spawn(node_view::keep_current(
+                client.clone(),
+                sources.nodes.clone(),
+            ));
+        }
         if settings.webhook.is_some() || settings.ledger {
             tasks.spawn(ledger::keep_current(client.clone(), sources.ledger.clone()));
         }
@@ -335,8 +388,11 @@ impl Sources {
     fn readiness(&self, settings: &Settings) -> http::Readiness {
         let (policy, ca, rbac) = (self.policy.clone(), self.ca.clone(), self.rbac.clone());
         let (approver, signer) = (settings.approver, settings.signer);
+        let nodes = self.nodes.clone();
+        let need_nodes = approver && settings.nodes.serving;
         Arc::new(move || {
-            (!approver || policy.get().is_some())
+            (!need_nodes || nodes.is_read())
+                && (!approver || policy.get().is_some())
                 && (!signer || ca.get().is_some())
                 && rbac.get().is_some()
         })
@@ -374,7 +430,9 @@ fn spawn_upkeep(
     store: reflector::Store<CertificateSigningRequest>,
     tasks: &mut Tasks,
 ) {
-    let (m, signers) = (ctx.metrics.clone(), ctx.settings.signer_names.clone());
+    // Pending counts, ages and expiries for every signer the controllers look at, the kubelet
+    // signers the node approver decides included.
+    let (m, signers) = (ctx.metrics.clone(), ctx.settings.watched_signers());
     tasks.spawn(every_10s(store.clone(), move |s| {
         m.observe_store(s, &signers)
     }));
@@ -389,6 +447,98 @@ fn spawn_upkeep(
             ctx.settings.ledger.then(|| ctx.ledger_index.clone()),
         ));
     }
+}
+
+/// Every 5 s: the undecided CSRs of the watched signers, older than 5 s, that no approver has
+/// evaluated since they appeared, sent to the approvers; uids of CSRs gone or decided are
+/// forgotten.
+async fn unevaluated_sweep(
+    ctx: Arc<Context>,
+    store: reflector::Store<CertificateSigningRequest>,
+    tx: tokio::sync::broadcast::Sender<reflector::ObjectRef<CertificateSigningRequest>>,
+) {
+    let signers = ctx.settings.watched_signers();
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        let missed = {
+            let mut evaluated = ctx.evaluated.lock().unwrap_or_else(|e| e.into_inner());
+            never_evaluated(&store.state(), &signers, &mut evaluated, now)
+        };
+        for r in missed {
+            tracing::info!(csr = %r.name, "an undecided CSR no approver has looked at; evaluating it now");
+            let _ = tx.send(r);
+        }
+    }
+}
+
+/// The undecided CSRs of `signers`, at least 5 s old, whose uid is not in `evaluated` (pure);
+/// `evaluated` keeps only uids of CSRs still undecided.
+fn never_evaluated(
+    state: &[Arc<CertificateSigningRequest>],
+    signers: &[String],
+    evaluated: &mut HashSet<String>,
+    now_unix: i64,
+) -> Vec<reflector::ObjectRef<CertificateSigningRequest>> {
+    let mut pending_uids = HashSet::new();
+    let mut missed = Vec::new();
+    for csr in state {
+        if !signers.contains(&csr.spec.signer_name) || conditions::is_decided(csr) {
+            continue;
+        }
+        let Some(uid) = csr.metadata.uid.clone() else {
+            continue;
+        };
+        let age = csr
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(0, |t| now_unix - t.0.as_second());
+        if !evaluated.contains(&uid) && age >= 5 {
+            missed.push(reflector::ObjectRef::from_obj(csr.as_ref()));
+        }
+        pending_uids.insert(uid);
+    }
+    evaluated.retain(|uid| pending_uids.contains(uid));
+    missed
+}
+
+/// A broadcast receiver as a stream (a lagging receiver skips what it missed; its senders make
+/// up for that: the sweep sends again, waiting CSRs are requeued).
+fn from_broadcast<T: Clone + Send + 'static>(
+    rx: tokio::sync::broadcast::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(r) => return Some((r, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    })
+}
+
+/// For each Node that appears or changes addresses, the undecided serving CSRs its node made.
+fn node_triggers(
+    changes: tokio::sync::broadcast::Receiver<String>,
+    store: reflector::Store<CertificateSigningRequest>,
+) -> impl futures::Stream<Item = reflector::ObjectRef<CertificateSigningRequest>> + Send + 'static {
+    // Missed some (lagged): the periodic requeue of waiting CSRs covers them.
+    from_broadcast(changes).flat_map(move |node| {
+        let user = format!("{}{node}", kcert_policy::nodes::NODE_USER_PREFIX);
+        let refs: Vec<_> = store
+            .state()
+            .iter()
+            .filter(|csr| {
+                csr.spec.signer_name == kcert_policy::nodes::KUBELET_SERVING_SIGNER
+                    && csr.spec.username.as_deref() == Some(user.as_str())
+                    && !conditions::is_decided(csr)
+            })
+            .map(|csr| reflector::ObjectRef::from_obj(csr.as_ref()))
+            .collect();
+        futures::stream::iter(refs)
+    })
 }
 
 /// A tick per policy change: every pending CSR is evaluated again.
@@ -463,20 +613,51 @@ pub async fn run(
     // One watch and one cache of CSRs, shared by the approver and the signer.
     let (store, writer) = reflector::store_shared(1024);
     let approver_events = settings.approver.then(|| writer.subscribe()).flatten();
+    let node_events = (settings.approver && (settings.nodes.serving || settings.nodes.client))
+        .then(|| writer.subscribe())
+        .flatten();
     let signer_events = settings.signer.then(|| writer.subscribe()).flatten();
-    tasks.spawn(watch_csrs(&client, &settings.signer_names, writer));
+    tasks.spawn(watch_csrs(&client, &settings.watched_signers(), writer));
     spawn_upkeep(&ctx, &client, store.clone(), &mut tasks);
 
     let mut controllers = Tasks::default();
     let config = ControllerConfig::default().concurrency(settings.concurrency);
+    // The safety net: undecided CSRs of ours that no approver has evaluated, 5 s after they
+    // appeared (a missed watch event must not leave a request pending forever).
+    let (sweep_tx, _) = tokio::sync::broadcast::channel(1024);
+    if settings.approver {
+        tasks.spawn(unevaluated_sweep(
+            ctx.clone(),
+            store.clone(),
+            sweep_tx.clone(),
+        ));
+    }
     if let Some(events) = approver_events {
         let reconcile_all = policy_changes(&sources.policy);
         controllers.spawn(
             Controller::for_shared_stream(events, store.clone())
                 .with_config(config.clone())
                 .reconcile_all_on(reconcile_all)
+                .reconcile_on(from_broadcast(sweep_tx.subscribe()))
                 .graceful_shutdown_on(stop.clone())
                 .run(approver::reconcile, error_policy("approver"), ctx.clone())
+                .for_each(|_| futures::future::ready(())),
+        );
+    }
+    if let Some(events) = node_events {
+        // A Node that appears or changes addresses: its pending serving CSRs, again.
+        let waiting = node_triggers(ctx.nodes.changes(), store.clone());
+        controllers.spawn(
+            Controller::for_shared_stream(events, store.clone())
+                .with_config(config.clone())
+                .reconcile_on(waiting)
+                .reconcile_on(from_broadcast(sweep_tx.subscribe()))
+                .graceful_shutdown_on(stop.clone())
+                .run(
+                    node_approver::reconcile,
+                    error_policy("node-approver"),
+                    ctx.clone(),
+                )
                 .for_each(|_| futures::future::ready(())),
         );
     }
@@ -496,5 +677,53 @@ pub async fn run(
     match leadership {
         Some(l) if l.is_lost() => Err(Error::LostLeadership(l.lease().to_string())),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use super::*;
+
+    fn csr(
+        name: &str,
+        uid: &str,
+        signer: &str,
+        age: i64,
+        decided: bool,
+    ) -> Arc<CertificateSigningRequest> {
+        let mut c = CertificateSigningRequest::default();
+        c.metadata.name = Some(name.into());
+        c.metadata.uid = Some(uid.into());
+        c.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(1_000_000 - age).unwrap(),
+        ));
+        c.spec.signer_name = signer.into();
+        if decided {
+            conditions::add(&mut c, conditions::DENIED, "X", "x");
+        }
+        Arc::new(c)
+    }
+
+    #[test]
+    fn the_sweep_finds_only_undecided_csrs_of_ours_never_evaluated_and_forgets_the_rest() {
+        let ours = "kcert.dev/client".to_string();
+        let state = vec![
+            csr("seen", "u1", &ours, 60, false),
+            csr("missed", "u2", &ours, 60, false),
+            csr("young", "u3", &ours, 1, false),
+            csr("decided", "u4", &ours, 60, true),
+            csr("theirs", "u5", "example.com/other", 60, false),
+        ];
+        let mut evaluated: HashSet<String> = ["u1", "u4", "gone"].map(String::from).into();
+        let missed = never_evaluated(
+            &state,
+            std::slice::from_ref(&ours),
+            &mut evaluated,
+            1_000_000,
+        );
+        let names: Vec<_> = missed.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["missed"]);
+        // Decided and deleted CSRs are forgotten; the one still pending is kept.
+        assert_eq!(evaluated, ["u1"].map(String::from).into());
     }
 }

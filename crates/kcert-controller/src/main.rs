@@ -114,6 +114,56 @@ struct Flags {
     /// only where kcert cannot be given that read access.
     #[arg(long, env = "KCERT_RBAC_PROTECTION", default_value_t = true, action = clap::ArgAction::Set)]
     rbac_protection: bool,
+    /// Approve kubelet serving certificates (kubernetes.io/kubelet-serving): only a node
+    /// (system:node:<n>, group system:nodes) for itself, every DNS and IP SAN among Node <n>'s
+    /// status.addresses (or an allowed suffix / range), no email or URI SANs, Kubernetes' usage
+    /// sets. Needs list/watch on nodes. See docs/nodes.md.
+    #[arg(long, env = "KCERT_KUBELET_SERVING")]
+    kubelet_serving: bool,
+    /// Approve kubelet client certificates (kubernetes.io/kube-apiserver-client-kubelet) as
+    /// kube-controller-manager's csrapproving does: bootstrap tokens with create on
+    /// certificatesigningrequests/nodeclient, nodes renewing their own with
+    /// selfnodeclient (SubjectAccessReviews). Needs create on subjectaccessreviews.
+    #[arg(long, env = "KCERT_KUBELET_CLIENT")]
+    kubelet_client: bool,
+    /// Never deny kubelet CSRs: what would be denied is left pending, with an Event giving the
+    /// reason (for clusters moving from another approver, or where a human decides the rest).
+    #[arg(long, env = "KCERT_KUBELET_APPROVE_ONLY")]
+    kubelet_approve_only: bool,
+    /// A DNS suffix S under which a kubelet serving certificate may hold the node's own name
+    /// though its Node does not report it: node n1 may get "n1.S" (not "n2.S", not
+    /// "x.n1.S"); repeat for several.
+    #[arg(long = "kubelet-serving-dns-suffix", env = "KCERT_KUBELET_SERVING_DNS_SUFFIXES", value_delimiter = ',', value_parser = parse_dns_suffix)]
+    kubelet_serving_dns_suffixes: Vec<String>,
+    /// An IP range (CIDR) whose addresses a kubelet serving certificate may hold though its Node
+    /// does not report them; repeat for several.
+    #[arg(long = "kubelet-serving-cidr", env = "KCERT_KUBELET_SERVING_CIDRS", value_delimiter = ',', value_parser = kcert_policy::nodes::Cidr::parse)]
+    kubelet_serving_cidrs: Vec<kcert_policy::nodes::Cidr>,
+    /// An IP range (CIDR) never certified for a node whatever its Node reports: the Service
+    /// CIDR, the API server's and load balancers' addresses (loopback, link-local, multicast,
+    /// unspecified and broadcast addresses always are refused); repeat for several.
+    #[arg(long = "kubelet-serving-reserved-cidr", env = "KCERT_KUBELET_SERVING_RESERVED_CIDRS", value_delimiter = ',', value_parser = kcert_policy::nodes::Cidr::parse)]
+    kubelet_serving_reserved_cidrs: Vec<kcert_policy::nodes::Cidr>,
+    /// Allow a serving certificate for an address another Node also reports (by default
+    /// refused: a node writes its own status and could copy another's addresses).
+    #[arg(long, env = "KCERT_KUBELET_SERVING_ALLOW_SHARED_ADDRESSES")]
+    kubelet_serving_allow_shared_addresses: bool,
+    /// How long a serving CSR whose Node does not exist waits for it before it is denied
+    /// NodeNotFound.
+    #[arg(long, env = "KCERT_KUBELET_SERVING_NODE_WAIT", default_value = "5m", value_parser = kcert_policy::duration::parse)]
+    kubelet_serving_node_wait: std::time::Duration,
+    /// The smallest RSA key accepted in a kubelet certificate (ECDSA P-256/P-384/P-521 and
+    /// Ed25519 are always accepted).
+    #[arg(long, env = "KCERT_KUBELET_MIN_RSA_BITS", default_value_t = 2048)]
+    kubelet_min_rsa_bits: u32,
+    /// Also sign the kubelet signers decided (--kubelet-serving, --kubelet-client) with the CA,
+    /// for clusters where kube-controller-manager's csrsigning is off: subject rebuilt as
+    /// CN=system:node:<n>, O=system:nodes, serving SANs encoded from the checked names, lifetime
+    /// capped by --max-duration, recorded in the ledger like every certificate kcert issues.
+    /// The CA must be the one the API server trusts for clients (--client-ca-file) and for
+    /// kubelets (--kubelet-certificate-authority). Needs `sign` on those signers.
+    #[arg(long, env = "KCERT_KUBELET_SIGN")]
+    kubelet_sign: bool,
     /// Serve the authorization webhook that denies requests made with revoked certificates, on
     /// this HTTPS address (every replica serves it, leader or not). Needs --webhook-cert and
     /// --webhook-key, and the API server configured with deploy/authorization-config.yaml.
@@ -127,7 +177,8 @@ struct Flags {
     #[arg(long, env = "KCERT_WEBHOOK_KEY", requires = "webhook_addr")]
     webhook_key: Option<std::path::PathBuf>,
     /// Strict mode: X.509 requests of users matching this pattern (`*`, `?`; repeatable) are
-    /// denied unless their certificate is in the ledger (kcert issued it).
+    /// denied unless their certificate is in the ledger (kcert issued it, or — kubelet
+    /// certificates — kcert approved it and kube-controller-manager issued it).
     #[arg(long = "webhook-strict-user", requires = "webhook_addr")]
     webhook_strict_users: Vec<String>,
     /// Strict mode for members of groups matching this pattern (repeatable).
@@ -218,8 +269,33 @@ async fn run(flags: Flags) -> Result<()> {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
+    let mut signer_names = flags.signer_names.clone();
+    if flags.kubelet_sign {
+        if !signer {
+            bail!("--kubelet-sign needs the signer (--controllers approver,signer) and a CA");
+        }
+        if !flags.kubelet_serving && !flags.kubelet_client {
+            bail!(
+                "--kubelet-sign signs what --kubelet-serving / --kubelet-client decide: enable one"
+            );
+        }
+        for (on, name) in [
+            (
+                flags.kubelet_serving,
+                kcert_policy::nodes::KUBELET_SERVING_SIGNER,
+            ),
+            (
+                flags.kubelet_client,
+                kcert_policy::nodes::KUBELET_CLIENT_SIGNER,
+            ),
+        ] {
+            if on && !signer_names.iter().any(|n| n == name) {
+                signer_names.push(name.to_string());
+            }
+        }
+    }
     let settings = Settings {
-        signer_names: flags.signer_names.clone(),
+        signer_names,
         approver: flags.controllers.contains(&Role::Approver),
         signer,
         policy: match &flags.policy_file {
@@ -245,6 +321,17 @@ async fn run(flags: Flags) -> Result<()> {
         },
         events: flags.events,
         rbac_protection: flags.rbac_protection,
+        nodes: kcert_policy::nodes::NodeRules {
+            serving: flags.kubelet_serving,
+            client: flags.kubelet_client,
+            approve_only: flags.kubelet_approve_only,
+            extra_dns_suffixes: flags.kubelet_serving_dns_suffixes.clone(),
+            extra_cidrs: flags.kubelet_serving_cidrs.clone(),
+            reserved_cidrs: flags.kubelet_serving_reserved_cidrs.clone(),
+            refuse_shared_addresses: !flags.kubelet_serving_allow_shared_addresses,
+            min_rsa_bits: flags.kubelet_min_rsa_bits,
+            node_wait_seconds: flags.kubelet_serving_node_wait.as_secs() as i64,
+        },
         webhook: match (flags.webhook_addr, flags.webhook_cert, flags.webhook_key) {
             (Some(addr), Some(cert), Some(key)) => {
                 Some(kcert_controller::authz_webhook::WebhookSettings {
@@ -299,7 +386,7 @@ async fn run(flags: Flags) -> Result<()> {
             .context("no kubeconfig and not in a cluster")?,
     };
     let client = kube::Client::try_from(config)?;
-    tracing::info!(signers = ?settings.signer_names, approver = settings.approver, signer = settings.signer, "starting");
+    tracing::info!(signers = ?settings.signer_names, approver = settings.approver, signer = settings.signer, kubelet_serving = settings.nodes.serving, kubelet_client = settings.nodes.client, "starting");
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("signal handler");
@@ -311,6 +398,19 @@ async fn run(flags: Flags) -> Result<()> {
     };
     kcert_controller::run(client, settings, shutdown).await?;
     Ok(())
+}
+
+/// A DNS suffix: a host name, lower-cased (no leading dot, no wildcard).
+fn parse_dns_suffix(text: &str) -> Result<String, String> {
+    let lower = text.trim_start_matches('.').to_ascii_lowercase();
+    if kcert_policy::nodes::is_host_name(&lower) && !kcert_policy::nodes::looks_like_address(&lower)
+    {
+        Ok(lower)
+    } else {
+        Err(format!(
+            "{text:?} is not a DNS suffix: write a host name such as nodes.example.com"
+        ))
+    }
 }
 
 /// `250ms`, or any duration kcert's policies accept (`2s`, `1m`).

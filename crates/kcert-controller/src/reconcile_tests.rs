@@ -126,7 +126,9 @@ fn context_serving(
         ledger: None,
         rbac: rbac_index,
         ledger_index: crate::ledger::LedgerView::default(),
+        nodes: crate::node_view::NodeView::default(),
         signing: Mutex::new(HashSet::new()),
+        evaluated: Mutex::new(HashSet::new()),
     })
 }
 
@@ -854,5 +856,170 @@ async fn an_oversized_request_is_denied_before_it_is_parsed() {
     ]);
     let ctx = context(&api, false);
     crate::approver::reconcile(Arc::new(c), ctx).await.unwrap();
+    api.assert_done();
+}
+
+// The node approver: kubelet CSRs decided by the fixed node rules.
+
+const SAR_PATH: &str = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+
+fn kubelet_client_csr(requester: &str, groups: &[&str], node: &str) -> CertificateSigningRequest {
+    let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+    let pem = build_csr(
+        &key,
+        &CsrSubject::new(format!("system:node:{node}"), ["system:nodes"]).unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    let mut c = CertificateSigningRequest::default();
+    c.metadata.name = Some("x".into());
+    c.metadata.uid = Some("uid-1".into());
+    c.metadata.resource_version = Some("1".into());
+    c.spec.request = ByteString(pem.into_bytes());
+    c.spec.signer_name = kcert_policy::nodes::KUBELET_CLIENT_SIGNER.into();
+    c.spec.username = Some(requester.into());
+    c.spec.groups = Some(groups.iter().map(|g| g.to_string()).collect());
+    c.spec.usages = Some(vec!["digital signature".into(), "client auth".into()]);
+    c
+}
+
+fn node_context(api: &FakeApi, listed: bool) -> Arc<Context> {
+    let mut ctx = Arc::try_unwrap(context(api, false))
+        .ok()
+        .expect("a fresh context");
+    ctx.settings.nodes = kcert_policy::nodes::NodeRules {
+        serving: true,
+        client: true,
+        ..Default::default()
+    };
+    if listed {
+        let mut n = k8s_openapi::api::core::v1::Node::default();
+        n.metadata.name = Some("other".into());
+        ctx.nodes.apply(&n);
+    }
+    Arc::new(ctx)
+}
+
+fn review(allowed: bool) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {}, "status": {"allowed": allowed}
+    })
+}
+
+#[tokio::test]
+async fn no_serving_csr_is_decided_before_the_nodes_are_listed_but_client_ones_are() {
+    let api = FakeApi::new(vec![]);
+    let ctx = node_context(&api, false);
+    let mut c = kubelet_client_csr("system:node:n1", &["system:nodes"], "n1");
+    c.spec.signer_name = kcert_policy::nodes::KUBELET_SERVING_SIGNER.into();
+    let action = crate::node_approver::reconcile(Arc::new(c), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(2))
+    );
+    api.assert_done();
+    // Client rules read no Node: decided (here: the review, then the approval) without them.
+    let api = FakeApi::new(vec![
+        Exchange::new(Method::POST, SAR_PATH, 201, review(true)),
+        Exchange::new(
+            Method::PUT,
+            &format!("{PATH}/approval"),
+            200,
+            serde_json::json!({}),
+        ),
+    ]);
+    let ctx = node_context(&api, false);
+    let c = kubelet_client_csr("system:bootstrap:abcdef", &["system:bootstrappers"], "n1");
+    crate::node_approver::reconcile(Arc::new(c), ctx)
+        .await
+        .unwrap();
+    api.assert_done();
+}
+
+#[tokio::test]
+async fn a_failed_access_review_decides_nothing() {
+    let api = FakeApi::new(vec![Exchange::new(
+        Method::POST,
+        SAR_PATH,
+        500,
+        crate::fake_api::status(500, "InternalError", "etcd"),
+    )]);
+    let ctx = node_context(&api, true);
+    let c = kubelet_client_csr("system:bootstrap:abcdef", &["system:bootstrappers"], "n1");
+    assert!(
+        crate::node_approver::reconcile(Arc::new(c), ctx)
+            .await
+            .is_err()
+    );
+    api.assert_done();
+}
+
+#[tokio::test]
+async fn a_bootstrap_csr_is_approved_after_the_review_kube_controller_manager_makes() {
+    let api = FakeApi::new(vec![
+        Exchange::new(Method::POST, SAR_PATH, 201, review(true)).checking(|sent| {
+            let spec = &sent["spec"];
+            assert_eq!(spec["user"], "system:bootstrap:abcdef");
+            assert_eq!(spec["groups"][0], "system:bootstrappers");
+            let attrs = &spec["resourceAttributes"];
+            assert_eq!(attrs["group"], "certificates.k8s.io");
+            assert_eq!(attrs["resource"], "certificatesigningrequests");
+            assert_eq!(attrs["verb"], "create");
+            assert_eq!(attrs["subresource"], "nodeclient");
+        }),
+        Exchange::new(
+            Method::PUT,
+            &format!("{PATH}/approval"),
+            200,
+            serde_json::json!({}),
+        )
+        .checking(|sent| {
+            let c = &sent["status"]["conditions"][0];
+            assert_eq!(
+                (c["type"].as_str(), c["reason"].as_str()),
+                (Some("Approved"), Some("AutoApproved"))
+            );
+            let p: serde_json::Value = serde_json::from_str(
+                sent["metadata"]["annotations"]["kcert.dev/decision"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(p["rule"], "kubelet-client");
+        }),
+    ]);
+    let ctx = node_context(&api, true);
+    let c = kubelet_client_csr("system:bootstrap:abcdef", &["system:bootstrappers"], "n1");
+    crate::node_approver::reconcile(Arc::new(c), ctx)
+        .await
+        .unwrap();
+    api.assert_done();
+}
+
+#[tokio::test]
+async fn a_review_that_does_not_allow_is_a_denial_naming_the_subresource() {
+    let api = FakeApi::new(vec![
+        Exchange::new(Method::POST, SAR_PATH, 201, review(false)),
+        Exchange::new(
+            Method::PUT,
+            &format!("{PATH}/approval"),
+            200,
+            serde_json::json!({}),
+        )
+        .checking(|sent| {
+            let c = &sent["status"]["conditions"][0];
+            assert_eq!(c["type"], "Denied");
+            assert_eq!(c["reason"], "NodeClientNotAuthorized");
+            assert!(c["message"].as_str().unwrap().contains("selfnodeclient"));
+        }),
+    ]);
+    let ctx = node_context(&api, true);
+    let c = kubelet_client_csr("system:node:n1", &["system:nodes"], "n1");
+    crate::node_approver::reconcile(Arc::new(c), ctx)
+        .await
+        .unwrap();
     api.assert_done();
 }

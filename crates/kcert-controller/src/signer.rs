@@ -44,6 +44,8 @@ pub struct Approval {
     pub uid: Option<String>,
     /// The rule's lifetime cap.
     pub max_duration: Option<Duration>,
+    /// For a kubelet serving certificate: the SANs the node rules checked.
+    pub names: Option<kcert_policy::nodes::ApprovedNames>,
 }
 
 impl Approval {
@@ -52,6 +54,7 @@ impl Approval {
         Approval {
             uid: d.subject.as_ref().and_then(|s| s.uid.clone()),
             max_duration: d.max_duration_seconds.map(Duration::from_secs),
+            names: d.names.clone(),
         }
     }
 
@@ -63,6 +66,7 @@ impl Approval {
             Some(p) if p.approved_by_rule() => Approval {
                 uid: p.approved_uid,
                 max_duration: p.max_duration_seconds.map(Duration::from_secs),
+                names: None,
             },
             _ => Approval::default(),
         }
@@ -155,18 +159,34 @@ pub(crate) async fn sign(
         tracing::info!("RBAC bindings not read yet; will retry");
         return Ok(Action::requeue(Duration::from_secs(2)));
     };
-    let plan = match plan(csr, approval, parsed, ctx, &privileged) {
+    let plan = if kcert_policy::nodes::is_kubelet_signer(&csr.spec.signer_name) {
+        kubelet_plan(csr, approval, parsed, ctx)
+    } else {
+        plan(csr, approval, parsed, ctx, &privileged)
+    };
+    let plan = match plan {
         Ok(p) => p,
         Err(message) => return fail(csr, ctx, &message).await,
     };
     let started = std::time::Instant::now();
-    let issued = match ca.sign_as(
-        &plan.request,
-        &plan.subject,
-        &plan.profile,
-        SystemTime::now(),
-        &SystemRandom,
-    ) {
+    let signed = match &plan.names {
+        Some(names) => ca.sign_with_names(
+            &plan.request,
+            &plan.subject,
+            names,
+            &plan.profile,
+            SystemTime::now(),
+            &SystemRandom,
+        ),
+        None => ca.sign_as(
+            &plan.request,
+            &plan.subject,
+            &plan.profile,
+            SystemTime::now(),
+            &SystemRandom,
+        ),
+    };
+    let issued = match signed {
         Ok(c) => c,
         Err(e) => return fail(csr, ctx, &e.to_string()).await,
     };
@@ -207,6 +227,101 @@ struct Plan {
     request: kcert_pki::CertificateRequest,
     subject: CsrSubject,
     profile: SigningProfile,
+    /// The SANs to certify (kubelet serving certificates), encoded from checked values.
+    names: Option<kcert_pki::SubjectAltNames>,
+}
+
+/// A kubelet certificate's plan, whoever approved: the signer's own table
+/// ([`kcert_policy::nodes::check_signer_table`], Kubernetes' rules for the signer, stricter
+/// where kcert's reading could differ from Go's), subject `CN=system:node:<n>, O=system:nodes`
+/// built by kcert, and for serving the SANs the node rules approved (or, approved by someone
+/// else, the request's names as values: host names lower-cased, IPs canonical).
+fn kubelet_plan(
+    csr: &CertificateSigningRequest,
+    approval: Option<&Approval>,
+    parsed: Option<kcert_pki::CertificateRequest>,
+    ctx: &Context,
+) -> Result<Plan, String> {
+    if let Some(d) = kcert_kube::nodes::oversized(csr) {
+        return Err(format!("{}: {}", d.reason, d.message));
+    }
+    let request = match parsed {
+        Some(r) => r,
+        None => parse_request(csr).map_err(|e| format!("invalid request: {e}"))?,
+    };
+    let facts = crate::facts::csr_facts(csr, &request);
+    kcert_policy::nodes::check_signer_table(&facts)
+        .and_then(|()| kcert_policy::nodes::check_key(facts.key, &ctx.settings.nodes))
+        .map_err(|(reason, message)| format!("{reason}: {message}"))?;
+    let usages = facts
+        .usages
+        .iter()
+        .map(|u| u.parse().map_err(|_| format!("invalid usage: {u}")))
+        .collect::<Result<Vec<kcert_pki::Usage>, String>>()?;
+    let subject = CsrSubject::new(
+        facts.common_names[0].clone(),
+        [kcert_policy::nodes::NODES_GROUP.to_string()],
+    )
+    .map_err(|e| e.to_string())?;
+    let names = if csr.spec.signer_name == kcert_policy::nodes::KUBELET_SERVING_SIGNER {
+        let approved = approval.and_then(|a| a.names.clone());
+        let (dns, ips) = match approved {
+            Some(n) => (n.dns, n.ips),
+            None => {
+                // Approved by someone else (a human's kubectl certificate approve): the
+                // request's names as values, each still a host name or address kcert would
+                // ever certify for a node.
+                let rules = &ctx.settings.nodes;
+                let dns: Vec<String> = facts
+                    .sans
+                    .dns
+                    .iter()
+                    .map(|d| d.to_ascii_lowercase())
+                    .collect();
+                for d in &dns {
+                    if !kcert_policy::nodes::is_host_name(d)
+                        || kcert_policy::nodes::looks_like_address(d)
+                    {
+                        return Err(format!(
+                            "SanNotANodeAddress: the DNS SAN {} is not a host name",
+                            kcert_policy::escape_for_message(d)
+                        ));
+                    }
+                    if let Some(why) = kcert_policy::nodes::reserved_name(d) {
+                        return Err(format!("SanReserved: the DNS SAN {why}"));
+                    }
+                }
+                let mut ips = Vec::new();
+                for ip in &request.sans().ips {
+                    let ip = kcert_policy::nodes::canonical(*ip);
+                    if let Some(why) = kcert_policy::nodes::reserved_ip(ip, rules) {
+                        return Err(format!("SanReserved: the IP SAN {why}"));
+                    }
+                    ips.push(ip);
+                }
+                (dns, ips)
+            }
+        };
+        Some(kcert_pki::SubjectAltNames {
+            dns,
+            ips,
+            ..Default::default()
+        })
+    } else {
+        Some(kcert_pki::SubjectAltNames::default())
+    };
+    let profile = SigningProfile {
+        usages,
+        max_lifetime: ctx.settings.max_duration,
+        requested_lifetime: requested_lifetime(csr),
+        allow_sans: false,
+    };
+    Ok(Plan {
+        request,
+        subject,
+        profile,
+        names,
+    })
 }
 
 /// Everything checked before a signature, whoever approved: the request parses and verifies,
@@ -244,17 +359,22 @@ fn plan(
     let profile = SigningProfile {
         usages,
         max_lifetime: approval.lifetime_cap(ctx.settings.max_duration),
-        requested_lifetime: csr
-            .spec
-            .expiration_seconds
-            .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0))),
+        requested_lifetime: requested_lifetime(csr),
         allow_sans: false,
     };
     Ok(Plan {
         request,
         subject,
         profile,
+        names: None,
     })
+}
+
+/// `spec.expirationSeconds` as a lifetime (the profile clamps it).
+fn requested_lifetime(csr: &CertificateSigningRequest) -> Option<Duration> {
+    csr.spec
+        .expiration_seconds
+        .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)))
 }
 
 /// PUT the certificate into `/status`, only onto the approved object it was signed for.
@@ -363,6 +483,7 @@ mod tests {
                 chain_started_at: None,
                 csr_uid: csr_uid.into(),
                 by: "kcert-controller".into(),
+                message_sha256: kcert_pki::sha256_hex(b"m"),
             }
             .to_annotation()
         };

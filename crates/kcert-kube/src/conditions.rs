@@ -96,6 +96,9 @@ pub fn add(csr: &mut CertificateSigningRequest, type_: &str, reason: &str, messa
         .push(condition(type_, reason, message));
 }
 
+/// The longest condition message kcert writes, in bytes (the API limits message sizes).
+pub const MESSAGE_LIMIT: usize = 1000;
+
 /// A new True condition stamped now.
 pub fn condition(type_: &str, reason: &str, message: &str) -> CertificateSigningRequestCondition {
     let now =
@@ -104,7 +107,7 @@ pub fn condition(type_: &str, reason: &str, message: &str) -> CertificateSigning
         type_: type_.to_string(),
         status: "True".to_string(),
         reason: Some(reason.to_string()),
-        message: Some(truncate(message, 1000)),
+        message: Some(truncate(message, MESSAGE_LIMIT)),
         last_update_time: Some(now.clone()),
         last_transition_time: Some(now),
     }

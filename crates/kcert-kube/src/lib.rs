@@ -16,6 +16,7 @@ pub mod conditions;
 pub mod crd;
 pub mod facts;
 pub mod ledger;
+pub mod nodes;
 pub mod policies;
 pub mod provenance;
 pub mod rbac;

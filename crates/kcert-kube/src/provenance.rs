@@ -1,7 +1,10 @@
 //! The provenance record: which kcert rule decided a CSR, written in the `kcert.dev/decision`
 //! annotation in the same `/approval` write as the condition. Typed, and trusted only when it
 //! is provably kcert's: it names the CSR's uid (which a requester cannot know before the API
-//! server assigns it) and the condition it was written with is present with the same reason.
+//! server assigns it) and the condition it was written with is present with the same reason and
+//! the very message (by hash): another approver's condition with the same reason — kube-
+//! controller-manager's csrapproving also writes `AutoApproved` — does not make a record someone
+//! else wrote into kcert's.
 //! A requester who sets the annotation at create time gets it ignored, never shown as a rule.
 
 use crate::DECISION_ANNOTATION;
@@ -42,6 +45,9 @@ pub struct Provenance {
     /// The controller (and replica) that decided.
     #[serde(default)]
     pub by: String,
+    /// SHA-256 (hex) of the condition's message written with this record.
+    #[serde(default)]
+    pub message_sha256: String,
 }
 
 impl Provenance {
@@ -65,7 +71,9 @@ impl Provenance {
             .as_ref()?
             .iter()
             .find(|c| c.type_ == p.outcome && c.status == "True")?;
+        let message = condition.message.as_deref().unwrap_or_default();
         (condition.reason.as_deref() == Some(p.reason.as_str())
+            && p.message_sha256 == kcert_pki::sha256_hex(message.as_bytes())
             && (p.outcome == conditions::APPROVED || p.outcome == conditions::DENIED))
             .then_some(p)
     }
@@ -110,6 +118,7 @@ mod tests {
             chain_started_at: None,
             csr_uid: "u-1".into(),
             by: "kcert-controller".into(),
+            message_sha256: kcert_pki::sha256_hex(b"m"),
         };
         let text = p.to_annotation();
         assert_eq!(
@@ -127,6 +136,18 @@ mod tests {
         assert_eq!(Provenance::read(&csr("u-2", &text, "AutoApproved")), None);
         // A human approved it (kubectl's reason): the record is not what approved it.
         assert_eq!(Provenance::read(&csr("u-1", &text, "KubectlApprove")), None);
+        // The same reason with another message (another approver's AutoApproved): not kcert's.
+        let other_message = Provenance {
+            message_sha256: kcert_pki::sha256_hex(
+                b"Auto approving kubelet client certificate after SubjectAccessReview.",
+            ),
+            ..p.clone()
+        }
+        .to_annotation();
+        assert_eq!(
+            Provenance::read(&csr("u-1", &other_message, "AutoApproved")),
+            None
+        );
         // Untyped junk.
         assert_eq!(
             Provenance::read(&csr("u-1", "{\"rule\": 1}", "AutoApproved")),

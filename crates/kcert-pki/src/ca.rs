@@ -1,13 +1,14 @@
 //! The certificate authority: load the cluster CA (checked) or create one, and sign.
 
 use crate::cert::{CertificateInfo, CertificateTemplate, IssuedCertificate, sign_certificate};
-use crate::csr::CertificateRequest;
+use crate::csr::{CertificateRequest, SubjectAltNames};
 use crate::name::CsrSubject;
 use crate::profile::{SigningProfile, leaf_extensions_for, truncate_to_seconds};
 use crate::random::{RandomSource, serial_number};
 use crate::time_fmt::rfc3339;
 use crate::{PkiError, PrivateKey, Result, pem};
 use std::time::{Duration, SystemTime};
+use x509_cert::ext::Extension;
 
 /// A CA certificate with its private key, checked to belong together.
 #[derive(Debug)]
@@ -137,11 +138,44 @@ impl CertificateAuthority {
         now: SystemTime,
         rng: &dyn RandomSource,
     ) -> Result<IssuedCertificate> {
-        let subject_der = subject.to_der()?;
-        csr.public_key().check_strength()?;
         if !csr.sans().is_empty() && !profile.allow_sans {
             return Err(PkiError::SansNotAllowed(csr.sans().to_string()));
         }
+        let san = if profile.allow_sans {
+            csr.san_extension().cloned()
+        } else {
+            None
+        };
+        self.issue(csr, subject, san.as_ref(), profile, now, rng)
+    }
+
+    /// Sign `csr`'s key for `subject` with exactly the subject alternative names `sans` (values
+    /// that were checked, encoded by kcert: the request's own extension is never copied), as
+    /// `profile` allows, at `now`. Every requested extension is dropped.
+    pub fn sign_with_names(
+        &self,
+        csr: &CertificateRequest,
+        subject: &CsrSubject,
+        sans: &SubjectAltNames,
+        profile: &SigningProfile,
+        now: SystemTime,
+        rng: &dyn RandomSource,
+    ) -> Result<IssuedCertificate> {
+        let san = sans.to_extension()?;
+        self.issue(csr, subject, san.as_ref(), profile, now, rng)
+    }
+
+    fn issue(
+        &self,
+        csr: &CertificateRequest,
+        subject: &CsrSubject,
+        san_extension: Option<&Extension>,
+        profile: &SigningProfile,
+        now: SystemTime,
+        rng: &dyn RandomSource,
+    ) -> Result<IssuedCertificate> {
+        let subject_der = subject.to_der()?;
+        csr.public_key().check_strength()?;
         let (key_usage_bits, extended_key_usages) = leaf_extensions_for(&profile.usages)?;
         let (not_before, not_after) = profile.validity(now, self.info.not_after_time())?;
         let serial = serial_number(rng)?;
@@ -156,11 +190,7 @@ impl CertificateAuthority {
             key_usage_bits,
             extended_key_usages,
             authority_key_id: Some(&self.key_id),
-            san_extension: if profile.allow_sans {
-                csr.san_extension()
-            } else {
-                None
-            },
+            san_extension,
         };
         let der = sign_certificate(&template, &self.key)?;
         let serial = crate::cert::serial_hex(&serial);
@@ -351,6 +381,35 @@ mod tests {
         };
         let cert = ca.sign(&csr, &server, now, &SystemRandom).unwrap();
         assert_eq!(CertificateInfo::from_der(&cert.der).unwrap().sans, sans);
+        // Names given as values: exactly those, whatever the request asked for; none at all
+        // when none are given.
+        let checked = SubjectAltNames {
+            dns: vec!["node-a".into()],
+            ips: vec!["10.0.0.1".parse().unwrap()],
+            ..Default::default()
+        };
+        let subject = CsrSubject::new("system:node:node-a", ["system:nodes"]).unwrap();
+        let cert = ca
+            .sign_with_names(&csr, &subject, &checked, &server, now, &SystemRandom)
+            .unwrap();
+        assert_eq!(CertificateInfo::from_der(&cert.der).unwrap().sans, checked);
+        let client = SigningProfile::client(DAY);
+        let none = ca
+            .sign_with_names(
+                &csr,
+                &subject,
+                &SubjectAltNames::default(),
+                &client,
+                now,
+                &SystemRandom,
+            )
+            .unwrap();
+        assert!(
+            CertificateInfo::from_der(&none.der)
+                .unwrap()
+                .sans
+                .is_empty()
+        );
 
         let mut serials = std::collections::HashSet::new();
         let plain = csr_for("jane", &[], &SubjectAltNames::default());

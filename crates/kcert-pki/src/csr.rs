@@ -64,7 +64,7 @@ impl SubjectAltNames {
         Ok(out)
     }
 
-    fn to_extension(&self) -> Result<Option<Extension>> {
+    pub(crate) fn to_extension(&self) -> Result<Option<Extension>> {
         if self.is_empty() {
             return Ok(None);
         }

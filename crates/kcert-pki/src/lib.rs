@@ -39,6 +39,15 @@ pub use random::{RandomSource, SystemRandom};
 /// Re-exported for hostile corpora that need raw extensions.
 pub use x509_cert::ext::Extension;
 
+/// SHA-256 of `bytes`, lower-case hex (no separators).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Object identifiers kcert names (for tests and hostile corpora).
 pub mod oids {
     pub use crate::oid::*;

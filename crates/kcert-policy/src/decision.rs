@@ -69,11 +69,25 @@ pub enum Reason {
     NoMatchingRule,
     /// The request could not be read or its signature does not verify.
     InvalidRequest,
+    /// The requester of a kubelet certificate is not a node (nor, for a client certificate, a bootstrap token).
+    NotANode,
+    /// A kubelet certificate's CN is not `system:node:<name>`, or names another node than the requester.
+    NodeMismatch,
+    /// A kubelet serving CSR's Node does not exist (pending while it may still appear, then denied).
+    NodeNotFound,
+    /// A kubelet serving certificate's DNS or IP SAN is not among its Node's addresses (nor in an allowed suffix or range).
+    SanNotANodeAddress,
+    /// A kubelet serving certificate's SAN is an address another Node reports.
+    SanOfAnotherNode,
+    /// A kubelet serving certificate's SAN is reserved (loopback, link-local, the kubernetes Service, a configured range).
+    SanReserved,
+    /// The SubjectAccessReview for a kubelet client certificate (`nodeclient` / `selfnodeclient`) did not allow the requester.
+    NodeClientNotAuthorized,
 }
 
 impl Reason {
     /// Every reason, for documentation and tests.
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 31] = [
         Reason::AutoApproved,
         Reason::ProtectedGroup,
         Reason::ProtectedUser,
@@ -98,6 +112,13 @@ impl Reason {
         Reason::ConditionNotMet,
         Reason::NoMatchingRule,
         Reason::InvalidRequest,
+        Reason::NotANode,
+        Reason::NodeMismatch,
+        Reason::NodeNotFound,
+        Reason::SanNotANodeAddress,
+        Reason::SanOfAnotherNode,
+        Reason::SanReserved,
+        Reason::NodeClientNotAuthorized,
     ];
 
     /// The reason string.
@@ -127,6 +148,13 @@ impl Reason {
             Reason::ConditionNotMet => "ConditionNotMet",
             Reason::NoMatchingRule => "NoMatchingRule",
             Reason::InvalidRequest => "InvalidRequest",
+            Reason::NotANode => "NotANode",
+            Reason::NodeMismatch => "NodeMismatch",
+            Reason::NodeNotFound => "NodeNotFound",
+            Reason::SanNotANodeAddress => "SanNotANodeAddress",
+            Reason::SanOfAnotherNode => "SanOfAnotherNode",
+            Reason::SanReserved => "SanReserved",
+            Reason::NodeClientNotAuthorized => "NodeClientNotAuthorized",
         }
     }
 }
@@ -158,6 +186,9 @@ pub struct Decision {
     /// For a renewal: when the chain of renewals began (the ledger records it on the new
     /// certificate), seconds since the epoch.
     pub chain_started_unix: Option<i64>,
+    /// For a kubelet serving certificate: the SANs checked against the Node (the signer
+    /// encodes these, never the request's own extension).
+    pub names: Option<crate::nodes::ApprovedNames>,
     /// One line per check and rule considered, in order.
     pub trace: Vec<String>,
 }
@@ -184,6 +215,7 @@ impl Decision {
             max_duration_seconds: None,
             subject: None,
             chain_started_unix: None,
+            names: None,
             trace,
         }
     }

@@ -25,6 +25,7 @@ pub mod decision;
 pub mod duration;
 pub mod facts;
 mod glob;
+pub mod nodes;
 pub mod policy;
 pub mod privilege;
 pub mod signers;

@@ -16,6 +16,7 @@ const GO_MOD: &str = include_str!("../go/go.mod");
 const GO_SUM: &str = include_str!("../go/go.sum");
 const TOOLS_GO: &str = include_str!("../go/tools.go");
 const X509READ_GO: &str = include_str!("../go/x509read/main.go");
+const KUBELETCERTS_GO: &str = include_str!("../go/kubeletcerts/main.go");
 /// The Helm the test bed builds (its own Go module: Helm pins its own Kubernetes libraries).
 pub const HELM_VERSION: &str = "v4.3.1";
 const HELM_GO_MOD: &str = include_str!("../go-helm/go.mod");
@@ -81,35 +82,95 @@ fn build_once(
     Ok(bin)
 }
 
-/// `x509read`: Go's crypto/x509 and kube-apiserver's own x509 authenticator (from the same
-/// v1.36.3 module as the control plane) reading CSRs and certificates, for differential tests.
-/// Built once per version of its source, under the cache's lock; needs Go (and uses the module
-/// and build caches the control plane filled, so it takes seconds after that build).
-pub fn x509read() -> Result<PathBuf> {
-    let dir = cache_dir()?;
-    // FNV-1a of the source: a new program gets a new binary.
-    let hash = X509READ_GO.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+/// Write the test bed's Go module (go.mod, go.sum, tools.go and the small programs) into
+/// `dir/src`, the directory every Go build of the bed runs in.
+fn write_module(dir: &Path) -> Result<PathBuf> {
+    let src = dir.join("src");
+    for (path, text) in [
+        ("go.mod", GO_MOD),
+        ("go.sum", GO_SUM),
+        ("tools.go", TOOLS_GO),
+        ("x509read/main.go", X509READ_GO),
+        ("kubeletcerts/main.go", KUBELETCERTS_GO),
+    ] {
+        let path = src.join(path);
+        let parent = path.parent().expect("a file in src");
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(src)
+}
+
+/// FNV-1a of a program's source: a new program gets a new binary.
+fn source_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf29ce484222325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-    });
-    let bin = dir.join("tools").join(format!("x509read-{hash:016x}"));
+    })
+}
+
+/// Build the Go program `./name` of the bed's module into the cache once per version of its
+/// source, under the cache's lock (it reuses the module and build caches the control plane
+/// filled, so it takes seconds after that build).
+fn small_program(name: &str, source: &str, what: &str) -> Result<PathBuf> {
+    let dir = cache_dir()?;
+    let bin = dir
+        .join("tools")
+        .join(format!("{name}-{:016x}", source_hash(source)));
     build_once(&dir, bin, |go, tmp| {
-        let src = dir.join("src");
-        let prog = src.join("x509read");
-        std::fs::create_dir_all(&prog).map_err(|e| Error::io(&prog, e))?;
-        for (path, text) in [
-            (src.join("go.mod"), GO_MOD),
-            (src.join("go.sum"), GO_SUM),
-            (src.join("tools.go"), TOOLS_GO),
-            (prog.join("main.go"), X509READ_GO),
-        ] {
-            std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
-        }
-        progress("building x509read (Go's crypto/x509 + the API server's x509 authenticator)");
+        let src = write_module(&dir)?;
+        progress(&format!("building {name} ({what})"));
         go_build(
             go,
             &src,
             &["-ldflags", "-s -w", "-o", &tmp.display().to_string()],
-            &["./x509read"],
+            &[&format!("./{name}")],
+            Instant::now(),
+        )
+    })
+}
+
+/// `x509read`: Go's crypto/x509 and kube-apiserver's own x509 authenticator (from the same
+/// v1.36.3 module as the control plane) reading CSRs and certificates, for differential tests.
+pub fn x509read() -> Result<PathBuf> {
+    small_program(
+        "x509read",
+        X509READ_GO,
+        "Go's crypto/x509 + the API server's x509 authenticator",
+    )
+}
+
+/// `kubeletcerts`: the kubelet's own certificate managers (`pkg/kubelet/certificate`, v1.36.3)
+/// asking for a serving certificate and renewing a client certificate, for the node tests.
+pub fn kubeletcerts() -> Result<PathBuf> {
+    small_program(
+        "kubeletcerts",
+        KUBELETCERTS_GO,
+        "the kubelet's serving and client certificate managers",
+    )
+}
+
+/// `kubemark` of Kubernetes [`KUBERNETES_VERSION`]: the hollow node, a real kubelet over a fake
+/// container runtime, which bootstraps its client certificate with the kubelet's own code.
+/// Built once per machine into the cache (about a minute after the control plane's build).
+pub fn kubemark() -> Result<PathBuf> {
+    if let Some(explicit) = std::env::var_os("KCERT_TESTBED_KUBEMARK") {
+        return Ok(PathBuf::from(explicit));
+    }
+    let dir = cache_dir()?;
+    let bin = dir
+        .join("tools")
+        .join(format!("kubemark-{KUBERNETES_VERSION}"));
+    build_once(&dir, bin, |go, tmp| {
+        let src = write_module(&dir)?;
+        progress(&format!(
+            "building kubemark {KUBERNETES_VERSION} (the hollow node; once per machine)"
+        ));
+        let ldflags = version_ldflags();
+        go_build(
+            go,
+            &src,
+            &["-ldflags", &ldflags, "-o", &tmp.display().to_string()],
+            &["k8s.io/kubernetes/cmd/kubemark"],
             Instant::now(),
         )
     })
@@ -233,18 +294,19 @@ fn go() -> Result<PathBuf> {
     Err(missing())
 }
 
+/// `-X` flags that make Kubernetes binaries report their version (else v0.0.0, which clients
+/// complain about).
+fn version_ldflags() -> String {
+    let minor = KUBERNETES_VERSION.split('.').nth(1).unwrap_or("0");
+    format!(
+        "-s -w -X k8s.io/component-base/version.gitVersion={KUBERNETES_VERSION} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor={minor} -X k8s.io/component-base/version.gitTreeState=clean"
+    )
+}
+
 /// Build every binary into `dir/bin` (through `dir/bin.tmp`, renamed when complete).
 fn build(dir: &Path) -> Result<()> {
     let go = go()?;
-    let src = dir.join("src");
-    std::fs::create_dir_all(&src).map_err(|e| Error::io(&src, e))?;
-    for (name, text) in [
-        ("go.mod", GO_MOD),
-        ("go.sum", GO_SUM),
-        ("tools.go", TOOLS_GO),
-    ] {
-        std::fs::write(src.join(name), text).map_err(|e| Error::io(&src.join(name), e))?;
-    }
+    let src = write_module(dir)?;
     let tmp = dir.join("bin.tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -253,10 +315,7 @@ fn build(dir: &Path) -> Result<()> {
         "building Kubernetes {KUBERNETES_VERSION} (kube-apiserver, kube-controller-manager, kubectl) and etcd {ETCD_VERSION} from source into {}; once per machine, about 8-20 minutes on 2 cores",
         dir.display()
     ));
-    let minor = KUBERNETES_VERSION.split('.').nth(1).unwrap_or("0");
-    let k8s_ldflags = format!(
-        "-s -w -X k8s.io/component-base/version.gitVersion={KUBERNETES_VERSION} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor={minor} -X k8s.io/component-base/version.gitTreeState=clean"
-    );
+    let k8s_ldflags = version_ldflags();
     let tmp_arg = format!("{}/", tmp.display());
     go_build(
         &go,

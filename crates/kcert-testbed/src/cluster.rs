@@ -100,6 +100,8 @@ pub struct TestCluster {
     processes: Mutex<Processes>,
     started_in: Duration,
     apiserver_args: Vec<String>,
+    /// Other processes the watchdog kills with the cluster (hollow nodes, controller managers).
+    adopted: Mutex<Vec<u32>>,
 }
 
 impl std::fmt::Debug for TestCluster {
@@ -290,6 +292,10 @@ impl TestCluster {
             ),
             "--service-cluster-ip-range=10.0.0.0/24".into(),
             "--disable-admission-plugins=ServiceAccount".into(),
+            // Node identities for real: NodeRestriction limits what a node may write, bootstrap
+            // tokens (Secrets in kube-system) authenticate kubelets that have no certificate.
+            "--enable-admission-plugins=NodeRestriction".into(),
+            "--enable-bootstrap-token-auth=true".into(),
             "--profiling=false".into(),
             "--v=0".into(),
         ];
@@ -326,6 +332,7 @@ impl TestCluster {
             }),
             started_in: Duration::ZERO,
             apiserver_args,
+            adopted: Mutex::new(Vec::new()),
         };
         cluster.wait_ready(Duration::from_secs(90)).await?;
         cluster.started_in = started.elapsed();
@@ -572,7 +579,14 @@ impl TestCluster {
                 .stderr(err)
                 .spawn()
                 .map_err(|e| Error::io(&self.binaries.kube_apiserver, e))?;
-            write_pids(&self.dir, &[p.etcd.id(), p.apiserver.id()]);
+            let mut pids = vec![p.etcd.id(), p.apiserver.id()];
+            pids.extend(
+                self.adopted
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter(),
+            );
+            write_pids(&self.dir, &pids);
         }
         self.wait_ready(Duration::from_secs(90)).await
     }
@@ -595,6 +609,16 @@ impl TestCluster {
         } else {
             Err(Error::Setup(format!("kill {signal} {pid} failed")))
         }
+    }
+
+    /// Have the watchdog kill `pid` too when the test process dies.
+    pub(crate) fn adopt(&self, pid: u32) {
+        let mut adopted = self.adopted.lock().unwrap_or_else(|e| e.into_inner());
+        adopted.push(pid);
+        let p = self.processes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pids = vec![p.etcd.id(), p.apiserver.id()];
+        pids.extend(adopted.iter());
+        write_pids(&self.dir, &pids);
     }
 
     /// Process ids of kube-apiserver and etcd (for resource accounting in benchmarks).

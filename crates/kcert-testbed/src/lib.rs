@@ -17,10 +17,12 @@
 mod binaries;
 mod cluster;
 pub mod kubeconfig;
+pub mod nodes;
 pub mod webhook;
 
 pub use binaries::{
-    Binaries, ETCD_VERSION, HELM_VERSION, KUBERNETES_VERSION, cache_dir, helm, x509read,
+    Binaries, ETCD_VERSION, HELM_VERSION, KUBERNETES_VERSION, cache_dir, helm, kubeletcerts,
+    kubemark, x509read,
 };
 pub use cluster::{CaKeyType, TestCluster, TestClusterBuilder, client_from_kubeconfig};
 

@@ -5,7 +5,7 @@ use kcert_testbed::{Binaries, CaKeyType, TestCluster};
 use std::path::PathBuf;
 
 const USAGE: &str = "usage:
-  kcert-testbed build                 build (or find) etcd, kube-apiserver, kubectl, x509read and helm; print their paths
+  kcert-testbed build                 build (or find) etcd, kube-apiserver, kubectl, x509read, kubemark, kubeletcerts and helm; print their paths
   kcert-testbed up --dir DIR [--ca-key rsa|ecdsa]
                                       start a cluster; write DIR/admin.kubeconfig, DIR/ca.crt,
                                       DIR/ca.key, then DIR/ready; run until SIGINT or SIGTERM";
@@ -38,6 +38,10 @@ async fn run() -> Result<()> {
             // The Go tools the tests use beside the control plane.
             let x509read = tokio::task::spawn_blocking(kcert_testbed::x509read).await??;
             println!("x509read: {}", x509read.display());
+            let kubemark = tokio::task::spawn_blocking(kcert_testbed::kubemark).await??;
+            println!("kubemark: {}", kubemark.display());
+            let kubeletcerts = tokio::task::spawn_blocking(kcert_testbed::kubeletcerts).await??;
+            println!("kubeletcerts: {}", kubeletcerts.display());
             let helm = tokio::task::spawn_blocking(kcert_testbed::helm).await??;
             println!("helm: {}", helm.display());
             println!("ready in {:.1}s", started.elapsed().as_secs_f64());

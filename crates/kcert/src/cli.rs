@@ -252,6 +252,54 @@ pub struct PolicyTestArgs {
     /// For a CSR file: expirationSeconds to assume.
     #[arg(long, value_parser = kcert_policy::duration::parse)]
     pub duration: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub nodes: NodeRuleArgs,
+}
+
+/// For kubelet CSRs (kubernetes.io/kubelet-serving, kubernetes.io/kube-apiserver-client-kubelet):
+/// the node rules as kcert-controller runs them (pass the same flags it has). Kubelet CSRs are
+/// judged by these and the cluster's Nodes and SubjectAccessReviews, never by policy rules.
+#[derive(Debug, Args, Clone, Default)]
+pub struct NodeRuleArgs {
+    /// An extra DNS suffix the controller allows in serving certificates (repeat).
+    #[arg(long = "kubelet-serving-dns-suffix")]
+    pub kubelet_serving_dns_suffixes: Vec<String>,
+    /// An extra IP range the controller allows in serving certificates (repeat).
+    #[arg(long = "kubelet-serving-cidr", value_parser = kcert_policy::nodes::Cidr::parse)]
+    pub kubelet_serving_cidrs: Vec<kcert_policy::nodes::Cidr>,
+    /// A reserved range the controller is given (repeat).
+    #[arg(long = "kubelet-serving-reserved-cidr", value_parser = kcert_policy::nodes::Cidr::parse)]
+    pub kubelet_serving_reserved_cidrs: Vec<kcert_policy::nodes::Cidr>,
+    /// The controller runs with --kubelet-serving-allow-shared-addresses.
+    #[arg(long)]
+    pub kubelet_serving_allow_shared_addresses: bool,
+    /// The controller runs with --kubelet-approve-only.
+    #[arg(long)]
+    pub kubelet_approve_only: bool,
+    /// The controller's --kubelet-min-rsa-bits.
+    #[arg(long, default_value_t = 2048)]
+    pub kubelet_min_rsa_bits: u32,
+}
+
+impl NodeRuleArgs {
+    /// The rules these flags describe (both kubelet signers decided).
+    pub fn rules(&self) -> kcert_policy::nodes::NodeRules {
+        kcert_policy::nodes::NodeRules {
+            serving: true,
+            client: true,
+            approve_only: self.kubelet_approve_only,
+            extra_dns_suffixes: self
+                .kubelet_serving_dns_suffixes
+                .iter()
+                .map(|s| s.trim_start_matches('.').to_ascii_lowercase())
+                .collect(),
+            extra_cidrs: self.kubelet_serving_cidrs.clone(),
+            reserved_cidrs: self.kubelet_serving_reserved_cidrs.clone(),
+            refuse_shared_addresses: !self.kubelet_serving_allow_shared_addresses,
+            min_rsa_bits: self.kubelet_min_rsa_bits,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -1183,3 +1183,142 @@ rules:
         stderr(&second)
     );
 }
+
+/// Kubelet CSRs are explained by the node rules, the cluster's Nodes and the
+/// SubjectAccessReviews (never by the policy): `kcert list`'s POLICY column, `kcert policy
+/// test` (a CSR in the cluster, with the controller's node flags, or a file) and `kcert show`'s
+/// names; nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_csrs_are_explained_by_the_node_rules() {
+    use k8s_openapi::api::core::v1::Node;
+    use kcert_pki::{CsrSubject, KeyType, PrivateKey, SubjectAltNames, build_csr};
+    let cluster = TestCluster::shared().await;
+    let admin_path = cluster.admin_kubeconfig_path();
+    let node_name = cluster.unique_name("cli-node");
+    let user = format!("system:node:{node_name}");
+    let nodes: Api<Node> = Api::all(cluster.admin_client().await.unwrap());
+    let node: Node = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": node_name},
+        "status": {"addresses": [
+            {"type": "InternalIP", "address": "10.97.0.1"},
+            {"type": "Hostname", "address": node_name},
+        ]}
+    }))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    let as_node: Api<CertificateSigningRequest> =
+        Api::all(cluster.user_client(&user, &["system:nodes"]).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let request = |ips: &[&str]| {
+        let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+        let sans = SubjectAltNames {
+            dns: vec![node_name.clone()],
+            ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+            ..Default::default()
+        };
+        build_csr(
+            &key,
+            &CsrSubject::new(&user, ["system:nodes"]).unwrap(),
+            &sans,
+        )
+        .unwrap()
+    };
+    let mut names = Vec::new();
+    for (suffix, ip) in [("good", "10.97.0.1"), ("bad", "10.97.0.9")] {
+        let name = format!("{node_name}-{suffix}");
+        let mut csr = kcert_tests::csr_from_pem(
+            &name,
+            kcert_policy::nodes::KUBELET_SERVING_SIGNER,
+            request(&[ip]).into_bytes(),
+            None,
+        );
+        csr.spec.usages = Some(vec!["digital signature".into(), "server auth".into()]);
+        as_node.create(&PostParams::default(), &csr).await.unwrap();
+        names.push(name);
+    }
+    let listed = ok_json(kcert(
+        admin_path,
+        &[
+            "list",
+            "-o",
+            "json",
+            "--signer-name",
+            "kubernetes.io/kubelet-serving",
+        ],
+    ));
+    let column = |name: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .map(|r| r["policy"].clone())
+    };
+    assert_eq!(
+        column(&names[0]),
+        Some(Value::from("Approve:AutoApproved")),
+        "{listed}"
+    );
+    assert_eq!(
+        column(&names[1]),
+        Some(Value::from("Deny:SanNotANodeAddress")),
+        "{listed}"
+    );
+    let explained = ok_json(kcert(
+        admin_path,
+        &["policy", "test", &names[1], "-o", "json"],
+    ));
+    assert_eq!(explained["reason"], "SanNotANodeAddress");
+    assert_eq!(explained["rule"], "kubelet-serving");
+    assert!(
+        explained["message"].as_str().unwrap().contains("10.97.0.9"),
+        "{explained}"
+    );
+    // As a controller in approve-only mode would see it.
+    let lenient = ok_json(kcert(
+        admin_path,
+        &[
+            "policy",
+            "test",
+            &names[1],
+            "--kubelet-approve-only",
+            "-o",
+            "json",
+        ],
+    ));
+    assert_eq!(
+        (lenient["outcome"].as_str(), lenient["reason"].as_str()),
+        (Some("Ignore"), Some("SanNotANodeAddress"))
+    );
+    // A request file, judged for a requester.
+    let file = dir.path().join("serving.csr");
+    std::fs::write(&file, request(&["10.97.0.1"])).unwrap();
+    let from_file = ok_json(kcert(
+        admin_path,
+        &[
+            "policy",
+            "test",
+            file.to_str().unwrap(),
+            "--signer-name",
+            "kubernetes.io/kubelet-serving",
+            "--requester",
+            &user,
+            "--requester-group",
+            "system:nodes",
+            "-o",
+            "json",
+        ],
+    ));
+    assert_eq!(from_file["outcome"], "Approve", "{from_file}");
+    let shown = kcert(admin_path, &["show", &names[0]]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains(&format!("names       DNS:{node_name}, IP:10.97.0.1")),
+        "{text}"
+    );
+    // Nothing was written: both still pending.
+    let csrs: Api<CertificateSigningRequest> = Api::all(cluster.admin_client().await.unwrap());
+    for name in &names {
+        assert!(kcert_tests::conditions(&csrs.get(name).await.unwrap()).is_empty());
+    }
+}

@@ -28,6 +28,12 @@ type answer struct {
 	UID           string              `json:"uid"`
 	Groups        []string            `json:"groups"`
 	Extra         map[string][]string `json:"extra,omitempty"`
+	// The subject alternative names as Go parsed them (what kube-controller-manager's signer
+	// copies into a kubelet serving certificate).
+	DNS    []string `json:"dns"`
+	IPs    []string `json:"ips"`
+	Emails []string `json:"emails"`
+	URIs   []string `json:"uris"`
 }
 
 func read(kind string, der []byte) answer {
@@ -42,7 +48,8 @@ func read(kind string, der []byte) answer {
 			return answer{Error: "signature: " + err.Error()}
 		}
 		// The authenticator reads only the subject (and the raw bytes for credential-id).
-		cert = &x509.Certificate{Subject: csr.Subject, Raw: csr.Raw}
+		cert = &x509.Certificate{Subject: csr.Subject, Raw: csr.Raw, DNSNames: csr.DNSNames,
+			IPAddresses: csr.IPAddresses, EmailAddresses: csr.EmailAddresses, URIs: csr.URIs}
 	case "cert":
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
@@ -53,7 +60,14 @@ func read(kind string, der []byte) answer {
 		return answer{Error: "unknown kind " + kind}
 	}
 	resp, ok, err := authnx509.CommonNameUserConversion.User([]*x509.Certificate{cert})
-	a := answer{Parsed: true, Groups: []string{}}
+	a := answer{Parsed: true, Groups: []string{}, DNS: cert.DNSNames, Emails: cert.EmailAddresses,
+		IPs: []string{}, URIs: []string{}}
+	for _, ip := range cert.IPAddresses {
+		a.IPs = append(a.IPs, ip.String())
+	}
+	for _, u := range cert.URIs {
+		a.URIs = append(a.URIs, u.String())
+	}
 	if err != nil {
 		a.Error = err.Error()
 		return a

@@ -98,9 +98,47 @@ pub async fn list(args: &ListArgs, out: OutputFormat, target: &Target) -> Result
         Some(p) if p.needs_ledger() => super::policy::ledger(&client).await,
         _ => None,
     };
+    // Kubelet CSRs are judged by the node rules (the controller's defaults here), the Nodes and
+    // SubjectAccessReviews, not by the policy.
+    let pending_kubelet: Vec<&CertificateSigningRequest> = items
+        .iter()
+        .filter(|c| {
+            kcert_policy::nodes::is_kubelet_signer(&c.spec.signer_name)
+                && kcert_kube::CsrState::of(c) == kcert_kube::CsrState::Pending
+        })
+        .collect();
+    let mut node_column = std::collections::BTreeMap::new();
+    if !pending_kubelet.is_empty() {
+        match super::policy::node_index(&client).await {
+            Ok(nodes) => {
+                let rules = kcert_policy::nodes::NodeRules {
+                    serving: true,
+                    client: true,
+                    ..Default::default()
+                };
+                for c in pending_kubelet {
+                    let column = match super::policy::node_verdict(&client, c, &rules, &nodes).await
+                    {
+                        Ok(d) => format!("{:?}:{}", d.outcome, d.reason),
+                        Err(e) => format!("unknown ({e})"),
+                    };
+                    node_column.insert(c.name_any(), column);
+                }
+            }
+            Err(e) => {
+                eprintln!("warning: {e}; kubelet CSRs are shown without the node rules' verdict")
+            }
+        }
+    }
     let rows: Vec<serde_json::Value> = items
         .iter()
-        .map(|c| row(c, policy.as_ref(), &privileged, ledger.as_ref()))
+        .map(|c| {
+            let mut r = row(c, policy.as_ref(), &privileged, ledger.as_ref());
+            if kcert_policy::nodes::is_kubelet_signer(&c.spec.signer_name) {
+                r["policy"] = serde_json::json!(node_column.get(&c.name_any()));
+            }
+            r
+        })
         .collect();
     report(out, serde_json::json!(rows), || {
         let mut lines = vec![format!(
@@ -205,6 +243,7 @@ pub async fn show(name: &str, out: OutputFormat, target: &Target) -> Result<()> 
         "user": request.as_ref().ok().and_then(|r| r.subject().common_name.clone()),
         "groups": request.as_ref().map(|r| r.subject().organizations.clone()).unwrap_or_default(),
         "key": request.as_ref().ok().map(|r| r.public_key().algorithm().to_string()),
+        "sans": request.as_ref().ok().map(|r| r.sans().to_string()).filter(|s| !s.is_empty()),
         "usages": csr.spec.usages,
         "expirationSeconds": csr.spec.expiration_seconds,
         "conditions": conds,
@@ -223,6 +262,9 @@ pub async fn show(name: &str, out: OutputFormat, target: &Target) -> Result<()> 
             json["key"].as_str().unwrap_or("-"),
             csr.spec.usages.clone().unwrap_or_default().join(", "),
         );
+        if let Some(sans) = json["sans"].as_str() {
+            s.push_str(&format!("\n  names       {}", crate::text::safe(sans)));
+        }
         for c in &conds {
             s.push_str(&format!(
                 "\n  condition   {}: {}: {}",

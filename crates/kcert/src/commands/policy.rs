@@ -5,11 +5,13 @@ use crate::cli::{OutputFormat, PolicyTestArgs};
 use crate::target::Target;
 use anyhow::{Context, Result, anyhow, bail};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::core::v1::Node;
 use kcert_kube::crd::ApprovalPolicy;
 use kcert_kube::facts::verdict;
 use kcert_pki::CertificateRequest;
+use kcert_policy::nodes::{NodeAddress, NodeIndex, is_kubelet_signer};
 use kcert_policy::{DEFAULT_USAGES, Policy, PrivilegedSubjects};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use std::path::Path;
 
 /// The policy from `file`, or the cluster's accepted ApprovalPolicies (None if the CRD is absent).
@@ -81,9 +83,86 @@ pub async fn privileged(client: Option<&Client>) -> PrivilegedSubjects {
     }
 }
 
+/// The cluster's Nodes, as the controller's watch holds them.
+pub async fn node_index(client: &Client) -> Result<NodeIndex> {
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .map_err(|e| anyhow!("listing Nodes: {}", super::request::api_message(&e)))?;
+    let mut index = NodeIndex::default();
+    for n in &nodes.items {
+        let addresses = n
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|a| NodeAddress {
+                kind: a.type_.clone(),
+                address: a.address.clone(),
+            })
+            .collect();
+        index.upsert(&n.name_any(), addresses);
+    }
+    Ok(index)
+}
+
+/// A kubelet CSR judged as the node approver judges it: the node rules, the Nodes, and the
+/// SubjectAccessReviews kube-controller-manager's approver would make.
+pub async fn node_verdict(
+    client: &Client,
+    csr: &CertificateSigningRequest,
+    rules: &kcert_policy::nodes::NodeRules,
+    nodes: &NodeIndex,
+) -> Result<kcert_policy::Decision> {
+    if let Some(d) = kcert_kube::nodes::oversized(csr) {
+        return Ok(kcert_policy::nodes::in_mode(d, rules));
+    }
+    let request = kcert_kube::facts::parse_request(csr);
+    let access = match &request {
+        Ok(r) => kcert_kube::nodes::review_all(client, csr, r)
+            .await
+            .map_err(|e| anyhow!("SubjectAccessReview: {}", super::request::api_message(&e)))?,
+        Err(_) => Default::default(),
+    };
+    Ok(kcert_kube::nodes::verdict_of(
+        csr, &request, rules, nodes, &access,
+    ))
+}
+
 pub async fn test(args: &PolicyTestArgs, out: OutputFormat, target: &Target) -> Result<()> {
     let path = Path::new(&args.csr);
-    let decision = if path.is_file() {
+    let decision = if path.is_file() && is_kubelet_signer(&args.signer_name) {
+        let request = CertificateRequest::from_pem(&std::fs::read(path)?)
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let (client, _) = target.connect().await?;
+        let mut csr = CertificateSigningRequest::default();
+        csr.spec.signer_name = args.signer_name.clone();
+        csr.spec.username = args
+            .requester
+            .clone()
+            .or_else(|| request.subject().common_name.clone());
+        csr.spec.groups = Some(
+            args.requester_groups
+                .iter()
+                .cloned()
+                .chain(["system:authenticated".to_string()])
+                .collect(),
+        );
+        let usages: &[&str] = if args.signer_name == kcert_policy::nodes::KUBELET_SERVING_SIGNER {
+            kcert_policy::nodes::SERVING_USAGE_SETS[0]
+        } else {
+            kcert_policy::nodes::CLIENT_USAGE_SETS[0]
+        };
+        csr.spec.usages = Some(usages.iter().map(|s| s.to_string()).collect());
+        csr.spec.request = k8s_openapi::ByteString(request.to_pem().into_bytes());
+        csr.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        let nodes = node_index(&client).await?;
+        node_verdict(&client, &csr, &args.nodes.rules(), &nodes).await?
+    } else if path.is_file() {
         let request = CertificateRequest::from_pem(&std::fs::read(path)?)
             .map_err(|e| anyhow!("{}: {e}", path.display()))?;
         let client = if args.policy_file.is_none() {
@@ -127,6 +206,11 @@ pub async fn test(args: &PolicyTestArgs, out: OutputFormat, target: &Target) -> 
                     super::request::api_message(&e)
                 )
             })?;
+        if is_kubelet_signer(&csr.spec.signer_name) {
+            let nodes = node_index(&client).await?;
+            let decision = node_verdict(&client, &csr, &args.nodes.rules(), &nodes).await?;
+            return print_decision(out, &decision);
+        }
         let policy = load_policy(args.policy_file.as_deref(), Some(&client))
             .await?
             .ok_or_else(|| anyhow!("the cluster has no ApprovalPolicy CRD; pass --policy-file"))?;
@@ -138,7 +222,11 @@ pub async fn test(args: &PolicyTestArgs, out: OutputFormat, target: &Target) -> 
         };
         verdict(&csr, &policy, &privileged, ledger.as_ref())
     };
-    report(out, decision_json(&decision), || {
+    print_decision(out, &decision)
+}
+
+fn print_decision(out: OutputFormat, decision: &kcert_policy::Decision) -> Result<()> {
+    report(out, decision_json(decision), || {
         let mut s = format!(
             "{:?} ({}): {}",
             decision.outcome,

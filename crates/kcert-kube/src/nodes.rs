@@ -1,0 +1,133 @@
+//! Kubelet CSRs in Kubernetes' vocabulary: the SubjectAccessReviews kube-controller-manager's
+//! csrapproving makes, and the one evaluation of a kubelet CSR object
+//! ([`kcert_policy::nodes::decide`]) shared by the controller and `kcert policy test`.
+
+use crate::facts::{csr_facts, parse_request};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kcert_pki::CertificateRequest;
+use kcert_policy::Decision;
+use kcert_policy::nodes::{ClientAccess, NodeFacts, NodeIndex, NodeRules};
+use kube::api::PostParams;
+use kube::{Api, Client};
+use std::collections::BTreeMap;
+
+/// Ask the API server whether the CSR's requester (user, uid, groups and extra as the API server
+/// recorded them in the CSR) may `create` `certificatesigningrequests/<subresource>`, exactly as
+/// kube-controller-manager's approver asks.
+pub async fn review_access(
+    client: &Client,
+    csr: &CertificateSigningRequest,
+    check: ClientAccess,
+) -> Result<bool, kube::Error> {
+    let spec = &csr.spec;
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: spec.username.clone(),
+            uid: spec.uid.clone(),
+            groups: spec.groups.clone(),
+            extra: spec.extra.clone(),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some("certificates.k8s.io".into()),
+                resource: Some("certificatesigningrequests".into()),
+                verb: Some("create".into()),
+                subresource: Some(check.subresource().into()),
+                version: Some("*".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    let answer = api.create(&PostParams::default(), &review).await?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
+}
+
+/// The reviews a kubelet CSR needs, all made (in order); the first error stops them (the caller
+/// decides nothing then: fail closed).
+pub async fn review_all(
+    client: &Client,
+    csr: &CertificateSigningRequest,
+    request: &CertificateRequest,
+) -> Result<BTreeMap<ClientAccess, bool>, kube::Error> {
+    let facts = csr_facts(csr, request);
+    let mut answers = BTreeMap::new();
+    for check in kcert_policy::nodes::client_access_checks(&facts) {
+        answers.insert(check, review_access(client, csr, check).await?);
+    }
+    Ok(answers)
+}
+
+/// The largest kubelet CSR read: a kubelet's request is well under 2 KiB; anything larger is
+/// denied before it is parsed.
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
+
+/// A kubelet CSR larger than [`MAX_REQUEST_BYTES`], denied unparsed.
+pub fn oversized(csr: &CertificateSigningRequest) -> Option<Decision> {
+    let size = csr.spec.request.0.len();
+    (size > MAX_REQUEST_BYTES).then(|| {
+        let mut d = Decision::deny(
+            kcert_policy::Reason::RequestTooLarge,
+            format!(
+                "the request is {size} bytes; a kubelet's request is at most {MAX_REQUEST_BYTES}"
+            ),
+        );
+        d.rule = Some(kcert_policy::nodes::rule_of(&csr.spec.signer_name).into());
+        d
+    })
+}
+
+/// Seconds since the CSR was created (0 when unknown).
+pub fn age_seconds(csr: &CertificateSigningRequest) -> i64 {
+    csr.metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| k8s_openapi::jiff::Timestamp::now().as_second() - t.0.as_second())
+        .unwrap_or(0)
+}
+
+/// The one evaluation of a kubelet CSR object: its request parsed and verified, then
+/// [`kcert_policy::nodes::decide`] with the Nodes and the access answers.
+pub fn verdict_of(
+    csr: &CertificateSigningRequest,
+    request: &Result<CertificateRequest, kcert_pki::PkiError>,
+    rules: &NodeRules,
+    nodes: &NodeIndex,
+    access: &BTreeMap<ClientAccess, bool>,
+) -> Decision {
+    match request {
+        Ok(request) => {
+            let facts = csr_facts(csr, request);
+            kcert_policy::nodes::decide(
+                &facts,
+                rules,
+                &NodeFacts {
+                    nodes,
+                    access,
+                    age_seconds: age_seconds(csr),
+                },
+            )
+        }
+        Err(e) => {
+            let mut d = Decision::invalid_request(&e.to_string());
+            d.rule = Some(kcert_policy::nodes::rule_of(&csr.spec.signer_name).into());
+            kcert_policy::nodes::in_mode(d, rules)
+        }
+    }
+}
+
+/// [`verdict_of`] parsing the request itself.
+pub fn verdict(
+    csr: &CertificateSigningRequest,
+    rules: &NodeRules,
+    nodes: &NodeIndex,
+    access: &BTreeMap<ClientAccess, bool>,
+) -> Decision {
+    if let Some(d) = oversized(csr) {
+        return kcert_policy::nodes::in_mode(d, rules);
+    }
+    verdict_of(csr, &parse_request(csr), rules, nodes, access)
+}

@@ -1,0 +1,846 @@
+use super::*;
+use crate::facts::{Requester, SanFacts};
+
+fn addr(kind: &str, address: &str) -> NodeAddress {
+    NodeAddress {
+        kind: kind.into(),
+        address: address.into(),
+    }
+}
+
+fn index() -> NodeIndex {
+    let mut i = NodeIndex::default();
+    i.upsert(
+        "node-a",
+        vec![
+            addr("InternalIP", "10.0.0.1"),
+            addr("InternalIP", "fd00::1"),
+            addr("Hostname", "node-a"),
+            addr("InternalDNS", "Node-A.cluster.internal"),
+        ],
+    );
+    i.upsert(
+        "node-b",
+        vec![addr("InternalIP", "10.0.0.2"), addr("Hostname", "node-b")],
+    );
+    i
+}
+
+fn serving(requester: &str, cn: &str, dns: &[&str], ips: &[&str]) -> CsrFacts {
+    CsrFacts {
+        signer_name: KUBELET_SERVING_SIGNER.into(),
+        requester: Requester {
+            username: requester.into(),
+            groups: vec![NODES_GROUP.into(), "system:authenticated".into()],
+            ..Default::default()
+        },
+        common_names: vec![cn.into()],
+        organizations: vec![NODES_GROUP.into()],
+        sans: SanFacts {
+            dns: dns.iter().map(|s| s.to_string()).collect(),
+            ips: ips.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        },
+        usages: vec!["digital signature".into(), "server auth".into()],
+        key: KeyKind::EcdsaP256,
+        ..Default::default()
+    }
+}
+
+fn client(requester: &str, groups: &[&str], cn: &str) -> CsrFacts {
+    let mut f = serving(requester, cn, &[], &[]);
+    f.signer_name = KUBELET_CLIENT_SIGNER.into();
+    f.requester.groups = groups.iter().map(|s| s.to_string()).collect();
+    f.usages = vec![
+        "digital signature".into(),
+        "key encipherment".into(),
+        "client auth".into(),
+    ];
+    f
+}
+
+fn rules() -> NodeRules {
+    NodeRules {
+        serving: true,
+        client: true,
+        ..Default::default()
+    }
+}
+
+fn run(
+    f: &CsrFacts,
+    rules: &NodeRules,
+    nodes: &NodeIndex,
+    access: &[(ClientAccess, bool)],
+) -> Decision {
+    let access: BTreeMap<_, _> = access.iter().copied().collect();
+    decide(
+        f,
+        rules,
+        &NodeFacts {
+            nodes,
+            access: &access,
+            age_seconds: 10,
+        },
+    )
+}
+
+fn check(d: &Decision, outcome: Outcome, reason: Reason, needle: &str) {
+    assert_eq!((d.outcome, d.reason), (outcome, reason), "{d:#?}");
+    assert!(
+        d.message.contains(needle),
+        "{needle:?} not in {:?}",
+        d.message
+    );
+}
+
+#[test]
+fn a_node_gets_its_own_addresses() {
+    let d = run(
+        &serving(
+            "system:node:node-a",
+            "system:node:node-a",
+            &["node-a", "NODE-A.cluster.internal"],
+            &["10.0.0.1", "fd00::1", "::ffff:10.0.0.1"],
+        ),
+        &rules(),
+        &index(),
+        &[],
+    );
+    check(
+        &d,
+        Outcome::Approve,
+        Reason::AutoApproved,
+        "node node-a asked for its own",
+    );
+    let names = d.names.unwrap();
+    assert_eq!(names.dns, ["node-a", "node-a.cluster.internal"]);
+    assert_eq!(
+        names.ips,
+        [
+            "10.0.0.1".parse::<IpAddr>().unwrap(),
+            "fd00::1".parse().unwrap(),
+            "10.0.0.1".parse().unwrap()
+        ]
+    );
+    let subject = d.subject.unwrap();
+    assert_eq!(subject.common_name, "system:node:node-a");
+    assert_eq!(subject.groups, [NODES_GROUP]);
+}
+
+#[test]
+fn foreign_and_disguised_addresses_are_refused() {
+    let nodes = index();
+    let r = rules();
+    let a = |dns: &[&str], ips: &[&str]| {
+        run(
+            &serving("system:node:node-a", "system:node:node-a", dns, ips),
+            &r,
+            &nodes,
+            &[],
+        )
+    };
+    check(
+        &a(&[], &["10.0.0.2"]),
+        Outcome::Deny,
+        Reason::SanNotANodeAddress,
+        "IP SAN 10.0.0.2",
+    );
+    check(
+        &a(&[], &["::ffff:10.0.0.2"]),
+        Outcome::Deny,
+        Reason::SanNotANodeAddress,
+        "IP SAN ::ffff:10.0.0.2",
+    );
+    check(
+        &a(&["node-b"], &[]),
+        Outcome::Deny,
+        Reason::SanNotANodeAddress,
+        "\"node-b\"",
+    );
+    check(
+        &a(&["010.000.000.001"], &[]),
+        Outcome::Deny,
+        Reason::SanNotANodeAddress,
+        "not a host name",
+    );
+    check(
+        &a(&["10.0.0.1"], &[]),
+        Outcome::Deny,
+        Reason::SanNotANodeAddress,
+        "not a host name",
+    );
+    check(
+        &a(&["0x0a.0.0.1"], &[]),
+        Outcome::Deny,
+        Reason::SanNotANodeAddress,
+        "not a host name",
+    );
+    check(
+        &a(&["*.cluster.internal"], &[]),
+        Outcome::Deny,
+        Reason::SanNotANodeAddress,
+        "not a host name",
+    );
+    check(
+        &a(&["node-a."], &[]),
+        Outcome::Deny,
+        Reason::SanNotANodeAddress,
+        "not a host name",
+    );
+    check(
+        &a(&["evilnode-a"], &[]),
+        Outcome::Deny,
+        Reason::SanNotANodeAddress,
+        "not among",
+    );
+    check(
+        &a(&["node-a"], &["10.0.0.1", "8.8.8.8"]),
+        Outcome::Deny,
+        Reason::SanNotANodeAddress,
+        "8.8.8.8",
+    );
+}
+
+#[test]
+fn node_addresses_are_read_strictly() {
+    let mut nodes = NodeIndex::default();
+    nodes.upsert(
+        "node-z",
+        vec![
+            addr("InternalIP", "010.0.0.9"),
+            addr("InternalIP", "fd00::9%eth0"),
+            addr("Hostname", "*.example.com"),
+            addr("SomethingElse", "10.0.0.10"),
+        ],
+    );
+    let r = rules();
+    for (dns, ips) in [
+        (vec![], vec!["10.0.0.9"]),
+        (vec![], vec!["8.0.0.9"]),
+        (vec![], vec!["fd00::9"]),
+        (vec![], vec!["10.0.0.10"]),
+        (vec!["x.example.com"], vec![]),
+    ] {
+        let d = run(
+            &serving("system:node:node-z", "system:node:node-z", &dns, &ips),
+            &r,
+            &nodes,
+            &[],
+        );
+        check(&d, Outcome::Deny, Reason::SanNotANodeAddress, "none usable");
+    }
+}
+
+#[test]
+fn extras_allow_suffixes_at_label_boundaries_and_ranges() {
+    let mut r = rules();
+    r.extra_dns_suffixes = vec!["example.com".into()];
+    r.extra_cidrs = vec![Cidr::parse("192.168.0.0/16").unwrap()];
+    let nodes = index();
+    let a = |dns: &[&str], ips: &[&str]| {
+        run(
+            &serving("system:node:node-a", "system:node:node-a", dns, ips),
+            &r,
+            &nodes,
+            &[],
+        )
+    };
+    check(
+        &a(&["node-a.example.com"], &["192.168.3.4"]),
+        Outcome::Approve,
+        Reason::AutoApproved,
+        "allowed range 192.168.0.0/16",
+    );
+    // Only the node's own name under the suffix: not another node's, not deeper names.
+    for other in [
+        "node-b.example.com",
+        "x.node-a.example.com",
+        "a.example.com",
+    ] {
+        check(
+            &a(&[other], &[]),
+            Outcome::Deny,
+            Reason::SanNotANodeAddress,
+            "node-a.<an allowed suffix>",
+        );
+    }
+    check(
+        &a(&["evilexample.com"], &[]),
+        Outcome::Deny,
+        Reason::SanNotANodeAddress,
+        "evilexample",
+    );
+    check(
+        &a(&["example.com"], &[]),
+        Outcome::Deny,
+        Reason::SanNotANodeAddress,
+        "example.com",
+    );
+    check(
+        &a(&[], &["192.169.0.1"]),
+        Outcome::Deny,
+        Reason::SanNotANodeAddress,
+        "192.169.0.1",
+    );
+    check(
+        &a(&[], &["::ffff:192.168.1.1"]),
+        Outcome::Approve,
+        Reason::AutoApproved,
+        "192.168.1.1",
+    );
+}
+
+#[test]
+fn an_address_another_node_reports_is_refused() {
+    let mut nodes = index();
+    // node-a copies node-b's address into its own status (a node writes its own status).
+    nodes.upsert(
+        "node-a",
+        vec![
+            addr("InternalIP", "10.0.0.1"),
+            addr("InternalIP", "10.0.0.2"),
+        ],
+    );
+    let f = serving(
+        "system:node:node-a",
+        "system:node:node-a",
+        &[],
+        &["10.0.0.2"],
+    );
+    check(
+        &run(&f, &rules(), &nodes, &[]),
+        Outcome::Deny,
+        Reason::SanOfAnotherNode,
+        "Node node-b",
+    );
+    let mut lax = rules();
+    lax.refuse_shared_addresses = false;
+    check(
+        &run(&f, &lax, &nodes, &[]),
+        Outcome::Approve,
+        Reason::AutoApproved,
+        "10.0.0.2",
+    );
+    // Once node-b is gone the address is node-a's alone.
+    nodes.remove("node-b");
+    check(
+        &run(&f, &rules(), &nodes, &[]),
+        Outcome::Approve,
+        Reason::AutoApproved,
+        "10.0.0.2",
+    );
+}
+
+#[test]
+fn serving_identity_rules() {
+    let nodes = index();
+    let r = rules();
+    let ip = &["10.0.0.1"][..];
+    check(
+        &run(
+            &serving("system:node:node-a", "system:node:node-b", &[], ip),
+            &r,
+            &nodes,
+            &[],
+        ),
+        Outcome::Deny,
+        Reason::NodeMismatch,
+        "only for itself",
+    );
+    let mut f = serving("jane", "system:node:node-a", &[], ip);
+    f.requester.groups = vec!["system:authenticated".into()];
+    check(
+        &run(&f, &r, &nodes, &[]),
+        Outcome::Deny,
+        Reason::NotANode,
+        "\"jane\"",
+    );
+    let mut f = serving("system:bootstrap:abcdef", "system:node:node-a", &[], ip);
+    f.requester.groups = vec![BOOTSTRAPPERS_GROUP.into()];
+    check(
+        &run(&f, &r, &nodes, &[]),
+        Outcome::Deny,
+        Reason::NotANode,
+        "system:bootstrap:abcdef",
+    );
+    let mut f = serving("system:node:node-a", "system:node:node-a", &[], ip);
+    f.organizations.push("system:masters".into());
+    check(
+        &run(&f, &r, &nodes, &[]),
+        Outcome::Deny,
+        Reason::GroupNotAllowed,
+        "system:masters",
+    );
+    let mut f = serving("system:node:node-a", "system:node:node-a", &[], ip);
+    f.common_names.insert(0, "system:node:node-b".into());
+    check(
+        &run(&f, &r, &nodes, &[]),
+        Outcome::Deny,
+        Reason::AmbiguousCommonName,
+        "2 CNs",
+    );
+    let mut f = serving("system:node:node-a", "system:node:node-a", &[], ip);
+    f.usages = vec!["digital signature".into(), "client auth".into()];
+    check(
+        &run(&f, &r, &nodes, &[]),
+        Outcome::Deny,
+        Reason::UsageNotAllowed,
+        "usages did not match",
+    );
+    let mut f = serving("system:node:node-a", "system:node:node-a", &[], ip);
+    f.sans.emails = vec!["a@b".into()];
+    check(
+        &run(&f, &r, &nodes, &[]),
+        Outcome::Deny,
+        Reason::SansNotAllowed,
+        "Email",
+    );
+    let f = serving("system:node:node-a", "system:node:node-a", &[], &[]);
+    check(
+        &run(&f, &r, &nodes, &[]),
+        Outcome::Deny,
+        Reason::SansNotAllowed,
+        "DNS or IP subjectAltName is required",
+    );
+    let mut f = serving("system:node:node-a", "system:node:node-a", &[], ip);
+    f.key = KeyKind::Rsa(1024);
+    check(
+        &run(&f, &r, &nodes, &[]),
+        Outcome::Deny,
+        Reason::KeyNotAllowed,
+        "1024",
+    );
+    let mut f = serving("system:node:node-a", "system:node:node-a", &[], ip);
+    f.uids = vec!["x".into()];
+    check(
+        &run(&f, &r, &nodes, &[]),
+        Outcome::Deny,
+        Reason::SubjectNotAllowed,
+        "only CN and O",
+    );
+    let f = serving("system:node:", "system:node:", &[], ip);
+    check(
+        &run(&f, &r, &nodes, &[]),
+        Outcome::Deny,
+        Reason::NodeMismatch,
+        "does not name a node",
+    );
+}
+
+#[test]
+fn a_missing_node_waits_then_is_denied() {
+    let nodes = index();
+    let f = serving(
+        "system:node:node-c",
+        "system:node:node-c",
+        &[],
+        &["10.0.0.3"],
+    );
+    let d = run(&f, &rules(), &nodes, &[]);
+    check(
+        &d,
+        Outcome::Ignore,
+        Reason::NodeNotFound,
+        "does not exist (yet)",
+    );
+    let access = BTreeMap::new();
+    let late = decide(
+        &f,
+        &rules(),
+        &NodeFacts {
+            nodes: &nodes,
+            access: &access,
+            age_seconds: 300,
+        },
+    );
+    check(
+        &late,
+        Outcome::Deny,
+        Reason::NodeNotFound,
+        "did not appear within 300s",
+    );
+}
+
+#[test]
+fn approve_only_never_denies() {
+    let mut r = rules();
+    r.approve_only = true;
+    let nodes = index();
+    let d = run(
+        &serving(
+            "system:node:node-a",
+            "system:node:node-a",
+            &[],
+            &["10.0.0.2"],
+        ),
+        &r,
+        &nodes,
+        &[],
+    );
+    check(
+        &d,
+        Outcome::Ignore,
+        Reason::SanNotANodeAddress,
+        "approve-only mode",
+    );
+    let d = run(
+        &serving(
+            "system:node:node-a",
+            "system:node:node-a",
+            &[],
+            &["10.0.0.1"],
+        ),
+        &r,
+        &nodes,
+        &[],
+    );
+    assert_eq!(d.outcome, Outcome::Approve);
+}
+
+#[test]
+fn client_certificates_follow_kube_controller_manager() {
+    let nodes = NodeIndex::default();
+    let r = rules();
+    let node = client(
+        "system:node:n1",
+        &[NODES_GROUP, "system:authenticated"],
+        "system:node:n1",
+    );
+    assert_eq!(client_access_checks(&node), [ClientAccess::SelfNodeClient]);
+    check(
+        &run(&node, &r, &nodes, &[(ClientAccess::SelfNodeClient, true)]),
+        Outcome::Approve,
+        Reason::AutoApproved,
+        "selfnodeclient",
+    );
+    check(
+        &run(&node, &r, &nodes, &[(ClientAccess::SelfNodeClient, false)]),
+        Outcome::Deny,
+        Reason::NodeClientNotAuthorized,
+        "selfnodeclient",
+    );
+    // No answer (the review failed) allows nothing.
+    check(
+        &run(&node, &r, &nodes, &[]),
+        Outcome::Deny,
+        Reason::NodeClientNotAuthorized,
+        "selfnodeclient",
+    );
+    let boot = client(
+        "system:bootstrap:abcdef",
+        &[BOOTSTRAPPERS_GROUP, "system:authenticated"],
+        "system:node:n2",
+    );
+    assert_eq!(client_access_checks(&boot), [ClientAccess::NodeClient]);
+    check(
+        &run(&boot, &r, &nodes, &[(ClientAccess::NodeClient, true)]),
+        Outcome::Approve,
+        Reason::AutoApproved,
+        "bootstrap",
+    );
+    let other = client("system:node:n1", &[NODES_GROUP], "system:node:n2");
+    check(
+        &run(&other, &r, &nodes, &[(ClientAccess::NodeClient, true)]),
+        Outcome::Deny,
+        Reason::NodeMismatch,
+        "only its own",
+    );
+    let jane = client("jane", &["dev"], "system:node:n2");
+    check(
+        &run(&jane, &r, &nodes, &[]),
+        Outcome::Deny,
+        Reason::NotANode,
+        "bootstrap token",
+    );
+    let mut sans = node.clone();
+    sans.sans.dns = vec!["n1".into()];
+    check(
+        &run(&sans, &r, &nodes, &[(ClientAccess::SelfNodeClient, true)]),
+        Outcome::Deny,
+        Reason::SansNotAllowed,
+        "DNS subjectAltNames are not allowed",
+    );
+    let mut serve = node.clone();
+    serve.usages = vec!["digital signature".into(), "server auth".into()];
+    check(
+        &run(&serve, &r, &nodes, &[(ClientAccess::SelfNodeClient, true)]),
+        Outcome::Deny,
+        Reason::UsageNotAllowed,
+        "usages did not match",
+    );
+    let mut groups = node.clone();
+    groups.organizations = vec![NODES_GROUP.into(), "dev".into()];
+    check(
+        &run(&groups, &r, &nodes, &[(ClientAccess::SelfNodeClient, true)]),
+        Outcome::Deny,
+        Reason::GroupNotAllowed,
+        "exactly [system:nodes]",
+    );
+}
+
+#[test]
+fn cidrs_parse_strictly() {
+    assert!(
+        Cidr::parse("10.0.0.0/8")
+            .unwrap()
+            .contains("10.255.0.1".parse().unwrap())
+    );
+    assert!(
+        !Cidr::parse("10.0.0.0/8")
+            .unwrap()
+            .contains("11.0.0.1".parse().unwrap())
+    );
+    assert!(
+        Cidr::parse("fd00::/8")
+            .unwrap()
+            .contains("fdff::1".parse().unwrap())
+    );
+    assert!(
+        !Cidr::parse("fd00::/8")
+            .unwrap()
+            .contains("10.0.0.1".parse().unwrap())
+    );
+    assert!(
+        Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("1.2.3.4".parse().unwrap())
+    );
+    assert!(Cidr::parse("10.0.0.1/8").unwrap_err().contains("host bits"));
+    assert!(Cidr::parse("10.0.0.0/33").is_err());
+    assert!(Cidr::parse("010.0.0.0/8").is_err());
+    assert!(Cidr::parse("10.0.0.0").is_err());
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// An IP SAN is approved exactly when it is, as an address, one of the Node's own.
+        #[test]
+        fn ip_sans_are_approved_only_for_the_nodes_own_addresses(
+            own in proptest::collection::vec(any::<u32>(), 1..4),
+            asked in any::<u32>(),
+            mapped in any::<bool>(),
+        ) {
+            let mut nodes = NodeIndex::default();
+            let own_ips: Vec<std::net::Ipv4Addr> = own.iter().map(|v| (*v).into()).collect();
+            nodes.upsert("n", own_ips.iter().map(|ip| addr("InternalIP", &ip.to_string())).collect());
+            let asked_ip: std::net::Ipv4Addr = asked.into();
+            let san = if mapped { asked_ip.to_ipv6_mapped().to_string() } else { asked_ip.to_string() };
+            let d = run(&serving("system:node:n", "system:node:n", &[], &[&san]), &rules(), &nodes, &[]);
+            prop_assert_eq!(d.outcome == Outcome::Approve, own_ips.contains(&asked_ip), "{:?}", d);
+        }
+
+        /// Whatever the strings, a DNS SAN approved is a host name the Node reports or one under
+        /// an allowed suffix, never an address in disguise.
+        #[test]
+        fn dns_sans_approved_are_host_names_of_the_node(
+            san in "[a-z0-9.*-]{1,20}",
+            hostname in "[a-z0-9.-]{1,12}",
+        ) {
+            let mut nodes = NodeIndex::default();
+            nodes.upsert("n", vec![addr("Hostname", &hostname)]);
+            let mut r = rules();
+            r.extra_dns_suffixes = vec!["example.com".into()];
+            let d = run(&serving("system:node:n", "system:node:n", &[&san], &[]), &r, &nodes, &[]);
+            if d.outcome == Outcome::Approve {
+                prop_assert!(is_host_name(&san) && !looks_like_address(&san));
+                prop_assert!(san == hostname || san == "n.example.com");
+            }
+        }
+    }
+}
+
+#[test]
+fn docs_nodes_md_names_every_reason_a_node_decision_gives() {
+    let doc = include_str!("../../../../docs/nodes.md");
+    for r in [
+        Reason::AutoApproved,
+        Reason::NotANode,
+        Reason::NodeMismatch,
+        Reason::NodeNotFound,
+        Reason::SanNotANodeAddress,
+        Reason::SanOfAnotherNode,
+        Reason::SanReserved,
+        Reason::NodeClientNotAuthorized,
+        Reason::GroupNotAllowed,
+        Reason::MissingCommonName,
+        Reason::AmbiguousCommonName,
+        Reason::SubjectNotAllowed,
+        Reason::SansNotAllowed,
+        Reason::UsageNotAllowed,
+        Reason::KeyNotAllowed,
+        Reason::RequestTooLarge,
+        Reason::InvalidRequest,
+    ] {
+        assert!(
+            doc.contains(&format!("`{}`", r.as_str())),
+            "docs/nodes.md lacks {r}"
+        );
+    }
+}
+
+#[test]
+fn reserved_addresses_and_names_are_never_certified_whatever_the_node_reports() {
+    let mut nodes = NodeIndex::default();
+    // A hostile node reports addresses that mean something else to clients.
+    nodes.upsert(
+        "evil",
+        [
+            ("InternalIP", "127.0.0.1"),
+            ("InternalIP", "::1"),
+            ("InternalIP", "169.254.169.254"),
+            ("InternalIP", "fe80::1"),
+            ("InternalIP", "224.0.0.1"),
+            ("InternalIP", "0.0.0.0"),
+            ("InternalIP", "10.96.0.1"),
+            ("Hostname", "localhost"),
+            ("InternalDNS", "kubernetes.default.svc"),
+            ("InternalDNS", "kubernetes"),
+            ("InternalDNS", "api.kube-system.svc.cluster.local"),
+            ("InternalDNS", "a.localhost"),
+        ]
+        .iter()
+        .map(|(k, v)| addr(k, v))
+        .collect(),
+    );
+    let mut r = rules();
+    r.reserved_cidrs = vec![Cidr::parse("10.96.0.0/12").unwrap()];
+    for ip in [
+        "127.0.0.1",
+        "::1",
+        "169.254.169.254",
+        "fe80::1",
+        "224.0.0.1",
+        "0.0.0.0",
+        "10.96.0.1",
+        "::ffff:127.0.0.1",
+    ] {
+        let d = run(
+            &serving("system:node:evil", "system:node:evil", &[], &[ip]),
+            &r,
+            &nodes,
+            &[],
+        );
+        check(&d, Outcome::Deny, Reason::SanReserved, "never certified");
+    }
+    for dns in [
+        "localhost",
+        "kubernetes.default.svc",
+        "kubernetes",
+        "api.kube-system.svc.cluster.local",
+        "a.localhost",
+    ] {
+        let d = run(
+            &serving("system:node:evil", "system:node:evil", &[dns], &[]),
+            &r,
+            &nodes,
+            &[],
+        );
+        check(&d, Outcome::Deny, Reason::SanReserved, "never certified");
+    }
+    // Names merely containing those words are fine when the Node reports them.
+    nodes.upsert(
+        "ok",
+        vec![
+            addr("Hostname", "kubernetes-worker-1"),
+            addr("InternalIP", "10.0.9.1"),
+        ],
+    );
+    let d = run(
+        &serving(
+            "system:node:ok",
+            "system:node:ok",
+            &["kubernetes-worker-1"],
+            &["10.0.9.1"],
+        ),
+        &r,
+        &nodes,
+        &[],
+    );
+    assert_eq!(d.outcome, Outcome::Approve, "{d:?}");
+}
+
+#[test]
+fn another_nodes_entries_are_read_generously_for_the_shared_check() {
+    let mut nodes = NodeIndex::default();
+    // Node b reports its names in forms kcert would not certify (trailing dot, zone, padded).
+    nodes.upsert(
+        "node-b",
+        vec![
+            addr("Hostname", "b.example.test."),
+            addr("InternalIP", "fd00::2%eth0"),
+            addr("ExternalIP", "010.000.000.002"),
+            addr("Hostname", "10.0.0.3"),
+        ],
+    );
+    // Node a copies them in strict form into its own status.
+    nodes.upsert(
+        "node-a",
+        vec![
+            addr("Hostname", "b.example.test"),
+            addr("InternalIP", "fd00::2"),
+            addr("InternalIP", "10.0.0.2"),
+            addr("InternalIP", "10.0.0.3"),
+        ],
+    );
+    for (dns, ip) in [
+        (Some("b.example.test"), None),
+        (None, Some("fd00::2")),
+        (None, Some("10.0.0.2")),
+        (None, Some("10.0.0.3")),
+    ] {
+        let dns: Vec<&str> = dns.into_iter().collect();
+        let ips: Vec<&str> = ip.into_iter().collect();
+        let d = run(
+            &serving("system:node:node-a", "system:node:node-a", &dns, &ips),
+            &rules(),
+            &nodes,
+            &[],
+        );
+        check(&d, Outcome::Deny, Reason::SanOfAnotherNode, "Node node-b");
+    }
+}
+
+#[test]
+fn approve_only_covers_every_denial_and_a_non_node_user_is_not_a_node() {
+    let mut r = rules();
+    r.approve_only = true;
+    let d = in_mode(Decision::invalid_request("truncated"), &r);
+    assert_eq!(
+        (d.outcome, d.reason),
+        (Outcome::Ignore, Reason::InvalidRequest)
+    );
+    // A user named like a node but not in system:nodes asking for its own CN.
+    let f = client("system:node:n1", &["dev"], "system:node:n1");
+    check(
+        &run(&f, &rules(), &NodeIndex::default(), &[]),
+        Outcome::Deny,
+        Reason::NotANode,
+        "neither the node",
+    );
+}
+
+#[test]
+fn a_node_listing_thousands_of_addresses_gets_a_short_message() {
+    let mut nodes = NodeIndex::default();
+    let many: Vec<NodeAddress> = (0..5000)
+        .map(|i| addr("InternalIP", &format!("10.{}.{}.1", i / 250, i % 250)))
+        .collect();
+    nodes.upsert("big", many);
+    let d = run(
+        &serving("system:node:big", "system:node:big", &[], &["192.168.0.1"]),
+        &rules(),
+        &nodes,
+        &[],
+    );
+    check(
+        &d,
+        Outcome::Deny,
+        Reason::SanNotANodeAddress,
+        "and 4992 more",
+    );
+    assert!(d.message.len() < 600, "{}", d.message.len());
+}

@@ -1,0 +1,541 @@
+//! Hostile node requests through the real API server (node identities authenticated by
+//! certificates from the cluster CA, the Node authorizer and NodeRestriction in force): each
+//! case's outcome and reason asserted, none approved wrongly. The Nodes are created by the
+//! admin with chosen addresses.
+
+use crate::{admin, bed, controller, decision_of, make_node, set_addresses};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kcert_pki::oids as oid;
+use kcert_pki::{
+    CsrSubject, KeyType, PrivateKey, SubjectAltNames, build_csr, build_csr_raw, raw_name_der,
+};
+use kcert_policy::nodes::{KUBELET_CLIENT_SIGNER, KUBELET_SERVING_SIGNER};
+use kcert_tests::{allow_everyone_to_request, conditions, csr_from_pem};
+use kube::api::PostParams;
+use kube::{Api, Client};
+use std::net::IpAddr;
+use std::time::Duration;
+
+const SERVING: &[&str] = &["digital signature", "key encipherment", "server auth"];
+const CLIENT: &[&str] = &["digital signature", "key encipherment", "client auth"];
+
+fn request(cn: &str, groups: &[&str], dns: &[&str], ips: &[&str], emails: &[&str]) -> Vec<u8> {
+    let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+    let sans = SubjectAltNames {
+        dns: dns.iter().map(|s| s.to_string()).collect(),
+        ips: ips.iter().map(|s| s.parse::<IpAddr>().unwrap()).collect(),
+        emails: emails.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    build_csr(
+        &key,
+        &CsrSubject::new(cn, groups.iter().copied()).unwrap(),
+        &sans,
+    )
+    .unwrap()
+    .into_bytes()
+}
+
+/// Create the CSR as `who`; its name.
+async fn create(who: &Client, name: &str, signer: &str, usages: &[&str], req: Vec<u8>) -> String {
+    try_create(who, name, signer, usages, req)
+        .await
+        .unwrap_or_else(|e| panic!("creating {name}: {e}"))
+}
+
+async fn try_create(
+    who: &Client,
+    name: &str,
+    signer: &str,
+    usages: &[&str],
+    req: Vec<u8>,
+) -> Result<String, kube::Error> {
+    let mut csr = csr_from_pem(name, signer, req, None);
+    csr.spec.usages = Some(usages.iter().map(|s| s.to_string()).collect());
+    let api: Api<CertificateSigningRequest> = Api::all(who.clone());
+    api.create(&PostParams::default(), &csr).await?;
+    Ok(name.to_string())
+}
+
+/// (case, who asks, signer, usages, request, outcome, reason).
+type Case<'a> = (
+    &'a str,
+    &'a Client,
+    &'a str,
+    &'a [&'a str],
+    Vec<u8>,
+    &'a str,
+    &'a str,
+);
+
+fn assert_reason(case: &str, got: &(String, String, String), kind: &str, reason: &str) {
+    assert_eq!(
+        (got.0.as_str(), got.1.as_str()),
+        (kind, reason),
+        "case {case}: {}",
+        got.2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_node_requests_are_denied_with_their_reasons() {
+    let b = bed().await;
+    controller().await;
+    let cluster = b.cluster;
+    allow_everyone_to_request(cluster).await;
+    let u = cluster.unique_name("h");
+    let (a, bn, c) = (format!("{u}-a"), format!("{u}-b"), format!("{u}-c"));
+    // Node a also reports addresses that are no node's to have (a node writes its own status).
+    make_node(
+        &a,
+        &[
+            ("InternalIP", "10.96.1.1"),
+            ("Hostname", &a),
+            ("InternalIP", "169.254.169.254"),
+            ("InternalIP", "127.0.0.1"),
+            ("InternalDNS", "kubernetes.default.svc"),
+        ],
+    )
+    .await;
+    make_node(
+        &bn,
+        &[
+            ("InternalIP", "10.96.1.2"),
+            ("Hostname", &bn),
+            ("ExternalDNS", "b.example.test"),
+        ],
+    )
+    .await;
+    // Node c copies b's address into its own status (a node writes its own status).
+    make_node(
+        &c,
+        &[("InternalIP", "10.96.1.3"), ("InternalIP", "10.96.1.2")],
+    )
+    .await;
+    let node_a = cluster
+        .user_client(&format!("system:node:{a}"), &["system:nodes"])
+        .await
+        .unwrap();
+    let node_c = cluster
+        .user_client(&format!("system:node:{c}"), &["system:nodes"])
+        .await
+        .unwrap();
+    let jane = cluster.user_client("jane-nodes", &["dev"]).await.unwrap();
+    let token = cluster.bootstrap_token().await.unwrap();
+    let bootstrap =
+        kcert_testbed::client_from_kubeconfig(&cluster.token_kubeconfig(&token.token()))
+            .await
+            .unwrap();
+    let cn_a = format!("system:node:{a}");
+    let nodes = &["system:nodes"][..];
+    let ambiguous = {
+        let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+        let subject = raw_name_der(&[
+            (
+                oid::COMMON_NAME,
+                der::Tag::Utf8String,
+                format!("system:node:{bn}").as_bytes(),
+            ),
+            (oid::ORGANIZATION, der::Tag::Utf8String, b"system:nodes"),
+            (oid::COMMON_NAME, der::Tag::Utf8String, cn_a.as_bytes()),
+        ])
+        .unwrap();
+        build_csr_raw(&key, &subject, Vec::new())
+            .unwrap()
+            .into_bytes()
+    };
+    let many: Vec<String> = (0..400)
+        .map(|i| format!("{i:03}-{}.example.test", "x".repeat(40)))
+        .collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+
+    // (case, who, signer, usages, request, outcome, reason)
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "own-addresses",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn_a, nodes, &[&a], &["10.96.1.1", "::ffff:10.96.1.1"], &[]),
+            "Approved",
+            "AutoApproved",
+        ),
+        // The API server itself (v1.36) refuses a node's CSR for another node's CN at create;
+        // kcert's NodeMismatch (unit-tested) guards clusters without that check.
+        (
+            "other-nodes-name",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(
+                &format!("system:node:{bn}"),
+                nodes,
+                &[],
+                &["10.96.1.2"],
+                &[],
+            ),
+            "RejectedAtCreate",
+            "Forbidden",
+        ),
+        (
+            "other-nodes-ip",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn_a, nodes, &[], &["10.96.1.1", "10.96.1.2"], &[]),
+            "Denied",
+            "SanNotANodeAddress",
+        ),
+        (
+            "ipv4-mapped-foreign-ip",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn_a, nodes, &[], &["::ffff:10.96.1.2"], &[]),
+            "Denied",
+            "SanNotANodeAddress",
+        ),
+        (
+            "zero-padded-ip-as-dns",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn_a, nodes, &["010.096.001.002"], &[], &[]),
+            "Denied",
+            "SanNotANodeAddress",
+        ),
+        (
+            "own-ip-as-dns",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn_a, nodes, &["10.96.1.1"], &[], &[]),
+            "Denied",
+            "SanNotANodeAddress",
+        ),
+        (
+            "dns-not-in-node",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn_a, nodes, &["b.example.test"], &[], &[]),
+            "Denied",
+            "SanNotANodeAddress",
+        ),
+        (
+            "reserved-metadata-ip",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn_a, nodes, &[], &["169.254.169.254"], &[]),
+            "Denied",
+            "SanReserved",
+        ),
+        (
+            "reserved-loopback-mapped",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn_a, nodes, &[], &["::ffff:127.0.0.1"], &[]),
+            "Denied",
+            "SanReserved",
+        ),
+        (
+            "reserved-api-server-name",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn_a, nodes, &["kubernetes.default.svc"], &[], &[]),
+            "Denied",
+            "SanReserved",
+        ),
+        (
+            "wildcard-dns",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn_a, nodes, &["*.example.test"], &[], &[]),
+            "Denied",
+            "SanNotANodeAddress",
+        ),
+        (
+            "copied-address",
+            &node_c,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&format!("system:node:{c}"), nodes, &[], &["10.96.1.2"], &[]),
+            "Denied",
+            "SanOfAnotherNode",
+        ),
+        (
+            "client-usages-on-serving",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            CLIENT,
+            request(&cn_a, nodes, &[], &["10.96.1.1"], &[]),
+            "Denied",
+            "UsageNotAllowed",
+        ),
+        (
+            "serving-usages-on-client",
+            &node_a,
+            KUBELET_CLIENT_SIGNER,
+            SERVING,
+            request(&cn_a, nodes, &[], &[], &[]),
+            "Denied",
+            "UsageNotAllowed",
+        ),
+        (
+            "non-node-requester",
+            &jane,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn_a, nodes, &[], &["10.96.1.1"], &[]),
+            "Denied",
+            "NotANode",
+        ),
+        (
+            "bootstrap-token-asks-serving",
+            &bootstrap,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn_a, nodes, &[], &["10.96.1.1"], &[]),
+            "Denied",
+            "NotANode",
+        ),
+        (
+            "extra-o",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(
+                &cn_a,
+                &["system:nodes", "system:masters"],
+                &[],
+                &["10.96.1.1"],
+                &[],
+            ),
+            "Denied",
+            "GroupNotAllowed",
+        ),
+        (
+            "extra-o-client",
+            &node_a,
+            KUBELET_CLIENT_SIGNER,
+            CLIENT,
+            request(&cn_a, &["system:nodes", "system:masters"], &[], &[], &[]),
+            "Denied",
+            "GroupNotAllowed",
+        ),
+        (
+            "email-san",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn_a, nodes, &[], &["10.96.1.1"], &["root@example.test"]),
+            "Denied",
+            "SansNotAllowed",
+        ),
+        (
+            "sans-on-client",
+            &node_a,
+            KUBELET_CLIENT_SIGNER,
+            CLIENT,
+            request(&cn_a, nodes, &[], &["10.96.1.1"], &[]),
+            "Denied",
+            "SansNotAllowed",
+        ),
+        (
+            "renew-as-other-node",
+            &node_a,
+            KUBELET_CLIENT_SIGNER,
+            CLIENT,
+            request(&format!("system:node:{bn}"), nodes, &[], &[], &[]),
+            "RejectedAtCreate",
+            "Forbidden",
+        ),
+        (
+            "non-node-client",
+            &jane,
+            KUBELET_CLIENT_SIGNER,
+            CLIENT,
+            request(&cn_a, nodes, &[], &[], &[]),
+            "Denied",
+            "NotANode",
+        ),
+        (
+            "two-cns",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            ambiguous,
+            "Denied",
+            "AmbiguousCommonName",
+        ),
+        (
+            "oversized",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn_a, nodes, &many, &[], &[]),
+            "Denied",
+            "RequestTooLarge",
+        ),
+        (
+            "renewal-by-itself",
+            &node_a,
+            KUBELET_CLIENT_SIGNER,
+            CLIENT,
+            request(&cn_a, nodes, &[], &[], &[]),
+            "Approved",
+            "AutoApproved",
+        ),
+    ];
+    let mut created = Vec::new();
+    for (case, who, signer, usages, req, kind, reason) in cases {
+        let name = format!("{u}-{case}");
+        match try_create(who, &name, signer, usages, req).await {
+            Ok(name) => {
+                assert_ne!(
+                    kind, "RejectedAtCreate",
+                    "case {case}: the API server accepted it"
+                );
+                created.push((case, name, kind, reason));
+            }
+            Err(kube::Error::Api(s)) if kind == "RejectedAtCreate" => {
+                assert_eq!(s.reason, reason, "case {case}: {}", s.message);
+            }
+            Err(e) => panic!("case {case}: creating {name}: {e}"),
+        }
+    }
+    // A kubelet's CSR name squatted: someone else creates a CSR under the name pattern the
+    // kubelet's bootstrap uses, claiming node a. Decided on who asked, not on the name.
+    let squat = create(
+        &jane,
+        &format!("node-csr-{u}"),
+        KUBELET_CLIENT_SIGNER,
+        CLIENT,
+        request(&cn_a, nodes, &[], &[], &[]),
+    )
+    .await;
+    created.push(("squatted-name", squat, "Denied", "NotANode"));
+    let admin_client = admin().await;
+    let api: Api<CertificateSigningRequest> = Api::all(admin_client.clone());
+    let index = kcert::commands::policy::node_index(&admin_client)
+        .await
+        .unwrap();
+    let rules = crate::node_settings().nodes;
+    for (case, name, kind, reason) in &created {
+        let got = decision_of(name).await;
+        assert_reason(case, &got, kind, reason);
+        // `kcert policy test NAME` explains it with the same evaluation and reason.
+        let csr = api.get(name).await.unwrap();
+        let explained = kcert::commands::policy::node_verdict(&admin_client, &csr, &rules, &index)
+            .await
+            .unwrap();
+        assert_eq!(
+            explained.reason.as_str(),
+            *reason,
+            "case {case}: kcert policy test says {}",
+            explained.message
+        );
+    }
+    eprintln!("{} hostile node cases decided as expected", created.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serving_csr_waits_for_its_node_and_is_judged_by_its_current_addresses() {
+    let b = bed().await;
+    controller().await;
+    let cluster = b.cluster;
+    let u = cluster.unique_name("w");
+    let (d, e, f) = (format!("{u}-d"), format!("{u}-e"), format!("{u}-f"));
+    let mut clients = Vec::new();
+    for n in [&d, &e, &f] {
+        let user = format!("system:node:{n}");
+        clients.push(cluster.user_client(&user, &["system:nodes"]).await.unwrap());
+    }
+    let (node_d, node_e, node_f) = (&clients[0], &clients[1], &clients[2]);
+    let nodes = &["system:nodes"][..];
+    // No Node yet: both wait (no condition), with an Event saying why.
+    let csr_d = create(
+        node_d,
+        &format!("{u}-d"),
+        KUBELET_SERVING_SIGNER,
+        SERVING,
+        request(&format!("system:node:{d}"), nodes, &[], &["10.96.2.4"], &[]),
+    )
+    .await;
+    let csr_e = create(
+        node_e,
+        &format!("{u}-e"),
+        KUBELET_SERVING_SIGNER,
+        SERVING,
+        request(
+            &format!("system:node:{e}"),
+            nodes,
+            &[&e],
+            &["10.96.2.5"],
+            &[],
+        ),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let api: Api<CertificateSigningRequest> = Api::all(admin().await);
+    for name in [&csr_d, &csr_e] {
+        assert!(
+            conditions(&api.get(name).await.unwrap()).is_empty(),
+            "{name} decided without its Node"
+        );
+    }
+    let events =
+        kcert_tests::eventually("a NodeNotFound Event", Duration::from_secs(20), || async {
+            let list: Api<k8s_openapi::api::events::v1::Event> = Api::all(admin().await);
+            let found = list
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .any(|ev| {
+                    ev.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(csr_d.as_str())
+                        && ev.reason.as_deref() == Some("NodeNotFound")
+                });
+            if found { Ok(()) } else { Err("none yet") }
+        });
+    events.await;
+    // The Nodes appear: d with other addresses than asked (denied), e with the ones asked
+    // (approved) — decided when the Node appears, well before the periodic requeue.
+    make_node(&d, &[("InternalIP", "10.96.2.40")]).await;
+    make_node(&e, &[("InternalIP", "10.96.2.5"), ("Hostname", &e)]).await;
+    assert_reason(
+        "node-appears-with-other-addresses",
+        &decision_of(&csr_d).await,
+        "Denied",
+        "SanNotANodeAddress",
+    );
+    assert_reason(
+        "node-appears",
+        &decision_of(&csr_e).await,
+        "Approved",
+        "AutoApproved",
+    );
+    // A Node whose address changes: the old address is no longer the node's.
+    make_node(&f, &[("InternalIP", "10.96.2.6")]).await;
+    set_addresses(&f, &[("InternalIP", "10.96.2.60")]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let csr_f = create(
+        node_f,
+        &format!("{u}-f"),
+        KUBELET_SERVING_SIGNER,
+        SERVING,
+        request(&format!("system:node:{f}"), nodes, &[], &["10.96.2.6"], &[]),
+    )
+    .await;
+    assert_reason(
+        "address-changed",
+        &decision_of(&csr_f).await,
+        "Denied",
+        "SanNotANodeAddress",
+    );
+}
