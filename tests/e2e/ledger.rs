@@ -112,17 +112,17 @@ async fn issued_certificates_are_recorded_and_finished_csrs_cleaned_after() {
     );
 }
 
-/// A CSR issued while no kcert ran (by another signer process, or before a restart) is put on
-/// record when the controller finds it: the path that reads the ledger before writing.
-#[tokio::test]
-async fn certificates_issued_while_kcert_was_down_are_recorded_when_it_starts() {
-    let cluster = TestCluster::shared().await;
-    install_crds(cluster).await;
-    let client = cluster.admin_client().await.unwrap();
-    let signer = format!("kcert.dev/{}", cluster.unique_name("ledger-late"));
-    let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
-    let name = cluster.unique_name("late");
-    let (csr, _key) = kcert_tests::csr_with_key(&name, &signer, "late-user", &["dev"], None);
+/// Create a CSR of `signer` for `late-user` in `dev`, approve it by hand and write onto it a
+/// certificate made with the CA key for `subject` (what someone holding the key and `sign`
+/// could do); the certificate.
+async fn approved_and_signed_by_hand(
+    cluster: &TestCluster,
+    csrs: &Api<CertificateSigningRequest>,
+    name: &str,
+    signer: &str,
+    subject: &kcert_pki::CsrSubject,
+) -> kcert_pki::IssuedCertificate {
+    let (csr, _key) = kcert_tests::csr_with_key(name, signer, "late-user", &["dev"], None);
     let mut created = csrs.create(&PostParams::default(), &csr).await.unwrap();
     created
         .status
@@ -133,14 +133,15 @@ async fn certificates_issued_while_kcert_was_down_are_recorded_when_it_starts() 
         "approved by hand",
     )]);
     let approved = csrs
-        .replace_subresource("approval", &name, &PostParams::default(), &created)
+        .replace_subresource("approval", name, &PostParams::default(), &created)
         .await
         .unwrap();
     let request = kcert_pki::CertificateRequest::from_pem(&approved.spec.request.0).unwrap();
     let cert = cluster
         .ca()
-        .sign(
+        .sign_as(
             &request,
+            subject,
             &kcert_pki::SigningProfile::client(Duration::from_secs(3600)),
             std::time::SystemTime::now(),
             &kcert_pki::SystemRandom,
@@ -149,9 +150,31 @@ async fn certificates_issued_while_kcert_was_down_are_recorded_when_it_starts() 
     let mut approved = approved;
     approved.status.as_mut().unwrap().certificate =
         Some(k8s_openapi::ByteString(cert.to_pem().into_bytes()));
-    csrs.replace_status(&name, &PostParams::default(), &approved)
+    csrs.replace_status(name, &PostParams::default(), &approved)
         .await
         .unwrap();
+    cert
+}
+
+/// A CSR issued while no kcert ran (by another signer process, or before a restart) is put on
+/// record when the controller finds it: the path that reads the ledger before writing. Only a
+/// certificate kcert would have issued for the CSR is: one minted with the CA key for more than
+/// the request asked (here an added group) is not recorded as kcert's, and says so in an Event.
+#[tokio::test]
+async fn certificates_issued_while_kcert_was_down_are_recorded_when_it_starts() {
+    let cluster = TestCluster::shared().await;
+    install_crds(cluster).await;
+    let client = cluster.admin_client().await.unwrap();
+    let signer = format!("kcert.dev/{}", cluster.unique_name("ledger-late"));
+    let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let name = cluster.unique_name("late");
+    let forged = cluster.unique_name("late-forged");
+    let asked = kcert_pki::CsrSubject::new("late-user", ["dev".to_string()]).unwrap();
+    let more =
+        kcert_pki::CsrSubject::new("late-user", ["dev".to_string(), "ops-admins".to_string()])
+            .unwrap();
+    let forged_cert = approved_and_signed_by_hand(cluster, &csrs, &forged, &signer, &more).await;
+    let cert = approved_and_signed_by_hand(cluster, &csrs, &name, &signer, &asked).await;
 
     let settings = Settings {
         signer_names: vec![signer.clone()],
@@ -174,4 +197,31 @@ async fn certificates_issued_while_kcert_was_down_are_recorded_when_it_starts() 
     assert_eq!(record.user, "late-user");
     assert_eq!(record.approved_by, "Manual");
     assert_eq!(record.csr_name, name);
+    eventually(
+        "a NotIssuedByKcert Event on the forged one",
+        Duration::from_secs(20),
+        || async {
+            let list: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+            let found = list
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .find(|ev| {
+                    ev.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(forged.as_str())
+                        && ev.reason.as_deref() == Some("NotIssuedByKcert")
+                });
+            found.ok_or("none yet")
+        },
+    )
+    .await;
+    // Created first, so looked at before the genuine one was recorded: never on record.
+    assert!(
+        find_serial(&client, &forged_cert.serial)
+            .await
+            .unwrap()
+            .is_none(),
+        "the hand-minted certificate was recorded as kcert's"
+    );
 }

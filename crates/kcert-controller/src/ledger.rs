@@ -160,7 +160,7 @@ pub async fn keep_current(client: Client, view: LedgerView) {
 }
 
 /// Whether a CSR's certificate is on record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OnRecord {
     /// The ledger shows it (or it holds no certificate to record).
     Recorded,
@@ -168,6 +168,9 @@ pub enum OnRecord {
     Queued,
     /// The ledger has not been read yet: cannot tell.
     NotRead,
+    /// Not on record, and not recorded: the caller's check found it is not a certificate kcert
+    /// issued for this CSR (the reason).
+    NotOurs(String),
 }
 
 /// Certificates this process has queued (by hash) and has written but the view may not show
@@ -237,19 +240,28 @@ impl Ledger {
     }
 
     /// Whether the certificate `csr` holds is on record; queues it if it is neither on record
-    /// nor queued (issued before a restart, or by another replica that stopped).
-    pub fn ensure(&self, csr: &CertificateSigningRequest) -> OnRecord {
-        self.ensure_from(csr, true)
+    /// nor queued (issued before a restart, or by another replica that stopped) and `vouch`
+    /// finds it is one kcert issued for this CSR — asked only then, as the one costly check.
+    pub fn ensure(
+        &self,
+        csr: &CertificateSigningRequest,
+        vouch: impl FnOnce() -> Result<(), String>,
+    ) -> OnRecord {
+        self.ensure_from(csr, Some(vouch))
     }
 
     /// [`Ledger::ensure`] for a certificate another signer issued for a CSR kcert approved (a
     /// kubelet's, signed by kube-controller-manager): recording it is the normal path, not a
     /// repair.
     pub fn ensure_observed(&self, csr: &CertificateSigningRequest) -> OnRecord {
-        self.ensure_from(csr, false)
+        self.ensure_from(csr, None::<fn() -> Result<(), String>>)
     }
 
-    fn ensure_from(&self, csr: &CertificateSigningRequest, repair: bool) -> OnRecord {
+    fn ensure_from(
+        &self,
+        csr: &CertificateSigningRequest,
+        repair: Option<impl FnOnce() -> Result<(), String>>,
+    ) -> OnRecord {
         if let Some(uid) = &csr.metadata.uid {
             let p = self.progress();
             if let Some(hash) = p.issued_here.get(uid) {
@@ -282,7 +294,10 @@ impl Ledger {
             Some(true) => return OnRecord::Recorded,
             Some(false) => {}
         }
-        if repair {
+        if let Some(vouch) = repair {
+            if let Err(why) = vouch() {
+                return OnRecord::NotOurs(why);
+            }
             tracing::warn!(csr = %csr.name_any(), serial = %cert.serial, "issued but not on record (a restart between signing and recording?); recording it now");
             self.metrics.ledger_repaired();
         } else {

@@ -53,6 +53,7 @@ pub struct Metrics {
     ledger_write_seconds: Histogram,
     ledger_write_failures: Counter,
     ledger_repaired: Counter,
+    ledger_refused_foreign: Counter,
     /// NotAfter of each issued certificate in the cache, by CSR uid and resourceVersion, so a
     /// pass over the store parses only certificates it has not seen.
     not_after: Mutex<HashMap<String, (String, SystemTime)>>,
@@ -81,6 +82,7 @@ impl Default for Metrics {
             ledger_write_seconds: signing_buckets(),
             ledger_write_failures: Counter::default(),
             ledger_repaired: Counter::default(),
+            ledger_refused_foreign: Counter::default(),
             not_after: Mutex::new(HashMap::new()),
         };
         {
@@ -146,6 +148,11 @@ impl Default for Metrics {
                 "Issued certificates found not on record (a restart between signing and recording) and queued again",
                 m.ledger_repaired.clone(),
             );
+            r.register(
+                "ledger_refused_foreign",
+                "Looks at a certificate on a CSR of kcert's signer that kcert did not issue for it (another key, subject, names, usages, lifetime or CA), refused a ledger record",
+                m.ledger_refused_foreign.clone(),
+            );
         }
         m
     }
@@ -204,6 +211,11 @@ impl Metrics {
     /// An issued certificate found not on record and queued again.
     pub fn ledger_repaired(&self) {
         self.ledger_repaired.inc();
+    }
+
+    /// A certificate kcert did not issue, found on a CSR of its signer and not recorded.
+    pub fn ledger_refused_foreign(&self) {
+        self.ledger_refused_foreign.inc();
     }
 
     /// Recompute the gauges from the watch cache.

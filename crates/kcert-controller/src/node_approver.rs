@@ -107,6 +107,8 @@ fn record_if_ours(csr: &CertificateSigningRequest, ctx: &Context) -> Action {
                 OnRecord::Recorded => Action::await_change(),
                 OnRecord::Queued => Action::requeue(Duration::from_secs(30)),
                 OnRecord::NotRead => Action::requeue(Duration::from_secs(2)),
+                // Never returned for an observed certificate (nothing to vouch for).
+                OnRecord::NotOurs(_) => Action::await_change(),
             }
         }
         _ => Action::await_change(),

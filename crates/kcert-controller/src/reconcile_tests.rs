@@ -106,7 +106,8 @@ fn context_serving(
         CertificateAuthority::create(
             PrivateKey::generate(KeyType::EcdsaP256).unwrap(),
             "test-ca",
-            Duration::from_secs(86_400),
+            // Longer than the signer's cap, so a certificate can outlive what kcert grants.
+            Duration::from_secs(400 * 86_400),
             SystemTime::now(),
             &SystemRandom,
         )
@@ -573,10 +574,9 @@ fn with_ledger(
 #[tokio::test]
 async fn an_issued_csr_not_on_record_is_queued_once_then_written_on_a_page() {
     let api = FakeApi::new(vec![]);
-    let base = context(&api, true);
-    let (c, hash) = issued_csr(&base, "uid-1");
     let view = crate::ledger::LedgerView::default();
     let mut ctx = context(&api, true);
+    let (c, hash) = issued_csr(&ctx, "uid-1");
     let mut queue = with_ledger(&mut ctx, &view);
     let c = Arc::new(c);
     // The ledger not read yet (a start-up): nothing queued, look again soon.
@@ -640,16 +640,135 @@ async fn an_issued_csr_not_on_record_is_queued_once_then_written_on_a_page() {
     assert_eq!(action, kube::runtime::controller::Action::await_change());
 }
 
+/// `c` holding a certificate `ca` signed for `request` under `profile` (anything a holder of a
+/// CA key could write onto the CSR).
+fn holding(
+    mut c: CertificateSigningRequest,
+    ca: &kcert_pki::CertificateAuthority,
+    request: &kcert_pki::CertificateRequest,
+    subject: &kcert_pki::CsrSubject,
+    profile: &kcert_pki::SigningProfile,
+) -> CertificateSigningRequest {
+    let cert = ca
+        .sign_as(request, subject, profile, SystemTime::now(), &SystemRandom)
+        .unwrap();
+    c.status.as_mut().unwrap().certificate = Some(ByteString(cert.to_pem().into_bytes()));
+    c
+}
+
+#[tokio::test]
+async fn a_certificate_kcert_did_not_issue_for_its_csr_is_never_recorded_as_kcerts() {
+    let api = FakeApi::new(vec![]);
+    let view = crate::ledger::LedgerView::default();
+    view.set(Default::default());
+    let mut ctx = context(&api, true);
+    let mut queue = with_ledger(&mut ctx, &view);
+    let ca = ctx.ca.get().unwrap();
+    let base = approved(csr("x", "uid-f", &["dev"]));
+    let request = crate::facts::parse_request(&base).unwrap();
+    let own = kcert_pki::CsrSubject::new("mallory", ["dev".to_string()]).unwrap();
+    let hour = kcert_pki::SigningProfile::client(Duration::from_secs(3600));
+    let other_ca = CertificateAuthority::create(
+        PrivateKey::generate(KeyType::EcdsaP256).unwrap(),
+        "test-ca",
+        Duration::from_secs(86_400),
+        SystemTime::now(),
+        &SystemRandom,
+    )
+    .unwrap();
+    let other_key = {
+        let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+        let pem = kcert_pki::build_csr(&key, &own, &Default::default()).unwrap();
+        kcert_pki::CertificateRequest::from_pem(pem.as_bytes()).unwrap()
+    };
+    let masters =
+        kcert_pki::CsrSubject::new("mallory", ["dev".to_string(), "system:masters".to_string()])
+            .unwrap();
+    let admin = kcert_pki::CsrSubject::new("admin", ["dev".to_string()]).unwrap();
+    let mut server = kcert_pki::SigningProfile::client(Duration::from_secs(3600));
+    server.usages = vec![
+        kcert_pki::Usage::DigitalSignature,
+        kcert_pki::Usage::ServerAuth,
+    ];
+    let forever = kcert_pki::SigningProfile::client(Duration::from_secs(10 * 365 * 86_400));
+    let cases = [
+        (
+            "a namesake CA's",
+            holding(base.clone(), &other_ca, &request, &own, &hour),
+            "signature",
+        ),
+        (
+            "another key",
+            holding(base.clone(), &ca, &other_key, &own, &hour),
+            "another key",
+        ),
+        (
+            "an added group",
+            holding(base.clone(), &ca, &request, &masters, &hour),
+            "subject",
+        ),
+        (
+            "another user",
+            holding(base.clone(), &ca, &request, &admin, &hour),
+            "subject",
+        ),
+        (
+            "server usages",
+            holding(base.clone(), &ca, &request, &own, &server),
+            "usage",
+        ),
+        (
+            "ten years",
+            holding(base.clone(), &ca, &request, &own, &forever),
+            "longer",
+        ),
+    ];
+    let privileged = ctx.rbac.get().unwrap();
+    for (case, c, why) in cases {
+        let refused = crate::signer::vouch(&c, &ctx, &ca, &privileged)
+            .err()
+            .unwrap_or_else(|| panic!("{case}: vouched for"));
+        assert!(refused.contains(why), "{case}: {refused}");
+        let action = crate::signer::reconcile(Arc::new(c), ctx.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            action,
+            kube::runtime::controller::Action::await_change(),
+            "{case}"
+        );
+        assert!(queue.try_recv().is_err(), "{case}: recorded");
+    }
+    assert!(
+        ctx.metrics
+            .render()
+            .contains("kcert_ledger_refused_foreign_total 6"),
+        "{}",
+        ctx.metrics.render()
+    );
+    assert!(
+        !ctx.metrics
+            .render()
+            .contains("kcert_ledger_repaired_total 1")
+    );
+    // The certificate kcert itself would issue for this CSR is recorded (the control).
+    let ours = holding(base.clone(), &ca, &request, &own, &hour);
+    crate::signer::reconcile(Arc::new(ours), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(queue.try_recv().unwrap().user, "mallory");
+    api.assert_done();
+}
+
 #[tokio::test]
 async fn a_certificate_the_ledger_shows_is_not_queued_and_costs_no_request() {
     let api = FakeApi::new(vec![]);
-    let base = context(&api, true);
-    let (c, hash) = issued_csr(&base, "uid-2");
+    let mut ctx = context(&api, true);
+    let (c, hash) = issued_csr(&ctx, "uid-2");
     let view = crate::ledger::LedgerView::default();
     view.set(kcert_kube::ledger::LedgerIndex::from_records(&[record(
         "01", &hash,
     )]));
-    let mut ctx = context(&api, true);
     let mut queue = with_ledger(&mut ctx, &view);
     let action = crate::signer::reconcile(Arc::new(c), ctx).await.unwrap();
     assert_eq!(action, kube::runtime::controller::Action::await_change());
@@ -905,6 +1024,80 @@ fn review(allowed: bool) -> serde_json::Value {
         "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
         "spec": {}, "status": {"allowed": allowed}
     })
+}
+
+#[tokio::test]
+async fn a_kubelet_serving_certificate_kcert_signed_is_vouched_for_after_a_restart() {
+    // Signed in-process with the names the node rules approved (lower-cased, canonical IPs);
+    // vouched for later from the request alone (after a restart the approval's names are gone).
+    let api = FakeApi::new(vec![]);
+    let mut ctx = Arc::try_unwrap(node_context(&api, true))
+        .ok()
+        .expect("a fresh context");
+    ctx.settings.signer = true;
+    let ctx = Arc::new(ctx);
+    let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+    let sans = kcert_pki::SubjectAltNames {
+        dns: vec!["Node-A.Example.Test".into(), "node-a".into()],
+        ips: vec![
+            "::ffff:10.0.0.5".parse().unwrap(),
+            "fd00::5".parse().unwrap(),
+        ],
+        ..Default::default()
+    };
+    let pem = build_csr(
+        &key,
+        &CsrSubject::new("system:node:node-a", ["system:nodes"]).unwrap(),
+        &sans,
+    )
+    .unwrap();
+    let mut c = approved(kubelet_client_csr(
+        "system:node:node-a",
+        &["system:nodes"],
+        "node-a",
+    ));
+    c.spec.request = ByteString(pem.into_bytes());
+    c.spec.signer_name = kcert_policy::nodes::KUBELET_SERVING_SIGNER.into();
+    c.spec.usages = Some(vec!["digital signature".into(), "server auth".into()]);
+    let approval = crate::signer::Approval {
+        names: Some(kcert_policy::nodes::ApprovedNames {
+            dns: vec!["node-a".into(), "node-a.example.test".into()],
+            ips: vec!["fd00::5".parse().unwrap(), "10.0.0.5".parse().unwrap()],
+        }),
+        ..Default::default()
+    };
+    let ca = ctx.ca.get().unwrap();
+    let privileged = ctx.rbac.get().unwrap();
+    let plan = crate::signer::kubelet_plan(&c, Some(&approval), None, &ctx).unwrap();
+    let issued = ca
+        .sign_with_names(
+            &plan.request,
+            &plan.subject,
+            plan.names.as_ref().unwrap(),
+            &plan.profile,
+            SystemTime::now(),
+            &SystemRandom,
+        )
+        .unwrap();
+    let mut signed = c.clone();
+    signed.status.as_mut().unwrap().certificate = Some(ByteString(issued.to_pem().into_bytes()));
+    crate::signer::vouch(&signed, &ctx, &ca, &privileged).unwrap();
+    // Fewer names than the request's is not what kcert signs for it.
+    let mut fewer = plan.names.clone().unwrap();
+    fewer.dns.pop();
+    let issued = ca
+        .sign_with_names(
+            &plan.request,
+            &plan.subject,
+            &fewer,
+            &plan.profile,
+            SystemTime::now(),
+            &SystemRandom,
+        )
+        .unwrap();
+    signed.status.as_mut().unwrap().certificate = Some(ByteString(issued.to_pem().into_bytes()));
+    let why = crate::signer::vouch(&signed, &ctx, &ca, &privileged).unwrap_err();
+    assert!(why.contains("alternative names"), "{why}");
 }
 
 #[tokio::test]

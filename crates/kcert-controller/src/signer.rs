@@ -89,13 +89,124 @@ pub async fn reconcile(
     }
     if conditions::has_certificate(&csr) {
         // Issued (by us, before a restart, or by another replica): make sure it is on record.
-        return Ok(match ctx.ledger.as_ref().map(|l| l.ensure(&csr)) {
-            None | Some(OnRecord::Recorded) => Action::await_change(),
-            Some(OnRecord::Queued) => Action::requeue(Duration::from_secs(30)),
-            Some(OnRecord::NotRead) => Action::requeue(Duration::from_secs(2)),
-        });
+        let Some(ledger) = ctx.ledger.as_ref() else {
+            return Ok(Action::await_change());
+        };
+        let (Some(ca), Some(privileged)) = (ctx.ca.get(), ctx.rbac.get()) else {
+            // Cannot vouch for a certificate yet; nothing is recorded unchecked.
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        };
+        return Ok(
+            match ledger.ensure(&csr, || vouch(&csr, &ctx, &ca, &privileged)) {
+                OnRecord::Recorded => Action::await_change(),
+                OnRecord::Queued => Action::requeue(Duration::from_secs(30)),
+                OnRecord::NotRead => Action::requeue(Duration::from_secs(2)),
+                OnRecord::NotOurs(why) => {
+                    ctx.metrics.ledger_refused_foreign();
+                    tracing::error!(why = %why, "a certificate on a CSR of kcert's signer that kcert did not issue for it; not recording it as kcert's");
+                    ctx.events.emit(
+                        &csr,
+                        EventClass::Problem,
+                        EventType::Warning,
+                        NOT_ISSUED_BY_KCERT,
+                        "Record",
+                        &format!(
+                            "the certificate this CSR holds is not one kcert issued for it ({why}); it is not recorded on kcert's ledger, so strict mode refuses it and `kcert revoke` names it as unrecorded"
+                        ),
+                    );
+                    Action::await_change()
+                }
+            },
+        );
     }
     sign(&csr, None, None, &ctx).await
+}
+
+/// The Event reason for a certificate kcert will not record as its own.
+pub const NOT_ISSUED_BY_KCERT: &str = "NotIssuedByKcert";
+
+/// Whether the certificate `csr` holds is one kcert would have issued for it: signed by kcert's
+/// CA, for the request's own key, with exactly the subject (and, for kubelet serving, the names)
+/// kcert's plan builds from the request today, with usages and a lifetime the plan allows.
+/// Only such a certificate is recorded when the ledger lacks it: one written onto a CSR of
+/// kcert's signer by someone holding the CA key and `sign` never becomes "issued by kcert",
+/// which strict mode and audits trust. (A certificate issued under a policy since tightened,
+/// or by a CA since rotated, is refused too; that fails closed and is logged.)
+pub(crate) fn vouch(
+    csr: &CertificateSigningRequest,
+    ctx: &Context,
+    ca: &kcert_pki::CertificateAuthority,
+    privileged: &kcert_policy::PrivilegedSubjects,
+) -> Result<(), String> {
+    let pem = csr
+        .status
+        .as_ref()
+        .and_then(|s| s.certificate.as_ref())
+        .ok_or("no certificate")?;
+    let block = kcert_pki::pem::single_block(&pem.0, "CERTIFICATE").map_err(|e| e.to_string())?;
+    ca.verify_issued(&block.der).map_err(|e| e.to_string())?;
+    let cert = kcert_pki::CertificateInfo::from_der(&block.der).map_err(|e| e.to_string())?;
+    let plan = if kcert_policy::nodes::is_kubelet_signer(&csr.spec.signer_name) {
+        kubelet_plan(csr, None, None, ctx)
+    } else {
+        plan(csr, None, None, ctx, privileged)
+    }
+    .map_err(|why| format!("kcert would not sign this request: {why}"))?;
+    if cert.public_key() != plan.request.public_key() {
+        return Err("it certifies another key than the request's".into());
+    }
+    let subject_der = plan.subject.to_der().map_err(|e| e.to_string())?;
+    let subject = kcert_pki::SubjectInfo::from_der(&subject_der).map_err(|e| e.to_string())?;
+    if cert.subject != subject {
+        return Err(format!(
+            "its subject {} is not the {} kcert certifies for this request",
+            kcert_policy::escape_for_message(&cert.subject.to_string()),
+            kcert_policy::escape_for_message(&subject.to_string())
+        ));
+    }
+    let names = plan.names.unwrap_or_default();
+    let same = |a: &[String], b: &[String]| {
+        a.iter().collect::<std::collections::BTreeSet<_>>()
+            == b.iter().collect::<std::collections::BTreeSet<_>>()
+    };
+    let same_ips = |a: &[std::net::IpAddr], b: &[std::net::IpAddr]| {
+        let canon = |v: &[std::net::IpAddr]| {
+            v.iter()
+                .map(|ip| kcert_policy::nodes::canonical(*ip))
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        canon(a) == canon(b)
+    };
+    if !same(&cert.sans.dns, &names.dns)
+        || !same_ips(&cert.sans.ips, &names.ips)
+        || !cert.sans.emails.is_empty()
+        || !cert.sans.uris.is_empty()
+        || cert.sans.other != 0
+    {
+        return Err("its subject alternative names are not the ones kcert certifies".into());
+    }
+    let allowed: Vec<&str> = plan.profile.usages.iter().map(|u| u.as_str()).collect();
+    if let Some(u) = cert.usages.iter().find(|u| !allowed.contains(&u.as_str())) {
+        return Err(format!(
+            "it carries the usage {} the signer does not grant",
+            kcert_policy::escape_for_message(u)
+        ));
+    }
+    if cert.is_ca {
+        return Err("it is a CA certificate".into());
+    }
+    let span = cert
+        .not_after_time()
+        .duration_since(cert.not_before_time())
+        .unwrap_or_default();
+    if span > plan.profile.max_lifetime + kcert_pki::BACKDATE {
+        return Err(format!(
+            "it is valid for {} s, longer than the {} s kcert grants",
+            span.as_secs(),
+            plan.profile.max_lifetime.as_secs()
+        ));
+    }
+    Ok(())
 }
 
 /// The subject a certificate for `facts` carries (pure): its one CN and each O once, encoded by
@@ -223,12 +334,12 @@ pub(crate) async fn sign(
 }
 
 /// What will be signed: the request, the subject built from checked values, the profile.
-struct Plan {
-    request: kcert_pki::CertificateRequest,
-    subject: CsrSubject,
-    profile: SigningProfile,
+pub(crate) struct Plan {
+    pub(crate) request: kcert_pki::CertificateRequest,
+    pub(crate) subject: CsrSubject,
+    pub(crate) profile: SigningProfile,
     /// The SANs to certify (kubelet serving certificates), encoded from checked values.
-    names: Option<kcert_pki::SubjectAltNames>,
+    pub(crate) names: Option<kcert_pki::SubjectAltNames>,
 }
 
 /// A kubelet certificate's plan, whoever approved: the signer's own table
@@ -236,7 +347,7 @@ struct Plan {
 /// where kcert's reading could differ from Go's), subject `CN=system:node:<n>, O=system:nodes`
 /// built by kcert, and for serving the SANs the node rules approved (or, approved by someone
 /// else, the request's names as values: host names lower-cased, IPs canonical).
-fn kubelet_plan(
+pub(crate) fn kubelet_plan(
     csr: &CertificateSigningRequest,
     approval: Option<&Approval>,
     parsed: Option<kcert_pki::CertificateRequest>,

@@ -202,6 +202,40 @@ impl CertificateAuthority {
         })
     }
 
+    /// Check that this CA signed `cert_der`: its issuer is this CA's subject and its signature
+    /// verifies with this CA's key. Anyone holding the key passes too, so a caller deciding
+    /// whether a certificate is one it issued also compares what the certificate says.
+    pub fn verify_issued(&self, cert_der: &[u8]) -> Result<()> {
+        use der::{Decode, Encode};
+        let cert = x509_cert::Certificate::from_der(cert_der)
+            .map_err(crate::error::corrupt("certificate"))?;
+        let tbs = cert.tbs_certificate();
+        let issuer = tbs
+            .issuer()
+            .to_der()
+            .map_err(crate::error::encode("issuer"))?;
+        if issuer != self.info.subject_der {
+            return Err(PkiError::NotIssuedByCa("its issuer is another name"));
+        }
+        let tbs_der = tbs.to_der().map_err(crate::error::encode("certificate"))?;
+        let alg_der = cert
+            .signature_algorithm()
+            .to_der()
+            .map_err(crate::error::encode("signature algorithm"))?;
+        let alg = spki::AlgorithmIdentifierRef::from_der(&alg_der)
+            .map_err(crate::error::corrupt("signature algorithm"))?;
+        let signature = cert
+            .signature()
+            .as_bytes()
+            .ok_or(PkiError::NotIssuedByCa("its signature is not whole bytes"))?;
+        self.info
+            .public_key()
+            .verify(&alg, &tbs_der, signature)
+            .map_err(|_| {
+                PkiError::NotIssuedByCa("its signature does not verify with this CA's key")
+            })
+    }
+
     /// The CA certificate, DER.
     pub fn certificate_der(&self) -> &[u8] {
         &self.cert_der
@@ -305,6 +339,49 @@ mod tests {
             assert_eq!(info.public_key(), csr.public_key());
             assert_eq!(cert.not_before, info.not_before_time());
             assert_eq!(cert.not_after, info.not_after_time());
+        }
+    }
+
+    #[test]
+    fn only_what_this_ca_signed_is_verified_as_issued_by_it() {
+        let now = SystemTime::now();
+        for key_type in [KeyType::Rsa2048, KeyType::EcdsaP256, KeyType::Ed25519] {
+            let ca = new_ca(key_type, now);
+            // Same name, other key: the impostor an issuer-name check alone would accept.
+            let namesake = new_ca(key_type, now);
+            let other = CertificateAuthority::create(
+                PrivateKey::generate(key_type).unwrap(),
+                "other-ca",
+                30 * DAY,
+                now,
+                &SystemRandom,
+            )
+            .unwrap();
+            let csr = csr_for("jane", &["dev"], &SubjectAltNames::default());
+            let sign = |by: &CertificateAuthority| {
+                by.sign(&csr, &SigningProfile::client(DAY), now, &SystemRandom)
+                    .unwrap()
+                    .der
+            };
+            ca.verify_issued(&sign(&ca)).unwrap();
+            let by_namesake = sign(&namesake);
+            assert!(
+                matches!(
+                    ca.verify_issued(&by_namesake),
+                    Err(PkiError::NotIssuedByCa(why)) if why.contains("signature")
+                ),
+                "{key_type}"
+            );
+            assert!(matches!(
+                ca.verify_issued(&sign(&other)),
+                Err(PkiError::NotIssuedByCa(why)) if why.contains("issuer")
+            ));
+            // One flipped bit in the signed part breaks the signature.
+            let mut altered = sign(&ca);
+            let at = altered.len() / 3;
+            altered[at] ^= 0x01;
+            assert!(ca.verify_issued(&altered).is_err(), "{key_type}");
+            assert!(ca.verify_issued(b"not a certificate").is_err());
         }
     }
 

@@ -96,6 +96,10 @@ pub enum PkiError {
         "the certificate is not a CA (basicConstraints CA:TRUE is missing); pass the cluster CA certificate"
     )]
     NotACa,
+    /// A certificate this CA did not sign: another issuer's name, or a signature its key does
+    /// not verify.
+    #[error("the certificate was not issued by this CA: {0}")]
+    NotIssuedByCa(&'static str),
     /// The CA certificate is outside its validity window.
     #[error(
         "the CA certificate is not valid now (valid {not_before} to {not_after}); renew or replace the CA"
