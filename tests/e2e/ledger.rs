@@ -197,25 +197,22 @@ async fn certificates_issued_while_kcert_was_down_are_recorded_when_it_starts() 
     assert_eq!(record.user, "late-user");
     assert_eq!(record.approved_by, "Manual");
     assert_eq!(record.csr_name, name);
-    eventually(
-        "a NotIssuedByKcert Event on the forged one",
+    let event = kcert_tests::wait_for_event(
+        &client,
+        &forged,
+        "NotIssuedByKcert",
         Duration::from_secs(20),
-        || async {
-            let list: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
-            let found = list
-                .list(&Default::default())
-                .await
-                .unwrap()
-                .items
-                .into_iter()
-                .find(|ev| {
-                    ev.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(forged.as_str())
-                        && ev.reason.as_deref() == Some("NotIssuedByKcert")
-                });
-            found.ok_or("none yet")
-        },
     )
     .await;
+    assert!(
+        event
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("subject"),
+        "the Event says what differs: {:?}",
+        event.note
+    );
     // Created first, so looked at before the genuine one was recorded: never on record.
     assert!(
         find_serial(&client, &forged_cert.serial)

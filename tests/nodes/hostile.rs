@@ -488,22 +488,13 @@ async fn a_serving_csr_waits_for_its_node_and_is_judged_by_its_current_addresses
             "{name} decided without its Node"
         );
     }
-    let events =
-        kcert_tests::eventually("a NodeNotFound Event", Duration::from_secs(20), || async {
-            let list: Api<k8s_openapi::api::events::v1::Event> = Api::all(admin().await);
-            let found = list
-                .list(&Default::default())
-                .await
-                .unwrap()
-                .items
-                .into_iter()
-                .any(|ev| {
-                    ev.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(csr_d.as_str())
-                        && ev.reason.as_deref() == Some("NodeNotFound")
-                });
-            if found { Ok(()) } else { Err("none yet") }
-        });
-    events.await;
+    kcert_tests::wait_for_event(
+        &admin().await,
+        &csr_d,
+        "NodeNotFound",
+        Duration::from_secs(20),
+    )
+    .await;
     // The Nodes appear: d with other addresses than asked (denied), e with the ones asked
     // (approved) — decided when the Node appears, well before the periodic requeue.
     make_node(&d, &[("InternalIP", "10.96.2.40")]).await;

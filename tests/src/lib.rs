@@ -212,6 +212,30 @@ where
     }
 }
 
+/// Wait (up to `limit`) for an Event with `reason` regarding the object named `name`; it.
+pub async fn wait_for_event(
+    client: &kube::Client,
+    name: &str,
+    reason: &str,
+    limit: Duration,
+) -> k8s_openapi::api::events::v1::Event {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    eventually(&format!("a {reason} Event on {name}"), limit, || async {
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|ev| {
+                ev.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                    && ev.reason.as_deref() == Some(reason)
+            })
+            .ok_or("none yet")
+    })
+    .await
+}
+
 /// Poll `name` until `done` holds (or panic after `limit`), returning the object.
 pub async fn wait_for(
     api: &Api<CertificateSigningRequest>,
