@@ -94,6 +94,11 @@ async fn hostile_node_requests_are_denied_with_their_reasons() {
             ("InternalIP", "169.254.169.254"),
             ("InternalIP", "127.0.0.1"),
             ("InternalDNS", "kubernetes.default.svc"),
+            // The kubernetes Service's ClusterIP and another Service address (the test bed's
+            // Service CIDR is 10.254.254.0/24), and node b's name.
+            ("InternalIP", "10.254.254.1"),
+            ("InternalIP", "10.254.254.77"),
+            ("ExternalDNS", &format!("{u}-b")),
         ],
     )
     .await;
@@ -239,6 +244,33 @@ async fn hostile_node_requests_are_denied_with_their_reasons() {
             request(&cn_a, nodes, &[], &["::ffff:127.0.0.1"], &[]),
             "Denied",
             "SanReserved",
+        ),
+        (
+            "kubernetes-service-ip-in-own-status",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn_a, nodes, &[], &["10.254.254.1"], &[]),
+            "Denied",
+            "SanReserved",
+        ),
+        (
+            "service-cidr-ip-in-own-status",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn_a, nodes, &[], &["::ffff:10.254.254.77"], &[]),
+            "Denied",
+            "SanReserved",
+        ),
+        (
+            "other-nodes-name-in-own-status",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn_a, nodes, &[&bn], &[], &[]),
+            "Denied",
+            "SanOfAnotherNode",
         ),
         (
             "reserved-api-server-name",

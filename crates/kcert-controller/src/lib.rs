@@ -356,6 +356,10 @@ impl Sources {
                 client.clone(),
                 sources.nodes.clone(),
             ));
+            tasks.spawn(node_view::keep_reserved_current(
+                client.clone(),
+                sources.nodes.clone(),
+            ));
         }
         if settings.webhook.is_some() || settings.ledger {
             tasks.spawn(ledger::keep_current(client.clone(), sources.ledger.clone()));

@@ -144,6 +144,12 @@ struct Flags {
     /// unspecified and broadcast addresses always are refused); repeat for several.
     #[arg(long = "kubelet-serving-reserved-cidr", env = "KCERT_KUBELET_SERVING_RESERVED_CIDRS", value_delimiter = ',', value_parser = kcert_policy::nodes::Cidr::parse)]
     kubelet_serving_reserved_cidrs: Vec<kcert_policy::nodes::Cidr>,
+    /// A host name never certified for a node whatever its Node reports: the API server's and
+    /// load balancers' external names (`*.example.com` reserves every name under example.com;
+    /// localhost and its aliases, the kubernetes Service's names, anything under .svc or .pod
+    /// always are refused); repeat for several.
+    #[arg(long = "kubelet-serving-reserved-name", env = "KCERT_KUBELET_SERVING_RESERVED_NAMES", value_delimiter = ',', value_parser = parse_reserved_name)]
+    kubelet_serving_reserved_names: Vec<String>,
     /// Allow a serving certificate for an address another Node also reports (by default
     /// refused: a node writes its own status and could copy another's addresses).
     #[arg(long, env = "KCERT_KUBELET_SERVING_ALLOW_SHARED_ADDRESSES")]
@@ -328,6 +334,7 @@ async fn run(flags: Flags) -> Result<()> {
             extra_dns_suffixes: flags.kubelet_serving_dns_suffixes.clone(),
             extra_cidrs: flags.kubelet_serving_cidrs.clone(),
             reserved_cidrs: flags.kubelet_serving_reserved_cidrs.clone(),
+            reserved_names: flags.kubelet_serving_reserved_names.clone(),
             refuse_shared_addresses: !flags.kubelet_serving_allow_shared_addresses,
             min_rsa_bits: flags.kubelet_min_rsa_bits,
             node_wait_seconds: flags.kubelet_serving_node_wait.as_secs() as i64,
@@ -370,6 +377,7 @@ async fn run(flags: Flags) -> Result<()> {
                 )
             }),
     };
+    settings.nodes.check().map_err(anyhow::Error::msg)?;
     let options = kube::config::KubeConfigOptions {
         context: flags.context.clone(),
         ..Default::default()
@@ -409,6 +417,19 @@ fn parse_dns_suffix(text: &str) -> Result<String, String> {
     } else {
         Err(format!(
             "{text:?} is not a DNS suffix: write a host name such as nodes.example.com"
+        ))
+    }
+}
+
+/// A reserved host name, lower-cased: `api.example.com` or `*.example.com`.
+fn parse_reserved_name(text: &str) -> Result<String, String> {
+    let lower = text.to_ascii_lowercase();
+    let host = lower.strip_prefix("*.").unwrap_or(&lower);
+    if kcert_policy::nodes::is_host_name(host) {
+        Ok(lower)
+    } else {
+        Err(format!(
+            "{text:?} is not a host name: write api.example.com, or *.example.com for every name under it"
         ))
     }
 }

@@ -5,16 +5,21 @@
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
-use kcert_policy::nodes::{NodeAddress, NodeIndex};
+use kcert_policy::nodes::{Cidr, NodeAddress, NodeIndex};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use std::sync::{Arc, RwLock};
 use tokio::sync::broadcast;
 
+/// Ranges with what each is.
+type ReservedRanges = Vec<(Cidr, String)>;
+
 /// The Nodes in force; shared by every reconcile.
 #[derive(Clone)]
 pub struct NodeView {
     current: Arc<RwLock<Option<NodeIndex>>>,
+    /// The cluster's own ranges (Service CIDRs, the API server's addresses), once read.
+    reserved: Arc<RwLock<Option<ReservedRanges>>>,
     changed: broadcast::Sender<String>,
 }
 
@@ -22,20 +27,37 @@ impl Default for NodeView {
     fn default() -> Self {
         NodeView {
             current: Arc::default(),
+            reserved: Arc::default(),
             changed: broadcast::channel(1024).0,
         }
     }
 }
 
 impl NodeView {
-    /// `f` over the index, or `None` before the Nodes have been listed.
+    /// `f` over the index, or `None` before the Nodes and the cluster's reserved ranges have
+    /// been read.
     pub fn with<T>(&self, f: impl FnOnce(&NodeIndex) -> T) -> Option<T> {
+        if !self.reserved_read() {
+            return None;
+        }
         self.current.read().expect("node view lock").as_ref().map(f)
     }
 
-    /// Whether the Nodes have been listed.
+    /// Whether the Nodes have been listed and the cluster's reserved ranges read.
     pub fn is_read(&self) -> bool {
-        self.current.read().expect("node view lock").is_some()
+        self.reserved_read() && self.current.read().expect("node view lock").is_some()
+    }
+
+    fn reserved_read(&self) -> bool {
+        self.reserved.read().expect("node view lock").is_some()
+    }
+
+    /// Set the cluster's reserved ranges (the poll of [`keep_reserved_current`], and tests).
+    pub fn set_cluster_reserved(&self, ranges: Vec<(Cidr, String)>) {
+        if let Some(index) = self.current.write().expect("node view lock").as_mut() {
+            index.set_cluster_reserved(ranges.clone());
+        }
+        *self.reserved.write().expect("node view lock") = Some(ranges);
     }
 
     /// Names of Nodes that appear or change addresses from now on.
@@ -75,8 +97,11 @@ impl NodeView {
     }
 
     /// Replace everything with a fresh list (the watch's (re)list).
-    fn replace(&self, nodes: Vec<Node>) {
+    pub(crate) fn replace(&self, nodes: Vec<Node>) {
         let mut index = NodeIndex::default();
+        if let Some(r) = self.reserved.read().expect("node view lock").as_ref() {
+            index.set_cluster_reserved(r.clone());
+        }
         for n in &nodes {
             index.upsert(&n.name_any(), addresses_of(n));
         }
@@ -102,36 +127,94 @@ fn addresses_of(node: &Node) -> Vec<NodeAddress> {
         .unwrap_or_default()
 }
 
+/// How often the cluster's reserved ranges are read again.
+const RESERVED_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Read the cluster's reserved ranges now and every [`RESERVED_EVERY`] into `view`. Until the
+/// first read succeeds no serving CSR is decided (fail closed); a later failed read keeps the
+/// last ranges (they change rarely) and is logged.
+pub async fn keep_reserved_current(client: Client, view: NodeView) {
+    loop {
+        match kcert_kube::nodes::cluster_reserved(&client).await {
+            Ok(ranges) => {
+                if view.reserved.read().expect("node view lock").as_ref() != Some(&ranges) {
+                    tracing::info!(ranges = ?ranges.iter().map(|(c, _)| c.to_string()).collect::<Vec<_>>(), "the cluster's Service and API server addresses, never certified for a node");
+                }
+                view.set_cluster_reserved(ranges)
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "reading the cluster's Service CIDRs and API server addresses failed (kcert needs list on servicecidrs and get on the kubernetes Service and EndpointSlice in default); serving CSRs wait until they are read"
+            ),
+        }
+        tokio::time::sleep(RESERVED_EVERY).await;
+    }
+}
+
 /// How long the Node watch may fail before its last state stops deciding anything.
 const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Errors further apart than this are separate outages, not one: the watcher retries within
+/// its backoff (at most 30 s), and a reconnect that succeeds on a quiet cluster yields no event.
+const SEPARATE_AFTER: std::time::Duration = std::time::Duration::from_secs(65);
 
 /// Watch Nodes and keep `view` current until dropped.
 pub async fn keep_current(client: Client, view: NodeView) {
     let api: Api<Node> = Api::all(client);
-    let mut relist: Vec<Node> = Vec::new();
-    let mut failing_since: Option<std::time::Instant> = None;
-    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
-    while let Some(event) = events.next().await {
-        if event.is_ok() {
-            failing_since = None;
-        } else if failing_since
-            .get_or_insert_with(std::time::Instant::now)
-            .elapsed()
-            > STALE_AFTER
-        {
-            // Fail closed: Nodes that may have changed long ago no longer decide anything.
-            view.invalidate();
-        }
-        match event {
-            Ok(watcher::Event::Init) => relist.clear(),
-            Ok(watcher::Event::InitApply(n)) => relist.push(n),
-            Ok(watcher::Event::InitDone) => view.replace(std::mem::take(&mut relist)),
-            Ok(watcher::Event::Apply(n)) => view.apply(&n),
-            Ok(watcher::Event::Delete(n)) => view.remove(&n),
-            Err(e) => tracing::warn!(
-                error = %e,
-                "watching Nodes failed (kcert needs list/watch on nodes for kubelet serving certificates); serving CSRs wait"
-            ),
+    follow(&view, || {
+        watcher(api.clone(), watcher::Config::default())
+            .default_backoff()
+            .boxed()
+    })
+    .await
+}
+
+/// Apply the events of the streams `watch` makes to `view`. After errors lasting
+/// [`STALE_AFTER`] the view is invalidated (fail closed) and a new stream started: a watch
+/// resumed from its last resourceVersion would not list again, and only a list makes the view
+/// whole.
+async fn follow<S>(view: &NodeView, mut watch: impl FnMut() -> S)
+where
+    S: futures::Stream<Item = Result<watcher::Event<Node>, watcher::Error>> + Unpin,
+{
+    loop {
+        let mut relist: Vec<Node> = Vec::new();
+        let mut failing_since: Option<tokio::time::Instant> = None;
+        let mut last_error: Option<tokio::time::Instant> = None;
+        let mut events = watch();
+        while let Some(event) = events.next().await {
+            let now = tokio::time::Instant::now();
+            match &event {
+                Ok(_) => failing_since = None,
+                Err(_) => {
+                    if failing_since.is_none()
+                        || last_error.is_none_or(|t| now - t > SEPARATE_AFTER)
+                    {
+                        failing_since = Some(now);
+                    }
+                    last_error = Some(now);
+                }
+            }
+            match event {
+                Ok(watcher::Event::Init) => relist.clear(),
+                Ok(watcher::Event::InitApply(n)) => relist.push(n),
+                Ok(watcher::Event::InitDone) => view.replace(std::mem::take(&mut relist)),
+                Ok(watcher::Event::Apply(n)) => view.apply(&n),
+                Ok(watcher::Event::Delete(n)) => view.remove(&n),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "watching Nodes failed (kcert needs list/watch on nodes for kubelet serving certificates); serving CSRs wait"
+                ),
+            }
+            if failing_since.is_some_and(|t| now - t > STALE_AFTER) {
+                // Fail closed: Nodes that may have changed long ago no longer decide anything
+                // until a new list.
+                tracing::warn!(
+                    "the Node watch has failed for over 2 minutes; listing Nodes again, serving CSRs wait"
+                );
+                view.invalidate();
+                break;
+            }
         }
     }
 }
@@ -159,13 +242,90 @@ mod tests {
         n
     }
 
+    type Step = (u64, Result<watcher::Event<Node>, watcher::Error>);
+
+    fn script(
+        steps: Vec<Step>,
+    ) -> impl futures::Stream<Item = Result<watcher::Event<Node>, watcher::Error>> + Unpin {
+        futures::stream::iter(steps)
+            .then(|(secs, event)| async move {
+                tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+                event
+            })
+            .chain(futures::stream::pending())
+            .boxed()
+    }
+
+    fn listed(names: &[&str]) -> Vec<Step> {
+        let mut steps = vec![(0, Ok(watcher::Event::Init))];
+        for n in names {
+            steps.push((0, Ok(watcher::Event::InitApply(node(n, &["10.0.0.1"])))));
+        }
+        steps.push((0, Ok(watcher::Event::InitDone)));
+        steps
+    }
+
+    fn failure() -> Result<watcher::Event<Node>, watcher::Error> {
+        Err(watcher::Error::NoResourceVersion)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn separate_errors_keep_the_view_and_a_long_outage_lists_again() {
+        let view = NodeView::default();
+        view.set_cluster_reserved(Vec::new());
+        let mut first = listed(&["a"]);
+        // Two errors far apart on a quiet cluster (the reconnects in between yield nothing):
+        // not one outage.
+        first.push((10, failure()));
+        first.push((190, failure()));
+        first.push((1, Ok(watcher::Event::Apply(node("b", &["10.0.0.2"])))));
+        // Then an outage: errors every 20 s for 160 s.
+        for _ in 0..8 {
+            first.push((20, failure()));
+        }
+        let mut streams = vec![script(listed(&["c"])), script(first)];
+        let follower = {
+            let view = view.clone();
+            tokio::spawn(
+                async move { follow(&view, || streams.pop().expect("a third stream")).await },
+            )
+        };
+        tokio::time::sleep(std::time::Duration::from_secs(205)).await;
+        assert_eq!(
+            view.with(|i| (i.addresses("a").is_some(), i.addresses("b").is_some())),
+            Some((true, true)),
+            "errors 190 s apart invalidated the view"
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(400)).await;
+        assert_eq!(
+            view.with(|i| (i.addresses("a").is_some(), i.addresses("c").is_some())),
+            Some((false, true)),
+            "after the outage the Nodes are listed again by a new watch"
+        );
+        follower.abort();
+    }
+
     #[test]
     fn a_node_is_announced_when_it_appears_or_its_addresses_change_not_on_heartbeats() {
         let view = NodeView::default();
         let mut changes = view.changes();
         assert!(!view.is_read(), "nothing decided before the list");
         view.replace(vec![node("a", &["10.0.0.1"])]);
+        assert!(
+            !view.is_read() && view.with(|_| ()).is_none(),
+            "nothing decided before the cluster's reserved ranges are read"
+        );
+        view.set_cluster_reserved(vec![(
+            Cidr::parse("10.96.0.1/32").unwrap(),
+            "the API server's Service address".into(),
+        )]);
         assert!(view.is_read());
+        assert!(
+            view.with(|i| i.reserved_by_cluster("::ffff:10.96.0.1".parse().unwrap()))
+                .unwrap()
+                .unwrap()
+                .contains("the API server's Service address")
+        );
         assert_eq!(changes.try_recv().unwrap(), "a");
         // A status update with the same addresses (a heartbeat): nothing to re-decide.
         view.apply(&node("a", &["10.0.0.1"]));

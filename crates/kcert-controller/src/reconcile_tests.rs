@@ -1014,7 +1014,8 @@ fn node_context(api: &FakeApi, listed: bool) -> Arc<Context> {
     if listed {
         let mut n = k8s_openapi::api::core::v1::Node::default();
         n.metadata.name = Some("other".into());
-        ctx.nodes.apply(&n);
+        ctx.nodes.set_cluster_reserved(Vec::new());
+        ctx.nodes.replace(vec![n]);
     }
     Arc::new(ctx)
 }

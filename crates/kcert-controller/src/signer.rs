@@ -270,6 +270,10 @@ pub(crate) async fn sign(
         tracing::info!("RBAC bindings not read yet; will retry");
         return Ok(Action::requeue(Duration::from_secs(2)));
     };
+    if csr.spec.signer_name == kcert_policy::nodes::KUBELET_SERVING_SIGNER && !ctx.nodes.is_read() {
+        tracing::info!("Nodes or the cluster's reserved ranges not read yet; will retry");
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
     let plan = if kcert_policy::nodes::is_kubelet_signer(&csr.spec.signer_name) {
         kubelet_plan(csr, approval, parsed, ctx)
     } else {
@@ -398,14 +402,16 @@ pub(crate) fn kubelet_plan(
                             kcert_policy::escape_for_message(d)
                         ));
                     }
-                    if let Some(why) = kcert_policy::nodes::reserved_name(d) {
+                    if let Some(why) = kcert_policy::nodes::reserved_name(d, rules) {
                         return Err(format!("SanReserved: the DNS SAN {why}"));
                     }
                 }
                 let mut ips = Vec::new();
                 for ip in &request.sans().ips {
                     let ip = kcert_policy::nodes::canonical(*ip);
-                    if let Some(why) = kcert_policy::nodes::reserved_ip(ip, rules) {
+                    // (sign() waits until the Nodes and the cluster's ranges are read.)
+                    let by_cluster = ctx.nodes.with(|i| i.reserved_by_cluster(ip)).flatten();
+                    if let Some(why) = kcert_policy::nodes::reserved_ip(ip, rules).or(by_cluster) {
                         return Err(format!("SanReserved: the IP SAN {why}"));
                     }
                     ips.push(ip);

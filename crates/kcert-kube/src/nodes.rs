@@ -9,10 +9,81 @@ use k8s_openapi::api::authorization::v1::{
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcert_pki::CertificateRequest;
 use kcert_policy::Decision;
-use kcert_policy::nodes::{ClientAccess, NodeFacts, NodeIndex, NodeRules};
+use kcert_policy::nodes::{Cidr, ClientAccess, NodeFacts, NodeIndex, NodeRules};
 use kube::api::PostParams;
 use kube::{Api, Client};
 use std::collections::BTreeMap;
+
+/// The ranges the cluster itself gives other meanings, never certified for a node whatever its
+/// Node reports: every ServiceCIDR's ranges (where Service ClusterIPs come from; clusters
+/// before ServiceCIDRs have none, and the kubernetes Service still counts), the `kubernetes`
+/// Service's ClusterIPs, and the API server's own addresses (EndpointSlice
+/// `default/kubernetes`). Each with what it is, for the denial's message.
+pub async fn cluster_reserved(client: &Client) -> Result<Vec<(Cidr, String)>, kube::Error> {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use k8s_openapi::api::networking::v1::ServiceCIDR;
+    let host = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().ok()?;
+        let ip = kcert_policy::nodes::canonical(ip);
+        Cidr::parse(&format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 })).ok()
+    };
+    let mut out = Vec::new();
+    let not_found = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 404);
+    match Api::<ServiceCIDR>::all(client.clone())
+        .list(&Default::default())
+        .await
+    {
+        Ok(list) => {
+            for s in list.items {
+                let name = s.metadata.name.clone().unwrap_or_default();
+                for c in s.spec.and_then(|s| s.cidrs).unwrap_or_default() {
+                    if let Ok(cidr) = Cidr::parse(&c) {
+                        out.push((cidr, format!("a Service address (ServiceCIDR {name})")));
+                    }
+                }
+            }
+        }
+        Err(e) if not_found(&e) => {}
+        Err(e) => return Err(e),
+    }
+    let service = Api::<Service>::namespaced(client.clone(), "default")
+        .get("kubernetes")
+        .await?;
+    for ip in service
+        .spec
+        .and_then(|s| s.cluster_ips.or(s.cluster_ip.map(|i| vec![i])))
+        .unwrap_or_default()
+    {
+        if let Some(c) = host(&ip) {
+            out.push((
+                c,
+                "the API server's Service address (default/kubernetes)".into(),
+            ));
+        }
+    }
+    match Api::<EndpointSlice>::namespaced(client.clone(), "default")
+        .get("kubernetes")
+        .await
+    {
+        Ok(slice) => {
+            for ep in slice.endpoints.unwrap_or_default() {
+                for ip in ep.addresses {
+                    if let Some(c) = host(&ip) {
+                        out.push((
+                            c,
+                            "an address of the API server (EndpointSlice default/kubernetes)"
+                                .into(),
+                        ));
+                    }
+                }
+            }
+        }
+        Err(e) if not_found(&e) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(out)
+}
 
 /// Ask the API server whether the CSR's requester (user, uid, groups and extra as the API server
 /// recorded them in the CSR) may `create` `certificatesigningrequests/<subresource>`, exactly as

@@ -58,6 +58,11 @@ pub struct NodeRules {
     /// the Service CIDR, the API server's and load balancers' addresses), beside the built-in
     /// reserved addresses (loopback, unspecified, link-local, multicast, broadcast).
     pub reserved_cidrs: Vec<Cidr>,
+    /// Host names never certified for a node whatever it reports
+    /// (`--kubelet-serving-reserved-name`): the API server's and load balancers' external names;
+    /// `*.example.com` reserves every name under `example.com`. Beside the built-in ones
+    /// ([`reserved_name`]).
+    pub reserved_names: Vec<String>,
     /// An address another Node reports is refused even when this Node reports it too (a node
     /// writes its own status, so it could copy another's addresses).
     pub refuse_shared_addresses: bool,
@@ -76,6 +81,7 @@ impl Default for NodeRules {
             extra_dns_suffixes: Vec::new(),
             extra_cidrs: Vec::new(),
             reserved_cidrs: Vec::new(),
+            reserved_names: Vec::new(),
             refuse_shared_addresses: true,
             min_rsa_bits: 2048,
             node_wait_seconds: 300,
@@ -84,6 +90,31 @@ impl Default for NodeRules {
 }
 
 impl NodeRules {
+    /// Refuse settings whose meaning is ambiguous: a DNS suffix under another (with
+    /// `example.com` and `com`, node `foo.example` would get `foo.example.com`, which is node
+    /// `foo`'s name under `example.com`).
+    pub fn check(&self) -> Result<(), String> {
+        for a in &self.extra_dns_suffixes {
+            for b in &self.extra_dns_suffixes {
+                if a != b && a.ends_with(&format!(".{b}")) {
+                    return Err(format!(
+                        "the kubelet serving DNS suffix {a:?} is under the suffix {b:?}: a node named <x>.{} would get another node's name; keep one of them",
+                        &a[..a.len() - b.len() - 1]
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The suffix `name` is under, and the label(s) before it.
+    fn under_suffix<'a>(&'a self, name: &'a str) -> Option<(&'a str, &'a str)> {
+        self.extra_dns_suffixes.iter().find_map(|s| {
+            let head = name.strip_suffix(s.as_str())?.strip_suffix('.')?;
+            (!head.is_empty()).then_some((s.as_str(), head))
+        })
+    }
+
     /// Whether these rules decide CSRs of `signer`.
     pub fn decides(&self, signer: &str) -> bool {
         (self.serving && signer == KUBELET_SERVING_SIGNER)
@@ -320,18 +351,42 @@ pub fn reserved_ip(ip: IpAddr, rules: &NodeRules) -> Option<String> {
         .map(|c| format!("{ip} is in the reserved range {c} (--kubelet-serving-reserved-cidr)"))
 }
 
+/// Names that mean this machine in common `/etc/hosts` files.
+const LOOPBACK_NAMES: [&str; 8] = [
+    "localhost",
+    "localhost.localdomain",
+    "localhost4",
+    "localhost4.localdomain4",
+    "localhost6",
+    "localhost6.localdomain6",
+    "ip6-localhost",
+    "ip6-loopback",
+];
+
 /// Why a (lower-case) host name is never certified for a node, if it is one of those: names
-/// that mean this machine or the API server to clients (`localhost`, the `kubernetes` Service,
-/// anything under `.svc`).
-pub fn reserved_name(name: &str) -> Option<String> {
+/// that mean this machine or the API server to clients (`localhost` and its aliases, the
+/// `kubernetes` Service, anything under `.svc`, Pod names under `.pod`) and the operator's
+/// `--kubelet-serving-reserved-name`s.
+pub fn reserved_name(name: &str, rules: &NodeRules) -> Option<String> {
     let labels: Vec<&str> = name.split('.').collect();
-    let why = if name == "localhost" || name.ends_with(".localhost") {
-        "names this machine"
+    let why = if LOOPBACK_NAMES.contains(&name) || name.ends_with(".localhost") {
+        "names this machine".to_string()
     } else if labels[0] == "kubernetes" && (labels.len() == 1 || labels.get(1) == Some(&"default"))
     {
-        "names the API server (the kubernetes Service)"
+        "names the API server (the kubernetes Service)".to_string()
     } else if labels.contains(&"svc") {
-        "is a Service name (under .svc)"
+        "is a Service name (under .svc)".to_string()
+    } else if labels[1..].contains(&"pod") {
+        "is a Pod name (under .pod)".to_string()
+    } else if let Some(r) = rules
+        .reserved_names
+        .iter()
+        .find(|r| match r.strip_prefix("*.") {
+            Some(domain) => name.ends_with(&format!(".{domain}")),
+            None => name == r.as_str(),
+        })
+    {
+        format!("is reserved ({r}, --kubelet-serving-reserved-name)")
     } else {
         return None;
     };
@@ -344,9 +399,30 @@ pub fn reserved_name(name: &str) -> Option<String> {
 pub struct NodeIndex {
     nodes: BTreeMap<String, Vec<NodeAddress>>,
     claims: BTreeMap<NodeName, BTreeSet<String>>,
+    cluster_reserved: Vec<(Cidr, String)>,
 }
 
 impl NodeIndex {
+    /// Set the ranges the cluster itself gives other meanings (Service ClusterIPs, the API
+    /// server's own addresses), each with what it is; never certified for a node.
+    pub fn set_cluster_reserved(&mut self, ranges: Vec<(Cidr, String)>) {
+        self.cluster_reserved = ranges;
+    }
+
+    /// The ranges of [`NodeIndex::set_cluster_reserved`].
+    pub fn cluster_reserved(&self) -> &[(Cidr, String)] {
+        &self.cluster_reserved
+    }
+
+    /// Why `ip` is the cluster's and never a node's, if it is.
+    pub fn reserved_by_cluster(&self, ip: IpAddr) -> Option<String> {
+        let ip = canonical(ip);
+        self.cluster_reserved
+            .iter()
+            .find(|(c, _)| c.contains(ip))
+            .map(|(c, what)| format!("{ip} is {what} ({c})"))
+    }
+
     /// Add or replace Node `name`.
     pub fn upsert(&mut self, name: &str, addresses: Vec<NodeAddress>) {
         self.remove(name);
@@ -602,7 +678,7 @@ fn decide_strict(facts: &CsrFacts, rules: &NodeRules, node: &NodeFacts<'_>) -> D
                     &mut trace,
                 );
             }
-            if let Some(why) = reserved_name(&lower) {
+            if let Some(why) = reserved_name(&lower, rules) {
                 return deny(
                     Reason::SanReserved,
                     format!("the DNS SAN {why}: never certified for a node"),
@@ -610,14 +686,41 @@ fn decide_strict(facts: &CsrFacts, rules: &NodeRules, node: &NodeFacts<'_>) -> D
                 );
             }
             let name = NodeName::Dns(lower.clone());
-            let why = if own.contains(&name) {
-                "an address of the Node".to_string()
-            } else if let Some(s) = rules
-                .extra_dns_suffixes
-                .iter()
-                .find(|s| lower == format!("{node_name}.{s}"))
-            {
+            // Another Node's own name, or its name under an allowed suffix, is that Node's
+            // whatever this node reports (a node writes its own status); so is anything else
+            // under an allowed suffix than this node's own name there.
+            let suffix = rules.under_suffix(&lower);
+            let owner = match suffix {
+                Some((_, head)) => Some(head),
+                None => Some(lower.as_str()).filter(|n| node.nodes.addresses(n).is_some()),
+            };
+            if let Some(other) = owner.filter(|o| *o != node_name) {
+                let known = node.nodes.addresses(other).is_some();
+                let message = match (suffix, known) {
+                    (Some((s, _)), true) => format!(
+                        "the DNS SAN {} is Node {other}'s name under the allowed suffix {s}: node {node_name} is certified there only as {node_name}.{s}",
+                        crate::escape_for_message(dns)
+                    ),
+                    (Some((s, _)), false) => format!(
+                        "the DNS SAN {} is under the allowed suffix {s}, where node {node_name} is certified only as {node_name}.{s}",
+                        crate::escape_for_message(dns)
+                    ),
+                    (None, _) => format!(
+                        "the DNS SAN {} is the name of Node {other}: a node is not certified for another Node's name, whatever its own status reports",
+                        crate::escape_for_message(dns)
+                    ),
+                };
+                let reason = if known {
+                    Reason::SanOfAnotherNode
+                } else {
+                    Reason::SanNotANodeAddress
+                };
+                return deny(reason, message, &mut trace);
+            }
+            let why = if let Some((s, _)) = suffix {
                 format!("the node's name under the allowed suffix {s}")
+            } else if own.contains(&name) {
+                "an address of the Node".to_string()
             } else {
                 return deny(
                     Reason::SanNotANodeAddress,
@@ -629,7 +732,11 @@ fn decide_strict(facts: &CsrFacts, rules: &NodeRules, node: &NodeFacts<'_>) -> D
                     &mut trace,
                 );
             };
-            if let Some(d) = shared(&name, node_name, rules, node, &mut trace) {
+            // The node's own name (bare or under a suffix) is its own whoever else reports it;
+            // other names are checked against what other Nodes report.
+            if owner != Some(node_name)
+                && let Some(d) = shared(&name, node_name, rules, node, &mut trace)
+            {
                 return d;
             }
             checked.push(format!("{name} ({why})"));
@@ -647,7 +754,9 @@ fn decide_strict(facts: &CsrFacts, rules: &NodeRules, node: &NodeFacts<'_>) -> D
                 );
             };
             let parsed = canonical(parsed);
-            if let Some(why) = reserved_ip(parsed, rules) {
+            if let Some(why) =
+                reserved_ip(parsed, rules).or_else(|| node.nodes.reserved_by_cluster(parsed))
+            {
                 return deny(
                     Reason::SanReserved,
                     format!("the IP SAN {why}: never certified for a node"),

@@ -290,7 +290,9 @@ impl TestCluster {
                 "--service-account-signing-key-file={}",
                 dir.join("sa.key").display()
             ),
-            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            // Unlikely to hold the machine's own address (hollow nodes report it), since kcert
+            // never certifies a Service address for a node.
+            "--service-cluster-ip-range=10.254.254.0/24".into(),
             "--disable-admission-plugins=ServiceAccount".into(),
             // Node identities for real: NodeRestriction limits what a node may write, bootstrap
             // tokens (Secrets in kube-system) authenticate kubelets that have no certificate.

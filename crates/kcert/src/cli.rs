@@ -270,6 +270,10 @@ pub struct NodeRuleArgs {
     /// A reserved range the controller is given (repeat).
     #[arg(long = "kubelet-serving-reserved-cidr", value_parser = kcert_policy::nodes::Cidr::parse)]
     pub kubelet_serving_reserved_cidrs: Vec<kcert_policy::nodes::Cidr>,
+    /// A reserved host name the controller is given (repeat; `*.example.com` for every name
+    /// under it).
+    #[arg(long = "kubelet-serving-reserved-name")]
+    pub kubelet_serving_reserved_names: Vec<String>,
     /// The controller runs with --kubelet-serving-allow-shared-addresses.
     #[arg(long)]
     pub kubelet_serving_allow_shared_addresses: bool,
@@ -295,6 +299,11 @@ impl NodeRuleArgs {
                 .collect(),
             extra_cidrs: self.kubelet_serving_cidrs.clone(),
             reserved_cidrs: self.kubelet_serving_reserved_cidrs.clone(),
+            reserved_names: self
+                .kubelet_serving_reserved_names
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
             refuse_shared_addresses: !self.kubelet_serving_allow_shared_addresses,
             min_rsa_bits: self.kubelet_min_rsa_bits,
             ..Default::default()

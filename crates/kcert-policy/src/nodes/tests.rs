@@ -155,8 +155,8 @@ fn foreign_and_disguised_addresses_are_refused() {
     check(
         &a(&["node-b"], &[]),
         Outcome::Deny,
-        Reason::SanNotANodeAddress,
-        "\"node-b\"",
+        Reason::SanOfAnotherNode,
+        "the name of Node node-b",
     );
     check(
         &a(&["010.000.000.001"], &[]),
@@ -253,16 +253,18 @@ fn extras_allow_suffixes_at_label_boundaries_and_ranges() {
         "allowed range 192.168.0.0/16",
     );
     // Only the node's own name under the suffix: not another node's, not deeper names.
-    for other in [
-        "node-b.example.com",
-        "x.node-a.example.com",
-        "a.example.com",
-    ] {
+    check(
+        &a(&["node-b.example.com"], &[]),
+        Outcome::Deny,
+        Reason::SanOfAnotherNode,
+        "Node node-b's name under the allowed suffix example.com",
+    );
+    for other in ["x.node-a.example.com", "a.example.com"] {
         check(
             &a(&[other], &[]),
             Outcome::Deny,
             Reason::SanNotANodeAddress,
-            "node-a.<an allowed suffix>",
+            "certified only as node-a.example.com",
         );
     }
     check(
@@ -683,6 +685,86 @@ fn docs_nodes_md_names_every_reason_a_node_decision_gives() {
 }
 
 #[test]
+fn a_node_reporting_another_nodes_name_gets_neither_it_nor_the_suffix_name() {
+    // node-a writes its own status: it adds node-b's name under the suffix, and node-b's own
+    // name, which node-b itself does not report.
+    let mut r = rules();
+    r.extra_dns_suffixes = vec!["example.com".into()];
+    let mut nodes = NodeIndex::default();
+    nodes.upsert(
+        "node-a",
+        vec![
+            addr("InternalIP", "10.0.0.1"),
+            addr("ExternalDNS", "node-b.example.com"),
+            addr("ExternalDNS", "node-b"),
+            addr("ExternalDNS", "other.example.com"),
+        ],
+    );
+    nodes.upsert("node-b", vec![addr("InternalIP", "10.0.0.2")]);
+    let ask = |node: &str, dns: &str| {
+        run(
+            &serving(
+                &format!("system:node:{node}"),
+                &format!("system:node:{node}"),
+                &[dns],
+                &[],
+            ),
+            &r,
+            &nodes,
+            &[],
+        )
+    };
+    check(
+        &ask("node-a", "node-b.example.com"),
+        Outcome::Deny,
+        Reason::SanOfAnotherNode,
+        "Node node-b's name",
+    );
+    check(
+        &ask("node-a", "node-b"),
+        Outcome::Deny,
+        Reason::SanOfAnotherNode,
+        "the name of Node node-b",
+    );
+    // Reported, but under the suffix: only node-a.example.com is node-a's there.
+    check(
+        &ask("node-a", "other.example.com"),
+        Outcome::Deny,
+        Reason::SanNotANodeAddress,
+        "certified only as node-a.example.com",
+    );
+    // node-a's claim does not take node-b's own suffix name from it.
+    check(
+        &ask("node-b", "node-b.example.com"),
+        Outcome::Approve,
+        Reason::AutoApproved,
+        "allowed suffix example.com",
+    );
+    check(
+        &ask("node-a", "node-a.example.com"),
+        Outcome::Approve,
+        Reason::AutoApproved,
+        "allowed suffix example.com",
+    );
+}
+
+#[test]
+fn nested_dns_suffixes_are_refused_as_ambiguous() {
+    let mut r = rules();
+    r.extra_dns_suffixes = vec!["nodes.example.com".into(), "example.com".into()];
+    let e = r.check().unwrap_err();
+    assert!(
+        e.contains("\"nodes.example.com\" is under the suffix \"example.com\""),
+        "{e}"
+    );
+    r.extra_dns_suffixes = vec!["nodes.example.com".into(), "other.example.com".into()];
+    r.check().unwrap();
+    // "evilexample.com" is not under "example.com".
+    r.extra_dns_suffixes = vec!["evilexample.com".into(), "example.com".into()];
+    r.check().unwrap();
+}
+
+#[test]
 fn reserved_addresses_and_names_are_never_certified_whatever_the_node_reports() {
     let mut nodes = NodeIndex::default();
     // A hostile node reports addresses that mean something else to clients.
@@ -701,13 +783,42 @@ fn reserved_addresses_and_names_are_never_certified_whatever_the_node_reports() 
             ("InternalDNS", "kubernetes"),
             ("InternalDNS", "api.kube-system.svc.cluster.local"),
             ("InternalDNS", "a.localhost"),
+            ("Hostname", "localhost.localdomain"),
+            ("InternalDNS", "ip6-localhost"),
+            ("InternalDNS", "localhost6.localdomain6"),
+            ("InternalDNS", "10-244-1-5.default.pod.cluster.local"),
+            ("ExternalDNS", "api.corp.example"),
+            ("ExternalDNS", "lb.ingress.corp.example"),
+            ("InternalIP", "10.254.254.1"),
         ]
         .iter()
         .map(|(k, v)| addr(k, v))
         .collect(),
     );
+    nodes.set_cluster_reserved(vec![(
+        Cidr::parse("10.254.254.0/24").unwrap(),
+        "a Service address (ServiceCIDR kubernetes)".into(),
+    )]);
+    let d = run(
+        &serving(
+            "system:node:evil",
+            "system:node:evil",
+            &[],
+            &["::ffff:10.254.254.1"],
+        ),
+        &rules(),
+        &nodes,
+        &[],
+    );
+    check(
+        &d,
+        Outcome::Deny,
+        Reason::SanReserved,
+        "10.254.254.1 is a Service address (ServiceCIDR kubernetes) (10.254.254.0/24)",
+    );
     let mut r = rules();
     r.reserved_cidrs = vec![Cidr::parse("10.96.0.0/12").unwrap()];
+    r.reserved_names = vec!["api.corp.example".into(), "*.ingress.corp.example".into()];
     for ip in [
         "127.0.0.1",
         "::1",
@@ -732,6 +843,12 @@ fn reserved_addresses_and_names_are_never_certified_whatever_the_node_reports() 
         "kubernetes",
         "api.kube-system.svc.cluster.local",
         "a.localhost",
+        "localhost.localdomain",
+        "ip6-localhost",
+        "localhost6.localdomain6",
+        "10-244-1-5.default.pod.cluster.local",
+        "api.corp.example",
+        "lb.ingress.corp.example",
     ] {
         let d = run(
             &serving("system:node:evil", "system:node:evil", &[dns], &[]),

@@ -104,6 +104,16 @@ pub async fn node_index(client: &Client) -> Result<NodeIndex> {
             .collect();
         index.upsert(&n.name_any(), addresses);
     }
+    index.set_cluster_reserved(
+        kcert_kube::nodes::cluster_reserved(client)
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "reading the Service CIDRs and the API server's addresses: {}",
+                    super::request::api_message(&e)
+                )
+            })?,
+    );
     Ok(index)
 }
 
