@@ -247,20 +247,25 @@ impl Ledger {
         csr: &CertificateSigningRequest,
         vouch: impl FnOnce() -> Result<(), String>,
     ) -> OnRecord {
-        self.ensure_from(csr, Some(vouch))
+        self.ensure_from(csr, true, vouch)
     }
 
     /// [`Ledger::ensure`] for a certificate another signer issued for a CSR kcert approved (a
     /// kubelet's, signed by kube-controller-manager): recording it is the normal path, not a
     /// repair.
-    pub fn ensure_observed(&self, csr: &CertificateSigningRequest) -> OnRecord {
-        self.ensure_from(csr, None::<fn() -> Result<(), String>>)
+    pub fn ensure_observed(
+        &self,
+        csr: &CertificateSigningRequest,
+        matches: impl FnOnce() -> Result<(), String>,
+    ) -> OnRecord {
+        self.ensure_from(csr, false, matches)
     }
 
     fn ensure_from(
         &self,
         csr: &CertificateSigningRequest,
-        repair: Option<impl FnOnce() -> Result<(), String>>,
+        repair: bool,
+        vouch: impl FnOnce() -> Result<(), String>,
     ) -> OnRecord {
         if let Some(uid) = &csr.metadata.uid {
             let p = self.progress();
@@ -294,10 +299,10 @@ impl Ledger {
             Some(true) => return OnRecord::Recorded,
             Some(false) => {}
         }
-        if let Some(vouch) = repair {
-            if let Err(why) = vouch() {
-                return OnRecord::NotOurs(why);
-            }
+        if let Err(why) = vouch() {
+            return OnRecord::NotOurs(why);
+        }
+        if repair {
             tracing::warn!(csr = %csr.name_any(), serial = %cert.serial, "issued but not on record (a restart between signing and recording?); recording it now");
             self.metrics.ledger_repaired();
         } else {

@@ -135,6 +135,18 @@ impl Settings {
         }
         all
     }
+
+    /// Whether this process needs the Nodes (and the cluster's reserved ranges): the approver
+    /// decides serving CSRs by them, and a signer of serving certificates checks the names
+    /// against them again.
+    pub fn needs_nodes(&self) -> bool {
+        (self.approver && self.nodes.serving)
+            || (self.signer
+                && self
+                    .signer_names
+                    .iter()
+                    .any(|n| n == kcert_policy::nodes::KUBELET_SERVING_SIGNER))
+    }
 }
 
 impl Default for Settings {
@@ -351,7 +363,7 @@ impl Sources {
             ledger: ledger::LedgerView::default(),
             nodes: node_view::NodeView::default(),
         };
-        if settings.approver && settings.nodes.serving {
+        if settings.needs_nodes() {
             tasks.spawn(node_view::keep_current(
                 client.clone(),
                 sources.nodes.clone(),
@@ -393,7 +405,7 @@ impl Sources {
         let (policy, ca, rbac) = (self.policy.clone(), self.ca.clone(), self.rbac.clone());
         let (approver, signer) = (settings.approver, settings.signer);
         let nodes = self.nodes.clone();
-        let need_nodes = approver && settings.nodes.serving;
+        let need_nodes = settings.needs_nodes();
         Arc::new(move || {
             (!need_nodes || nodes.is_read())
                 && (!approver || policy.get().is_some())

@@ -103,12 +103,11 @@ fn record_if_ours(csr: &CertificateSigningRequest, ctx: &Context) -> Action {
         && kcert_kube::Provenance::read(csr).is_some_and(|p| p.approved_by_rule());
     match ctx.ledger.as_ref() {
         Some(ledger) if approved_by_kcert && !ctx.serves(&csr.spec.signer_name) => {
-            match ledger.ensure_observed(csr) {
+            match ledger.ensure_observed(csr, || crate::signer::matches_kubelet_request(csr)) {
                 OnRecord::Recorded => Action::await_change(),
                 OnRecord::Queued => Action::requeue(Duration::from_secs(30)),
                 OnRecord::NotRead => Action::requeue(Duration::from_secs(2)),
-                // Never returned for an observed certificate (nothing to vouch for).
-                OnRecord::NotOurs(_) => Action::await_change(),
+                OnRecord::NotOurs(why) => crate::signer::not_ours(csr, ctx, &why),
             }
         }
         _ => Action::await_change(),

@@ -5,21 +5,20 @@
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
-use kcert_policy::nodes::{Cidr, NodeAddress, NodeIndex};
+use kcert_policy::nodes::{NodeAddress, NodeIndex};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use std::sync::{Arc, RwLock};
 use tokio::sync::broadcast;
 
-/// Ranges with what each is.
-type ReservedRanges = Vec<(Cidr, String)>;
+use kcert_kube::nodes::ClusterReserved;
 
 /// The Nodes in force; shared by every reconcile.
 #[derive(Clone)]
 pub struct NodeView {
     current: Arc<RwLock<Option<NodeIndex>>>,
     /// The cluster's own ranges (Service CIDRs, the API server's addresses), once read.
-    reserved: Arc<RwLock<Option<ReservedRanges>>>,
+    reserved: Arc<RwLock<Option<ClusterReserved>>>,
     changed: broadcast::Sender<String>,
 }
 
@@ -53,11 +52,14 @@ impl NodeView {
     }
 
     /// Set the cluster's reserved ranges (the poll of [`keep_reserved_current`], and tests).
-    pub fn set_cluster_reserved(&self, ranges: Vec<(Cidr, String)>) {
-        if let Some(index) = self.current.write().expect("node view lock").as_mut() {
-            index.set_cluster_reserved(ranges.clone());
+    pub fn set_cluster_reserved(&self, reserved: ClusterReserved) {
+        // Lock order: current, then reserved (as in replace), so an index listed meanwhile
+        // cannot miss the ranges.
+        let mut current = self.current.write().expect("node view lock");
+        if let Some(index) = current.as_mut() {
+            index.set_cluster_reserved(reserved.0.clone(), reserved.1.clone());
         }
-        *self.reserved.write().expect("node view lock") = Some(ranges);
+        *self.reserved.write().expect("node view lock") = Some(reserved);
     }
 
     /// Names of Nodes that appear or change addresses from now on.
@@ -69,16 +71,20 @@ impl NodeView {
     pub fn apply(&self, node: &Node) {
         let name = node.name_any();
         let addresses = addresses_of(node);
+        let control_plane = kcert_kube::nodes::is_control_plane(node);
         let mut guard = self.current.write().expect("node view lock");
         // Before the first complete list there is no index to update (a partial one must
         // never look listed).
         let Some(index) = guard.as_mut() else {
             return;
         };
-        if index.addresses(&name) == Some(addresses.as_slice()) {
+        if index.addresses(&name) == Some(addresses.as_slice())
+            && index.is_control_plane(&name) == control_plane
+        {
             return;
         }
         index.upsert(&name, addresses);
+        index.set_control_plane(&name, control_plane);
         drop(guard);
         let _ = self.changed.send(name);
     }
@@ -99,13 +105,16 @@ impl NodeView {
     /// Replace everything with a fresh list (the watch's (re)list).
     pub(crate) fn replace(&self, nodes: Vec<Node>) {
         let mut index = NodeIndex::default();
-        if let Some(r) = self.reserved.read().expect("node view lock").as_ref() {
-            index.set_cluster_reserved(r.clone());
-        }
         for n in &nodes {
             index.upsert(&n.name_any(), addresses_of(n));
+            index.set_control_plane(&n.name_any(), kcert_kube::nodes::is_control_plane(n));
         }
-        *self.current.write().expect("node view lock") = Some(index);
+        let mut current = self.current.write().expect("node view lock");
+        if let Some(r) = self.reserved.read().expect("node view lock").as_ref() {
+            index.set_cluster_reserved(r.0.clone(), r.1.clone());
+        }
+        *current = Some(index);
+        drop(current);
         for n in &nodes {
             let _ = self.changed.send(n.name_any());
         }
@@ -138,7 +147,7 @@ pub async fn keep_reserved_current(client: Client, view: NodeView) {
         match kcert_kube::nodes::cluster_reserved(&client).await {
             Ok(ranges) => {
                 if view.reserved.read().expect("node view lock").as_ref() != Some(&ranges) {
-                    tracing::info!(ranges = ?ranges.iter().map(|(c, _)| c.to_string()).collect::<Vec<_>>(), "the cluster's Service and API server addresses, never certified for a node");
+                    tracing::info!(services = ?ranges.0.iter().map(|(c, _)| c.to_string()).collect::<Vec<_>>(), api_server = ?ranges.1.iter().map(|(c, _)| c.to_string()).collect::<Vec<_>>(), "the cluster's Service addresses (never certified for a node) and the API server's (only for a control-plane Node reporting them)");
                 }
                 view.set_cluster_reserved(ranges)
             }
@@ -155,8 +164,10 @@ pub async fn keep_reserved_current(client: Client, view: NodeView) {
 const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Errors further apart than this are separate outages, not one: the watcher retries within
-/// its backoff (at most 30 s), and a reconnect that succeeds on a quiet cluster yields no event.
-const SEPARATE_AFTER: std::time::Duration = std::time::Duration::from_secs(65);
+/// its backoff (at most 30 s, plus however long a failing attempt takes), and a reconnect that
+/// succeeds on a quiet cluster yields no event. Generous on purpose: taking two separate errors
+/// for one outage costs only a fresh list.
+const SEPARATE_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Watch Nodes and keep `view` current until dropped.
 pub async fn keep_current(client: Client, view: NodeView) {
@@ -223,6 +234,7 @@ where
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{NodeAddress as Address, NodeStatus};
+    use kcert_policy::nodes::Cidr;
     use kcert_policy::nodes::NodeName;
 
     fn node(name: &str, ips: &[&str]) -> Node {
@@ -272,12 +284,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn separate_errors_keep_the_view_and_a_long_outage_lists_again() {
         let view = NodeView::default();
-        view.set_cluster_reserved(Vec::new());
+        view.set_cluster_reserved((Vec::new(), Vec::new()));
         let mut first = listed(&["a"]);
         // Two errors far apart on a quiet cluster (the reconnects in between yield nothing):
         // not one outage.
         first.push((10, failure()));
-        first.push((190, failure()));
+        first.push((400, failure()));
         first.push((1, Ok(watcher::Event::Apply(node("b", &["10.0.0.2"])))));
         // Then an outage: errors every 20 s for 160 s.
         for _ in 0..8 {
@@ -290,11 +302,11 @@ mod tests {
                 async move { follow(&view, || streams.pop().expect("a third stream")).await },
             )
         };
-        tokio::time::sleep(std::time::Duration::from_secs(205)).await;
+        tokio::time::sleep(std::time::Duration::from_secs(415)).await;
         assert_eq!(
             view.with(|i| (i.addresses("a").is_some(), i.addresses("b").is_some())),
             Some((true, true)),
-            "errors 190 s apart invalidated the view"
+            "errors 400 s apart invalidated the view"
         );
         tokio::time::sleep(std::time::Duration::from_secs(400)).await;
         assert_eq!(
@@ -315,13 +327,16 @@ mod tests {
             !view.is_read() && view.with(|_| ()).is_none(),
             "nothing decided before the cluster's reserved ranges are read"
         );
-        view.set_cluster_reserved(vec![(
-            Cidr::parse("10.96.0.1/32").unwrap(),
-            "the API server's Service address".into(),
-        )]);
+        view.set_cluster_reserved((
+            vec![(
+                Cidr::parse("10.96.0.1/32").unwrap(),
+                "the API server's Service address".into(),
+            )],
+            Vec::new(),
+        ));
         assert!(view.is_read());
         assert!(
-            view.with(|i| i.reserved_by_cluster("::ffff:10.96.0.1".parse().unwrap()))
+            view.with(|i| i.reserved_by_cluster("::ffff:10.96.0.1".parse().unwrap(), "a"))
                 .unwrap()
                 .unwrap()
                 .contains("the API server's Service address")

@@ -691,6 +691,26 @@ async fn a_certificate_kcert_did_not_issue_for_its_csr_is_never_recorded_as_kcer
         kcert_pki::Usage::ServerAuth,
     ];
     let forever = kcert_pki::SigningProfile::client(Duration::from_secs(10 * 365 * 86_400));
+    // Within the lifetime, but for a year from now: a credential that outlives what kcert
+    // would issue today.
+    let next_year = {
+        let mut c = base.clone();
+        let cert = ca
+            .sign_as(
+                &request,
+                &own,
+                &hour,
+                SystemTime::now() + Duration::from_secs(365 * 86_400),
+                &SystemRandom,
+            )
+            .unwrap();
+        c.status.as_mut().unwrap().certificate = Some(ByteString(cert.to_pem().into_bytes()));
+        c
+    };
+    // Fewer usages than the request's (Go reads a missing EKU as any).
+    let mut signing_only = kcert_pki::SigningProfile::client(Duration::from_secs(3600));
+    signing_only.usages = vec![kcert_pki::Usage::DigitalSignature];
+    let no_eku = holding(base.clone(), &ca, &request, &own, &signing_only);
     let cases = [
         (
             "a namesake CA's",
@@ -722,6 +742,8 @@ async fn a_certificate_kcert_did_not_issue_for_its_csr_is_never_recorded_as_kcer
             holding(base.clone(), &ca, &request, &own, &forever),
             "longer",
         ),
+        ("next year's", next_year, "validity starts"),
+        ("no client auth", no_eku, "usages"),
     ];
     let privileged = ctx.rbac.get().unwrap();
     for (case, c, why) in cases {
@@ -742,7 +764,7 @@ async fn a_certificate_kcert_did_not_issue_for_its_csr_is_never_recorded_as_kcer
     assert!(
         ctx.metrics
             .render()
-            .contains("kcert_ledger_refused_foreign_total 6"),
+            .contains("kcert_ledger_refused_foreign_total 8"),
         "{}",
         ctx.metrics.render()
     );
@@ -1014,7 +1036,7 @@ fn node_context(api: &FakeApi, listed: bool) -> Arc<Context> {
     if listed {
         let mut n = k8s_openapi::api::core::v1::Node::default();
         n.metadata.name = Some("other".into());
-        ctx.nodes.set_cluster_reserved(Vec::new());
+        ctx.nodes.set_cluster_reserved((Vec::new(), Vec::new()));
         ctx.nodes.replace(vec![n]);
     }
     Arc::new(ctx)
@@ -1099,6 +1121,57 @@ async fn a_kubelet_serving_certificate_kcert_signed_is_vouched_for_after_a_resta
     signed.status.as_mut().unwrap().certificate = Some(ByteString(issued.to_pem().into_bytes()));
     let why = crate::signer::vouch(&signed, &ctx, &ca, &privileged).unwrap_err();
     assert!(why.contains("alternative names"), "{why}");
+}
+
+#[test]
+fn a_certificate_another_signer_wrote_is_recorded_only_if_it_is_for_what_was_approved() {
+    // kube-controller-manager's certificate for a kubelet client CSR kcert approved: whatever
+    // CA made it, it must be for the request's key and exactly system:node:<n> in system:nodes.
+    let ca = CertificateAuthority::create(
+        PrivateKey::generate(KeyType::EcdsaP256).unwrap(),
+        "cluster-ca",
+        Duration::from_secs(86_400),
+        SystemTime::now(),
+        &SystemRandom,
+    )
+    .unwrap();
+    let c = approved(kubelet_client_csr(
+        "system:node:n1",
+        &["system:nodes"],
+        "n1",
+    ));
+    let request = crate::facts::parse_request(&c).unwrap();
+    let node = CsrSubject::new("system:node:n1", ["system:nodes"]).unwrap();
+    let masters = CsrSubject::new("system:node:n1", ["system:nodes", "system:masters"]).unwrap();
+    let admin = CsrSubject::new("admin", ["system:nodes"]).unwrap();
+    let other_key = {
+        let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+        let pem = build_csr(&key, &node, &Default::default()).unwrap();
+        kcert_pki::CertificateRequest::from_pem(pem.as_bytes()).unwrap()
+    };
+    let hour = kcert_pki::SigningProfile::client(Duration::from_secs(3600));
+    crate::signer::matches_kubelet_request(&holding(c.clone(), &ca, &request, &node, &hour))
+        .unwrap();
+    for (case, held, why) in [
+        (
+            "an added group",
+            holding(c.clone(), &ca, &request, &masters, &hour),
+            "subject",
+        ),
+        (
+            "another user",
+            holding(c.clone(), &ca, &request, &admin, &hour),
+            "subject",
+        ),
+        (
+            "another key",
+            holding(c.clone(), &ca, &other_key, &node, &hour),
+            "another key",
+        ),
+    ] {
+        let refused = crate::signer::matches_kubelet_request(&held).unwrap_err();
+        assert!(refused.contains(why), "{case}: {refused}");
+    }
 }
 
 #[tokio::test]

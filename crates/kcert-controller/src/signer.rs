@@ -92,7 +92,12 @@ pub async fn reconcile(
         let Some(ledger) = ctx.ledger.as_ref() else {
             return Ok(Action::await_change());
         };
-        let (Some(ca), Some(privileged)) = (ctx.ca.get(), ctx.rbac.get()) else {
+        let serving = csr.spec.signer_name == kcert_policy::nodes::KUBELET_SERVING_SIGNER;
+        let (Some(ca), Some(privileged), false) = (
+            ctx.ca.get(),
+            ctx.rbac.get(),
+            serving && !ctx.nodes.is_read(),
+        ) else {
             // Cannot vouch for a certificate yet; nothing is recorded unchecked.
             return Ok(Action::requeue(Duration::from_secs(2)));
         };
@@ -101,21 +106,7 @@ pub async fn reconcile(
                 OnRecord::Recorded => Action::await_change(),
                 OnRecord::Queued => Action::requeue(Duration::from_secs(30)),
                 OnRecord::NotRead => Action::requeue(Duration::from_secs(2)),
-                OnRecord::NotOurs(why) => {
-                    ctx.metrics.ledger_refused_foreign();
-                    tracing::error!(why = %why, "a certificate on a CSR of kcert's signer that kcert did not issue for it; not recording it as kcert's");
-                    ctx.events.emit(
-                        &csr,
-                        EventClass::Problem,
-                        EventType::Warning,
-                        NOT_ISSUED_BY_KCERT,
-                        "Record",
-                        &format!(
-                            "the certificate this CSR holds is not one kcert issued for it ({why}); it is not recorded on kcert's ledger, so strict mode refuses it and `kcert revoke` names it as unrecorded"
-                        ),
-                    );
-                    Action::await_change()
-                }
+                OnRecord::NotOurs(why) => not_ours(&csr, &ctx, &why),
             },
         );
     }
@@ -124,6 +115,81 @@ pub async fn reconcile(
 
 /// The Event reason for a certificate kcert will not record as its own.
 pub const NOT_ISSUED_BY_KCERT: &str = "NotIssuedByKcert";
+
+/// A certificate on a CSR that is not what was approved for it: not recorded; said in the log,
+/// a Warning Event and a metric. Nothing to retry until the CSR changes.
+pub(crate) fn not_ours(csr: &CertificateSigningRequest, ctx: &Context, why: &str) -> Action {
+    ctx.metrics.ledger_refused_foreign();
+    tracing::error!(why = %why, "a certificate on this CSR is not one issued for what was approved; not recording it on kcert's ledger");
+    ctx.events.emit(
+        csr,
+        EventClass::Problem,
+        EventType::Warning,
+        NOT_ISSUED_BY_KCERT,
+        "Record",
+        &format!(
+            "the certificate this CSR holds is not one issued for it ({why}); it is not recorded on kcert's ledger, so strict mode refuses it and `kcert revoke` names it as unrecorded"
+        ),
+    );
+    Action::await_change()
+}
+
+/// Whether the certificate another signer (kube-controller-manager) wrote onto a kubelet CSR
+/// kcert approved is for what was approved: the request's key, `CN=system:node:<n>,
+/// O=system:nodes` and nothing else, exactly the request's SANs (kube-controller-manager copies
+/// them), not a CA. The CA is not checked (kcert need not hold the cluster's).
+pub(crate) fn matches_kubelet_request(csr: &CertificateSigningRequest) -> Result<(), String> {
+    let pem = csr
+        .status
+        .as_ref()
+        .and_then(|s| s.certificate.as_ref())
+        .ok_or("no certificate")?;
+    let block = kcert_pki::pem::single_block(&pem.0, "CERTIFICATE").map_err(|e| e.to_string())?;
+    let cert = kcert_pki::CertificateInfo::from_der(&block.der).map_err(|e| e.to_string())?;
+    let request = parse_request(csr).map_err(|e| format!("invalid request: {e}"))?;
+    if cert.public_key() != request.public_key() {
+        return Err("it certifies another key than the request's".into());
+    }
+    // Compared as what the API server reads (the order of CN and O is the other signer's).
+    let cn = request.subject().common_name.clone().unwrap_or_default();
+    let subject = &cert.subject;
+    if subject.common_names != [cn.clone()]
+        || subject.organizations != [kcert_policy::nodes::NODES_GROUP]
+        || !subject.uids.is_empty()
+        || subject.attributes.len() != 2
+        || subject.multi_valued_rdn
+    {
+        return Err(format!(
+            "its subject {} is not CN={}, O={} as approved",
+            kcert_policy::escape_for_message(&subject.to_string()),
+            kcert_policy::escape_for_message(&cn),
+            kcert_policy::nodes::NODES_GROUP
+        ));
+    }
+    let set = |v: &[String]| {
+        v.iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let ips = |v: &[std::net::IpAddr]| {
+        v.iter()
+            .map(|ip| kcert_policy::nodes::canonical(*ip))
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let asked = request.sans();
+    if set(&cert.sans.dns) != set(&asked.dns)
+        || ips(&cert.sans.ips) != ips(&asked.ips)
+        || !cert.sans.emails.is_empty()
+        || !cert.sans.uris.is_empty()
+        || cert.sans.other != 0
+    {
+        return Err("its subject alternative names are not the request's".into());
+    }
+    if cert.is_ca {
+        return Err("it is a CA certificate".into());
+    }
+    Ok(())
+}
 
 /// Whether the certificate `csr` holds is one kcert would have issued for it: signed by kcert's
 /// CA, for the request's own key, with exactly the subject (and, for kubelet serving, the names)
@@ -185,11 +251,15 @@ pub(crate) fn vouch(
     {
         return Err("its subject alternative names are not the ones kcert certifies".into());
     }
-    let allowed: Vec<&str> = plan.profile.usages.iter().map(|u| u.as_str()).collect();
-    if let Some(u) = cert.usages.iter().find(|u| !allowed.contains(&u.as_str())) {
+    let granted: std::collections::BTreeSet<&str> =
+        plan.profile.usages.iter().map(|u| u.as_str()).collect();
+    let carried: std::collections::BTreeSet<&str> =
+        cert.usages.iter().map(String::as_str).collect();
+    if carried != granted {
         return Err(format!(
-            "it carries the usage {} the signer does not grant",
-            kcert_policy::escape_for_message(u)
+            "its usages {} are not the {} kcert grants for this request",
+            kcert_policy::escape_for_message(&carried.into_iter().collect::<Vec<_>>().join(", ")),
+            granted.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
     if cert.is_ca {
@@ -199,11 +269,29 @@ pub(crate) fn vouch(
         .not_after_time()
         .duration_since(cert.not_before_time())
         .unwrap_or_default();
-    if span > plan.profile.max_lifetime + kcert_pki::BACKDATE {
+    let granted = plan.profile.granted_lifetime();
+    if span > granted + kcert_pki::BACKDATE {
         return Err(format!(
             "it is valid for {} s, longer than the {} s kcert grants",
             span.as_secs(),
-            plan.profile.max_lifetime.as_secs()
+            granted.as_secs()
+        ));
+    }
+    // Issued for this CSR: not before it existed (kcert backdates by BACKDATE), not in the
+    // future. A minute's slack for clocks.
+    let slack = Duration::from_secs(60);
+    let created = csr
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| SystemTime::UNIX_EPOCH + Duration::from_secs(t.0.as_second().max(0) as u64));
+    let earliest = created.map(|c| c - kcert_pki::BACKDATE - slack);
+    if earliest.is_some_and(|e| cert.not_before_time() < e)
+        || cert.not_before_time() > SystemTime::now() + slack
+    {
+        return Err(format!(
+            "its validity starts at {}, not when kcert could have issued it for this request",
+            kcert_pki::time_fmt::rfc3339(cert.not_before_time())
         ));
     }
     Ok(())
@@ -410,7 +498,13 @@ pub(crate) fn kubelet_plan(
                 for ip in &request.sans().ips {
                     let ip = kcert_policy::nodes::canonical(*ip);
                     // (sign() waits until the Nodes and the cluster's ranges are read.)
-                    let by_cluster = ctx.nodes.with(|i| i.reserved_by_cluster(ip)).flatten();
+                    let node = facts.common_names[0]
+                        .strip_prefix(kcert_policy::nodes::NODE_USER_PREFIX)
+                        .unwrap_or_default();
+                    let by_cluster = ctx
+                        .nodes
+                        .with(|i| i.reserved_by_cluster(ip, node))
+                        .flatten();
                     if let Some(why) = kcert_policy::nodes::reserved_ip(ip, rules).or(by_cluster) {
                         return Err(format!("SanReserved: the IP SAN {why}"));
                     }

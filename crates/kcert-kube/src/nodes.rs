@@ -18,8 +18,10 @@ use std::collections::BTreeMap;
 /// Node reports: every ServiceCIDR's ranges (where Service ClusterIPs come from; clusters
 /// before ServiceCIDRs have none, and the kubernetes Service still counts), the `kubernetes`
 /// Service's ClusterIPs, and the API server's own addresses (EndpointSlice
-/// `default/kubernetes`). Each with what it is, for the denial's message.
-pub async fn cluster_reserved(client: &Client) -> Result<Vec<(Cidr, String)>, kube::Error> {
+/// `default/kubernetes`). Each with what it is, for the denial's message. The first list is
+/// never a node's; the second (the API server's own addresses) only a control-plane Node's
+/// ([`NodeIndex::set_cluster_reserved`]).
+pub async fn cluster_reserved(client: &Client) -> Result<ClusterReserved, kube::Error> {
     use k8s_openapi::api::core::v1::Service;
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     use k8s_openapi::api::networking::v1::ServiceCIDR;
@@ -29,6 +31,7 @@ pub async fn cluster_reserved(client: &Client) -> Result<Vec<(Cidr, String)>, ku
         Cidr::parse(&format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 })).ok()
     };
     let mut out = Vec::new();
+    let mut hosts = Vec::new();
     let not_found = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 404);
     match Api::<ServiceCIDR>::all(client.clone())
         .list(&Default::default())
@@ -44,7 +47,9 @@ pub async fn cluster_reserved(client: &Client) -> Result<Vec<(Cidr, String)>, ku
                 }
             }
         }
-        Err(e) if not_found(&e) => {}
+        Err(e) if not_found(&e) => tracing::warn!(
+            "this cluster serves no ServiceCIDRs (networking.k8s.io/v1): only the kubernetes Service's ClusterIPs are reserved automatically; give --kubelet-serving-reserved-cidr the Service CIDR"
+        ),
         Err(e) => return Err(e),
     }
     let service = Api::<Service>::namespaced(client.clone(), "default")
@@ -70,7 +75,7 @@ pub async fn cluster_reserved(client: &Client) -> Result<Vec<(Cidr, String)>, ku
             for ep in slice.endpoints.unwrap_or_default() {
                 for ip in ep.addresses {
                     if let Some(c) = host(&ip) {
-                        out.push((
+                        hosts.push((
                             c,
                             "an address of the API server (EndpointSlice default/kubernetes)"
                                 .into(),
@@ -82,7 +87,19 @@ pub async fn cluster_reserved(client: &Client) -> Result<Vec<(Cidr, String)>, ku
         Err(e) if not_found(&e) => {}
         Err(e) => return Err(e),
     }
-    Ok(out)
+    Ok((out, hosts))
+}
+
+/// Ranges never a node's, and the API server's own addresses ([`cluster_reserved`]).
+pub type ClusterReserved = (Vec<(Cidr, String)>, Vec<(Cidr, String)>);
+
+/// Whether a Node carries the control-plane role label (which a kubelet cannot set on itself
+/// under NodeRestriction).
+pub fn is_control_plane(node: &k8s_openapi::api::core::v1::Node) -> bool {
+    node.metadata.labels.as_ref().is_some_and(|l| {
+        l.contains_key("node-role.kubernetes.io/control-plane")
+            || l.contains_key("node-role.kubernetes.io/master")
+    })
 }
 
 /// Ask the API server whether the CSR's requester (user, uid, groups and extra as the API server

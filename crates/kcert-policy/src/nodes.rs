@@ -376,7 +376,8 @@ pub fn reserved_name(name: &str, rules: &NodeRules) -> Option<String> {
         "names the API server (the kubernetes Service)".to_string()
     } else if labels.contains(&"svc") {
         "is a Service name (under .svc)".to_string()
-    } else if labels[1..].contains(&"pod") {
+    } else if labels.len() > 3 && labels[2..labels.len() - 1].contains(&"pod") {
+        // <address>.<namespace>.pod.<cluster domain>
         "is a Pod name (under .pod)".to_string()
     } else if let Some(r) = rules
         .reserved_names
@@ -400,27 +401,57 @@ pub struct NodeIndex {
     nodes: BTreeMap<String, Vec<NodeAddress>>,
     claims: BTreeMap<NodeName, BTreeSet<String>>,
     cluster_reserved: Vec<(Cidr, String)>,
+    api_server_hosts: Vec<(Cidr, String)>,
+    control_plane: BTreeSet<String>,
 }
 
 impl NodeIndex {
-    /// Set the ranges the cluster itself gives other meanings (Service ClusterIPs, the API
-    /// server's own addresses), each with what it is; never certified for a node.
-    pub fn set_cluster_reserved(&mut self, ranges: Vec<(Cidr, String)>) {
+    /// Set what the cluster itself gives other meanings, each with what it is: `ranges`
+    /// (Service ClusterIPs) are never certified for a node; `api_server_hosts` (the API
+    /// server's own addresses) only for a control-plane Node that reports them itself — with
+    /// kubeadm the API server listens on its control-plane Nodes' own addresses.
+    pub fn set_cluster_reserved(
+        &mut self,
+        ranges: Vec<(Cidr, String)>,
+        api_server_hosts: Vec<(Cidr, String)>,
+    ) {
         self.cluster_reserved = ranges;
+        self.api_server_hosts = api_server_hosts;
     }
 
-    /// The ranges of [`NodeIndex::set_cluster_reserved`].
-    pub fn cluster_reserved(&self) -> &[(Cidr, String)] {
-        &self.cluster_reserved
+    /// Mark Node `name` as a control-plane Node (label `node-role.kubernetes.io/control-plane`,
+    /// which NodeRestriction does not let a kubelet set on its own Node) or not.
+    pub fn set_control_plane(&mut self, name: &str, control_plane: bool) {
+        if control_plane {
+            self.control_plane.insert(name.to_string());
+        } else {
+            self.control_plane.remove(name);
+        }
     }
 
-    /// Why `ip` is the cluster's and never a node's, if it is.
-    pub fn reserved_by_cluster(&self, ip: IpAddr) -> Option<String> {
+    /// Whether Node `name` is marked control-plane.
+    pub fn is_control_plane(&self, name: &str) -> bool {
+        self.control_plane.contains(name)
+    }
+
+    /// Why `ip` is the cluster's and never node `node`'s, if it is.
+    pub fn reserved_by_cluster(&self, ip: IpAddr, node: &str) -> Option<String> {
         let ip = canonical(ip);
-        self.cluster_reserved
+        if let Some((c, what)) = self.cluster_reserved.iter().find(|(c, _)| c.contains(ip)) {
+            return Some(format!("{ip} is {what} ({c})"));
+        }
+        let (c, what) = self.api_server_hosts.iter().find(|(c, _)| c.contains(ip))?;
+        let reported = self
+            .addresses(node)
+            .unwrap_or_default()
             .iter()
-            .find(|(c, _)| c.contains(ip))
-            .map(|(c, what)| format!("{ip} is {what} ({c})"))
+            .any(|a| a.name() == Some(NodeName::Ip(ip)));
+        if reported && self.is_control_plane(node) {
+            return None;
+        }
+        Some(format!(
+            "{ip} is {what} ({c}); only a control-plane Node (label node-role.kubernetes.io/control-plane) that reports it is certified for it"
+        ))
     }
 
     /// Add or replace Node `name`.
@@ -436,6 +467,7 @@ impl NodeIndex {
 
     /// Forget Node `name`.
     pub fn remove(&mut self, name: &str) {
+        self.control_plane.remove(name);
         if let Some(old) = self.nodes.remove(name) {
             for a in &old {
                 for n in a.claimed_names() {
@@ -689,23 +721,33 @@ fn decide_strict(facts: &CsrFacts, rules: &NodeRules, node: &NodeFacts<'_>) -> D
             // Another Node's own name, or its name under an allowed suffix, is that Node's
             // whatever this node reports (a node writes its own status); so is anything else
             // under an allowed suffix than this node's own name there.
-            let suffix = rules.under_suffix(&lower);
-            let owner = match suffix {
-                Some((_, head)) => Some(head),
-                None => Some(lower.as_str()).filter(|n| node.nodes.addresses(n).is_some()),
+            // Whose name this is, before what anyone reports: the node's own name is its own;
+            // another Node's name is that Node's; under an allowed suffix S, `<m>.S` is node
+            // `m`'s (a node writes its own status, so reports cannot decide these).
+            let suffix = if lower == node_name {
+                None
+            } else {
+                rules.under_suffix(&lower)
+            };
+            let owner: Option<&str> = if lower == node_name {
+                Some(node_name)
+            } else if node.nodes.addresses(&lower).is_some() {
+                Some(lower.as_str())
+            } else {
+                suffix.map(|(_, head)| head)
             };
             if let Some(other) = owner.filter(|o| *o != node_name) {
                 let known = node.nodes.addresses(other).is_some();
-                let message = match (suffix, known) {
-                    (Some((s, _)), true) => format!(
+                let message = match suffix {
+                    Some((s, _)) if other != lower && known => format!(
                         "the DNS SAN {} is Node {other}'s name under the allowed suffix {s}: node {node_name} is certified there only as {node_name}.{s}",
                         crate::escape_for_message(dns)
                     ),
-                    (Some((s, _)), false) => format!(
+                    Some((s, _)) if other != lower => format!(
                         "the DNS SAN {} is under the allowed suffix {s}, where node {node_name} is certified only as {node_name}.{s}",
                         crate::escape_for_message(dns)
                     ),
-                    (None, _) => format!(
+                    _ => format!(
                         "the DNS SAN {} is the name of Node {other}: a node is not certified for another Node's name, whatever its own status reports",
                         crate::escape_for_message(dns)
                     ),
@@ -754,8 +796,8 @@ fn decide_strict(facts: &CsrFacts, rules: &NodeRules, node: &NodeFacts<'_>) -> D
                 );
             };
             let parsed = canonical(parsed);
-            if let Some(why) =
-                reserved_ip(parsed, rules).or_else(|| node.nodes.reserved_by_cluster(parsed))
+            if let Some(why) = reserved_ip(parsed, rules)
+                .or_else(|| node.nodes.reserved_by_cluster(parsed, node_name))
             {
                 return deny(
                     Reason::SanReserved,

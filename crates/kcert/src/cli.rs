@@ -286,8 +286,15 @@ pub struct NodeRuleArgs {
 }
 
 impl NodeRuleArgs {
-    /// The rules these flags describe (both kubelet signers decided).
-    pub fn rules(&self) -> kcert_policy::nodes::NodeRules {
+    /// The rules these flags describe (both kubelet signers decided); refused as the
+    /// controller refuses them.
+    pub fn rules(&self) -> anyhow::Result<kcert_policy::nodes::NodeRules> {
+        let rules = self.rules_unchecked();
+        rules.check().map_err(anyhow::Error::msg)?;
+        Ok(rules)
+    }
+
+    fn rules_unchecked(&self) -> kcert_policy::nodes::NodeRules {
         kcert_policy::nodes::NodeRules {
             serving: true,
             client: true,

@@ -749,6 +749,125 @@ fn a_node_reporting_another_nodes_name_gets_neither_it_nor_the_suffix_name() {
 }
 
 #[test]
+fn the_api_servers_address_is_only_a_control_plane_nodes_that_reports_it() {
+    // kubeadm: the API server listens on the control-plane Node's own address.
+    let mut nodes = NodeIndex::default();
+    nodes.upsert("cp", vec![addr("InternalIP", "192.0.2.10")]);
+    nodes.set_control_plane("cp", true);
+    nodes.upsert("worker", vec![addr("InternalIP", "192.0.2.20")]);
+    // A worker reports the API server's address of a managed control plane (no Node has it).
+    nodes.upsert("evil", vec![addr("InternalIP", "198.51.100.7")]);
+    nodes.set_cluster_reserved(
+        Vec::new(),
+        ["192.0.2.10/32", "198.51.100.7/32"]
+            .iter()
+            .map(|c| {
+                (
+                    Cidr::parse(c).unwrap(),
+                    "an address of the API server".to_string(),
+                )
+            })
+            .collect(),
+    );
+    let ask = |nodes: &NodeIndex, node: &str, ip: &str| {
+        let who = format!("system:node:{node}");
+        run(&serving(&who, &who, &[], &[ip]), &rules(), nodes, &[])
+    };
+    check(
+        &ask(&nodes, "cp", "192.0.2.10"),
+        Outcome::Approve,
+        Reason::AutoApproved,
+        "192.0.2.10",
+    );
+    check(
+        &ask(&nodes, "evil", "198.51.100.7"),
+        Outcome::Deny,
+        Reason::SanReserved,
+        "only a control-plane Node",
+    );
+    // The same Node without the role label (which its kubelet cannot set): refused.
+    nodes.set_control_plane("cp", false);
+    check(
+        &ask(&nodes, "cp", "192.0.2.10"),
+        Outcome::Deny,
+        Reason::SanReserved,
+        "an address of the API server",
+    );
+    // A control-plane Node gets it only if it reports it itself.
+    nodes.set_control_plane("evil", true);
+    nodes.upsert("evil", vec![addr("InternalIP", "198.51.100.8")]);
+    nodes.set_control_plane("evil", true);
+    check(
+        &ask(&nodes, "evil", "198.51.100.7"),
+        Outcome::Deny,
+        Reason::SanReserved,
+        "only a control-plane Node",
+    );
+    // Forgetting a Node forgets its role.
+    nodes.remove("evil");
+    assert!(!nodes.is_control_plane("evil"));
+}
+
+#[test]
+fn a_nodes_own_fqdn_name_and_names_that_are_other_nodes_are_told_apart() {
+    let mut r = rules();
+    r.extra_dns_suffixes = vec!["ec2.internal".into(), "example.com".into()];
+    let mut nodes = NodeIndex::default();
+    // A node whose own name ends in an allowed suffix (AWS-style), and a pair x / x.example.com.
+    nodes.upsert(
+        "ip-10-0-0-1.ec2.internal",
+        vec![
+            addr("InternalIP", "10.0.0.1"),
+            addr("Hostname", "ip-10-0-0-1.ec2.internal"),
+        ],
+    );
+    nodes.upsert("x", vec![addr("InternalIP", "10.0.0.2")]);
+    nodes.upsert(
+        "x.example.com",
+        vec![
+            addr("InternalIP", "10.0.0.3"),
+            addr("Hostname", "x.example.com"),
+        ],
+    );
+    // A node name with a `pod` label that is no Pod name.
+    nodes.upsert(
+        "w1.pod.dc1.corp",
+        vec![
+            addr("InternalIP", "10.0.0.4"),
+            addr("Hostname", "w1.pod.dc1.corp"),
+        ],
+    );
+    let ask = |node: &str, dns: &str| {
+        let who = format!("system:node:{node}");
+        run(&serving(&who, &who, &[dns], &[]), &r, &nodes, &[])
+    };
+    check(
+        &ask("ip-10-0-0-1.ec2.internal", "ip-10-0-0-1.ec2.internal"),
+        Outcome::Approve,
+        Reason::AutoApproved,
+        "an address of the Node",
+    );
+    check(
+        &ask("x", "x.example.com"),
+        Outcome::Deny,
+        Reason::SanOfAnotherNode,
+        "the name of Node x.example.com",
+    );
+    check(
+        &ask("x.example.com", "x.example.com"),
+        Outcome::Approve,
+        Reason::AutoApproved,
+        "x.example.com",
+    );
+    check(
+        &ask("w1.pod.dc1.corp", "w1.pod.dc1.corp"),
+        Outcome::Approve,
+        Reason::AutoApproved,
+        "w1.pod.dc1.corp",
+    );
+}
+
+#[test]
 fn nested_dns_suffixes_are_refused_as_ambiguous() {
     let mut r = rules();
     r.extra_dns_suffixes = vec!["nodes.example.com".into(), "example.com".into()];
@@ -795,10 +914,13 @@ fn reserved_addresses_and_names_are_never_certified_whatever_the_node_reports() 
         .map(|(k, v)| addr(k, v))
         .collect(),
     );
-    nodes.set_cluster_reserved(vec![(
-        Cidr::parse("10.254.254.0/24").unwrap(),
-        "a Service address (ServiceCIDR kubernetes)".into(),
-    )]);
+    nodes.set_cluster_reserved(
+        vec![(
+            Cidr::parse("10.254.254.0/24").unwrap(),
+            "a Service address (ServiceCIDR kubernetes)".into(),
+        )],
+        Vec::new(),
+    );
     let d = run(
         &serving(
             "system:node:evil",

@@ -104,16 +104,18 @@ pub async fn node_index(client: &Client) -> Result<NodeIndex> {
             .collect();
         index.upsert(&n.name_any(), addresses);
     }
-    index.set_cluster_reserved(
-        kcert_kube::nodes::cluster_reserved(client)
-            .await
-            .map_err(|e| {
-                anyhow!(
-                    "reading the Service CIDRs and the API server's addresses: {}",
-                    super::request::api_message(&e)
-                )
-            })?,
-    );
+    for n in &nodes.items {
+        index.set_control_plane(&n.name_any(), kcert_kube::nodes::is_control_plane(n));
+    }
+    let (ranges, api_server) = kcert_kube::nodes::cluster_reserved(client)
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "reading the Service CIDRs and the API server's addresses (kcert policy test needs list on servicecidrs and get on the kubernetes Service and EndpointSlice in default): {}",
+                super::request::api_message(&e)
+            )
+        })?;
+    index.set_cluster_reserved(ranges, api_server);
     Ok(index)
 }
 
@@ -171,7 +173,7 @@ pub async fn test(args: &PolicyTestArgs, out: OutputFormat, target: &Target) -> 
                 k8s_openapi::jiff::Timestamp::now(),
             ));
         let nodes = node_index(&client).await?;
-        node_verdict(&client, &csr, &args.nodes.rules(), &nodes).await?
+        node_verdict(&client, &csr, &args.nodes.rules()?, &nodes).await?
     } else if path.is_file() {
         let request = CertificateRequest::from_pem(&std::fs::read(path)?)
             .map_err(|e| anyhow!("{}: {e}", path.display()))?;
@@ -218,7 +220,7 @@ pub async fn test(args: &PolicyTestArgs, out: OutputFormat, target: &Target) -> 
             })?;
         if is_kubelet_signer(&csr.spec.signer_name) {
             let nodes = node_index(&client).await?;
-            let decision = node_verdict(&client, &csr, &args.nodes.rules(), &nodes).await?;
+            let decision = node_verdict(&client, &csr, &args.nodes.rules()?, &nodes).await?;
             return print_decision(out, &decision);
         }
         let policy = load_policy(args.policy_file.as_deref(), Some(&client))
