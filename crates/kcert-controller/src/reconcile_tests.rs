@@ -707,6 +707,28 @@ async fn a_certificate_kcert_did_not_issue_for_its_csr_is_never_recorded_as_kcer
         c.status.as_mut().unwrap().certificate = Some(ByteString(cert.to_pem().into_bytes()));
         c
     };
+    // The CSR was created now; a certificate for its key from a day before cannot be the one
+    // kcert issued for it (an old certificate replayed onto a new CSR).
+    let created_now = |mut c: CertificateSigningRequest| {
+        c.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+        c
+    };
+    let replayed = {
+        let mut c = created_now(base.clone());
+        let cert = ca
+            .sign_as(
+                &request,
+                &own,
+                &hour,
+                SystemTime::now() - Duration::from_secs(86_400),
+                &SystemRandom,
+            )
+            .unwrap();
+        c.status.as_mut().unwrap().certificate = Some(ByteString(cert.to_pem().into_bytes()));
+        c
+    };
     // Fewer usages than the request's (Go reads a missing EKU as any).
     let mut signing_only = kcert_pki::SigningProfile::client(Duration::from_secs(3600));
     signing_only.usages = vec![kcert_pki::Usage::DigitalSignature];
@@ -743,6 +765,7 @@ async fn a_certificate_kcert_did_not_issue_for_its_csr_is_never_recorded_as_kcer
             "longer",
         ),
         ("next year's", next_year, "validity starts"),
+        ("yesterday's, replayed", replayed, "validity starts"),
         ("no client auth", no_eku, "usages"),
     ];
     let privileged = ctx.rbac.get().unwrap();
@@ -764,7 +787,7 @@ async fn a_certificate_kcert_did_not_issue_for_its_csr_is_never_recorded_as_kcer
     assert!(
         ctx.metrics
             .render()
-            .contains("kcert_ledger_refused_foreign_total 8"),
+            .contains("kcert_ledger_refused_foreign_total 9"),
         "{}",
         ctx.metrics.render()
     );
@@ -773,8 +796,10 @@ async fn a_certificate_kcert_did_not_issue_for_its_csr_is_never_recorded_as_kcer
             .render()
             .contains("kcert_ledger_repaired_total 1")
     );
-    // The certificate kcert itself would issue for this CSR is recorded (the control).
-    let ours = holding(base.clone(), &ca, &request, &own, &hour);
+    // The certificate kcert itself would issue for this CSR, signed as soon as it was created,
+    // is recorded (the control).
+    let ours = holding(created_now(base.clone()), &ca, &request, &own, &hour);
+    crate::signer::vouch(&ours, &ctx, &ca, &privileged).unwrap();
     crate::signer::reconcile(Arc::new(ours), ctx.clone())
         .await
         .unwrap();

@@ -47,9 +47,15 @@ pub async fn cluster_reserved(client: &Client) -> Result<ClusterReserved, kube::
                 }
             }
         }
-        Err(e) if not_found(&e) => tracing::warn!(
-            "this cluster serves no ServiceCIDRs (networking.k8s.io/v1): only the kubernetes Service's ClusterIPs are reserved automatically; give --kubelet-serving-reserved-cidr the Service CIDR"
-        ),
+        Err(e) if not_found(&e) => {
+            // Said once per process: the answer does not change between polls.
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "this cluster serves no ServiceCIDRs (networking.k8s.io/v1): only the kubernetes Service's ClusterIPs are reserved automatically; give --kubelet-serving-reserved-cidr the Service CIDR"
+                )
+            });
+        }
         Err(e) => return Err(e),
     }
     let service = Api::<Service>::namespaced(client.clone(), "default")

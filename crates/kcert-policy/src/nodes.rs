@@ -724,12 +724,20 @@ fn decide_strict(facts: &CsrFacts, rules: &NodeRules, node: &NodeFacts<'_>) -> D
             // Whose name this is, before what anyone reports: the node's own name is its own;
             // another Node's name is that Node's; under an allowed suffix S, `<m>.S` is node
             // `m`'s (a node writes its own status, so reports cannot decide these).
-            let suffix = if lower == node_name {
+            // A name that is both this node's own and `<m>.S` of an existing Node m is
+            // ambiguous: m's, so that no name is ever certified for two Nodes.
+            let under = rules.under_suffix(&lower);
+            let suffix_owner = under
+                .map(|(_, head)| head)
+                .filter(|h| *h != node_name && node.nodes.addresses(h).is_some());
+            let suffix = if lower == node_name && suffix_owner.is_none() {
                 None
             } else {
-                rules.under_suffix(&lower)
+                under
             };
-            let owner: Option<&str> = if lower == node_name {
+            let owner: Option<&str> = if let Some(m) = suffix_owner {
+                Some(m)
+            } else if lower == node_name {
                 Some(node_name)
             } else if node.nodes.addresses(&lower).is_some() {
                 Some(lower.as_str())

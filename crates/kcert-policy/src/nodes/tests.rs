@@ -853,11 +853,13 @@ fn a_nodes_own_fqdn_name_and_names_that_are_other_nodes_are_told_apart() {
         Reason::SanOfAnotherNode,
         "the name of Node x.example.com",
     );
+    // Node x.example.com's own name is also node x's name under the suffix: ambiguous, x's,
+    // so that no name is certified for two Nodes.
     check(
         &ask("x.example.com", "x.example.com"),
-        Outcome::Approve,
-        Reason::AutoApproved,
-        "x.example.com",
+        Outcome::Deny,
+        Reason::SanOfAnotherNode,
+        "Node x's name under the allowed suffix example.com",
     );
     check(
         &ask("w1.pod.dc1.corp", "w1.pod.dc1.corp"),
