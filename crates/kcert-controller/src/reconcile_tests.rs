@@ -505,7 +505,7 @@ mod cli_agrees_with_the_controller {
 
 /// An issued CSR and its certificate's hash, signed by `ctx`'s CA.
 fn issued_csr(ctx: &Context, uid: &str) -> (CertificateSigningRequest, String) {
-    let mut c = approved(csr("x", uid, &["dev"]));
+    let c = approved(csr("x", uid, &["dev"]));
     let request = crate::facts::parse_request(&c).unwrap();
     let cert = ctx
         .ca
@@ -518,7 +518,7 @@ fn issued_csr(ctx: &Context, uid: &str) -> (CertificateSigningRequest, String) {
             &SystemRandom,
         )
         .unwrap();
-    c.status.as_mut().unwrap().certificate = Some(ByteString(cert.to_pem().into_bytes()));
+    let c = with_certificate(c, &cert);
     let info = kcert_pki::CertificateInfo::from_der(&cert.der).unwrap();
     (
         c,
@@ -643,15 +643,35 @@ async fn an_issued_csr_not_on_record_is_queued_once_then_written_on_a_page() {
 /// `c` holding a certificate `ca` signed for `request` under `profile` (anything a holder of a
 /// CA key could write onto the CSR).
 fn holding(
-    mut c: CertificateSigningRequest,
+    c: CertificateSigningRequest,
     ca: &kcert_pki::CertificateAuthority,
     request: &kcert_pki::CertificateRequest,
     subject: &kcert_pki::CsrSubject,
     profile: &kcert_pki::SigningProfile,
 ) -> CertificateSigningRequest {
+    holding_signed_at(c, ca, request, subject, profile, SystemTime::now())
+}
+
+/// [`holding`] with the certificate signed as if at `at`.
+fn holding_signed_at(
+    c: CertificateSigningRequest,
+    ca: &kcert_pki::CertificateAuthority,
+    request: &kcert_pki::CertificateRequest,
+    subject: &kcert_pki::CsrSubject,
+    profile: &kcert_pki::SigningProfile,
+    at: SystemTime,
+) -> CertificateSigningRequest {
     let cert = ca
-        .sign_as(request, subject, profile, SystemTime::now(), &SystemRandom)
+        .sign_as(request, subject, profile, at, &SystemRandom)
         .unwrap();
+    with_certificate(c, &cert)
+}
+
+/// `c` holding `cert` in its status.
+fn with_certificate(
+    mut c: CertificateSigningRequest,
+    cert: &kcert_pki::IssuedCertificate,
+) -> CertificateSigningRequest {
     c.status.as_mut().unwrap().certificate = Some(ByteString(cert.to_pem().into_bytes()));
     c
 }
@@ -693,20 +713,14 @@ async fn a_certificate_kcert_did_not_issue_for_its_csr_is_never_recorded_as_kcer
     let forever = kcert_pki::SigningProfile::client(Duration::from_secs(10 * 365 * 86_400));
     // Within the lifetime, but for a year from now: a credential that outlives what kcert
     // would issue today.
-    let next_year = {
-        let mut c = base.clone();
-        let cert = ca
-            .sign_as(
-                &request,
-                &own,
-                &hour,
-                SystemTime::now() + Duration::from_secs(365 * 86_400),
-                &SystemRandom,
-            )
-            .unwrap();
-        c.status.as_mut().unwrap().certificate = Some(ByteString(cert.to_pem().into_bytes()));
-        c
-    };
+    let next_year = holding_signed_at(
+        base.clone(),
+        &ca,
+        &request,
+        &own,
+        &hour,
+        SystemTime::now() + Duration::from_secs(365 * 86_400),
+    );
     // The CSR was created now; a certificate for its key from a day before cannot be the one
     // kcert issued for it (an old certificate replayed onto a new CSR).
     let created_now = |mut c: CertificateSigningRequest| {
@@ -715,20 +729,14 @@ async fn a_certificate_kcert_did_not_issue_for_its_csr_is_never_recorded_as_kcer
         ));
         c
     };
-    let replayed = {
-        let mut c = created_now(base.clone());
-        let cert = ca
-            .sign_as(
-                &request,
-                &own,
-                &hour,
-                SystemTime::now() - Duration::from_secs(86_400),
-                &SystemRandom,
-            )
-            .unwrap();
-        c.status.as_mut().unwrap().certificate = Some(ByteString(cert.to_pem().into_bytes()));
-        c
-    };
+    let replayed = holding_signed_at(
+        created_now(base.clone()),
+        &ca,
+        &request,
+        &own,
+        &hour,
+        SystemTime::now() - Duration::from_secs(86_400),
+    );
     // Fewer usages than the request's (Go reads a missing EKU as any).
     let mut signing_only = kcert_pki::SigningProfile::client(Duration::from_secs(3600));
     signing_only.usages = vec![kcert_pki::Usage::DigitalSignature];
@@ -1117,34 +1125,30 @@ async fn a_kubelet_serving_certificate_kcert_signed_is_vouched_for_after_a_resta
     let ca = ctx.ca.get().unwrap();
     let privileged = ctx.rbac.get().unwrap();
     let plan = crate::signer::kubelet_plan(&c, Some(&approval), None, &ctx).unwrap();
-    let issued = ca
-        .sign_with_names(
-            &plan.request,
-            &plan.subject,
-            plan.names.as_ref().unwrap(),
-            &plan.profile,
-            SystemTime::now(),
-            &SystemRandom,
-        )
-        .unwrap();
-    let mut signed = c.clone();
-    signed.status.as_mut().unwrap().certificate = Some(ByteString(issued.to_pem().into_bytes()));
-    crate::signer::vouch(&signed, &ctx, &ca, &privileged).unwrap();
+    let signed_for = |names: &kcert_pki::SubjectAltNames| {
+        let issued = ca
+            .sign_with_names(
+                &plan.request,
+                &plan.subject,
+                names,
+                &plan.profile,
+                SystemTime::now(),
+                &SystemRandom,
+            )
+            .unwrap();
+        with_certificate(c.clone(), &issued)
+    };
+    crate::signer::vouch(
+        &signed_for(plan.names.as_ref().unwrap()),
+        &ctx,
+        &ca,
+        &privileged,
+    )
+    .unwrap();
     // Fewer names than the request's is not what kcert signs for it.
     let mut fewer = plan.names.clone().unwrap();
     fewer.dns.pop();
-    let issued = ca
-        .sign_with_names(
-            &plan.request,
-            &plan.subject,
-            &fewer,
-            &plan.profile,
-            SystemTime::now(),
-            &SystemRandom,
-        )
-        .unwrap();
-    signed.status.as_mut().unwrap().certificate = Some(ByteString(issued.to_pem().into_bytes()));
-    let why = crate::signer::vouch(&signed, &ctx, &ca, &privileged).unwrap_err();
+    let why = crate::signer::vouch(&signed_for(&fewer), &ctx, &ca, &privileged).unwrap_err();
     assert!(why.contains("alternative names"), "{why}");
 }
 

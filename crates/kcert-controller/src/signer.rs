@@ -134,11 +134,10 @@ pub(crate) fn not_ours(csr: &CertificateSigningRequest, ctx: &Context, why: &str
     Action::await_change()
 }
 
-/// Whether the certificate another signer (kube-controller-manager) wrote onto a kubelet CSR
-/// kcert approved is for what was approved: the request's key, `CN=system:node:<n>,
-/// O=system:nodes` and nothing else, exactly the request's SANs (kube-controller-manager copies
-/// them), not a CA. The CA is not checked (kcert need not hold the cluster's).
-pub(crate) fn matches_kubelet_request(csr: &CertificateSigningRequest) -> Result<(), String> {
+/// The certificate `csr` holds: its DER and what it says.
+fn held_certificate(
+    csr: &CertificateSigningRequest,
+) -> Result<(Vec<u8>, kcert_pki::CertificateInfo), String> {
     let pem = csr
         .status
         .as_ref()
@@ -146,6 +145,35 @@ pub(crate) fn matches_kubelet_request(csr: &CertificateSigningRequest) -> Result
         .ok_or("no certificate")?;
     let block = kcert_pki::pem::single_block(&pem.0, "CERTIFICATE").map_err(|e| e.to_string())?;
     let cert = kcert_pki::CertificateInfo::from_der(&block.der).map_err(|e| e.to_string())?;
+    Ok((block.der.to_vec(), cert))
+}
+
+/// Whether `sans` are exactly the DNS names `dns` and addresses `ips` and nothing else,
+/// compared as sets (host names lower-cased, IPv4-mapped IPv6 as IPv4).
+fn names_are(sans: &kcert_pki::SubjectAltNames, dns: &[String], ips: &[std::net::IpAddr]) -> bool {
+    let names = |v: &[String]| {
+        v.iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let addresses = |v: &[std::net::IpAddr]| {
+        v.iter()
+            .map(|ip| kcert_policy::nodes::canonical(*ip))
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    names(&sans.dns) == names(dns)
+        && addresses(&sans.ips) == addresses(ips)
+        && sans.emails.is_empty()
+        && sans.uris.is_empty()
+        && sans.other == 0
+}
+
+/// Whether the certificate another signer (kube-controller-manager) wrote onto a kubelet CSR
+/// kcert approved is for what was approved: the request's key, `CN=system:node:<n>,
+/// O=system:nodes` and nothing else, exactly the request's SANs (kube-controller-manager copies
+/// them), not a CA. The CA is not checked (kcert need not hold the cluster's).
+pub(crate) fn matches_kubelet_request(csr: &CertificateSigningRequest) -> Result<(), String> {
+    let (_, cert) = held_certificate(csr)?;
     let request = parse_request(csr).map_err(|e| format!("invalid request: {e}"))?;
     if cert.public_key() != request.public_key() {
         return Err("it certifies another key than the request's".into());
@@ -166,23 +194,8 @@ pub(crate) fn matches_kubelet_request(csr: &CertificateSigningRequest) -> Result
             kcert_policy::nodes::NODES_GROUP
         ));
     }
-    let set = |v: &[String]| {
-        v.iter()
-            .map(|d| d.to_ascii_lowercase())
-            .collect::<std::collections::BTreeSet<_>>()
-    };
-    let ips = |v: &[std::net::IpAddr]| {
-        v.iter()
-            .map(|ip| kcert_policy::nodes::canonical(*ip))
-            .collect::<std::collections::BTreeSet<_>>()
-    };
     let asked = request.sans();
-    if set(&cert.sans.dns) != set(&asked.dns)
-        || ips(&cert.sans.ips) != ips(&asked.ips)
-        || !cert.sans.emails.is_empty()
-        || !cert.sans.uris.is_empty()
-        || cert.sans.other != 0
-    {
+    if !names_are(&cert.sans, &asked.dns, &asked.ips) {
         return Err("its subject alternative names are not the request's".into());
     }
     if cert.is_ca {
@@ -204,20 +217,10 @@ pub(crate) fn vouch(
     ca: &kcert_pki::CertificateAuthority,
     privileged: &kcert_policy::PrivilegedSubjects,
 ) -> Result<(), String> {
-    let pem = csr
-        .status
-        .as_ref()
-        .and_then(|s| s.certificate.as_ref())
-        .ok_or("no certificate")?;
-    let block = kcert_pki::pem::single_block(&pem.0, "CERTIFICATE").map_err(|e| e.to_string())?;
-    ca.verify_issued(&block.der).map_err(|e| e.to_string())?;
-    let cert = kcert_pki::CertificateInfo::from_der(&block.der).map_err(|e| e.to_string())?;
-    let plan = if kcert_policy::nodes::is_kubelet_signer(&csr.spec.signer_name) {
-        kubelet_plan(csr, None, None, ctx)
-    } else {
-        plan(csr, None, None, ctx, privileged)
-    }
-    .map_err(|why| format!("kcert would not sign this request: {why}"))?;
+    let (der, cert) = held_certificate(csr)?;
+    ca.verify_issued(&der).map_err(|e| e.to_string())?;
+    let plan = plan_for(csr, None, None, ctx, privileged)
+        .map_err(|why| format!("kcert would not sign this request: {why}"))?;
     if cert.public_key() != plan.request.public_key() {
         return Err("it certifies another key than the request's".into());
     }
@@ -231,24 +234,7 @@ pub(crate) fn vouch(
         ));
     }
     let names = plan.names.unwrap_or_default();
-    let same = |a: &[String], b: &[String]| {
-        a.iter().collect::<std::collections::BTreeSet<_>>()
-            == b.iter().collect::<std::collections::BTreeSet<_>>()
-    };
-    let same_ips = |a: &[std::net::IpAddr], b: &[std::net::IpAddr]| {
-        let canon = |v: &[std::net::IpAddr]| {
-            v.iter()
-                .map(|ip| kcert_policy::nodes::canonical(*ip))
-                .collect::<std::collections::BTreeSet<_>>()
-        };
-        canon(a) == canon(b)
-    };
-    if !same(&cert.sans.dns, &names.dns)
-        || !same_ips(&cert.sans.ips, &names.ips)
-        || !cert.sans.emails.is_empty()
-        || !cert.sans.uris.is_empty()
-        || cert.sans.other != 0
-    {
+    if !names_are(&cert.sans, &names.dns, &names.ips) {
         return Err("its subject alternative names are not the ones kcert certifies".into());
     }
     let granted: std::collections::BTreeSet<&str> =
@@ -362,12 +348,7 @@ pub(crate) async fn sign(
         tracing::info!("Nodes or the cluster's reserved ranges not read yet; will retry");
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    let plan = if kcert_policy::nodes::is_kubelet_signer(&csr.spec.signer_name) {
-        kubelet_plan(csr, approval, parsed, ctx)
-    } else {
-        plan(csr, approval, parsed, ctx, &privileged)
-    };
-    let plan = match plan {
+    let plan = match plan_for(csr, approval, parsed, ctx, &privileged) {
         Ok(p) => p,
         Err(message) => return fail(csr, ctx, &message).await,
     };
@@ -533,6 +514,21 @@ pub(crate) fn kubelet_plan(
         profile,
         names,
     })
+}
+
+/// The plan for `csr`'s signer: the kubelet signers' table, or kcert's client signers'.
+fn plan_for(
+    csr: &CertificateSigningRequest,
+    approval: Option<&Approval>,
+    parsed: Option<kcert_pki::CertificateRequest>,
+    ctx: &Context,
+    privileged: &kcert_policy::PrivilegedSubjects,
+) -> Result<Plan, String> {
+    if kcert_policy::nodes::is_kubelet_signer(&csr.spec.signer_name) {
+        kubelet_plan(csr, approval, parsed, ctx)
+    } else {
+        plan(csr, approval, parsed, ctx, privileged)
+    }
 }
 
 /// Everything checked before a signature, whoever approved: the request parses and verifies,
