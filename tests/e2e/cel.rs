@@ -12,21 +12,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams
 use std::time::Duration;
 
 /// The expressions docs/policy.md documents as meaning the same in kcert and in the API server.
-pub const DOCUMENTED: [&str; 13] = [
-    "size(request.groups) <= 3",
-    "request.groups.all(g, g.startsWith('team-'))",
-    "request.groups.exists(g, g == 'ops')",
-    "request.groups.all(g, g in requester.groups)",
-    "request.commonName == requester.user",
-    "request.commonName.matches('^[a-z][a-z0-9-]*$')",
-    "request.usages.all(u, u in ['digital signature', 'key encipherment', 'client auth'])",
-    "request.key.type == 'rsa' ? request.key.bits >= 3072 : true",
-    "request.lifetimeSeconds == 0 || request.lifetimeSeconds <= 86400",
-    "signerName.endsWith('/client')",
-    "has(requester.serviceAccount) && requester.serviceAccount.namespace == 'ci'",
-    "'team' in requester.extra && requester.extra['team'].exists(t, 'team-' + t in request.groups)",
-    "size(request.commonName) <= 20 && !request.commonName.contains('admin')",
-];
+pub const DOCUMENTED: [&str; 13] = kcert_policy::cel_budget::DOCUMENTED_CONDITIONS;
 
 /// `request`, `requester`, `signerName` → `self.…` (the documented expressions use them only
 /// as variables, never inside string literals).
@@ -108,7 +94,18 @@ fn cases() -> Vec<CsrFacts> {
 }
 
 fn probe_crd() -> CustomResourceDefinition {
-    let rules: Vec<serde_json::Value> = DOCUMENTED
+    probe_crd_named("celprobes", &DOCUMENTED)
+}
+
+/// A probe CRD `<plural>.test.kcert.dev` whose validation rules are `exprs` over the variables
+/// at their declared sizes (kcert's CEL bounds: strings of 256 bytes, lists of 64).
+fn probe_crd_named(plural: &str, exprs: &[&str]) -> CustomResourceDefinition {
+    // The kind of `celprobes` is the one the agreement test's objects name.
+    let kind = match plural {
+        "celprobes" => "CelProbe".to_string(),
+        other => format!("Probe{other}"),
+    };
+    let rules: Vec<serde_json::Value> = exprs
         .iter()
         .enumerate()
         .map(|(i, e)| serde_json::json!({"rule": format!("self.probe != {i} || ({})", under_self(e)), "message": format!("probe {i} is false")}))
@@ -118,11 +115,11 @@ fn probe_crd() -> CustomResourceDefinition {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": "celprobes.test.kcert.dev"},
+        "metadata": {"name": format!("{plural}.test.kcert.dev")},
         "spec": {
             "group": "test.kcert.dev",
             "scope": "Cluster",
-            "names": {"kind": "CelProbe", "plural": "celprobes", "singular": "celprobe"},
+            "names": {"kind": kind, "plural": plural},
             "versions": [{
                 "name": "v1", "served": true, "storage": true,
                 "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {
@@ -211,4 +208,150 @@ async fn kcert_cel_agrees_with_the_api_servers_cel_on_the_documented_expressions
         trues > 10 && agreed - trues > 10,
         "the cases do not exercise both outcomes"
     );
+}
+
+/// Conditions whose worst case is hours or gigabytes: `.all` nested seven deep over 64 groups
+/// (64^7 steps in under 400 bytes), and `.map` four deep building 64^4 strings of 1 KiB (17 GB).
+const COSTLY: [&str; 2] = [
+    "request.groups.all(a, request.groups.all(b, request.groups.all(c, request.groups.all(d, request.groups.all(e, request.groups.all(f, request.groups.all(g, a == g)))))))",
+    "request.groups.map(a, request.groups.map(b, request.groups.map(c, request.groups.map(d, a + b + c + d)))).size() > 0",
+];
+
+#[tokio::test]
+async fn kcert_refuses_the_conditions_the_api_servers_cost_estimate_refuses() {
+    let cluster = TestCluster::shared().await;
+    let admin = cluster.admin_client().await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(admin);
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    // Over the same declared sizes, the API server's static estimate refuses each costly rule
+    // (its limit per expression is 10 times kcert's per condition) …
+    for (i, expr) in COSTLY.iter().enumerate() {
+        let refused = crds
+            .create(&dry, &probe_crd_named(&format!("costly{i}s"), &[expr]))
+            .await
+            .expect_err(expr);
+        let kube::Error::Api(status) = refused else {
+            panic!("{expr}: {refused}")
+        };
+        assert!(
+            status.code == 422 && status.message.contains("cost"),
+            "{expr}: {}",
+            status.message
+        );
+        // … and kcert does not compile it.
+        let program = cel::Program::compile(expr).unwrap();
+        let cost = kcert_policy::cel_budget::estimate(&program).unwrap();
+        assert!(
+            cost > kcert_policy::cel_budget::MAX_CONDITION_COST,
+            "{expr}: {cost}"
+        );
+    }
+    // What kcert accepts, the API server accepts.
+    crds.create(&dry, &probe_crd_named("accepted", &DOCUMENTED))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_costly_condition_is_refused_and_the_controller_keeps_deciding() {
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+    use kcert_controller::PolicySource;
+    use kcert_controller::crd::{ApprovalPolicy, ApprovalPolicySpec};
+    use kcert_tests::{RunningController, allow_everyone_to_request, csr_object, issued, wait_for};
+    let cluster = TestCluster::shared().await;
+    allow_everyone_to_request(cluster).await;
+    kcert_tests::install_crds(cluster).await;
+    let admin_client = cluster.admin_client().await.unwrap();
+    let signer = format!("kcert.dev/{}", cluster.unique_name("costly"));
+    let policies: Api<ApprovalPolicy> = Api::all(admin_client.clone());
+    let good = cluster.unique_name("cel-good");
+    let costly = cluster.unique_name("cel-costly");
+    let spec = |rules: String| serde_yaml::from_str::<ApprovalPolicySpec>(&rules).unwrap();
+    policies
+        .create(
+            &PostParams::default(),
+            &ApprovalPolicy::new(
+                &good,
+                spec(format!(
+                    "rules: [{{id: developers, signerNames: ['{signer}'], requesters: {{groups: [developers]}}, groups: {{allowed: [dev]}}, conditions: [{:?}]}}]",
+                    DOCUMENTED[3]
+                )),
+            ),
+        )
+        .await
+        .unwrap();
+    policies
+        .create(
+            &PostParams::default(),
+            &ApprovalPolicy::new(
+                &costly,
+                spec(format!(
+                    "rules: [{{id: hang, signerNames: ['{signer}'], requesters: {{groups: [ops]}}, groups: {{allowed: ['*']}}, conditions: [{:?}]}}, {{id: fill, signerNames: ['{signer}'], requesters: {{groups: [ops]}}, groups: {{allowed: ['*']}}, conditions: [{:?}]}}]",
+                    COSTLY[0], COSTLY[1]
+                )),
+            ),
+        )
+        .await
+        .unwrap();
+    let _controller = RunningController::start(
+        cluster,
+        admin_client.clone(),
+        &signer,
+        PolicySource::Crd,
+        Duration::from_secs(3600),
+    );
+    let status = eventually(
+        "the costly policy's status",
+        Duration::from_secs(20),
+        || async { policies.get(&costly).await.unwrap().status.ok_or(()) },
+    )
+    .await;
+    assert!(!status.accepted, "{status:?}");
+    assert!(
+        status.message.contains("rule 'hang'") && status.message.contains("conditions[0]"),
+        "{}",
+        status.message
+    );
+    // The controller still decides at once, by a rule with a condition, for a requester of 64
+    // groups (with dev, developers and system:authenticated), the most conditions are evaluated
+    // over.
+    let admin: Api<CertificateSigningRequest> = Api::all(admin_client);
+    let many: Vec<String> = (0..61).map(|i| format!("dev{i}")).collect();
+    let mut groups: Vec<&str> = many.iter().map(String::as_str).collect();
+    groups.extend(["dev", "developers"]);
+    let jane: Api<CertificateSigningRequest> =
+        Api::all(cluster.user_client("jane", &groups).await.unwrap());
+    let name = cluster.unique_name("cel-dev");
+    jane.create(
+        &PostParams::default(),
+        &csr_object(&name, &signer, "jane", &["dev"], None),
+    )
+    .await
+    .unwrap();
+    wait_for(&admin, &name, Duration::from_secs(20), "issued", issued).await;
+    // Those the refused rules were for are not approved by them.
+    let ops: Api<CertificateSigningRequest> =
+        Api::all(cluster.user_client("olga", &["ops"]).await.unwrap());
+    let name = cluster.unique_name("cel-ops");
+    ops.create(
+        &PostParams::default(),
+        &csr_object(&name, &signer, "olga", &["ops"], None),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let csr = admin.get(&name).await.unwrap();
+    assert!(
+        !kcert_tests::conditions(&csr)
+            .iter()
+            .any(|c| c.0 == "Approved"),
+        "{:?}",
+        kcert_tests::conditions(&csr)
+    );
+    for n in [good, costly] {
+        let _ = policies.delete(&n, &Default::default()).await;
+    }
 }

@@ -3,7 +3,7 @@
 
 use crate::conditions::{self, APPROVED, DENIED};
 use crate::events::EventClass;
-use crate::facts::{parse_request, verdict_of};
+use crate::facts::parse_request;
 use crate::provenance::Provenance;
 use crate::replace::{Subresource, Written, replace_with_retry};
 use crate::{Context, DECISION_ANNOTATION, Error};
@@ -56,13 +56,34 @@ pub async fn reconcile(
     // denied unparsed.
     let (decision, request) = match crate::facts::oversized(&csr, &snapshot.policy) {
         Some(d) => (d, None),
-        None => {
-            let request = parse_request(&csr);
-            let policy = &snapshot.policy;
-            let ledger = ctx.ledger_index.read();
-            let d = verdict_of(&csr, &request, policy, &privileged, ledger.as_ref());
-            (d, request.ok())
-        }
+        None => match parse_request(&csr) {
+            Err(e) => (Decision::invalid_request(&e.to_string()), None),
+            Ok(request) => {
+                // The ledger is read once, and let go of before the policy is evaluated: the
+                // ledger watch and the webhook never wait on a policy.
+                let facts = {
+                    let ledger = ctx.ledger_index.read();
+                    crate::facts::facts_of(&csr, &request, ledger.as_ref())
+                };
+                match evaluate(facts, &snapshot.policy, &privileged).await {
+                    Some(d) => (d, Some(request)),
+                    None => {
+                        ctx.events.emit(
+                            &csr,
+                            EventClass::Problem,
+                            EventType::Warning,
+                            EVALUATION_TIMED_OUT,
+                            "Evaluate",
+                            &format!(
+                                "the policy did not finish evaluating within {}s; left pending, retried in 30s",
+                                EVALUATION_DEADLINE.as_secs()
+                            ),
+                        );
+                        return Ok(Action::requeue(Duration::from_secs(30)));
+                    }
+                }
+            }
+        },
     };
     observe(&decision, &csr, &ctx);
     match decision.outcome {
@@ -79,6 +100,44 @@ pub async fn reconcile(
         }
     }
     Ok(Action::await_change())
+}
+
+/// Longest an evaluation may take. Conditions are bounded when they compile
+/// ([`kcert_policy::cel_budget`]: milliseconds at most); this is the backstop, so that nothing
+/// the policy does can hold a reconcile, let alone the runtime.
+pub const EVALUATION_DEADLINE: Duration = Duration::from_secs(2);
+/// The Event reason of an evaluation that passed [`EVALUATION_DEADLINE`].
+pub const EVALUATION_TIMED_OUT: &str = "EvaluationTimedOut";
+
+/// The one evaluation, off the async runtime when the policy has CEL conditions (a blocking
+/// thread, with [`EVALUATION_DEADLINE`]); `None` when it ran out of time (the CSR stays
+/// pending: fail closed).
+pub(crate) async fn evaluate(
+    facts: kcert_policy::CsrFacts,
+    policy: &Arc<kcert_policy::Policy>,
+    privileged: &Arc<kcert_policy::PrivilegedSubjects>,
+) -> Option<Decision> {
+    if !policy.has_conditions() {
+        // Globs, regexes and sets only: microseconds, no thread hop on the issuance path.
+        return Some(kcert_policy::evaluate(&facts, policy, privileged));
+    }
+    let (policy, privileged) = (policy.clone(), privileged.clone());
+    let task =
+        tokio::task::spawn_blocking(move || kcert_policy::evaluate(&facts, &policy, &privileged));
+    match tokio::time::timeout(EVALUATION_DEADLINE, task).await {
+        Ok(Ok(decision)) => Some(decision),
+        Ok(Err(panicked)) => {
+            tracing::error!(%panicked, "the evaluation failed; leaving the CSR pending");
+            None
+        }
+        Err(_) => {
+            tracing::error!(
+                deadline_seconds = EVALUATION_DEADLINE.as_secs(),
+                "the evaluation ran out of time; leaving the CSR pending"
+            );
+            None
+        }
+    }
 }
 
 /// Write an Approve or Deny decision, announce it (Event), and sign at once when this process

@@ -129,12 +129,20 @@ pub fn verdict_of(
     ledger: Option<&LedgerIndex>,
 ) -> Decision {
     match request {
-        Ok(request) => {
-            let mut facts = csr_facts(csr, request);
-            facts.credential = credential_facts(csr, ledger);
-            facts.now_unix = k8s_openapi::jiff::Timestamp::now().as_second();
-            kcert_policy::evaluate(&facts, policy, privileged)
-        }
+        Ok(request) => kcert_policy::evaluate(&facts_of(csr, request, ledger), policy, privileged),
         Err(e) => Decision::invalid_request(&e.to_string()),
     }
+}
+
+/// Everything the evaluation looks at, the requester's certificate and the clock included: the
+/// one read of the ledger, so that a caller can let go of it before evaluating.
+pub fn facts_of(
+    csr: &CertificateSigningRequest,
+    request: &CertificateRequest,
+    ledger: Option<&LedgerIndex>,
+) -> CsrFacts {
+    let mut facts = csr_facts(csr, request);
+    facts.credential = credential_facts(csr, ledger);
+    facts.now_unix = k8s_openapi::jiff::Timestamp::now().as_second();
+    facts
 }

@@ -633,6 +633,13 @@ fn check_conditions(rule: &Rule, facts: &CsrFacts) -> Result<String, Failure> {
     if rule.conditions.is_empty() {
         return Ok(String::new());
     }
+    // Costs were bounded for inputs within these sizes only: beyond them, nothing is evaluated.
+    if let Some(why) = crate::cel_budget::within_bounds(facts) {
+        return Err((
+            Reason::ConditionNotMet,
+            format!("conditions are evaluated only over requests within their bounds: {why}"),
+        ));
+    }
     let vars = cel_variables(facts);
     for (i, c) in rule.conditions.iter().enumerate() {
         match evaluate_cel(&c.program, &vars) {

@@ -21,6 +21,7 @@
 //! 3. if some rule applied but none approved, Deny with the first applicable rule's failure.
 //! 4. if no rule applied: `NoMatchingRule`, Ignore (default) or Deny.
 
+pub mod cel_budget;
 pub mod decision;
 pub mod duration;
 pub mod facts;

@@ -2,7 +2,7 @@
 //! compiled [`Policy`] can be evaluated, so a bad policy fails when loaded, not per request.
 
 use crate::spec::{NoMatchAction, PolicySpec, RuleSpec};
-use crate::{duration, glob};
+use crate::{cel_budget, duration, glob};
 use kcert_pki::{CLIENT_USAGES, Usage};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -65,6 +65,8 @@ pub struct PolicyError {
 pub(crate) struct Condition {
     pub(crate) source: String,
     pub(crate) program: std::sync::Arc<cel::Program>,
+    /// Its worst-case cost over inputs within the CEL bounds ([`crate::cel_budget`]).
+    pub(crate) cost: u64,
 }
 
 impl std::fmt::Debug for Condition {
@@ -73,8 +75,8 @@ impl std::fmt::Debug for Condition {
     }
 }
 
-/// Bounds on CEL conditions (with the subject limits bounding their inputs, evaluation is
-/// bounded: no loops but comprehensions over lists of at most 64 items).
+/// Bounds on CEL conditions: count and size here, worst-case cost in [`crate::cel_budget`]
+/// (a condition over [`crate::cel_budget::MAX_CONDITION_COST`] does not compile).
 pub const MAX_CONDITIONS: usize = 16;
 /// Longest CEL condition, in bytes.
 pub const MAX_CONDITION_BYTES: usize = 1024;
@@ -190,6 +192,16 @@ impl Policy {
             rules.push(
                 compile_rule(name, rule).map_err(|m| err(format!("rule '{}': {m}", rule.id)))?,
             );
+        }
+        let total = rules
+            .iter()
+            .flat_map(|r: &Rule| r.conditions.iter())
+            .fold(0u64, |acc, c| acc.saturating_add(c.cost));
+        if total > cel_budget::MAX_POLICY_CONDITION_COST {
+            return Err(err(format!(
+                "its conditions may cost up to {total} steps together, more than the {} one policy may: simplify them or split the policy",
+                cel_budget::MAX_POLICY_CONDITION_COST
+            )));
         }
         let mut policy = Self::fallback(name, spec)?;
         policy.rules = rules;
@@ -307,6 +319,12 @@ impl Policy {
     /// Whether any rule is a renewal rule (then the ledger must be read before deciding).
     pub fn needs_ledger(&self) -> bool {
         self.rules.iter().any(Rule::is_renewal)
+    }
+
+    /// Whether any rule has CEL conditions (an evaluation may then take milliseconds, within
+    /// [`cel_budget::MAX_POLICY_CONDITION_COST`]; without, microseconds).
+    pub fn has_conditions(&self) -> bool {
+        self.rules.iter().any(|r| !r.conditions.is_empty())
     }
 
     /// The rules, in evaluation order.
@@ -468,9 +486,18 @@ fn compile_rule(policy: &str, r: &RuleSpec) -> Result<Rule, String> {
         }
         let program = cel::Program::compile(source)
             .map_err(|e| format!("conditions[{i}] {source:?} does not compile: {e}"))?;
+        let cost = cel_budget::estimate(&program)
+            .map_err(|e| format!("conditions[{i}] {source:?} is refused: {e}"))?;
+        if cost > cel_budget::MAX_CONDITION_COST {
+            return Err(format!(
+                "conditions[{i}] {source:?} may cost up to {cost} steps over the largest requests, more than the {} a condition may: iterate over fewer or smaller lists, or nest fewer comprehensions",
+                cel_budget::MAX_CONDITION_COST
+            ));
+        }
         conditions.push(Condition {
             source: source.clone(),
             program: std::sync::Arc::new(program),
+            cost,
         });
     }
     Ok(Rule {

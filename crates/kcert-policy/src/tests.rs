@@ -1075,3 +1075,38 @@ rules:
         assert!(err.contains("rule 'r'") && err.contains(needle), "{err}");
     }
 }
+
+#[test]
+fn conditions_that_could_hang_or_fill_memory_are_refused_with_the_rule_named() {
+    let nested = crate::cel_budget::tests::nested_all(7);
+    assert!(nested.len() < 400, "{} bytes", nested.len());
+    let bombs = [
+        nested.as_str(),
+        "request.groups.map(a, request.groups.map(b, request.groups.map(c, request.groups.map(d, a + b + c + d)))).size() > 0",
+        "request.commonName.matches(requester.groups[0])",
+    ];
+    for bomb in bombs {
+        let spec: PolicySpec = serde_yaml::from_str(&format!(
+            "rules: [{{id: costly, requesters: {{users: [jane]}}, conditions: [{bomb:?}]}}]"
+        ))
+        .unwrap();
+        let err = Policy::compile("p", &spec).unwrap_err().to_string();
+        assert!(
+            err.contains("rule 'costly'") && err.contains("conditions[0]"),
+            "{bomb}: {err}"
+        );
+    }
+    // Sixteen conditions each within the budget, in many rules, are refused together.
+    let heavy = "request.groups.all(g, requester.groups.exists(h, h == g))";
+    let rules: Vec<String> = (0..64)
+        .map(|i| {
+            format!(
+                "{{id: r{i}, requesters: {{users: [jane]}}, conditions: [{}]}}",
+                vec![format!("{heavy:?}"); 4].join(", ")
+            )
+        })
+        .collect();
+    let spec: PolicySpec = serde_yaml::from_str(&format!("rules: [{}]", rules.join(", "))).unwrap();
+    let err = Policy::compile("p", &spec).unwrap_err().to_string();
+    assert!(err.contains("together"), "{err}");
+}
