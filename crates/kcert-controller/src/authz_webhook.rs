@@ -163,7 +163,7 @@ fn answer(
         // Fail closed: the API server's failurePolicy Deny applies to X.509 requests.
         return (
             "503 Service Unavailable",
-            r#"{"error":"the ledger has not been read yet"}"#.into(),
+            r#"{"error":"the ledger view is not current (not read yet, or unreadable for over 60s and being listed again)"}"#.into(),
         );
     };
     if let Some(why) = revoked.unidentifiable() {

@@ -97,6 +97,11 @@ impl LedgerView {
         self.read().is_some()
     }
 
+    /// Drop the index (fail closed until the next full list: [`follow`]).
+    pub fn invalidate(&self) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// Put `index` in force (the watch does this after each full list; benchmarks fill it).
     pub fn set(&self, index: LedgerIndex) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(index);
@@ -119,43 +124,152 @@ impl LedgerView {
     }
 }
 
+/// How long the ledger watch (or the reachability probe beside it) may fail before the view
+/// stops answering: after this, the webhook answers 503 (the API server's failurePolicy Deny),
+/// renewal rules wait and readiness is false, until a fresh list. A replica cut off from the
+/// API server never answers "no opinion" from an old index for longer than this (plus one probe).
+pub const LEDGER_STALE_AFTER: Duration = Duration::from_secs(60);
+/// How often the probe asks the API server for one ledger page. A watch on a connection that
+/// went dark yields neither events nor errors until the client's read timeout (minutes); the
+/// probe's failures count as the watch's.
+pub const LEDGER_PROBE_EVERY: Duration = Duration::from_secs(15);
+/// Errors further apart than this are separate outages (the watcher's backoff is at most 30 s).
+const LEDGER_SEPARATE_AFTER: Duration = Duration::from_secs(120);
+
 /// Keep `view` current from a watch of the ledger pages until dropped. A re-list (after the
 /// watch fell behind) builds a new index beside the one in force and swaps it in when done.
-pub async fn keep_current(client: Client, view: LedgerView) {
+pub async fn keep_current(client: Client, view: LedgerView, metrics: Arc<crate::metrics::Metrics>) {
     let api: Api<LedgerPage> = Api::all(client);
-    // Pages are never modified by anyone reading them here: drop managed fields early.
-    // Listed 20 pages (up to 10 MiB) at a time, not the default 500: a start-up with a long
-    // ledger would otherwise hold hundreds of megabytes of JSON at once.
-    let stream = watcher(api, watcher::Config::default().page_size(20))
-        .default_backoff()
-        .modify(|p| p.managed_fields_mut().clear());
-    futures::pin_mut!(stream);
-    let mut building: Option<LedgerIndex> = None;
+    let probe_api = api.clone();
+    follow(
+        &view,
+        &metrics,
+        || {
+            // Pages are never modified by anyone reading them here: drop managed fields early.
+            // Listed 20 pages (up to 10 MiB) at a time, not the default 500: a start-up with a
+            // long ledger would otherwise hold hundreds of megabytes of JSON at once.
+            use futures::StreamExt;
+            watcher(api.clone(), watcher::Config::default().page_size(20))
+                .default_backoff()
+                .modify(|p| p.managed_fields_mut().clear())
+                .boxed()
+        },
+        move || {
+            let api = probe_api.clone();
+            async move {
+                let one = kube::api::ListParams::default().limit(1);
+                let list = api.list_metadata(&one);
+                match tokio::time::timeout(Duration::from_secs(10), list).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("no answer within 10s".to_string()),
+                }
+            }
+        },
+    )
+    .await
+}
+
+/// Apply the events of the streams `watch` makes to `view`, probing the API server with `probe`
+/// every [`LEDGER_PROBE_EVERY`]. When the watch or the probe has failed for
+/// [`LEDGER_STALE_AFTER`] the view is dropped (fail closed: what it holds may be missing
+/// revocations) and a new stream lists the pages afresh.
+async fn follow<S, P, F>(
+    view: &LedgerView,
+    metrics: &crate::metrics::Metrics,
+    mut watch: impl FnMut() -> S,
+    mut probe: P,
+) where
+    S: futures::Stream<Item = Result<watcher::Event<LedgerPage>, watcher::Error>> + Unpin,
+    P: FnMut() -> F,
+    F: std::future::Future<Output = Result<(), String>>,
+{
     use futures::StreamExt;
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(watcher::Event::Init) => building = Some(LedgerIndex::default()),
-            Ok(watcher::Event::InitApply(p)) => {
-                building.get_or_insert_with(Default::default).apply_page(&p)
+    loop {
+        let mut building: Option<LedgerIndex> = None;
+        let mut failing_since: Option<tokio::time::Instant> = None;
+        let mut last_error: Option<tokio::time::Instant> = None;
+        let mut events = watch();
+        let mut ticks = tokio::time::interval(LEDGER_PROBE_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let failed = tokio::select! {
+                event = events.next() => {
+                    let Some(event) = event else { break };
+                    match event {
+                        Ok(event) => {
+                            apply(view, metrics, &mut building, event);
+                            false
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "watching the ledger failed; retrying");
+                            true
+                        }
+                    }
+                }
+                _ = ticks.tick() => match probe().await {
+                    Ok(()) => false,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the API server did not answer a read of the ledger");
+                        true
+                    }
+                },
+            };
+            let now = tokio::time::Instant::now();
+            if failed {
+                if failing_since.is_none()
+                    || last_error.is_none_or(|t| now - t > LEDGER_SEPARATE_AFTER)
+                {
+                    failing_since = Some(now);
+                }
+                last_error = Some(now);
+            } else if last_error.is_none_or(|t| now - t > LEDGER_PROBE_EVERY) {
+                // A success after the last error (not an answer that raced it): over.
+                failing_since = None;
             }
-            Ok(watcher::Event::InitDone) => {
-                let index = building.take().unwrap_or_default();
-                tracing::info!(
-                    records = index.records(),
-                    pages = index.pages(),
-                    revoked = index.revoked(),
-                    "ledger read"
+            if failing_since.is_some_and(|t| now - t >= LEDGER_STALE_AFTER) {
+                tracing::error!(
+                    seconds = LEDGER_STALE_AFTER.as_secs(),
+                    "the ledger could not be read for too long; the webhook answers 503 and renewals wait until the pages are listed again"
                 );
-                view.set(index);
+                view.invalidate();
+                metrics.ledger_view_current(false);
+                metrics.ledger_view_outage();
+                break;
             }
-            Ok(watcher::Event::Apply(p)) => {
-                // Parsed outside the lock the webhook and signer read under.
-                let parsed = LedgerIndex::parse_page(&p);
-                view.update(|i| i.apply_parsed(parsed))
-            }
-            Ok(watcher::Event::Delete(p)) => view.update(|i| i.remove_page(&p.name_any())),
-            Err(e) => tracing::warn!(error = %e, "watching the ledger failed; retrying"),
         }
+    }
+}
+
+/// One event of the page watch applied to the view.
+fn apply(
+    view: &LedgerView,
+    metrics: &crate::metrics::Metrics,
+    building: &mut Option<LedgerIndex>,
+    event: watcher::Event<LedgerPage>,
+) {
+    match event {
+        watcher::Event::Init => *building = Some(LedgerIndex::default()),
+        watcher::Event::InitApply(p) => {
+            building.get_or_insert_with(Default::default).apply_page(&p)
+        }
+        watcher::Event::InitDone => {
+            let index = building.take().unwrap_or_default();
+            tracing::info!(
+                records = index.records(),
+                pages = index.pages(),
+                revoked = index.revoked(),
+                "ledger read"
+            );
+            view.set(index);
+            metrics.ledger_view_current(true);
+        }
+        watcher::Event::Apply(p) => {
+            // Parsed outside the lock the webhook and signer read under.
+            let parsed = LedgerIndex::parse_page(&p);
+            view.update(|i| i.apply_parsed(parsed))
+        }
+        watcher::Event::Delete(p) => view.update(|i| i.remove_page(&p.name_any())),
     }
 }
 
@@ -507,4 +621,80 @@ fn rand_suffix() -> u32 {
         return std::process::id() ^ k8s_openapi::jiff::Timestamp::now().subsec_nanosecond() as u32;
     }
     u32::from_be_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    type Step = (u64, Result<watcher::Event<LedgerPage>, watcher::Error>);
+
+    /// Events after the given delays, then nothing, ever: a watch on a connection gone dark.
+    fn script(
+        steps: Vec<Step>,
+    ) -> impl futures::Stream<Item = Result<watcher::Event<LedgerPage>, watcher::Error>> + Unpin
+    {
+        futures::stream::iter(steps)
+            .then(|(secs, event)| async move {
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+                event
+            })
+            .chain(futures::stream::pending())
+            .boxed()
+    }
+
+    fn listed(after: u64) -> Vec<Step> {
+        vec![
+            (after, Ok(watcher::Event::Init)),
+            (0, Ok(watcher::Event::InitDone)),
+        ]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_view_that_cannot_be_refreshed_fails_closed_then_lists_again() {
+        let view = LedgerView::default();
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let start = tokio::time::Instant::now();
+        // The API server does not answer: once at 30 s (a blip), then from 100 s to 200 s. The
+        // first watch never errors: it hangs, as on a connection that went dark.
+        let probe = move || async move {
+            let t = (tokio::time::Instant::now() - start).as_secs();
+            if t == 30 || (100..200).contains(&t) {
+                Err("connection refused".to_string())
+            } else {
+                Ok(())
+            }
+        };
+        let mut streams = vec![script(listed(85)), script(listed(0))];
+        let follower = {
+            let (view, metrics) = (view.clone(), metrics.clone());
+            tokio::spawn(async move {
+                follow(
+                    &view,
+                    &metrics,
+                    || streams.pop().expect("a third watch"),
+                    probe,
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(90)).await;
+        assert!(view.is_read(), "one failed probe dropped the view");
+        tokio::time::sleep(Duration::from_secs(90)).await;
+        assert!(
+            !view.is_read(),
+            "after 60 s without an answer the view still answers"
+        );
+        assert!(metrics.render().contains("kcert_ledger_view_current 0"));
+        tokio::time::sleep(Duration::from_secs(90)).await;
+        assert!(view.is_read(), "a new watch did not list the pages again");
+        let text = metrics.render();
+        assert!(
+            text.contains("kcert_ledger_view_outages_total 1")
+                && text.contains("kcert_ledger_view_current 1"),
+            "{text}"
+        );
+        follower.abort();
+    }
 }

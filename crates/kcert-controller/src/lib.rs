@@ -351,7 +351,12 @@ struct Sources {
 }
 
 impl Sources {
-    fn start(client: &Client, settings: &Settings, tasks: &mut Tasks) -> Sources {
+    fn start(
+        client: &Client,
+        settings: &Settings,
+        metrics: &Arc<metrics::Metrics>,
+        tasks: &mut Tasks,
+    ) -> Sources {
         let sources = Sources {
             policy: PolicyStore::default(),
             ca: CaStore::default(),
@@ -374,7 +379,11 @@ impl Sources {
             ));
         }
         if settings.webhook.is_some() || settings.ledger {
-            tasks.spawn(ledger::keep_current(client.clone(), sources.ledger.clone()));
+            tasks.spawn(ledger::keep_current(
+                client.clone(),
+                sources.ledger.clone(),
+                metrics.clone(),
+            ));
         }
         if settings.rbac_protection {
             tasks.spawn(rbac::keep_current(client.clone(), sources.rbac.clone()));
@@ -406,8 +415,12 @@ impl Sources {
         let (approver, signer) = (settings.approver, settings.signer);
         let nodes = self.nodes.clone();
         let need_nodes = settings.needs_nodes();
+        // The webhook answers 503 without a current ledger view: not ready either.
+        let ledger = self.ledger.clone();
+        let need_ledger = settings.webhook.is_some();
         Arc::new(move || {
             (!need_nodes || nodes.is_read())
+                && (!need_ledger || ledger.is_read())
                 && (!approver || policy.get().is_some())
                 && (!signer || ca.get().is_some())
                 && rbac.get().is_some()
@@ -589,8 +602,8 @@ pub async fn run(
         tracing::error!("no signer names configured; nothing to do");
     }
     let mut tasks = Tasks::default();
-    let sources = Sources::start(&client, &settings, &mut tasks);
     let metrics = Arc::new(metrics::Metrics::default());
+    let sources = Sources::start(&client, &settings, &metrics, &mut tasks);
     if let Some(addr) = settings.metrics_addr {
         let listener = http::bind(addr).await.map_err(|e| Error::Listen(addr, e))?;
         tasks.spawn(http::serve(

@@ -54,6 +54,8 @@ pub struct Metrics {
     ledger_write_failures: Counter,
     ledger_repaired: Counter,
     ledger_refused_foreign: Counter,
+    ledger_view_current: Gauge,
+    ledger_view_outages: Counter,
     /// NotAfter of each issued certificate in the cache, by CSR uid and resourceVersion, so a
     /// pass over the store parses only certificates it has not seen.
     not_after: Mutex<HashMap<String, (String, SystemTime)>>,
@@ -83,6 +85,8 @@ impl Default for Metrics {
             ledger_write_failures: Counter::default(),
             ledger_repaired: Counter::default(),
             ledger_refused_foreign: Counter::default(),
+            ledger_view_current: Gauge::default(),
+            ledger_view_outages: Counter::default(),
             not_after: Mutex::new(HashMap::new()),
         };
         {
@@ -153,6 +157,16 @@ impl Default for Metrics {
                 "Looks at a certificate on a CSR of kcert's signer that kcert did not issue for it (another key, subject, names, usages, lifetime or CA), refused a ledger record",
                 m.ledger_refused_foreign.clone(),
             );
+            r.register(
+                "ledger_view_current",
+                "1 while this process's view of the ledger is read and its watch healthy; 0 before the first read and after an outage (the webhook answers 503, renewals wait)",
+                m.ledger_view_current.clone(),
+            );
+            r.register(
+                "ledger_view_outages",
+                "Times the ledger view was dropped because its watch (or the reachability probe) failed for longer than the staleness bound; each is followed by a fresh list",
+                m.ledger_view_outages.clone(),
+            );
         }
         m
     }
@@ -211,6 +225,16 @@ impl Metrics {
     /// An issued certificate found not on record and queued again.
     pub fn ledger_repaired(&self) {
         self.ledger_repaired.inc();
+    }
+
+    /// Whether the ledger view is read and current.
+    pub fn ledger_view_current(&self, current: bool) {
+        self.ledger_view_current.set(i64::from(current));
+    }
+
+    /// The ledger view was dropped after an outage.
+    pub fn ledger_view_outage(&self) {
+        self.ledger_view_outages.inc();
     }
 
     /// A certificate kcert did not issue, found on a CSR of its signer and not recorded.
