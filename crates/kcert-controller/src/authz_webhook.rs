@@ -58,6 +58,13 @@ fn tls_config(settings: &WebhookSettings) -> Result<rustls::ServerConfig, String
     .map_err(|e| format!("serving certificate and key: {e}"))
 }
 
+/// Most connections served at once (the API servers keep a few alive each; more wait).
+pub const MAX_CONNECTIONS: usize = 512;
+/// Largest request head, in bytes.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Largest request body: a SubjectAccessReview is a few KiB.
+const MAX_BODY_BYTES: usize = 256 * 1024;
+
 /// Bind and serve until dropped. Errors only at start (bind, certificate).
 pub async fn serve(
     settings: WebhookSettings,
@@ -74,11 +81,28 @@ pub async fn serve(
         // Connections live in this set: when the server stops (its task is dropped), so do they,
         // kept-alive ones included, and the API server sees the webhook gone.
         let mut connections = tokio::task::JoinSet::new();
+        let mut backoff = Duration::from_millis(10);
         loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
             while connections.try_join_next().is_some() {}
+            if connections.len() >= MAX_CONNECTIONS {
+                // At the cap, new connections wait in the listen backlog until one ends: a flood
+                // of idle connections cannot exhaust memory or file descriptors.
+                let _ = connections.join_next().await;
+                continue;
+            }
+            let tcp = match listener.accept().await {
+                Ok((tcp, _)) => {
+                    backoff = Duration::from_millis(10);
+                    tcp
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: retrying at once would spin.
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "the webhook could not accept a connection");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
             let (acceptor, index, strict) = (acceptor.clone(), index.clone(), strict.clone());
             connections.spawn(async move {
                 let Ok(Ok(tls)) =
@@ -91,6 +115,9 @@ pub async fn serve(
         }
     })
 }
+
+const TOO_LARGE: &str =
+    "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 /// HTTP/1.1 with keep-alive: the API server reuses its connections.
 async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
@@ -105,7 +132,8 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
             }
-            if buf.len() > 16 * 1024 {
+            if buf.len() > MAX_HEAD_BYTES {
+                let _ = stream.write_all(TOO_LARGE.as_bytes()).await;
                 return;
             }
             let mut chunk = [0u8; 4096];
@@ -124,7 +152,8 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                     .then(|| v.trim().parse().ok())?
             })
             .unwrap_or(0);
-        if length > 1024 * 1024 {
+        if length > MAX_BODY_BYTES {
+            let _ = stream.write_all(TOO_LARGE.as_bytes()).await;
             return;
         }
         while buf.len() < head_end + length {
@@ -185,6 +214,36 @@ fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn oversized_requests_get_413_and_the_connection_ends() {
+        for request in [
+            format!(
+                "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+                MAX_BODY_BYTES + 1
+            ),
+            format!(
+                "POST / HTTP/1.1\r\nX-Junk: {}",
+                "a".repeat(MAX_HEAD_BYTES + 1)
+            ),
+        ] {
+            let (mut client, server) = tokio::io::duplex(1 << 20);
+            let index = LedgerView::default();
+            index.set(Default::default());
+            let served = tokio::spawn(async move {
+                connection(server, index, &Strict::default()).await;
+            });
+            client.write_all(request.as_bytes()).await.unwrap();
+            let mut reply = Vec::new();
+            client.read_to_end(&mut reply).await.unwrap();
+            assert!(
+                String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 413"),
+                "{}",
+                String::from_utf8_lossy(&reply)
+            );
+            served.await.unwrap();
+        }
+    }
 
     #[test]
     fn not_ready_is_503_and_junk_is_400() {

@@ -117,12 +117,21 @@ pub async fn sweep(
             continue;
         }
         let name = csr.name_any();
-        match api.delete(&name, &DeleteParams::default()).await {
+        // This very object only: a CSR re-created under the same name since the list (a new
+        // request, not yet decided) is the API server's 409, and is left alone.
+        let this_one = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: csr.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(&name, &this_one).await {
             Ok(_) => {
                 tracing::info!(csr = %name, why, "deleted finished CSR");
                 deleted.push(name);
             }
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
             Err(e) => return Err(e),
         }
     }
@@ -168,6 +177,44 @@ mod tests {
             c.status.as_mut().unwrap().conditions = Some(vec![cond]);
         }
         c
+    }
+
+    #[tokio::test]
+    async fn a_csr_re_created_under_the_same_name_is_not_deleted() {
+        use crate::fake_api::{Exchange, FakeApi, status};
+        use http::Method;
+        let mut denied = csr(7200, Some((conditions::DENIED, 7200)));
+        denied.metadata.name = Some("jane".into());
+        denied.metadata.uid = Some("uid-old".into());
+        denied.spec.signer_name = "kcert.dev/client".into();
+        let list = serde_json::json!({
+            "apiVersion": "certificates.k8s.io/v1",
+            "kind": "CertificateSigningRequestList",
+            "metadata": {},
+            "items": [serde_json::to_value(&denied).unwrap()],
+        });
+        let api = FakeApi::new(vec![
+            Exchange::new(Method::GET, "/certificatesigningrequests", 200, list),
+            Exchange::new(
+                Method::DELETE,
+                "/certificatesigningrequests/jane",
+                409,
+                status(409, "Conflict", "Precondition failed: UID in precondition: uid-old, UID in object meta: uid-new"),
+            )
+            .checking(|body| {
+                assert_eq!(body["preconditions"]["uid"], "uid-old", "{body}");
+            }),
+        ]);
+        let deleted = sweep(
+            &api.client(),
+            &["kcert.dev/client".to_string()],
+            &CleanerSettings::default(),
+            None,
+        )
+        .await
+        .unwrap();
+        assert!(deleted.is_empty(), "{deleted:?}");
+        api.assert_done();
     }
 
     #[test]

@@ -152,6 +152,7 @@ pub async fn can_i(args: &CanIArgs, out: OutputFormat, target: &Target) -> Resul
                     .map(|n| format!(" in namespace {n}"))
                     .unwrap_or_default()
             ),
+            condition: None,
         }
         .into())
     }

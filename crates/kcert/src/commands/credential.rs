@@ -17,6 +17,10 @@ use kube::api::PostParams;
 use std::time::{Duration, SystemTime};
 
 pub async fn run(args: &CredentialArgs) -> Result<()> {
+    // One kcert credential at a time per certificate: kubectl processes started together would
+    // otherwise renew twice and could leave one's key beside the other's certificate. The
+    // second waits, then reads the pair the first wrote (and finds no renewal due).
+    let _lock = lock_beside(&args.cert_file)?;
     let mut cert_pem =
         String::from_utf8(read(&args.cert_file)?).context("the certificate is not text")?;
     let mut key_pem = String::from_utf8(read(&args.key_file)?).context("the key is not text")?;
@@ -36,9 +40,8 @@ pub async fn run(args: &CredentialArgs) -> Result<()> {
     }
     let mut not_after = info.not_after_time();
     let marker = denied_marker(&args.cert_file);
-    let denied_before = std::fs::read_to_string(&marker)
-        .ok()
-        .filter(|m| m.lines().next() == Some(info.serial.as_str()));
+    let denied_before =
+        read_no_follow(&marker).filter(|m| m.lines().next() == Some(info.serial.as_str()));
     if let Some(m) = &denied_before {
         // A permanent denial for this very certificate: asking again cannot succeed.
         eprintln!(
@@ -54,7 +57,15 @@ pub async fn run(args: &CredentialArgs) -> Result<()> {
                 not_after = na;
             }
             Err(e) if is_final_denial(&e) => {
-                let _ = std::fs::write(&marker, format!("{}\n{e:#}\n", info.serial));
+                // Staged and renamed: a symlink planted at the marker's name is replaced, never
+                // followed.
+                let _ = crate::files::Staged::new(
+                    &marker,
+                    format!("{}\n{e:#}\n", info.serial).as_bytes(),
+                    Mode::Private,
+                    true,
+                )
+                .and_then(|f| f.commit());
                 eprintln!(
                     "kcert credential: renewal denied for good: {e:#}; not asking again with this certificate (serving it until {}); get a new one with kcert request",
                     info.not_after
@@ -86,6 +97,48 @@ pub async fn run(args: &CredentialArgs) -> Result<()> {
     Ok(())
 }
 
+/// Open (creating, 0600) `<cert>.lock` without following a symlink, and hold an exclusive
+/// lock on it until the returned file is dropped.
+fn lock_beside(cert_file: &std::path::Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = cert_file.as_os_str().to_owned();
+    name.push(".lock");
+    let path = std::path::PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .with_context(|| {
+            format!(
+                "{}: cannot open the lock file (a symlink is refused)",
+                path.display()
+            )
+        })?;
+    file.lock()
+        .with_context(|| format!("{}: cannot lock", path.display()))?;
+    Ok(file)
+}
+
+/// A small file's text, or `None` when it is missing, unreadable or a symlink.
+fn read_no_follow(path: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut text = String::new();
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?
+        .take(64 * 1024)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
+}
+
 /// Where a final renewal denial is remembered: beside the certificate, naming its serial.
 fn denied_marker(cert_file: &std::path::Path) -> std::path::PathBuf {
     let mut name = cert_file.as_os_str().to_owned();
@@ -93,18 +146,91 @@ fn denied_marker(cert_file: &std::path::Path) -> std::path::PathBuf {
     name.into()
 }
 
-/// Denials that no retry with the same certificate can turn around.
+/// Denials that no retry with the same certificate can turn around: the certificate itself is
+/// revoked, unknown or at the end of its chain. Decided on the condition's reason alone, never
+/// on its message (which quotes what was requested). Not final: a Failed condition (the
+/// signer's trouble), and ProtectedUser / ProtectedGroup, which RBAC bindings decide and a
+/// changed binding lifts.
 fn is_final_denial(e: &anyhow::Error) -> bool {
+    const FINAL: [&str; 3] = [
+        "Denied:CredentialRevoked",
+        "Denied:RenewalChainTooOld",
+        "Denied:CredentialUnknown",
+    ];
     e.downcast_ref::<super::Exit>().is_some_and(|x| {
-        x.code == crate::exit::DENIED
-            && [
-                "CredentialRevoked",
-                "RenewalChainTooOld",
-                "CredentialUnknown",
-            ]
-            .iter()
-            .any(|r| x.message.contains(r))
+        x.code == crate::exit::DENIED && x.condition.as_deref().is_some_and(|c| FINAL.contains(&c))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_and_the_marker_never_follow_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("jane.crt");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("jane.crt.lock")).unwrap();
+        assert!(
+            lock_beside(&cert).is_err(),
+            "a symlinked lock file was followed"
+        );
+        std::os::unix::fs::symlink(&victim, dir.path().join("jane.crt.renewal-denied")).unwrap();
+        assert_eq!(read_no_follow(&denied_marker(&cert)), None);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    }
+
+    #[test]
+    fn a_second_holder_waits_for_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("jane.crt");
+        let first = lock_beside(&cert).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = cert.clone();
+        let second = std::thread::spawn(move || {
+            let _held = lock_beside(&path).unwrap();
+            tx.send(()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "the second process did not wait for the lock"
+        );
+        drop(first);
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        second.join().unwrap();
+    }
+
+    fn denied(condition: &str, message: &str) -> anyhow::Error {
+        super::super::Exit {
+            code: crate::exit::DENIED,
+            message: message.into(),
+            condition: Some(condition.into()),
+        }
+        .into()
+    }
+
+    #[test]
+    fn only_the_reasons_that_end_a_certificate_are_final() {
+        assert!(is_final_denial(&denied(
+            "Denied:CredentialRevoked",
+            "revoked"
+        )));
+        assert!(is_final_denial(&denied("Denied:RenewalChainTooOld", "old")));
+        // A message that quotes a reason is not that reason.
+        assert!(!is_final_denial(&denied(
+            "Denied:GroupNotAllowed",
+            "group (O) \"CredentialRevoked\" is not allowed"
+        )));
+        // RBAC made the user privileged: a binding removed later lifts it.
+        assert!(!is_final_denial(&denied(
+            "Denied:ProtectedUser",
+            "user (CN) jane is privileged: RoleBinding kube-system/x binds it …"
+        )));
+        assert!(!is_final_denial(&denied("Failed:CredentialRevoked", "x")));
+    }
 }
 
 /// The cluster client-go tells us about (`provideClusterInfo: true`).

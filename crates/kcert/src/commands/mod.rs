@@ -15,12 +15,15 @@ use crate::cli::{CaCommand, Cli, Command, OutputFormat, PolicyCommand};
 use anyhow::Result;
 
 /// An error that ends the program with a specific exit code (see `kcert --help`).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Exit {
     /// The exit code.
     pub code: u8,
     /// What to print.
     pub message: String,
+    /// The CSR condition that ended it, as `Denied:Reason` or `Failed:Reason`, when one did:
+    /// what callers decide on (never the message, which quotes what requesters wrote).
+    pub condition: Option<String>,
 }
 
 impl std::fmt::Display for Exit {
@@ -110,6 +113,7 @@ fn forward_to_sandbox(args: &[std::ffi::OsString], out: OutputFormat) -> Result<
         code => Err(Exit {
             code: code.map_or(crate::exit::ERROR, |c| c as u8),
             message: format!("kcert-sandbox exited with {status}"),
+            condition: None,
         }
         .into()),
     }

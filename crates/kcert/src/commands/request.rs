@@ -461,6 +461,11 @@ impl Progress<'_> {
                     c.reason.as_deref().unwrap_or("-"),
                     c.message.as_deref().unwrap_or("-")
                 ),
+                condition: Some(format!(
+                    "{}:{}",
+                    c.type_,
+                    c.reason.as_deref().unwrap_or_default()
+                )),
             }
             .into());
         }
@@ -502,6 +507,7 @@ impl Progress<'_> {
                     if self.said_approved { "certificate" } else { "approval" },
                     self.timeout.as_secs()
                 ),
+                condition: None,
             }
             .into());
         }
