@@ -1,6 +1,7 @@
 //! The Helm chart (deploy/chart/kcert), judged by Helm itself (built from its Go module by the
 //! test bed): it lints clean, with default values it renders exactly the objects of the
-//! kustomize base (but the Namespace), and installed with `helm install` onto a real API server
+//! kustomize base (but the Namespace), with the webhook those plus deploy/webhook/'s, and
+//! installed with `helm install` onto a real API server
 //! it gives the controller what it needs, proven by running the controller as its
 //! ServiceAccount.
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/chart/kcert");
 const BASE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+const WEBHOOK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/webhook");
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
@@ -62,6 +64,13 @@ fn objects(yaml: &str) -> std::collections::BTreeMap<String, serde_json::Value> 
         .collect()
 }
 
+/// The Namespace named `name` in a multi-document YAML stream.
+fn namespace(yaml: &str, name: &str) -> Option<serde_json::Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .filter_map(|doc| serde_json::Value::deserialize(doc).ok())
+        .find(|v| v["kind"] == "Namespace" && v["metadata"]["name"] == name)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_helm_chart_lints_renders_the_kustomize_base_and_installs() {
     let helm = tokio::task::spawn_blocking(kcert_testbed::helm)
@@ -74,6 +83,9 @@ async fn the_helm_chart_lints_renders_the_kustomize_base_and_installs() {
         .unwrap_or_else(|| "kubectl".into());
     // helm lint: clean.
     let lint = run(Command::new(&helm).args(["lint", "--strict", CHART]));
+    assert!(lint.contains("0 chart(s) failed"), "{lint}");
+    let lint =
+        run(Command::new(&helm).args(["lint", "--strict", CHART, "--set", "webhook.enabled=true"]));
     assert!(lint.contains("0 chart(s) failed"), "{lint}");
     // Default values: the kustomize base, object for object.
     let rendered = run(Command::new(&helm).args([
@@ -97,26 +109,110 @@ async fn the_helm_chart_lints_renders_the_kustomize_base_and_installs() {
             "{key} differs between the chart and deploy/"
         );
     }
-    // The webhook switch renders what deploy/webhook/ describes.
-    let with_webhook = run(Command::new(&helm).args([
-        "template",
-        "kcert",
-        CHART,
-        "--namespace",
-        "kcert-system",
+    // The webhook switch renders, object for object, the base plus deploy/webhook/ (the
+    // webhook's namespace included: its Pod Security level is the point).
+    let template = |extra: &[&str]| {
+        run(Command::new(&helm)
+            .args(["template", "kcert", CHART, "--namespace", "kcert-system"])
+            .args(extra))
+    };
+    let with_webhook = template(&["--set", "webhook.enabled=true"]);
+    let webhook_dir = run(Command::new(&kubectl).args(["kustomize", WEBHOOK]));
+    let mut expected = objects(&base);
+    expected.remove("CustomResourceDefinition//approvalpolicies.kcert.dev");
+    expected.remove("CustomResourceDefinition//ledgerpages.kcert.dev");
+    expected.extend(objects(&webhook_dir));
+    let chart_webhook = objects(&with_webhook);
+    assert_eq!(
+        chart_webhook.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "the chart with the webhook and deploy/ + deploy/webhook/ hold different objects"
+    );
+    for (key, object) in &expected {
+        assert_eq!(
+            &chart_webhook[key], object,
+            "{key} differs between the chart with the webhook and deploy/webhook/"
+        );
+    }
+    assert_eq!(
+        namespace(&with_webhook, "kcert-webhook"),
+        namespace(&webhook_dir, "kcert-webhook")
+    );
+    assert!(namespace(&with_webhook, "kcert-webhook").is_some());
+    let strict = template(&[
         "--set",
         "webhook.enabled=true",
         "--set",
         "webhook.strictUsers={admin-*}",
-    ]));
+    ]);
     for needle in [
         "hostNetwork: true",
         "--webhook-addr=127.0.0.1:8443",
         "--webhook-strict-user=admin-*",
         "secretName: kcert-webhook-tls",
     ] {
-        assert!(with_webhook.contains(needle), "{needle} not rendered");
+        assert!(strict.contains(needle), "{needle} not rendered");
     }
+    // The DaemonSet runs the Deployment's controller flags whatever the values (one template).
+    let flags = objects(&template(&[
+        "--set",
+        "webhook.enabled=true",
+        "--set",
+        "kubelet.serving=true",
+        "--set",
+        "kubelet.servingCidrs={10.0.0.0/8}",
+        "--set",
+        "policy=rules: []",
+    ]));
+    let args = |key: &str, own: &[&str]| -> Vec<String> {
+        flags[key]["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .filter(|a| !own.iter().any(|p| a.starts_with(p)))
+            .collect()
+    };
+    let controller = args(
+        "Deployment/kcert-system/kcert-controller",
+        &["--metrics-addr="],
+    );
+    assert!(controller.contains(&"--kubelet-serving".to_string()));
+    assert!(controller.contains(&"--policy-file=/etc/kcert/policy/policy.yaml".to_string()));
+    assert_eq!(
+        args(
+            "DaemonSet/kcert-webhook/kcert-webhook",
+            &[
+                "--metrics-addr=",
+                "--webhook-",
+                "--leader-election-namespace="
+            ]
+        ),
+        controller
+    );
+    assert!(flags.contains_key("ConfigMap/kcert-webhook/kcert-policy"));
+    assert!(flags.contains_key("ClusterRoleBinding//kcert-webhook-nodes"));
+    assert_eq!(
+        flags["ClusterRoleBinding//kcert-webhook-nodes"],
+        objects(&std::fs::read_to_string(format!("{WEBHOOK}/nodes-rbac.yaml")).unwrap())["ClusterRoleBinding//kcert-webhook-nodes"]
+    );
+    // The webhook needs leader election (its replicas stand for the controller's Lease).
+    let out = Command::new(&helm)
+        .args(["template", "kcert", CHART, "--namespace", "kcert-system"])
+        .args([
+            "--set",
+            "webhook.enabled=true",
+            "--set",
+            "leaderElection.enabled=false",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("needs leaderElection.enabled"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The kubelet switches render the flags and, object for object, deploy/nodes/rbac.yaml.
     let with_nodes = run(Command::new(&helm).args([

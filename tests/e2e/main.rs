@@ -12,6 +12,8 @@ mod hostile;
 mod integrity;
 mod ledger;
 mod pki;
+mod pod_security;
+mod privilege;
 mod renewal;
 mod revocation;
 mod secrets;

@@ -245,3 +245,156 @@ async fn a_revoked_certificate_is_refused_within_seconds_and_nothing_else_is() {
 fn policy_clone(p: &kcert_policy::PolicySpec) -> kcert_policy::PolicySpec {
     p.clone()
 }
+
+/// The shipped AuthorizationConfiguration with its webhook down (nothing listens at its
+/// address): the control plane's own X.509 identities are not sent to the webhook and keep
+/// working — kube-controller-manager, kube-scheduler, kube-proxy, a kubelet, kubeadm's
+/// admin.conf (kubernetes-admin in kubeadm:cluster-admins, bound to cluster-admin as kubeadm
+/// does) — while a user of the kind kcert issues, whom RBAC allows, is refused (fail closed);
+/// until the break-glass path takes the webhook out of the configuration file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_webhook_down_the_control_plane_keeps_working_and_kcert_users_are_refused() {
+    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+    use k8s_openapi::api::core::v1::{Node, Secret, Service};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let dir = tempfile::tempdir().unwrap();
+    // deploy/authorization-config.yaml, the webhook's port free: nobody answers there.
+    let files = kcert_testbed::webhook::WebhookFiles::create(
+        dir.path(),
+        kcert_testbed::webhook::free_port().unwrap(),
+    )
+    .unwrap();
+    let shipped = std::fs::read_to_string(&files.authorization_config).unwrap();
+    assert!(shipped.contains("failurePolicy: Deny"), "{shipped}");
+    let cluster = TestCluster::builder()
+        .authorization_config(files.authorization_config.clone())
+        .start()
+        .await
+        .unwrap();
+    let admin = cluster.admin_client().await.unwrap();
+    let yaml = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: 'kubeadm:cluster-admins'}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}\nsubjects: [{kind: Group, name: 'kubeadm:cluster-admins', apiGroup: rbac.authorization.k8s.io}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: pod-lister}\nrules: [{apiGroups: [''], resources: [pods], verbs: [list]}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: dev-pod-lister}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: pod-lister}\nsubjects: [{kind: Group, name: dev, apiGroup: rbac.authorization.k8s.io}]\n";
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let bindings: Api<ClusterRoleBinding> = Api::all(admin.clone());
+    for i in [0, 2] {
+        bindings
+            .create(
+                &PostParams::default(),
+                &serde_yaml::from_value(docs[i].clone()).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    Api::<ClusterRole>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &serde_yaml::from_value(docs[1].clone()).unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // The control plane's certificates (signed by the cluster CA, as kubeadm's are).
+    let kcm = cluster
+        .user_client("system:kube-controller-manager", &[])
+        .await
+        .unwrap();
+    let n = Api::<Pod>::all(kcm)
+        .list(&ListParams::default())
+        .await
+        .expect("kube-controller-manager lists pods with the webhook down");
+    eprintln!("kube-controller-manager: {} pods", n.items.len());
+    let scheduler = cluster
+        .user_client("system:kube-scheduler", &[])
+        .await
+        .unwrap();
+    Api::<Node>::all(scheduler)
+        .list(&ListParams::default())
+        .await
+        .expect("kube-scheduler lists nodes with the webhook down");
+    let proxy = cluster.user_client("system:kube-proxy", &[]).await.unwrap();
+    Api::<Service>::all(proxy)
+        .list(&ListParams::default())
+        .await
+        .expect("kube-proxy lists services with the webhook down");
+    // A kubelet registers its Node (Node authorizer, NodeRestriction) and reads it back.
+    let node_name = cluster.unique_name("cp-node");
+    let kubelet = cluster
+        .user_client(&format!("system:node:{node_name}"), &["system:nodes"])
+        .await
+        .unwrap();
+    let nodes: Api<Node> = Api::all(kubelet);
+    nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": node_name}})).unwrap(),
+        )
+        .await
+        .expect("a kubelet registers its Node with the webhook down");
+    nodes
+        .get(&node_name)
+        .await
+        .expect("a kubelet reads its Node with the webhook down");
+    // kubeadm's admin.conf.
+    let kubeadm_admin = cluster
+        .user_client("kubernetes-admin", &["kubeadm:cluster-admins"])
+        .await
+        .unwrap();
+    Api::<Secret>::namespaced(kubeadm_admin, "kube-system")
+        .list(&ListParams::default())
+        .await
+        .expect("kubeadm's admin.conf works with the webhook down (break-glass)");
+
+    // jane in dev, as kcert issues her: RBAC would let her list pods (asked without a
+    // credential id, so the webhook is not consulted), yet her certificate is refused because
+    // nobody answers for kcert (failurePolicy Deny: the API server answers 500 naming the
+    // webhook).
+    let review: SubjectAccessReview = serde_json::from_value(serde_json::json!({
+        "spec": {
+            "user": "jane",
+            "groups": ["dev", "system:authenticated"],
+            "resourceAttributes": {"namespace": "default", "verb": "list", "resource": "pods"}
+        }
+    }))
+    .unwrap();
+    let allowed = Api::<SubjectAccessReview>::all(admin.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert!(allowed.allowed, "RBAC does not grant jane: {allowed:?}");
+    let jane = cluster.user_client("jane", &["dev"]).await.unwrap();
+    match list_pods(&jane, "default").await {
+        Err(kube::Error::Api(s))
+            if (s.code == 403 || s.code == 500) && s.message.contains("/authorize") =>
+        {
+            eprintln!("kcert user with the webhook down: {} {}", s.code, s.message)
+        }
+        other => panic!("jane's certificate with the webhook down: {other:?}"),
+    }
+
+    // Break-glass (docs/revocation.md): the Webhook entry deleted from the API server's
+    // --authorization-config file; the API server reloads it and RBAC alone decides.
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&shipped).unwrap();
+    config["authorizers"]
+        .as_sequence_mut()
+        .unwrap()
+        .retain(|a| a["type"] != "Webhook");
+    std::fs::write(
+        &files.authorization_config,
+        serde_yaml::to_string(&config).unwrap(),
+    )
+    .unwrap();
+    let took = Instant::now();
+    eventually(
+        "jane served once the webhook is out of the configuration",
+        90 * SECOND,
+        || async { list_pods(&jane, "default").await.map_err(|e| e.to_string()) },
+    )
+    .await;
+    eprintln!(
+        "break-glass: the configuration reloaded in {:.1}s",
+        took.elapsed().as_secs_f64()
+    );
+}

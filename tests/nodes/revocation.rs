@@ -1,5 +1,6 @@
-//! Revoking a node: on a cluster whose API server consults kcert's authorization webhook first
-//! (deploy/authorization-config.yaml: the webhook, then Node, then RBAC), a hollow node
+//! Revoking a node: on a cluster whose API server consults kcert's authorization webhook first,
+//! kubelets included (deploy/authorization-config-nodes.yaml, the opt-in variant: the webhook,
+//! then Node, then RBAC; the default file leaves kubelets out), a hollow node
 //! bootstraps (approved by kcert, signed by kube-controller-manager, recorded on kcert's
 //! ledger); `revoke` of its user makes the kubelet's own credentials refused within seconds,
 //! and the kubelet's client rotation cannot renew with the revoked certificate.
@@ -15,9 +16,10 @@ use std::time::{Duration, Instant};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_node_is_refused_within_seconds_and_cannot_renew() {
     let dir = tempfile::tempdir().unwrap();
-    let files = kcert_testbed::webhook::WebhookFiles::create(
+    let files = kcert_testbed::webhook::WebhookFiles::create_with(
         dir.path(),
         kcert_testbed::webhook::free_port().unwrap(),
+        kcert_testbed::webhook::AUTHORIZATION_CONFIG_NODES,
     )
     .unwrap();
     let cluster = TestCluster::builder()

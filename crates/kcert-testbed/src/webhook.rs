@@ -10,8 +10,13 @@ use kcert_pki::{
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-/// The AuthorizationConfiguration kcert ships (deploy/authorization-config.yaml).
+/// The AuthorizationConfiguration kcert ships (deploy/authorization-config.yaml): the webhook for
+/// X.509 requests of identities kcert issues, the control plane's own excluded.
 pub const AUTHORIZATION_CONFIG: &str = include_str!("../../../deploy/authorization-config.yaml");
+/// Its opt-in variant that also sends kubelets' certificates to the webhook
+/// (deploy/authorization-config-nodes.yaml), for node revocation.
+pub const AUTHORIZATION_CONFIG_NODES: &str =
+    include_str!("../../../deploy/authorization-config-nodes.yaml");
 const KUBECONFIG_PATH_IN_CONFIG: &str = "/etc/kubernetes/kcert-webhook.kubeconfig";
 
 /// Files for a webhook on `127.0.0.1:port`, written in a directory.
@@ -30,8 +35,20 @@ pub struct WebhookFiles {
 }
 
 impl WebhookFiles {
-    /// Create them in `dir` for a webhook that will listen on 127.0.0.1:`port`.
+    /// Create them in `dir` for a webhook that will listen on 127.0.0.1:`port`, with the
+    /// default AuthorizationConfiguration ([`AUTHORIZATION_CONFIG`]).
     pub fn create(dir: &Path, port: u16) -> Result<Self> {
+        Self::create_with(dir, port, AUTHORIZATION_CONFIG)
+    }
+
+    /// Like [`WebhookFiles::create`], with this AuthorizationConfiguration (e.g.
+    /// [`AUTHORIZATION_CONFIG_NODES`]); its kubeconfig path is pointed at the files written here.
+    pub fn create_with(dir: &Path, port: u16, authorization_config: &str) -> Result<Self> {
+        if !authorization_config.contains(KUBECONFIG_PATH_IN_CONFIG) {
+            return Err(Error::Setup(format!(
+                "the AuthorizationConfiguration does not name {KUBECONFIG_PATH_IN_CONFIG}"
+            )));
+        }
         let pki = |e: kcert_pki::PkiError| Error::Setup(format!("webhook certificates: {e}"));
         let now = SystemTime::now();
         let ca = CertificateAuthority::create(
@@ -86,7 +103,7 @@ impl WebhookFiles {
             (&kubeconfig_path, kubeconfig),
             (
                 &files.authorization_config,
-                AUTHORIZATION_CONFIG.replace(
+                authorization_config.replace(
                     KUBECONFIG_PATH_IN_CONFIG,
                     &kubeconfig_path.display().to_string(),
                 ),

@@ -1,0 +1,44 @@
+{{/*
+The controller's flags, shared by the Deployment and the webhook's DaemonSet: their replicas
+stand for the same Lease, so whichever leads must behave alike.
+*/}}
+{{- define "kcert.controllerArgs" -}}
+- --signer-name={{ join "," .Values.signerNames }}
+- --ca-secret={{ .Release.Namespace }}/{{ .Values.caSecret }}
+- --max-duration={{ .Values.maxDuration }}
+- --log-format={{ .Values.logFormat }}
+{{- if .Values.leaderElection.enabled }}
+- --leader-elect
+{{- end }}
+{{- if .Values.policy }}
+- --policy-file=/etc/kcert/policy/policy.yaml
+{{- end }}
+{{- if .Values.kubelet.serving }}
+- --kubelet-serving
+{{- end }}
+{{- if .Values.kubelet.client }}
+- --kubelet-client
+{{- end }}
+{{- if .Values.kubelet.approveOnly }}
+- --kubelet-approve-only
+{{- end }}
+{{- if .Values.kubelet.sign }}
+- --kubelet-sign
+{{- end }}
+{{- range .Values.kubelet.servingDnsSuffixes }}
+- --kubelet-serving-dns-suffix={{ . }}
+{{- end }}
+{{- range .Values.kubelet.servingCidrs }}
+- --kubelet-serving-cidr={{ . }}
+{{- end }}
+{{- range .Values.kubelet.reservedCidrs }}
+- --kubelet-serving-reserved-cidr={{ . }}
+{{- end }}
+{{- range .Values.kubelet.reservedNames }}
+- --kubelet-serving-reserved-name={{ . }}
+{{- end }}
+{{- if .Values.kubelet.allowSharedAddresses }}
+- --kubelet-serving-allow-shared-addresses
+{{- end }}
+{{- end }}
+
