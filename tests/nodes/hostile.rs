@@ -85,6 +85,8 @@ async fn hostile_node_requests_are_denied_with_their_reasons() {
     allow_everyone_to_request(cluster).await;
     let u = cluster.unique_name("h");
     let (a, bn, c) = (format!("{u}-a"), format!("{u}-b"), format!("{u}-c"));
+    // Node r was revoked (`kcert revoke --node r`): its bootstrap token is still valid.
+    let r = format!("{u}-r");
     // Node a also reports addresses that are no node's to have (a node writes its own status).
     make_node(
         &a,
@@ -117,10 +119,22 @@ async fn hostile_node_requests_are_denied_with_their_reasons() {
         &[("InternalIP", "10.96.1.3"), ("InternalIP", "10.96.1.2")],
     )
     .await;
+    make_node(&r, &[("InternalIP", "10.96.1.9"), ("Hostname", &r)]).await;
     let node_a = cluster
         .user_client(&format!("system:node:{a}"), &["system:nodes"])
         .await
         .unwrap();
+    let node_r = cluster
+        .user_client(&format!("system:node:{r}"), &["system:nodes"])
+        .await
+        .unwrap();
+    let admin_client = admin().await;
+    kcert_kube::revocation::revoke_node(&admin_client, &r, "kcert-tests", "decommissioned")
+        .await
+        .unwrap();
+    // What the controller's ledger watch delivers within milliseconds: wait for it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cn_r = format!("system:node:{r}");
     let node_c = cluster
         .user_client(&format!("system:node:{c}"), &["system:nodes"])
         .await
@@ -422,6 +436,35 @@ async fn hostile_node_requests_are_denied_with_their_reasons() {
             "Approved",
             "AutoApproved",
         ),
+        // A revoked node gets nothing: not through a bootstrap token still valid (which the
+        // nodeclient review allows), not by renewing, not a serving certificate.
+        (
+            "bootstrap-as-revoked-node",
+            &bootstrap,
+            KUBELET_CLIENT_SIGNER,
+            CLIENT,
+            request(&cn_r, nodes, &[], &[], &[]),
+            "Denied",
+            "NodeRevoked",
+        ),
+        (
+            "revoked-node-renews",
+            &node_r,
+            KUBELET_CLIENT_SIGNER,
+            CLIENT,
+            request(&cn_r, nodes, &[], &[], &[]),
+            "Denied",
+            "NodeRevoked",
+        ),
+        (
+            "revoked-node-serving",
+            &node_r,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn_r, nodes, &[&r], &["10.96.1.9"], &[]),
+            "Denied",
+            "NodeRevoked",
+        ),
     ];
     let mut created = Vec::new();
     for (case, who, signer, usages, req, kind, reason) in cases {
@@ -451,9 +494,11 @@ async fn hostile_node_requests_are_denied_with_their_reasons() {
     )
     .await;
     created.push(("squatted-name", squat, "Denied", "NotANode"));
-    let admin_client = admin().await;
     let api: Api<CertificateSigningRequest> = Api::all(admin_client.clone());
     let index = kcert::commands::policy::node_index(&admin_client)
+        .await
+        .unwrap();
+    let ledger = kcert::commands::policy::node_ledger(&admin_client)
         .await
         .unwrap();
     let rules = crate::node_settings().nodes;
@@ -462,9 +507,10 @@ async fn hostile_node_requests_are_denied_with_their_reasons() {
         assert_reason(case, &got, kind, reason);
         // `kcert policy test NAME` explains it with the same evaluation and reason.
         let csr = api.get(name).await.unwrap();
-        let explained = kcert::commands::policy::node_verdict(&admin_client, &csr, &rules, &index)
-            .await
-            .unwrap();
+        let explained =
+            kcert::commands::policy::node_verdict(&admin_client, &csr, &rules, &index, &ledger)
+                .await
+                .unwrap();
         assert_eq!(
             explained.reason.as_str(),
             *reason,

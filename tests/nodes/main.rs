@@ -8,6 +8,7 @@
 mod hollow;
 mod hostile;
 mod revocation;
+mod revoked_node;
 mod signing;
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;

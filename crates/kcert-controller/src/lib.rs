@@ -147,6 +147,29 @@ impl Settings {
                     .iter()
                     .any(|n| n == kcert_policy::nodes::KUBELET_SERVING_SIGNER))
     }
+
+    /// Whether this process only serves the revocation webhook (no approver, no signer).
+    pub fn webhook_only(&self) -> bool {
+        !self.approver && !self.signer && self.webhook.is_some()
+    }
+
+    /// Whether this process watches the ledger: the webhook answers from it, the signer and
+    /// the cleaner consult it, renewal rules read it — and the kubelet rules (the node approver,
+    /// a kubelet signer) refuse the nodes it says are revoked, so they read it even with
+    /// recording off (`--ledger=false`), and decide nothing until they have.
+    pub fn reads_ledger(&self) -> bool {
+        self.webhook.is_some() || self.ledger || self.judges_kubelets()
+    }
+
+    /// Whether the node approver decides, or the signer signs, kubelet CSRs.
+    pub fn judges_kubelets(&self) -> bool {
+        (self.approver && (self.nodes.serving || self.nodes.client))
+            || (self.signer
+                && self
+                    .signer_names
+                    .iter()
+                    .any(|n| kcert_policy::nodes::is_kubelet_signer(n)))
+    }
 }
 
 impl Default for Settings {
@@ -360,7 +383,7 @@ impl Sources {
         let sources = Sources {
             policy: PolicyStore::default(),
             ca: CaStore::default(),
-            rbac: if settings.rbac_protection {
+            rbac: if settings.rbac_protection && !settings.webhook_only() {
                 rbac::RbacIndex::default()
             } else {
                 rbac::RbacIndex::disabled()
@@ -378,14 +401,14 @@ impl Sources {
                 sources.nodes.clone(),
             ));
         }
-        if settings.webhook.is_some() || settings.ledger {
+        if settings.reads_ledger() {
             tasks.spawn(ledger::keep_current(
                 client.clone(),
                 sources.ledger.clone(),
                 metrics.clone(),
             ));
         }
-        if settings.rbac_protection {
+        if settings.rbac_protection && !settings.webhook_only() {
             tasks.spawn(rbac::keep_current(client.clone(), sources.rbac.clone()));
         }
         if settings.approver {
@@ -619,6 +642,12 @@ pub async fn run(
                 .await
                 .map_err(Error::Webhook)?,
         );
+    }
+    if settings.webhook_only() {
+        // Nothing else: no CSR watch, no CA, no Lease.
+        tracing::info!("serving the revocation webhook only");
+        shutdown.await;
+        return Ok(());
     }
     let shutdown = shutdown.boxed().shared();
     let leadership = match settings.leader_election.clone() {

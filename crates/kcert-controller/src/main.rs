@@ -22,7 +22,9 @@ struct Flags {
     /// A signer name to serve; repeat for several. CSRs of other signers are never touched.
     #[arg(long = "signer-name", env = "KCERT_SIGNER_NAMES", value_delimiter = ',', default_value = kcert_controller::DEFAULT_SIGNER_NAME)]
     signer_names: Vec<String>,
-    /// Which controllers to run.
+    /// Which controllers to run: approver, signer, or `webhook` alone (only the revocation
+    /// webhook and its ledger watch: no CSR is read, no CA loaded, no Lease taken; for the
+    /// webhook's host-network Pods, which then need nothing but list/watch on ledgerpages).
     #[arg(
         long,
         env = "KCERT_CONTROLLERS",
@@ -208,6 +210,8 @@ fn parse_event_level(s: &str) -> Result<kcert_controller::events::EventLevel, St
 enum Role {
     Approver,
     Signer,
+    /// The revocation webhook only.
+    Webhook,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -265,6 +269,22 @@ async fn run(flags: Flags) -> Result<()> {
         }
         _ => None,
     };
+    let webhook_only = flags.controllers.contains(&Role::Webhook);
+    if webhook_only {
+        if flags.controllers.len() > 1 {
+            bail!(
+                "--controllers webhook runs the webhook alone: do not combine it with approver or signer"
+            );
+        }
+        if flags.webhook_addr.is_none() {
+            bail!("--controllers webhook needs --webhook-addr, --webhook-cert and --webhook-key");
+        }
+        if flags.leader_elect {
+            bail!(
+                "--controllers webhook takes no Lease (every webhook replica answers): drop --leader-elect"
+            );
+        }
+    }
     let signer = flags.controllers.contains(&Role::Signer);
     if signer && ca.is_none() {
         bail!(

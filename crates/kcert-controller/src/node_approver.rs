@@ -4,7 +4,8 @@
 //! kube-controller-manager's csrapproving, sharing the approver's decision writer, Events and
 //! metrics.
 //!
-//! Nothing is decided before the Nodes are listed; a SubjectAccessReview that fails decides
+//! Nothing is decided before the Nodes are listed, nor before the ledger is read (it says which
+//! nodes are revoked: `NodeRevoked`, whoever asks); a SubjectAccessReview that fails decides
 //! nothing (requeued); a serving CSR whose Node does not exist waits (an Event says so) and is
 //! decided as soon as the Node appears, or denied `NodeNotFound` after `node_wait_seconds`.
 
@@ -48,6 +49,10 @@ pub async fn reconcile(
         );
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
+    if let Some(why) = revocations_unknown(&ctx) {
+        tracing::info!(%why, "leaving the kubelet CSR pending");
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
     let (decision, request) = match kcert_kube::nodes::oversized(&csr) {
         Some(d) => (kcert_policy::nodes::in_mode(d, rules), None),
         None => {
@@ -56,14 +61,22 @@ pub async fn reconcile(
                 Ok(r) => kcert_kube::nodes::review_all(&ctx.client, &csr, r).await?,
                 Err(_) => Default::default(),
             };
-            let judge = |nodes: &kcert_policy::nodes::NodeIndex| {
-                kcert_kube::nodes::verdict_of(&csr, &request, rules, nodes, &access)
-            };
-            // Client rules read no Node: they are decided without the Node watch.
-            let d = match ctx.nodes.with(judge) {
-                Some(d) => d,
-                None if !serving => judge(&Default::default()),
-                None => return Ok(Action::requeue(Duration::from_secs(2))),
+            // The ledger read once for the decision (no await while it is held).
+            let d = {
+                let ledger = ctx.ledger_index.read();
+                let Some(ledger) = ledger.as_ref() else {
+                    // Dropped meanwhile (it could not be refreshed): fail closed.
+                    return Ok(Action::requeue(Duration::from_secs(2)));
+                };
+                let judge = |nodes: &kcert_policy::nodes::NodeIndex| {
+                    kcert_kube::nodes::verdict_of(&csr, &request, rules, nodes, &access, ledger)
+                };
+                // Client rules read no Node: they are decided without the Node watch.
+                match ctx.nodes.with(judge) {
+                    Some(d) => d,
+                    None if !serving => judge(&Default::default()),
+                    None => return Ok(Action::requeue(Duration::from_secs(2))),
+                }
             };
             (d, request.ok())
         }
@@ -91,6 +104,34 @@ pub async fn reconcile(
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
     crate::approver::write_and_announce(&csr, &decision, NODE_RULES_VERSION, request, &ctx).await
+}
+
+/// Why kubelet CSRs can be neither decided nor signed now, if so: which nodes are revoked is on
+/// the ledger, and it has not been read (or could not be refreshed), or it holds a record that
+/// names nothing kcert can find (which might be a node's revocation). Fail closed.
+pub(crate) fn revocations_unknown(ctx: &Context) -> Option<String> {
+    match ctx.ledger_index.read().as_ref() {
+        None => Some(LEDGER_NOT_READ.into()),
+        Some(index) => index.unidentifiable(),
+    }
+}
+
+const LEDGER_NOT_READ: &str =
+    "the ledger, which says which nodes are revoked, has not been read (or could not be refreshed)";
+
+/// The revocation in force of `node` on the ledger (`kcert revoke --node`), or why that cannot
+/// be told ([`revocations_unknown`]).
+pub(crate) fn node_revocation(
+    ctx: &Context,
+    node: &str,
+) -> Result<Option<kcert_policy::nodes::NodeRevocation>, String> {
+    match ctx.ledger_index.read().as_ref() {
+        None => Err(LEDGER_NOT_READ.into()),
+        Some(index) => match index.unidentifiable() {
+            Some(why) => Err(why),
+            None => Ok(index.revoked_node(node).map(|e| e.for_rules())),
+        },
+    }
 }
 
 /// A kubelet certificate another signer (kube-controller-manager) issued for a CSR kcert

@@ -1072,7 +1072,53 @@ fn node_context(api: &FakeApi, listed: bool) -> Arc<Context> {
         ctx.nodes.set_cluster_reserved((Vec::new(), Vec::new()));
         ctx.nodes.replace(vec![n]);
     }
+    // The ledger read, no node revoked.
+    ctx.ledger_index
+        .set(kcert_kube::ledger::LedgerIndex::default());
     Arc::new(ctx)
+}
+
+/// A ledger page holding node `node`'s revocation, cleared or not.
+fn node_revocation_page(node: &str, cleared: bool) -> kcert_kube::crd::LedgerPage {
+    let mut r = kcert_kube::crd::RevokedNodeRecord::new(
+        node,
+        kcert_kube::crd::Revocation {
+            revoked_at: "2026-12-01T00:00:00Z".into(),
+            revoked_by: "admin".into(),
+            reason: "decommissioned".into(),
+        },
+        "nonce",
+    );
+    if cleared {
+        r.revoked_node.cleared = Some(kcert_kube::crd::Clearance {
+            cleared_at: "2026-12-02T00:00:00Z".into(),
+            cleared_by: "admin".into(),
+            reason: "re-provisioned".into(),
+        });
+    }
+    let mut page = kcert_kube::ledger::new_page(0, 0);
+    page.metadata.name = Some("revoked-nodes".into());
+    page.spec.push_node_revocation(&r);
+    page
+}
+
+/// An approval PUT whose condition is `type_` with `reason`, its message containing `needle`.
+fn decided_as(type_: &'static str, reason: &'static str, needle: &'static str) -> Exchange {
+    Exchange::new(
+        Method::PUT,
+        &format!("{PATH}/approval"),
+        200,
+        serde_json::json!({}),
+    )
+    .checking(move |sent| {
+        let c = &sent["status"]["conditions"][0];
+        assert_eq!(
+            (c["type"].as_str(), c["reason"].as_str()),
+            (Some(type_), Some(reason)),
+            "{c}"
+        );
+        assert!(c["message"].as_str().unwrap().contains(needle), "{c}");
+    })
 }
 
 fn review(allowed: bool) -> serde_json::Value {
@@ -1317,5 +1363,121 @@ async fn a_review_that_does_not_allow_is_a_denial_naming_the_subresource() {
     crate::node_approver::reconcile(Arc::new(c), ctx)
         .await
         .unwrap();
+    api.assert_done();
+}
+
+#[tokio::test]
+async fn a_revoked_node_gets_no_client_certificate_by_bootstrap_or_renewal_until_cleared() {
+    // Both SubjectAccessReviews allow: the revocation alone refuses.
+    let api = FakeApi::new(vec![
+        Exchange::new(Method::POST, SAR_PATH, 201, review(true)),
+        decided_as("Denied", "NodeRevoked", "decommissioned"),
+        Exchange::new(Method::POST, SAR_PATH, 201, review(true)),
+        decided_as("Denied", "NodeRevoked", "kcert revoke --node n1 --clear"),
+        // Another node is not touched by n1's revocation.
+        Exchange::new(Method::POST, SAR_PATH, 201, review(true)),
+        decided_as("Approved", "AutoApproved", "bootstrap for n2"),
+        // Cleared: n1 bootstraps again.
+        Exchange::new(Method::POST, SAR_PATH, 201, review(true)),
+        decided_as("Approved", "AutoApproved", "bootstrap for n1"),
+    ]);
+    let ctx = node_context(&api, true);
+    ctx.ledger_index
+        .set(kcert_kube::ledger::LedgerIndex::from_pages([
+            &node_revocation_page("n1", false),
+        ]));
+    let boot =
+        |node: &str| kubelet_client_csr("system:bootstrap:abcdef", &["system:bootstrappers"], node);
+    let renewal = kubelet_client_csr("system:node:n1", &["system:nodes"], "n1");
+    for c in [boot("n1"), renewal, boot("n2")] {
+        crate::node_approver::reconcile(Arc::new(c), ctx.clone())
+            .await
+            .unwrap();
+    }
+    ctx.ledger_index
+        .set(kcert_kube::ledger::LedgerIndex::from_pages([
+            &node_revocation_page("n1", true),
+        ]));
+    crate::node_approver::reconcile(Arc::new(boot("n1")), ctx)
+        .await
+        .unwrap();
+    api.assert_done();
+}
+
+#[tokio::test]
+async fn no_kubelet_csr_is_decided_or_signed_before_the_ledger_is_read() {
+    let requeue = kube::runtime::controller::Action::requeue(Duration::from_secs(2));
+    let api = FakeApi::new(vec![]);
+    let mut ctx = Arc::try_unwrap(node_context(&api, true))
+        .ok()
+        .expect("a fresh context");
+    ctx.settings.signer = true;
+    ctx.settings.signer_names = vec![kcert_policy::nodes::KUBELET_CLIENT_SIGNER.into()];
+    // Not read (or dropped, unrefreshable): no review, no decision, no signature.
+    ctx.ledger_index = crate::ledger::LedgerView::default();
+    let ctx = Arc::new(ctx);
+    let boot = kubelet_client_csr("system:bootstrap:abcdef", &["system:bootstrappers"], "n1");
+    let action = crate::node_approver::reconcile(Arc::new(boot.clone()), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, requeue);
+    let action = crate::signer::reconcile(Arc::new(approved(boot.clone())), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, requeue);
+    // Read, but holding a record that names nothing kcert can find (it might be a node's
+    // revocation): the same.
+    let mut page = kcert_kube::ledger::new_page(0, 0);
+    page.metadata.name = Some("broken".into());
+    page.spec.records.push("{not json".into());
+    ctx.ledger_index
+        .set(kcert_kube::ledger::LedgerIndex::from_pages([&page]));
+    let action = crate::node_approver::reconcile(Arc::new(boot.clone()), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, requeue);
+    let action = crate::signer::reconcile(Arc::new(approved(boot)), ctx)
+        .await
+        .unwrap();
+    assert_eq!(action, requeue);
+    api.assert_done();
+}
+
+#[tokio::test]
+async fn the_kubelet_signer_refuses_a_revoked_node_whoever_approved() {
+    // Approved by hand (`kubectl certificate approve`) for a revoked node: Failed, not signed.
+    let c = approved(kubelet_client_csr(
+        "system:bootstrap:abcdef",
+        &["system:bootstrappers"],
+        "n1",
+    ));
+    let api = FakeApi::new(vec![
+        Exchange::new(Method::PUT, &format!("{PATH}/status"), 200, json(&c)).checking(|sent| {
+            assert!(sent["status"]["certificate"].is_null());
+            let failed = &sent["status"]["conditions"][1];
+            assert_eq!(
+                (failed["type"].as_str(), failed["reason"].as_str()),
+                (Some("Failed"), Some("SignerValidationFailure"))
+            );
+            let message = failed["message"].as_str().unwrap();
+            assert!(
+                message.starts_with("NodeRevoked: node n1 was revoked")
+                    && message.contains("decommissioned"),
+                "{message}"
+            );
+        }),
+    ]);
+    let mut ctx = Arc::try_unwrap(node_context(&api, true))
+        .ok()
+        .expect("a fresh context");
+    ctx.settings.signer = true;
+    ctx.settings.signer_names = vec![kcert_policy::nodes::KUBELET_CLIENT_SIGNER.into()];
+    ctx.ledger_index
+        .set(kcert_kube::ledger::LedgerIndex::from_pages([
+            &node_revocation_page("n1", false),
+        ]));
+    let ctx = Arc::new(ctx);
+    let action = crate::signer::reconcile(Arc::new(c), ctx).await.unwrap();
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
     api.assert_done();
 }

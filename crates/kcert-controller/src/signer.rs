@@ -348,10 +348,35 @@ pub(crate) async fn sign(
         tracing::info!("Nodes or the cluster's reserved ranges not read yet; will retry");
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
+    let kubelet = kcert_policy::nodes::is_kubelet_signer(&csr.spec.signer_name);
+    if kubelet && let Some(why) = crate::node_approver::revocations_unknown(ctx) {
+        tracing::info!(%why, "will retry");
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
     let plan = match plan_for(csr, approval, parsed, ctx, &privileged) {
         Ok(p) => p,
         Err(message) => return fail(csr, ctx, &message).await,
     };
+    // A revoked node gets no certificate, whoever approved (a human's `kubectl certificate
+    // approve` included), until an admin clears the revocation.
+    if kubelet {
+        let node = kcert_kube::nodes::node_of_request(&plan.request).unwrap_or_default();
+        match crate::node_approver::node_revocation(ctx, node) {
+            Ok(None) => {}
+            Ok(Some(r)) => {
+                let message = format!(
+                    "{}: {}",
+                    kcert_policy::Reason::NodeRevoked,
+                    kcert_policy::nodes::revoked_message(node, &r)
+                );
+                return fail(csr, ctx, &message).await;
+            }
+            Err(why) => {
+                tracing::info!(%why, "will retry");
+                return Ok(Action::requeue(Duration::from_secs(2)));
+            }
+        }
+    }
     let started = std::time::Instant::now();
     let signed = match &plan.names {
         Some(names) => ca.sign_with_names(

@@ -33,6 +33,10 @@ pub struct ApprovalPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(inner(regex(pattern = r"^[^*?\s]([^*?]*[^*?\s])?$")))]
     pub exempt_groups: Vec<String>,
+    /// Users (exact names, not `system:`) exempt from the protection derived from RBAC bindings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = r"^[^*?\s]([^*?]*[^*?\s])?$")))]
+    pub exempt_users: Vec<String>,
     /// Bounds on a request's subject (defaults: 253-byte CN and O, 64 groups, 64 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_limits: Option<SubjectLimitsSpec>,
@@ -48,6 +52,7 @@ impl From<&ApprovalPolicySpec> for PolicySpec {
             when_no_rule_matches: s.when_no_rule_matches,
             protected_groups: s.protected_groups.clone(),
             exempt_groups: s.exempt_groups.clone(),
+            exempt_users: s.exempt_users.clone(),
             subject_limits: s.subject_limits.clone(),
             rules: s.rules.clone(),
         }
@@ -106,6 +111,12 @@ impl LedgerPageSpec {
 
     /// Append `r`.
     pub fn push(&mut self, r: &IssuedCertificate) {
+        self.records
+            .push(serde_json::to_string(r).expect("a record serializes"));
+    }
+
+    /// Append node revocation `r`.
+    pub fn push_node_revocation(&mut self, r: &RevokedNodeRecord) {
         self.records
             .push(serde_json::to_string(r).expect("a record serializes"));
     }
@@ -169,6 +180,94 @@ impl IssuedCertificate {
     /// no colons, without the `X509SHA256=` prefix).
     pub fn credential_hash(&self) -> String {
         normalize_fingerprint(&self.fingerprint_sha256)
+    }
+
+    /// Whether this record is not a certificate's but a node's revocation
+    /// ([`RevokedNodeRecord`]).
+    pub fn is_node_revocation(&self) -> bool {
+        self.signer_name == NODE_REVOCATION_SIGNER
+    }
+}
+
+/// The `signerName` that marks a ledger record as a node's revocation ([`RevokedNodeRecord`]),
+/// not a certificate's. No signer of that name exists.
+pub const NODE_REVOCATION_SIGNER: &str = "kcert.dev/node-revocation";
+
+/// A ledger record saying that node `revokedNode.node` is revoked (`kcert revoke --node`):
+/// kubelet CSRs for `system:node:<node>` are refused (`NodeRevoked`), by bootstrap or renewal,
+/// until an admin clears it (`kcert revoke --node <node> --clear`, recorded in
+/// `revokedNode.cleared`). Kept on a [`LedgerPage`] like every record, so it lasts whatever
+/// becomes of the node's certificates and CSRs, and is never deleted: a cleared revocation stays
+/// on the ledger, and revoking the node again writes a new record.
+///
+/// It is also a well-formed [`IssuedCertificate`] (signer [`NODE_REVOCATION_SIGNER`], user
+/// `system:node:<node>`, already revoked, a fingerprint no certificate has), so a kcert that
+/// predates node revocations reads it as one more revoked certificate nobody presents instead of
+/// a record naming nothing (which would make its webhook answer 503).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedNodeRecord {
+    /// The record as an [`IssuedCertificate`]: its `revocation` is the node's (who, when, why).
+    #[serde(flatten)]
+    pub record: IssuedCertificate,
+    /// The node, and whether the revocation was cleared.
+    pub revoked_node: RevokedNode,
+}
+
+/// What a node revocation record adds to the [`IssuedCertificate`] fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedNode {
+    /// The node's name (its user is `system:node:<node>`).
+    pub node: String,
+    /// Set when an admin cleared the revocation: the node may bootstrap again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleared: Option<Clearance>,
+}
+
+/// Who cleared a node's revocation, when and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Clearance {
+    /// When, RFC 3339.
+    pub cleared_at: String,
+    /// Who (as the API server authenticated them).
+    pub cleared_by: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl RevokedNodeRecord {
+    /// The record of node `node` revoked now by `revocation`; `nonce` makes its fingerprint
+    /// (which names no certificate) unique.
+    pub fn new(node: &str, revocation: Revocation, nonce: &str) -> Self {
+        let fingerprint = kcert_pki::sha256_hex(
+            format!(
+                "kcert node revocation\n{node}\n{}\n{nonce}",
+                revocation.revoked_at
+            )
+            .as_bytes(),
+        );
+        RevokedNodeRecord {
+            record: IssuedCertificate {
+                subject: format!("node {node} revoked (not a certificate)"),
+                user: format!("{}{node}", kcert_policy::nodes::NODE_USER_PREFIX),
+                fingerprint_sha256: fingerprint,
+                signer_name: NODE_REVOCATION_SIGNER.into(),
+                approved_by: "kcert revoke --node".into(),
+                revocation: Some(revocation),
+                ..Default::default()
+            },
+            revoked_node: RevokedNode {
+                node: node.into(),
+                cleared: None,
+            },
+        }
+    }
+
+    /// Whether the revocation is in force (not cleared).
+    pub fn in_force(&self) -> bool {
+        self.revoked_node.cleared.is_none()
     }
 }
 

@@ -11,8 +11,14 @@
 //! A record kcert cannot read (edited by hand) fails closed: if its fingerprint can still be
 //! found, that certificate is treated as revoked; if not, the index says so and the webhook
 //! answers 503 until the page is fixed.
+//!
+//! Pages also hold node revocations ([`RevokedNodeRecord`], `kcert revoke --node`): records
+//! that are no certificate's, indexed by node name ([`LedgerIndex::revoked_node`]) for the
+//! kubelet rules. One kcert cannot read is the node's revocation in force (fail closed).
 
-use crate::crd::{IssuedCertificate, LedgerPage, LedgerPageSpec};
+use crate::crd::{
+    Clearance, IssuedCertificate, LedgerPage, LedgerPageSpec, Revocation, RevokedNodeRecord,
+};
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client, ResourceExt};
 use std::collections::HashMap;
@@ -88,15 +94,39 @@ pub async fn list_pages(client: &Client) -> Result<Vec<LedgerPage>, kube::Error>
     }
 }
 
-/// Every readable record of `pages`, with the page it is on.
+/// Every readable certificate record of `pages`, with the page it is on (node revocations are
+/// [`node_revocations`]).
 pub fn records(pages: &[LedgerPage]) -> Vec<(&str, IssuedCertificate)> {
     pages
         .iter()
         .flat_map(|p| {
             let name = p.metadata.name.as_deref().unwrap_or_default();
-            p.spec.read().filter_map(Result::ok).map(move |r| (name, r))
+            p.spec
+                .read()
+                .filter_map(Result::ok)
+                .filter(|r| !r.is_node_revocation())
+                .map(move |r| (name, r))
         })
         .collect()
+}
+
+/// Every readable node revocation record of `pages` (in force or cleared), with the page it is
+/// on, oldest page first.
+pub fn node_revocations(pages: &[LedgerPage]) -> Vec<(&str, RevokedNodeRecord)> {
+    let mut out: Vec<(&str, RevokedNodeRecord)> = pages
+        .iter()
+        .flat_map(|p| {
+            let name = p.metadata.name.as_deref().unwrap_or_default();
+            p.spec
+                .records
+                .iter()
+                .filter_map(|s| serde_json::from_str::<RevokedNodeRecord>(s).ok())
+                .filter(|r| r.record.is_node_revocation())
+                .map(move |r| (name, r))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(b.0));
+    out
 }
 
 /// The records of `pages` kcert cannot read: (page, position, why).
@@ -113,23 +143,57 @@ pub fn unreadable(pages: &[LedgerPage]) -> Vec<(&str, usize, String)> {
         .collect()
 }
 
-/// Change readable records of page `name` in place with `edit` (which returns whether it
-/// changed the record), conditioned on the version read; a conflicting write (the signer
-/// appending, another revocation) is read again and `edit` applied to the new version.
-/// Unreadable records are left as they are. Returns the page's readable records afterwards.
+/// Change readable certificate records of page `name` in place with `edit` (which returns
+/// whether it changed the record), conditioned on the version read; a conflicting write (the
+/// signer appending, another revocation) is read again and `edit` applied to the new version.
+/// Unreadable records and node revocations are left as they are. Returns the page's readable
+/// certificate records afterwards.
 pub async fn edit_page(
     client: &Client,
     name: &str,
-    mut edit: impl FnMut(&mut IssuedCertificate) -> bool,
+    edit: impl FnMut(&mut IssuedCertificate) -> bool,
 ) -> Result<Vec<IssuedCertificate>, kube::Error> {
+    edit_records(
+        client,
+        name,
+        |r: &IssuedCertificate| !r.is_node_revocation(),
+        edit,
+    )
+    .await
+}
+
+/// [`edit_page`] for the node revocation records of page `name` (clearing one).
+pub async fn edit_node_revocations(
+    client: &Client,
+    name: &str,
+    edit: impl FnMut(&mut RevokedNodeRecord) -> bool,
+) -> Result<Vec<RevokedNodeRecord>, kube::Error> {
+    edit_records(
+        client,
+        name,
+        |r: &RevokedNodeRecord| r.record.is_node_revocation(),
+        edit,
+    )
+    .await
+}
+
+/// The records of page `name` that read as `T` and are `of_kind`, edited in place (see
+/// [`edit_page`]).
+async fn edit_records<T: serde::de::DeserializeOwned + serde::Serialize>(
+    client: &Client,
+    name: &str,
+    of_kind: impl Fn(&T) -> bool,
+    mut edit: impl FnMut(&mut T) -> bool,
+) -> Result<Vec<T>, kube::Error> {
     let api: Api<LedgerPage> = Api::all(client.clone());
-    let readable = |p: &LedgerPage| p.spec.read().filter_map(Result::ok).collect::<Vec<_>>();
+    let read = |s: &String| serde_json::from_str::<T>(s).ok().filter(|r| of_kind(r));
+    let readable = |p: &LedgerPage| p.spec.records.iter().filter_map(read).collect::<Vec<_>>();
     let mut attempt = 0;
     loop {
         let mut page = api.get(name).await?;
         let mut changed = false;
         for s in page.spec.records.iter_mut() {
-            let Ok(mut r) = serde_json::from_str::<IssuedCertificate>(s) else {
+            let Some(mut r) = read(s) else {
                 continue;
             };
             if edit(&mut r) {
@@ -212,10 +276,44 @@ fn hash_of(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// A node revocation as the index keeps it ([`LedgerIndex::revoked_node`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeRevocationEntry {
+    /// The page holding it.
+    pub page: Arc<str>,
+    /// Who revoked the node, when, why (for a record kcert cannot read: what is wrong with it).
+    pub revocation: Revocation,
+    /// Who cleared it, if anyone did.
+    pub cleared: Option<Clearance>,
+    /// False for the stand-in of a record kcert cannot read: in force until the record is fixed.
+    pub readable: bool,
+}
+
+impl NodeRevocationEntry {
+    /// The revocation as the kubelet rules read it.
+    pub fn for_rules(&self) -> kcert_policy::nodes::NodeRevocation {
+        kcert_policy::nodes::NodeRevocation {
+            revoked_at: self.revocation.revoked_at.clone(),
+            revoked_by: self.revocation.revoked_by.clone(),
+            reason: self.revocation.reason.clone(),
+        }
+    }
+}
+
 /// A page read into index entries, ready for [`LedgerIndex::apply_parsed`].
 pub struct ParsedPage {
     name: Arc<str>,
     entries: Vec<([u8; 32], LedgerEntry)>,
+    nodes: Vec<(Box<str>, NodeRevocationEntry)>,
+    unidentifiable: usize,
+}
+
+/// What a page put into the index, to take it out again.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct PageKeys {
+    hashes: Vec<[u8; 32]>,
+    nodes: Vec<Box<str>>,
+    /// Records that named no certificate at all.
     unidentifiable: usize,
 }
 
@@ -236,8 +334,10 @@ struct Copy {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LedgerIndex {
     by_hash: HashMap<[u8; 32], Vec<Copy>>,
-    /// Per page: the hashes of its records, and how many records named no certificate at all.
-    pages: HashMap<Arc<str>, (Vec<[u8; 32]>, usize)>,
+    /// Node revocations (in force and cleared) by node name.
+    nodes: HashMap<Box<str>, Vec<NodeRevocationEntry>>,
+    /// Per page: what its records put in the index.
+    pages: HashMap<Arc<str>, PageKeys>,
     revoked: usize,
     unidentifiable: usize,
 }
@@ -272,17 +372,24 @@ impl LedgerIndex {
     pub fn parse_page(p: &LedgerPage) -> ParsedPage {
         let name: Arc<str> = Arc::from(p.name_any());
         let mut entries = Vec::with_capacity(p.spec.records.len());
+        let mut nodes = Vec::new();
         let mut unidentifiable = 0;
         for (i, text) in p.spec.records.iter().enumerate() {
-            let record = serde_json::from_str::<IssuedCertificate>(text)
-                .map_err(|e| e.to_string())
-                .and_then(|r| match hash_of(&r.fingerprint_sha256) {
+            let record = serde_json::from_str::<IssuedCertificate>(text);
+            // A node's revocation, not a certificate.
+            if let Some(node) = node_entry(text, record.as_ref().ok(), &name, i) {
+                nodes.push(node);
+                continue;
+            }
+            let record = record.map_err(|e| e.to_string()).and_then(|r| {
+                match hash_of(&r.fingerprint_sha256) {
                     Some(h) => Ok((h, r)),
                     None => Err(format!(
                         "fingerprintSha256 {:?} is not a SHA-256",
                         r.fingerprint_sha256
                     )),
-                });
+                }
+            });
             let readable = record.is_ok();
             let record = record.or_else(|why| {
                 let r = unreadable_record(text, &name, i, &why).ok_or(())?;
@@ -299,6 +406,7 @@ impl LedgerIndex {
         ParsedPage {
             name,
             entries,
+            nodes,
             unidentifiable,
         }
     }
@@ -307,6 +415,11 @@ impl LedgerIndex {
     pub fn apply_parsed(&mut self, p: ParsedPage) {
         self.remove_page(&p.name);
         let mut hashes = Vec::with_capacity(p.entries.len());
+        let mut nodes = Vec::with_capacity(p.nodes.len());
+        for (node, entry) in p.nodes {
+            self.nodes.entry(node.clone()).or_default().push(entry);
+            nodes.push(node);
+        }
         for (hash, entry) in p.entries {
             if entry.revocation.is_some() {
                 self.revoked += 1;
@@ -318,15 +431,35 @@ impl LedgerIndex {
             hashes.push(hash);
         }
         self.unidentifiable += p.unidentifiable;
-        self.pages.insert(p.name, (hashes, p.unidentifiable));
+        self.pages.insert(
+            p.name,
+            PageKeys {
+                hashes,
+                nodes,
+                unidentifiable: p.unidentifiable,
+            },
+        );
     }
 
     /// Take page `name` out (deleted).
     pub fn remove_page(&mut self, name: &str) {
-        let Some((hashes, unidentifiable)) = self.pages.remove(name) else {
+        let Some(PageKeys {
+            hashes,
+            nodes,
+            unidentifiable,
+        }) = self.pages.remove(name)
+        else {
             return;
         };
         self.unidentifiable -= unidentifiable;
+        for node in nodes {
+            if let Some(entries) = self.nodes.get_mut(&node) {
+                entries.retain(|e| &*e.page != name);
+                if entries.is_empty() {
+                    self.nodes.remove(&node);
+                }
+            }
+        }
         for hash in hashes {
             if let Some(copies) = self.by_hash.get_mut(&hash) {
                 copies.retain(|c| {
@@ -352,7 +485,7 @@ impl LedgerIndex {
         let mut pages: Vec<&str> = self
             .pages
             .iter()
-            .filter(|(_, (_, u))| *u > 0)
+            .filter(|(_, k)| k.unidentifiable > 0)
             .map(|(p, _)| &**p)
             .collect();
         pages.sort();
@@ -411,6 +544,114 @@ impl LedgerIndex {
     pub fn revoked(&self) -> usize {
         self.revoked
     }
+
+    /// The revocation in force of node `node` (`kcert revoke --node`, not cleared), if any: the
+    /// first on record. A revocation record kcert cannot read counts as in force.
+    pub fn revoked_node(&self, node: &str) -> Option<&NodeRevocationEntry> {
+        self.nodes.get(node)?.iter().find(|e| e.cleared.is_none())
+    }
+
+    /// Every node revocation in force, by node name (sorted).
+    pub fn revoked_nodes(&self) -> Vec<(&str, &NodeRevocationEntry)> {
+        let mut out: Vec<_> = self
+            .nodes
+            .keys()
+            .filter_map(|n| Some((&**n, self.revoked_node(n)?)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(b.0));
+        out
+    }
+}
+
+/// The index entry of record `i` of page `page` if it is a node revocation: read, or, if kcert
+/// cannot read it but can tell which node it is for, a stand-in in force naming the problem
+/// (fail closed). `None` for a certificate's record (or one naming no node).
+fn node_entry(
+    text: &str,
+    parsed: Option<&IssuedCertificate>,
+    page: &Arc<str>,
+    i: usize,
+) -> Option<(Box<str>, NodeRevocationEntry)> {
+    let node_of_user = |user: &str| {
+        user.strip_prefix(kcert_policy::nodes::NODE_USER_PREFIX)
+            .map(String::from)
+    };
+    let unreadable = |node: String, why: String| {
+        Some((
+            node.into_boxed_str(),
+            NodeRevocationEntry {
+                page: page.clone(),
+                revocation: Revocation {
+                    revoked_at: String::new(),
+                    revoked_by: "kcert".into(),
+                    reason: format!(
+                        "its node revocation record (ledger page {page}, record {i}) cannot be read ({why}); the node is refused until the record is fixed"
+                    ),
+                },
+                cleared: None,
+                readable: false,
+            },
+        ))
+    };
+    match parsed {
+        Some(r) if r.is_node_revocation() => {
+            match serde_json::from_str::<RevokedNodeRecord>(text) {
+                Ok(n) if !n.revoked_node.node.is_empty() => {
+                    let revocation = n.record.revocation.clone();
+                    let readable = revocation.is_some();
+                    Some((
+                    n.revoked_node.node.clone().into_boxed_str(),
+                    NodeRevocationEntry {
+                        page: page.clone(),
+                        revocation: revocation.unwrap_or_else(|| Revocation {
+                            revoked_at: String::new(),
+                            revoked_by: "kcert".into(),
+                            reason: format!(
+                                "its node revocation record (ledger page {page}, record {i}) names no revocation; the node is refused until the record is fixed"
+                            ),
+                        }),
+                        // A record without its revocation is not trusted to say it was cleared.
+                        cleared: n.revoked_node.cleared.filter(|_| readable),
+                        readable,
+                    },
+                ))
+                }
+                Ok(_) => unreadable(node_of_user(&r.user)?, "revokedNode.node is empty".into()),
+                Err(e) => unreadable(
+                    serde_json::from_str::<serde_json::Value>(text)
+                        .ok()
+                        .and_then(|v| {
+                            Some(v.get("revokedNode")?.get("node")?.as_str()?.to_string())
+                        })
+                        .filter(|n| !n.is_empty())
+                        .or_else(|| node_of_user(&r.user))?,
+                    e.to_string(),
+                ),
+            }
+        }
+        Some(_) => None,
+        None => {
+            // Not even a record: a node revocation if it says so.
+            let value: serde_json::Value = serde_json::from_str(text).ok()?;
+            let marked = value.get("signerName").and_then(|v| v.as_str())
+                == Some(crate::crd::NODE_REVOCATION_SIGNER)
+                || value.get("revokedNode").is_some();
+            if !marked {
+                return None;
+            }
+            let node = value
+                .get("revokedNode")
+                .and_then(|n| n.get("node"))
+                .and_then(|n| n.as_str())
+                .filter(|n| !n.is_empty())
+                .map(String::from)
+                .or_else(|| node_of_user(value.get("user")?.as_str()?))?;
+            let why = serde_json::from_str::<IssuedCertificate>(text)
+                .err()
+                .map_or_else(|| "unreadable".to_string(), |e| e.to_string());
+            unreadable(node, why)
+        }
+    }
 }
 
 /// The record of the certificate with this serial (hex, as issued), if the ledger holds it.
@@ -461,7 +702,6 @@ pub async fn read_index(client: &Client) -> Result<LedgerIndex, kube::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::Revocation;
 
     /// `fp` (short hex, e.g. "AA:01") padded to a SHA-256.
     fn sha(fp: &str) -> String {
@@ -585,6 +825,104 @@ mod tests {
         index.apply_page(&page("a", vec![rec("01", "AA:01", false)]));
         assert!(index.unidentifiable().is_none());
         assert_eq!(index.revoked(), 0);
+    }
+
+    fn node_revocation(node: &str, cleared: bool) -> RevokedNodeRecord {
+        let mut r = RevokedNodeRecord::new(
+            node,
+            Revocation {
+                revoked_at: "2026-12-01T00:00:00Z".into(),
+                revoked_by: "admin".into(),
+                reason: "decommissioned".into(),
+            },
+            "nonce",
+        );
+        if cleared {
+            r.revoked_node.cleared = Some(Clearance {
+                cleared_at: "2026-12-02T00:00:00Z".into(),
+                cleared_by: "admin".into(),
+                reason: "re-provisioned".into(),
+            });
+        }
+        r
+    }
+
+    #[test]
+    fn a_node_revocation_is_in_force_until_cleared_and_is_no_certificate() {
+        let mut p = page("a", vec![rec("01", "AA:01", false)]);
+        p.spec.push_node_revocation(&node_revocation("n1", false));
+        let mut index = LedgerIndex::from_pages([&p]);
+        let e = index.revoked_node("n1").unwrap();
+        assert_eq!(
+            (&*e.page, e.revocation.reason.as_str(), e.readable),
+            ("a", "decommissioned", true)
+        );
+        assert!(index.revoked_node("n2").is_none());
+        assert_eq!(index.revoked_nodes().len(), 1);
+        // Not a certificate: not counted, listed, selected nor revoked as one.
+        assert_eq!((index.records(), index.revoked()), (1, 0));
+        assert_eq!(records(std::slice::from_ref(&p)).len(), 1);
+        assert_eq!(node_revocations(std::slice::from_ref(&p)).len(), 1);
+        let as_certificate: IssuedCertificate = serde_json::from_str(&p.spec.records[1]).unwrap();
+        for s in [
+            crate::revocation::Selector::User("system:node:n1".into()),
+            crate::revocation::Selector::Serial("0".into()),
+            crate::revocation::Selector::Fingerprint(as_certificate.fingerprint_sha256.clone()),
+        ] {
+            assert!(!s.matches(&as_certificate), "{s:?}");
+        }
+        // What a kcert without node revocations reads: a revoked certificate nobody presents
+        // (a SHA-256 fingerprint), not a record naming nothing.
+        assert!(as_certificate.revocation.is_some());
+        assert!(hash_of(&as_certificate.fingerprint_sha256).is_some());
+        assert_eq!(as_certificate.user, "system:node:n1");
+        // Cleared: no longer in force, still on the ledger.
+        p.spec.records[1] = serde_json::to_string(&node_revocation("n1", true)).unwrap();
+        index.apply_page(&p);
+        assert!(index.revoked_node("n1").is_none());
+        let listed = node_revocations(std::slice::from_ref(&p));
+        assert_eq!(
+            listed[0].1.revoked_node.cleared.as_ref().unwrap().reason,
+            "re-provisioned"
+        );
+        // Revoked again (a new record beside the cleared one): in force again.
+        p.spec.push_node_revocation(&node_revocation("n1", false));
+        index.apply_page(&p);
+        assert!(index.revoked_node("n1").is_some());
+        index.remove_page("a");
+        assert!(index.revoked_node("n1").is_none() && index.revoked_nodes().is_empty());
+    }
+
+    #[test]
+    fn a_node_revocation_kcert_cannot_read_is_in_force() {
+        let good = serde_json::to_value(node_revocation("n1", true)).unwrap();
+        let mut cases = Vec::new();
+        // Its clearing cannot be read: the node stays revoked.
+        let mut v = good.clone();
+        v["revokedNode"]["cleared"] = serde_json::json!("yesterday");
+        cases.push(("n1", v));
+        // Its revocation is gone: not trusted to say it was cleared.
+        let mut v = good.clone();
+        v.as_object_mut().unwrap().remove("revocation");
+        cases.push(("n1", v));
+        // Not even a certificate record any more (serial a number), marked as a node's.
+        let mut v = good.clone();
+        v["serial"] = serde_json::json!(7);
+        v["revokedNode"]["node"] = serde_json::json!("n2");
+        cases.push(("n2", v));
+        for (node, v) in cases {
+            let mut p = page("a", vec![]);
+            p.spec.records.push(v.to_string());
+            let index = LedgerIndex::from_pages([&p]);
+            let e = index
+                .revoked_node(node)
+                .unwrap_or_else(|| panic!("{node} not revoked: {v}"));
+            assert!(
+                e.revocation.reason.contains("ledger page a, record 0"),
+                "{}",
+                e.revocation.reason
+            );
+        }
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Kubelet CSRs in Kubernetes' vocabulary: the SubjectAccessReviews kube-controller-manager's
 //! csrapproving makes, and the one evaluation of a kubelet CSR object
-//! ([`kcert_policy::nodes::decide`]) shared by the controller and `kcert policy test`.
+//! ([`kcert_policy::nodes::decide_with_revocations`], with the node revocations on the ledger)
+//! shared by the controller and `kcert policy test`.
 
 use crate::facts::{csr_facts, parse_request};
+use crate::ledger::LedgerIndex;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
@@ -184,18 +186,20 @@ pub fn age_seconds(csr: &CertificateSigningRequest) -> i64 {
 }
 
 /// The one evaluation of a kubelet CSR object: its request parsed and verified, then
-/// [`kcert_policy::nodes::decide`] with the Nodes and the access answers.
+/// [`kcert_policy::nodes::decide_with_revocations`] with the Nodes, the access answers and the
+/// node revocations `ledger` holds (the caller decides nothing before it has read the ledger).
 pub fn verdict_of(
     csr: &CertificateSigningRequest,
     request: &Result<CertificateRequest, kcert_pki::PkiError>,
     rules: &NodeRules,
     nodes: &NodeIndex,
     access: &BTreeMap<ClientAccess, bool>,
+    ledger: &LedgerIndex,
 ) -> Decision {
     match request {
         Ok(request) => {
             let facts = csr_facts(csr, request);
-            kcert_policy::nodes::decide(
+            kcert_policy::nodes::decide_with_revocations(
                 &facts,
                 rules,
                 &NodeFacts {
@@ -203,6 +207,7 @@ pub fn verdict_of(
                     access,
                     age_seconds: age_seconds(csr),
                 },
+                &|node| ledger.revoked_node(node).map(|e| e.for_rules()),
             )
         }
         Err(e) => {
@@ -219,9 +224,18 @@ pub fn verdict(
     rules: &NodeRules,
     nodes: &NodeIndex,
     access: &BTreeMap<ClientAccess, bool>,
+    ledger: &LedgerIndex,
 ) -> Decision {
     if let Some(d) = oversized(csr) {
         return kcert_policy::nodes::in_mode(d, rules);
     }
-    verdict_of(csr, &parse_request(csr), rules, nodes, access)
+    verdict_of(csr, &parse_request(csr), rules, nodes, access, ledger)
+}
+
+/// The node a kubelet CSR's request names (`system:node:<n>`), if its one CN says so.
+pub fn node_of_request(request: &CertificateRequest) -> Option<&str> {
+    match request.subject().common_names.as_slice() {
+        [cn] => cn.strip_prefix(kcert_policy::nodes::NODE_USER_PREFIX),
+        _ => None,
+    }
 }

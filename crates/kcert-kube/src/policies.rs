@@ -235,6 +235,7 @@ mod tests {
                     when_no_rule_matches: spec.when_no_rule_matches,
                     protected_groups: spec.protected_groups.clone(),
                     exempt_groups: spec.exempt_groups.clone(),
+                    exempt_users: spec.exempt_users.clone(),
                     subject_limits: spec.subject_limits.clone(),
                     rules: spec.rules.clone(),
                 },

@@ -43,13 +43,24 @@ fn binding(
             .map(|s| s.name.clone())
             .collect()
     };
+    // A ServiceAccount subject of a RoleBinding may leave out its namespace: the binding's.
+    let service_accounts = subjects
+        .iter()
+        .flatten()
+        .filter(|s| s.kind == "ServiceAccount")
+        .filter_map(|s| {
+            let ns = s.namespace.clone().or_else(|| namespace.clone())?;
+            Some((ns, s.name.clone()))
+        })
+        .collect();
     BindingFacts {
-        namespace,
-        name,
         role_kind: role_ref.kind.clone(),
         role_name: role_ref.name.clone(),
         groups: of_kind("Group"),
         users: of_kind("User"),
+        service_accounts,
+        namespace,
+        name,
     }
 }
 

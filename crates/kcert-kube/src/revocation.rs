@@ -1,9 +1,13 @@
 //! Revoking certificates: marking their ledger records (`kcert revoke`), and the index of revoked
-//! credentials that kcert's authorization webhook answers from.
+//! credentials that kcert's authorization webhook answers from. Revoking nodes: a record of its
+//! own on the ledger (`kcert revoke --node`), in force until an admin clears it.
 
-use crate::crd::{IssuedCertificate, Revocation, normalize_fingerprint};
-use crate::ledger::{LedgerIndex, edit_page, list_pages};
-use kube::Client;
+use crate::crd::{
+    Clearance, IssuedCertificate, LedgerPage, Revocation, RevokedNodeRecord, normalize_fingerprint,
+};
+use crate::ledger::{LedgerIndex, edit_node_revocations, edit_page, list_pages, new_page};
+use kube::api::PostParams;
+use kube::{Api, Client};
 
 /// Which certificates to revoke.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,8 +23,12 @@ pub enum Selector {
 }
 
 impl Selector {
-    /// Whether `record` is selected.
+    /// Whether `record` is selected (a node revocation record, which is no certificate, never
+    /// is).
     pub fn matches(&self, s: &IssuedCertificate) -> bool {
+        if s.is_node_revocation() {
+            return false;
+        }
         match self {
             Selector::Serial(serial) => {
                 s.serial.trim_start_matches('0') == serial.to_lowercase().trim_start_matches('0')
@@ -48,6 +56,138 @@ pub struct Revoked {
     pub revocation: Revocation,
 }
 
+fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// What `revoke_node` did.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRevoked {
+    /// The node.
+    pub node: String,
+    /// The ledger page holding the revocation in force.
+    pub page: String,
+    /// `revoked` now, or `already revoked` (the revocation in force stands).
+    pub result: &'static str,
+    /// The revocation in force.
+    pub revocation: Revocation,
+}
+
+/// Revoke node `node` (its name, not its user) by `by` for `reason`, now: a node revocation
+/// record on a ledger page of its own ([`RevokedNodeRecord`]), which kcert-controller reads to
+/// refuse every kubelet CSR for `system:node:<node>`, bootstrap or renewal (`NodeRevoked`), until
+/// [`clear_node`]. Idempotent: while a revocation of the node is in force it stands and nothing
+/// is written. (The node's certificates are revoked by [`revoke`] with its user.)
+pub async fn revoke_node(
+    client: &Client,
+    node: &str,
+    by: &str,
+    reason: &str,
+) -> Result<NodeRevoked, kube::Error> {
+    let index = LedgerIndex::from_pages(&list_pages(client).await?);
+    if let Some(e) = index.revoked_node(node) {
+        return Ok(NodeRevoked {
+            node: node.into(),
+            page: e.page.to_string(),
+            result: "already revoked",
+            revocation: e.revocation.clone(),
+        });
+    }
+    let revocation = Revocation {
+        revoked_at: now_rfc3339(),
+        revoked_by: by.into(),
+        reason: reason.into(),
+    };
+    let mut nonce = [0u8; 16];
+    {
+        use kcert_pki::RandomSource;
+        // Only for the record's fingerprint to be unique; the clock will do otherwise.
+        if kcert_pki::SystemRandom.fill(&mut nonce).is_err() {
+            nonce = k8s_openapi::jiff::Timestamp::now()
+                .as_nanosecond()
+                .to_be_bytes();
+        }
+    }
+    let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let record = RevokedNodeRecord::new(node, revocation.clone(), &nonce);
+    let suffix = u32::from_str_radix(&nonce[..8], 16).unwrap_or_default();
+    let mut page = new_page(k8s_openapi::jiff::Timestamp::now().as_millisecond(), suffix);
+    page.spec.push_node_revocation(&record);
+    let written = Api::<LedgerPage>::all(client.clone())
+        .create(&PostParams::default(), &page)
+        .await?;
+    Ok(NodeRevoked {
+        node: node.into(),
+        page: written.metadata.name.unwrap_or_default(),
+        result: "revoked",
+        revocation,
+    })
+}
+
+/// What `clear_node` did to one revocation of the node.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCleared {
+    /// The node.
+    pub node: String,
+    /// The ledger page holding the record.
+    pub page: String,
+    /// The revocation cleared.
+    pub revocation: Revocation,
+    /// Who cleared it, when, why.
+    pub cleared: Clearance,
+}
+
+/// Clear every revocation in force of node `node`, recording who (`by`), when and why on each
+/// record (which stays on the ledger). The node may bootstrap again once kcert-controller sees
+/// it; its certificates stay revoked (a certificate's revocation is never undone). Returns what
+/// was cleared: empty if the node was not revoked. A revocation record kcert cannot read is not
+/// cleared (the caller sees it still in force in the ledger).
+pub async fn clear_node(
+    client: &Client,
+    node: &str,
+    by: &str,
+    reason: &str,
+) -> Result<Vec<NodeCleared>, kube::Error> {
+    let clearance = Clearance {
+        cleared_at: now_rfc3339(),
+        cleared_by: by.into(),
+        reason: reason.into(),
+    };
+    let pages = list_pages(client).await?;
+    let holding: Vec<String> = crate::ledger::node_revocations(&pages)
+        .into_iter()
+        .filter(|(_, r)| r.revoked_node.node == node && r.in_force())
+        .map(|(p, _)| p.to_string())
+        .collect();
+    let mut out = Vec::new();
+    for name in holding.iter().collect::<std::collections::BTreeSet<_>>() {
+        let now = edit_node_revocations(client, name, |r| {
+            if r.revoked_node.node == node && r.in_force() {
+                r.revoked_node.cleared = Some(clearance.clone());
+                true
+            } else {
+                false
+            }
+        })
+        .await?;
+        for r in now {
+            if r.revoked_node.node == node && r.revoked_node.cleared.as_ref() == Some(&clearance) {
+                out.push(NodeCleared {
+                    node: node.into(),
+                    page: name.clone(),
+                    revocation: r.record.revocation.clone().unwrap_or_default(),
+                    cleared: clearance.clone(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Mark every record `selector` picks as revoked by `by` for `reason`, now. Idempotent: a
 /// record already revoked keeps its first revocation. Each page is changed conditioned on the
 /// version read, so neither the signer appending to it nor a concurrent revocation is
@@ -58,11 +198,8 @@ pub async fn revoke(
     by: &str,
     reason: &str,
 ) -> Result<Vec<Revoked>, kube::Error> {
-    let now = k8s_openapi::jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string();
     let revocation = Revocation {
-        revoked_at: now,
+        revoked_at: now_rfc3339(),
         revoked_by: by.to_string(),
         reason: reason.to_string(),
     };

@@ -83,11 +83,13 @@ pub enum Reason {
     SanReserved,
     /// The SubjectAccessReview for a kubelet client certificate (`nodeclient` / `selfnodeclient`) did not allow the requester.
     NodeClientNotAuthorized,
+    /// The node a kubelet certificate names was revoked (`kcert revoke --node`) and no admin has cleared it.
+    NodeRevoked,
 }
 
 impl Reason {
     /// Every reason, for documentation and tests.
-    pub const ALL: [Reason; 31] = [
+    pub const ALL: [Reason; 32] = [
         Reason::AutoApproved,
         Reason::ProtectedGroup,
         Reason::ProtectedUser,
@@ -119,6 +121,7 @@ impl Reason {
         Reason::SanOfAnotherNode,
         Reason::SanReserved,
         Reason::NodeClientNotAuthorized,
+        Reason::NodeRevoked,
     ];
 
     /// The reason string.
@@ -155,6 +158,7 @@ impl Reason {
             Reason::SanOfAnotherNode => "SanOfAnotherNode",
             Reason::SanReserved => "SanReserved",
             Reason::NodeClientNotAuthorized => "NodeClientNotAuthorized",
+            Reason::NodeRevoked => "NodeRevoked",
         }
     }
 }
@@ -415,11 +419,13 @@ pub fn check_request(
             ),
         ));
     }
-    if let Some(binding) = privileged.user(cn) {
+    if let Some(binding) = privileged.user(cn)
+        && !policy.is_exempt_user(cn)
+    {
         return Err((
             Reason::ProtectedUser,
             format!(
-                "user (CN) {} is privileged: {binding}; it is never approved",
+                "user (CN) {} is privileged: {binding}; it is never approved (exempt it by exact name in exemptUsers if that is intended)",
                 crate::escape_for_message(cn)
             ),
         ));

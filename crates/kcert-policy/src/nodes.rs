@@ -557,6 +557,18 @@ pub struct NodeFacts<'a> {
     pub age_seconds: i64,
 }
 
+/// A node revoked on kcert's ledger (`kcert revoke --node`) and not cleared since: who, when,
+/// why. While it stands the node gets no certificate of either signer, by bootstrap or renewal.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeRevocation {
+    /// When, RFC 3339.
+    pub revoked_at: String,
+    /// Who.
+    pub revoked_by: String,
+    /// Why.
+    pub reason: String,
+}
+
 /// What a node certificate approval certifies beyond the subject: the SANs checked.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ApprovedNames {
@@ -566,11 +578,24 @@ pub struct ApprovedNames {
     pub ips: Vec<IpAddr>,
 }
 
-/// Decide a kubelet CSR. `Outcome::Ignore` with `NodeNotFound` means "wait for the Node" (until
+/// Decide a kubelet CSR for a cluster where no node is revoked ([`decide_with_revocations`]
+/// otherwise). `Outcome::Ignore` with `NodeNotFound` means "wait for the Node" (until
 /// `node_wait_seconds`, then a denial); in approve-only mode every denial becomes Ignore with the
 /// same reason and message.
 pub fn decide(facts: &CsrFacts, rules: &NodeRules, node: &NodeFacts<'_>) -> Decision {
-    let mut d = decide_strict(facts, rules, node);
+    decide_with_revocations(facts, rules, node, &|_| None)
+}
+
+/// [`decide`], refusing (`NodeRevoked`) a CSR for a node `revoked` names: `revoked(n)` is the
+/// revocation in force of node `n` (`kcert revoke --node n`, not cleared), if any. The caller
+/// decides nothing before it has read the revocations (the ledger).
+pub fn decide_with_revocations(
+    facts: &CsrFacts,
+    rules: &NodeRules,
+    node: &NodeFacts<'_>,
+    revoked: &dyn Fn(&str) -> Option<NodeRevocation>,
+) -> Decision {
+    let mut d = decide_strict(facts, rules, node, revoked);
     // Every node decision names its rule, denials too (the condition's reason, the metric's
     // and `kcert policy test`'s rule).
     if d.rule.is_none() {
@@ -607,7 +632,12 @@ fn deny(reason: Reason, message: String, trace: &mut Vec<String>) -> Decision {
     d
 }
 
-fn decide_strict(facts: &CsrFacts, rules: &NodeRules, node: &NodeFacts<'_>) -> Decision {
+fn decide_strict(
+    facts: &CsrFacts,
+    rules: &NodeRules,
+    node: &NodeFacts<'_>,
+    revoked: &dyn Fn(&str) -> Option<NodeRevocation>,
+) -> Decision {
     let mut trace = Vec::new();
     let serving = facts.signer_name == KUBELET_SERVING_SIGNER;
     let rule = rule_of(&facts.signer_name);
@@ -629,6 +659,18 @@ fn decide_strict(facts: &CsrFacts, rules: &NodeRules, node: &NodeFacts<'_>) -> D
             &mut trace,
         );
     }
+    // A revoked node gets nothing, whoever asks (a bootstrap token may name any node) and
+    // whatever a SubjectAccessReview says, until an admin clears the revocation.
+    if let Some(r) = revoked(node_name) {
+        return deny(
+            Reason::NodeRevoked,
+            revoked_message(node_name, &r),
+            &mut trace,
+        );
+    }
+    trace.push(format!(
+        "{rule}: node {node_name} is not revoked on kcert's ledger"
+    ));
     if let Err((reason, m)) = check_key(facts.key, rules) {
         return deny(reason, m, &mut trace);
     }
@@ -917,6 +959,20 @@ fn decide_strict(facts: &CsrFacts, rules: &NodeRules, node: &NodeFacts<'_>) -> D
             subresources[0]
         ),
         &mut trace,
+    )
+}
+
+/// The denial's message for a revoked node (also the signer's `Failed` message).
+pub fn revoked_message(node_name: &str, r: &NodeRevocation) -> String {
+    format!(
+        "node {node_name} was revoked at {} by {}: {}; it gets no certificate (bootstrap or renewal) until an admin clears it with `kcert revoke --node {node_name} --clear`",
+        if r.revoked_at.is_empty() {
+            "an unknown time"
+        } else {
+            &r.revoked_at
+        },
+        crate::escape_for_message(&r.revoked_by),
+        crate::escape_for_message(&r.reason)
     )
 }
 

@@ -156,6 +156,7 @@ pub struct Policy {
     pub(crate) no_match: NoMatchAction,
     pub(crate) protected_groups: Vec<String>,
     pub(crate) exempt_groups: BTreeSet<String>,
+    pub(crate) exempt_users: BTreeSet<String>,
     pub(crate) limits: SubjectLimits,
     /// Limits a policy set explicitly (merging takes the smallest of these).
     pub(crate) limits_set: [Option<usize>; 4],
@@ -228,6 +229,18 @@ impl Policy {
                 )));
             }
         }
+        for u in &spec.exempt_users {
+            if u.trim() != u || u.is_empty() || u.contains(['*', '?']) {
+                return Err(err(format!(
+                    "exemptUsers entry {u:?} must be an exact user name (no patterns, no surrounding spaces)"
+                )));
+            }
+            if u.to_lowercase().starts_with("system:") {
+                return Err(err(format!(
+                    "exemptUsers entry {u:?} is a system: user; those are never approved"
+                )));
+            }
+        }
         let mut protected: Vec<String> = BUILTIN_PROTECTED_GROUPS
             .iter()
             .map(|s| s.to_string())
@@ -255,6 +268,7 @@ impl Policy {
             no_match: spec.when_no_rule_matches,
             protected_groups: protected,
             exempt_groups: spec.exempt_groups.iter().cloned().collect(),
+            exempt_users: spec.exempt_users.iter().cloned().collect(),
             limits: SubjectLimits::default(),
             limits_set: set,
             rules: Vec::new(),
@@ -277,6 +291,11 @@ impl Policy {
     /// The bounds checked before any rule.
     pub fn limits(&self) -> SubjectLimits {
         self.limits
+    }
+
+    /// Whether `user` is exempt from protection derived from RBAC bindings.
+    pub fn is_exempt_user(&self, user: &str) -> bool {
+        self.exempt_users.contains(user)
     }
 
     /// Whether `group` is exempt from protection derived from RBAC bindings.
@@ -304,6 +323,7 @@ impl Policy {
                 }
             }
             merged.exempt_groups.extend(p.exempt_groups);
+            merged.exempt_users.extend(p.exempt_users);
             for (m, v) in merged.limits_set.iter_mut().zip(p.limits_set) {
                 *m = match (*m, v) {
                     (Some(a), Some(b)) => Some(a.min(b)),

@@ -22,6 +22,12 @@ pub struct PolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(inner(regex(pattern = r"^[^*?\s]([^*?]*[^*?\s])?$")))]
     pub exempt_groups: Vec<String>,
+    /// Users (exact names only) exempt from the protection kcert derives from RBAC bindings
+    /// (users bound to cluster-admin or to roles that can escalate), as `exemptGroups` is for
+    /// groups. `system:` users cannot be exempted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = r"^[^*?\s]([^*?]*[^*?\s])?$")))]
+    pub exempt_users: Vec<String>,
     /// Bounds on what a request may carry, checked before any rule. Unset fields keep the
     /// defaults (253-byte CN and O, 64 groups, 64 KiB request); merged policies take the
     /// smallest value any of them sets.

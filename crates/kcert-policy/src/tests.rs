@@ -856,7 +856,22 @@ fn rbac_privileged_subjects_are_protected_unless_exempt_by_exact_name() {
             .unwrap_err()
             .to_string()
             .contains("exact group name")
+    ); // Users are exempted the same way, by exact name; system: users never.
+    let ex = policy(
+        "exemptUsers: [root]\nrules: [{id: a, requesters: {users: ['*']}, commonName: {glob: '*'}, groups: {allowed: ['*']}}]",
     );
+    assert_eq!(
+        evaluate(&facts("x", &[], "root", &[]), &ex, &privileged).outcome,
+        Outcome::Approve
+    );
+    for (bad, needle) in [
+        ("exemptUsers: ['ro*']", "exact user name"),
+        ("exemptUsers: ['system:admin']", "system: user"),
+    ] {
+        let spec: PolicySpec = serde_yaml::from_str(bad).unwrap();
+        let err = Policy::compile("p", &spec).unwrap_err().to_string();
+        assert!(err.contains(needle), "{err}");
+    }
 }
 
 #[test]

@@ -348,6 +348,8 @@ async fn demo_steps(sandbox: &Sandbox, out: OutputFormat, step: impl Fn(u32, &st
         fingerprint: None,
         csr: None,
         user: Some("jane".into()),
+        node: None,
+        clear: false,
         reason: "demo".into(),
     };
     // The ledger records a certificate moments after it is issued.

@@ -78,7 +78,8 @@ pub enum Command {
     /// List issued certificates from the ledger (IssuedCertificate records outlive CSRs).
     Ledger(LedgerArgs),
     /// Revoke certificates: kcert's authorization webhook refuses them from then on
-    /// (docs/revocation.md). Idempotent; exit 1 if nothing in the ledger matches.
+    /// (docs/revocation.md); or a node (--node): no kubelet certificate for it until --clear
+    /// (docs/nodes.md). Idempotent; exit 1 if nothing in the ledger matches.
     Revoke(RevokeArgs),
     /// Bind a Role or ClusterRole to a user or group (RoleBinding, or ClusterRoleBinding without --namespace).
     Grant(GrantArgs),
@@ -189,7 +190,7 @@ pub struct LedgerArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("which").required(true).args(["serial", "fingerprint", "csr", "user"])))]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["serial", "fingerprint", "csr", "user", "node"])))]
 pub struct RevokeArgs {
     /// The certificate with this serial number (hex, as `kcert ledger` shows it).
     #[arg(long)]
@@ -203,6 +204,15 @@ pub struct RevokeArgs {
     /// Every certificate issued to this user.
     #[arg(long)]
     pub user: Option<String>,
+    /// The node itself (its name, or system:node:NAME): every certificate of system:node:NAME,
+    /// and a node revocation on the ledger, so that kcert-controller refuses kubelet CSRs for it
+    /// (NodeRevoked), by bootstrap token or renewal, until an admin clears it with --clear.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// With --node: clear the node's revocation (recorded on the ledger with who, when and
+    /// --reason), so that it may bootstrap again; its certificates stay revoked.
+    #[arg(long, requires = "node")]
+    pub clear: bool,
     /// Why (recorded in the ledger and shown in the 403 the revoked credential gets).
     #[arg(long)]
     pub reason: String,

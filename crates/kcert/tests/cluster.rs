@@ -1184,15 +1184,18 @@ rules:
     );
 }
 
-/// Kubelet CSRs are explained by the node rules, the cluster's Nodes and the
-/// SubjectAccessReviews (never by the policy): `kcert list`'s POLICY column, `kcert policy
-/// test` (a CSR in the cluster, with the controller's node flags, or a file) and `kcert show`'s
-/// names; nothing is written.
+/// Kubelet CSRs are explained by the node rules, the cluster's Nodes, the node revocations on
+/// the ledger and the SubjectAccessReviews (never by the policy): `kcert list`'s POLICY column,
+/// `kcert policy test` (a CSR in the cluster, with the controller's node flags, or a file) and
+/// `kcert show`'s names; nothing is written to the CSRs. `kcert revoke --node` makes the node's
+/// CSRs `NodeRevoked` and `kcert ledger` list it until `--clear`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_csrs_are_explained_by_the_node_rules() {
     use k8s_openapi::api::core::v1::Node;
     use kcert_pki::{CsrSubject, KeyType, PrivateKey, SubjectAltNames, build_csr};
     let cluster = TestCluster::shared().await;
+    // The ledger (node revocations) is read for kubelet CSRs, as kcert-controller reads it.
+    kcert_tests::install_crds(cluster).await;
     let admin_path = cluster.admin_kubeconfig_path();
     let node_name = cluster.unique_name("cli-node");
     let user = format!("system:node:{node_name}");
@@ -1321,4 +1324,88 @@ async fn kubelet_csrs_are_explained_by_the_node_rules() {
     for name in &names {
         assert!(kcert_tests::conditions(&csrs.get(name).await.unwrap()).is_empty());
     }
+
+    // The node revoked: its CSRs are NodeRevoked (it has no certificate on the ledger: the node
+    // itself is revoked all the same), and `kcert ledger` lists it.
+    let revoked = ok_json(kcert(
+        admin_path,
+        &[
+            "revoke",
+            "--node",
+            &user,
+            "--reason",
+            "decommissioned",
+            "-o",
+            "json",
+        ],
+    ));
+    assert_eq!(revoked["node"]["node"], node_name.as_str(), "{revoked}");
+    assert_eq!(revoked["node"]["result"], "revoked", "{revoked}");
+    assert_eq!(revoked["results"], serde_json::json!([]), "{revoked}");
+    let explained = ok_json(kcert(
+        admin_path,
+        &["policy", "test", &names[0], "-o", "json"],
+    ));
+    assert_eq!(explained["reason"], "NodeRevoked", "{explained}");
+    assert!(
+        explained["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("kcert revoke --node {node_name} --clear")),
+        "{explained}"
+    );
+    let ledger = |args: &[&str]| {
+        let out = kcert(admin_path, args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = ledger(&["ledger", "--user", &user]);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&node_name))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        text.contains("REVOKED-NODE")
+            && line.contains("decommissioned")
+            && line.contains("in force"),
+        "{text}"
+    );
+    // Cleared by the admin: recorded, shown, and the rules decide again.
+    let cleared = ok_json(kcert(
+        admin_path,
+        &[
+            "revoke",
+            "--node",
+            &node_name,
+            "--clear",
+            "--reason",
+            "re-imaged",
+            "-o",
+            "json",
+        ],
+    ));
+    assert_eq!(
+        cleared["cleared"][0]["cleared"]["reason"], "re-imaged",
+        "{cleared}"
+    );
+    let text = ledger(&["ledger", "--user", &user]);
+    assert!(
+        text.contains("re-imaged") && !text.contains("in force"),
+        "{text}"
+    );
+    let explained = ok_json(kcert(
+        admin_path,
+        &["policy", "test", &names[0], "-o", "json"],
+    ));
+    assert_eq!(explained["reason"], "AutoApproved", "{explained}");
+    // Clearing a node that is not revoked is an error, not a silent success.
+    let again = kcert(
+        admin_path,
+        &["revoke", "--node", &node_name, "--clear", "--reason", "x"],
+    );
+    assert!(
+        !again.status.success() && stderr(&again).contains("is not revoked"),
+        "{}",
+        stderr(&again)
+    );
 }

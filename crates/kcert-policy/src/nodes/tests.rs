@@ -676,6 +676,7 @@ fn docs_nodes_md_names_every_reason_a_node_decision_gives() {
         Reason::KeyNotAllowed,
         Reason::RequestTooLarge,
         Reason::InvalidRequest,
+        Reason::NodeRevoked,
     ] {
         assert!(
             doc.contains(&format!("`{}`", r.as_str())),
@@ -1084,4 +1085,87 @@ fn a_node_listing_thousands_of_addresses_gets_a_short_message() {
         "and 4992 more",
     );
     assert!(d.message.len() < 600, "{}", d.message.len());
+}
+
+#[test]
+fn a_revoked_node_gets_no_certificate_by_bootstrap_renewal_or_serving() {
+    let nodes = index();
+    let revocation = NodeRevocation {
+        revoked_at: "2026-12-01T00:00:00Z".into(),
+        revoked_by: "admin".into(),
+        reason: "decommissioned".into(),
+    };
+    let revoked = |n: &str| (n == "node-a").then(|| revocation.clone());
+    let judge = |f: &CsrFacts, r: &NodeRules, access: &[(ClientAccess, bool)]| {
+        let access: BTreeMap<_, _> = access.iter().copied().collect();
+        decide_with_revocations(
+            f,
+            r,
+            &NodeFacts {
+                nodes: &nodes,
+                access: &access,
+                age_seconds: 10,
+            },
+            &revoked,
+        )
+    };
+    let boot = client(
+        "system:bootstrap:abcdef",
+        &[BOOTSTRAPPERS_GROUP, "system:authenticated"],
+        "system:node:node-a",
+    );
+    let renew = client(
+        "system:node:node-a",
+        &[NODES_GROUP, "system:authenticated"],
+        "system:node:node-a",
+    );
+    let serve = serving(
+        "system:node:node-a",
+        "system:node:node-a",
+        &[],
+        &["10.0.0.1"],
+    );
+    // Whatever the SubjectAccessReviews allow.
+    for (f, access) in [
+        (&boot, (ClientAccess::NodeClient, true)),
+        (&renew, (ClientAccess::SelfNodeClient, true)),
+        (&serve, (ClientAccess::NodeClient, true)),
+    ] {
+        let d = judge(f, &rules(), &[access]);
+        check(&d, Outcome::Deny, Reason::NodeRevoked, "decommissioned");
+        assert!(
+            d.message.contains("kcert revoke --node node-a --clear")
+                && d.message.contains("2026-12-01T00:00:00Z"),
+            "{}",
+            d.message
+        );
+        assert!(d.subject.is_none() && d.names.is_none());
+    }
+    // Without the revocation (cleared), the same requests are approved; another node is not
+    // touched by node-a's revocation.
+    assert_eq!(
+        run(&boot, &rules(), &nodes, &[(ClientAccess::NodeClient, true)]).outcome,
+        Outcome::Approve
+    );
+    let other = client(
+        "system:bootstrap:abcdef",
+        &[BOOTSTRAPPERS_GROUP, "system:authenticated"],
+        "system:node:node-b",
+    );
+    assert_eq!(
+        judge(&other, &rules(), &[(ClientAccess::NodeClient, true)]).outcome,
+        Outcome::Approve
+    );
+    // The signer's table still comes first; approve-only leaves it pending with the reason.
+    let mut bad = boot.clone();
+    bad.organizations.push("system:masters".into());
+    assert_eq!(judge(&bad, &rules(), &[]).reason, Reason::GroupNotAllowed);
+    let mut r = rules();
+    r.approve_only = true;
+    check(
+        &judge(&boot, &r, &[(ClientAccess::NodeClient, true)]),
+        Outcome::Ignore,
+        Reason::NodeRevoked,
+        "approve-only mode",
+    );
 }

@@ -109,8 +109,14 @@ pub async fn list(args: &ListArgs, out: OutputFormat, target: &Target) -> Result
         .collect();
     let mut node_column = std::collections::BTreeMap::new();
     if !pending_kubelet.is_empty() {
-        match super::policy::node_index(&client).await {
-            Ok(nodes) => {
+        let read = async {
+            Ok::<_, anyhow::Error>((
+                super::policy::node_index(&client).await?,
+                super::policy::node_ledger(&client).await?,
+            ))
+        };
+        match read.await {
+            Ok((nodes, node_ledger)) => {
                 let rules = kcert_policy::nodes::NodeRules {
                     serving: true,
                     client: true,
@@ -118,11 +124,13 @@ pub async fn list(args: &ListArgs, out: OutputFormat, target: &Target) -> Result
                 };
                 // A client CSR costs a SubjectAccessReview: eight at a time, not one by one.
                 use futures::StreamExt;
-                let (client, rules, nodes) = (&client, &rules, &nodes);
+                let (client, rules, nodes, node_ledger) = (&client, &rules, &nodes, &node_ledger);
                 node_column = futures::stream::iter(pending_kubelet)
                     .map(|c| async move {
                         let column =
-                            match super::policy::node_verdict(client, c, rules, nodes).await {
+                            match super::policy::node_verdict(client, c, rules, nodes, node_ledger)
+                                .await
+                            {
                                 Ok(d) => format!("{:?}:{}", d.outcome, d.reason),
                                 Err(e) => format!("unknown ({e})"),
                             };
@@ -430,37 +438,69 @@ async fn decide_one(
 
 pub async fn revoke(args: &RevokeArgs, out: OutputFormat, target: &Target) -> Result<()> {
     use kcert_kube::revocation::Selector;
+    if let Some(node) = &args.node {
+        return revoke_node(node, args, out, target).await;
+    }
     let selector = match (&args.serial, &args.fingerprint, &args.csr, &args.user) {
         (Some(s), ..) => Selector::Serial(s.clone()),
         (_, Some(f), ..) => Selector::Fingerprint(f.clone()),
         (_, _, Some(c), _) => Selector::Csr(c.clone()),
         (.., Some(u)) => Selector::User(u.clone()),
-        _ => bail!("say which certificates: --serial, --fingerprint, --csr or --user"),
+        _ => bail!("say which certificates: --serial, --fingerprint, --csr, --user or --node"),
     };
     let (client, _) = target.connect().await?;
-    // Who revokes, as the API server authenticates them.
-    let by =
-        kube::Api::<k8s_openapi::api::authentication::v1::SelfSubjectReview>::all(client.clone())
-            .create(&kube::api::PostParams::default(), &Default::default())
-            .await
-            .ok()
-            .and_then(|r| r.status?.user_info?.username)
-            .unwrap_or_else(|| "unknown".into());
-    // The controller records a certificate moments after issuing it (its CSR holds it until
-    // then): revoke what the ledger holds, and while a matching certificate is still only in a
-    // CSR, wait for its record and revoke again — a certificate missed here would stay valid.
+    let by = caller(&client).await;
+    let done = revoke_certificates(&client, &selector, &by, &args.reason, false).await?;
+    if done.is_empty() {
+        bail!("no certificate in the ledger matches {selector:?}; `kcert ledger` lists them");
+    }
+    report(out, serde_json::json!({"results": done}), || {
+        revoked_lines(&done)
+    });
+    Ok(())
+}
+
+/// Who revokes, as the API server authenticates them.
+async fn caller(client: &kube::Client) -> String {
+    kube::Api::<k8s_openapi::api::authentication::v1::SelfSubjectReview>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &Default::default())
+        .await
+        .ok()
+        .and_then(|r| r.status?.user_info?.username)
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn ledger_error(e: kube::Error, doing: &str) -> anyhow::Error {
+    match &e {
+        kube::Error::Api(s) if s.code == 404 => {
+            anyhow!("the cluster has no ledger (LedgerPage CRD); apply deploy/crd.yaml")
+        }
+        _ => anyhow!("{doing}: {}", api_message(&e)),
+    }
+}
+
+/// Revoke every certificate `selector` picks on the ledger. The controller records a
+/// certificate moments after issuing it (its CSR holds it until then): revoke what the ledger
+/// holds, and while a matching certificate is still only in a CSR, wait for its record and
+/// revoke again — a certificate missed here would stay valid. With `none_is_enough`, finding no
+/// certificate at all is an answer (the caller revoked something else); otherwise the wait goes
+/// on until one is found or the deadline.
+async fn revoke_certificates(
+    client: &kube::Client,
+    selector: &kcert_kube::revocation::Selector,
+    by: &str,
+    reason: &str,
+    none_is_enough: bool,
+) -> Result<Vec<kcert_kube::revocation::Revoked>> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let (done, unrecorded) = loop {
-        let done = kcert_kube::revocation::revoke(&client, &selector, &by, &args.reason)
+        let done = kcert_kube::revocation::revoke(client, selector, by, reason)
             .await
-            .map_err(|e| match &e {
-                kube::Error::Api(s) if s.code == 404 => {
-                    anyhow!("the cluster has no ledger (LedgerPage CRD); apply deploy/crd.yaml")
-                }
-                _ => anyhow!("revoking: {}", api_message(&e)),
-            })?;
-        let unrecorded = unrecorded_matches(&client, &selector).await?;
-        if (!done.is_empty() && unrecorded.is_empty()) || std::time::Instant::now() >= deadline {
+            .map_err(|e| ledger_error(e, "revoking"))?;
+        let unrecorded = unrecorded_matches(client, selector).await?;
+        if ((none_is_enough || !done.is_empty()) && unrecorded.is_empty())
+            || std::time::Instant::now() >= deadline
+        {
             break (done, unrecorded);
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
@@ -476,25 +516,107 @@ pub async fn revoke(args: &RevokeArgs, out: OutputFormat, target: &Target) -> Re
                 .join(", ")
         );
     }
-    if done.is_empty() {
-        bail!("no certificate in the ledger matches {selector:?}; `kcert ledger` lists them");
+    Ok(done)
+}
+
+fn revoked_lines(done: &[kcert_kube::revocation::Revoked]) -> String {
+    done.iter()
+        .map(|r| {
+            format!(
+                "{} ({}): {} at {} by {}: {}",
+                r.serial,
+                crate::text::safe(&r.user),
+                r.result,
+                r.revocation.revoked_at,
+                crate::text::safe(&r.revocation.revoked_by),
+                crate::text::safe(&r.revocation.reason)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `kcert revoke --node N`: the node's revocation on the ledger (kubelet CSRs for it refused
+/// until cleared), then every certificate of `system:node:N`; with `--clear`, the node's
+/// revocation cleared (recorded), its certificates left revoked.
+async fn revoke_node(
+    given: &str,
+    args: &RevokeArgs,
+    out: OutputFormat,
+    target: &Target,
+) -> Result<()> {
+    let prefix = kcert_policy::nodes::NODE_USER_PREFIX;
+    let node = given.strip_prefix(prefix).unwrap_or(given);
+    if !kcert_policy::nodes::is_host_name(node) || node.bytes().any(|b| b.is_ascii_uppercase()) {
+        bail!(
+            "--node {}: not a node name (a lower-case DNS subdomain, or system:node:<name>)",
+            crate::text::safe(given)
+        );
     }
-    report(out, serde_json::json!({"results": done}), || {
-        done.iter()
-            .map(|r| {
-                format!(
-                    "{} ({}): {} at {} by {}: {}",
-                    r.serial,
-                    crate::text::safe(&r.user),
-                    r.result,
-                    r.revocation.revoked_at,
-                    crate::text::safe(&r.revocation.revoked_by),
-                    crate::text::safe(&r.revocation.reason)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    });
+    let (client, _) = target.connect().await?;
+    let by = caller(&client).await;
+    if args.clear {
+        let cleared = kcert_kube::revocation::clear_node(&client, node, &by, &args.reason)
+            .await
+            .map_err(|e| ledger_error(e, "clearing the node's revocation"))?;
+        // What is in force now: a revocation record kcert cannot read is not cleared.
+        let index = kcert_kube::ledger::read_index(&client)
+            .await
+            .map_err(|e| ledger_error(e, "reading the ledger"))?;
+        if let Some(e) = index.revoked_node(node) {
+            bail!(
+                "node {node} is still revoked (ledger page {}): {}",
+                crate::text::safe(&e.page),
+                crate::text::safe(&e.revocation.reason)
+            );
+        }
+        if cleared.is_empty() {
+            bail!("node {node} is not revoked; `kcert ledger` lists node revocations");
+        }
+        report(out, serde_json::json!({"cleared": cleared}), || {
+            cleared
+                .iter()
+                .map(|c| {
+                    format!(
+                        "node {node}: the revocation of {} by {} ({}) cleared at {} by {}: {}; kubelet CSRs for {prefix}{node} are decided again (its certificates stay revoked)",
+                        c.revocation.revoked_at,
+                        crate::text::safe(&c.revocation.revoked_by),
+                        crate::text::safe(&c.revocation.reason),
+                        c.cleared.cleared_at,
+                        crate::text::safe(&c.cleared.cleared_by),
+                        crate::text::safe(&c.cleared.reason)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+        return Ok(());
+    }
+    // The node first: from here no new certificate is approved or signed for it.
+    let revoked = kcert_kube::revocation::revoke_node(&client, node, &by, &args.reason)
+        .await
+        .map_err(|e| ledger_error(e, "revoking the node"))?;
+    let selector = kcert_kube::revocation::Selector::User(format!("{prefix}{node}"));
+    let done = revoke_certificates(&client, &selector, &by, &args.reason, true).await?;
+    report(
+        out,
+        serde_json::json!({"node": revoked, "results": done}),
+        || {
+            let r = &revoked.revocation;
+            let mut s = format!(
+                "node {node}: {} at {} by {}: {} (kubelet CSRs for {prefix}{node} are refused until `kcert revoke --node {node} --clear`)",
+                revoked.result,
+                r.revoked_at,
+                crate::text::safe(&r.revoked_by),
+                crate::text::safe(&r.reason)
+            );
+            if !done.is_empty() {
+                s.push('\n');
+                s.push_str(&revoked_lines(&done));
+            }
+            s
+        },
+    );
     Ok(())
 }
 
@@ -600,7 +722,37 @@ pub async fn ledger(args: &LedgerArgs, out: OutputFormat, target: &Target) -> Re
         })
         .collect();
     rows.sort_by(|a, b| a.not_after.cmp(&b.not_after));
-    report(out, serde_json::to_value(&rows)?, || {
+    // Node revocations (`kcert revoke --node`), in force and cleared: records of their own, no
+    // certificate's (none expires; their signerName is kcert.dev/node-revocation).
+    let node_rows: Vec<(&str, kcert_kube::crd::RevokedNodeRecord)> = if args.expiring.is_some() {
+        Vec::new()
+    } else {
+        kcert_kube::ledger::node_revocations(&pages)
+            .into_iter()
+            .filter(|(_, r)| args.user.as_ref().is_none_or(|u| &r.record.user == u))
+            .filter(|(_, r)| {
+                args.signer_name
+                    .as_ref()
+                    .is_none_or(|n| &r.record.signer_name == n)
+            })
+            .collect()
+    };
+    for (node, e) in kcert_kube::ledger::LedgerIndex::from_pages(&pages).revoked_nodes() {
+        if !e.readable {
+            eprintln!(
+                "warning: node {} stands revoked: {}",
+                crate::text::safe(node),
+                crate::text::safe(&e.revocation.reason)
+            );
+        }
+    }
+    let mut json = serde_json::to_value(&rows)?;
+    if let Some(all) = json.as_array_mut() {
+        for (_, r) in &node_rows {
+            all.push(serde_json::to_value(r)?);
+        }
+    }
+    report(out, json, || {
         let mut lines = vec![format!(
             "{:<34} {:<20} {:<20} {:<21} {:<40} {:<21} {}",
             "SERIAL", "USER", "GROUPS", "NOT-AFTER", "APPROVED-BY", "REVOKED", "REQUESTER"
@@ -622,6 +774,32 @@ pub async fn ledger(args: &LedgerArgs, out: OutputFormat, target: &Target) -> Re
                     .map_or("-".to_string(), |v| v.revoked_at.clone()),
                 crate::text::safe(&r.requester)
             ));
+        }
+        if !node_rows.is_empty() {
+            lines.push(String::new());
+            lines.push(format!(
+                "{:<32} {:<21} {:<24} {:<32} {}",
+                "REVOKED-NODE", "REVOKED-AT", "REVOKED-BY", "REASON", "CLEARED"
+            ));
+            for (_, r) in &node_rows {
+                let revocation = r.record.revocation.clone().unwrap_or_default();
+                lines.push(format!(
+                    "{:<32} {:<21} {:<24} {:<32} {}",
+                    crate::text::safe(&r.revoked_node.node),
+                    revocation.revoked_at,
+                    crate::text::safe(&revocation.revoked_by),
+                    crate::text::safe(&revocation.reason),
+                    r.revoked_node.cleared.as_ref().map_or_else(
+                        || "- (in force)".to_string(),
+                        |c| format!(
+                            "at {} by {}: {}",
+                            c.cleared_at,
+                            crate::text::safe(&c.cleared_by),
+                            crate::text::safe(&c.reason)
+                        )
+                    )
+                ));
+            }
         }
         lines.join("\n")
     });

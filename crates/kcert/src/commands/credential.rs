@@ -162,77 +162,6 @@ fn is_final_denial(e: &anyhow::Error) -> bool {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_lock_and_the_marker_never_follow_a_symlink() {
-        let dir = tempfile::tempdir().unwrap();
-        let cert = dir.path().join("jane.crt");
-        let victim = dir.path().join("victim");
-        std::fs::write(&victim, "keep me").unwrap();
-        std::os::unix::fs::symlink(&victim, dir.path().join("jane.crt.lock")).unwrap();
-        assert!(
-            lock_beside(&cert).is_err(),
-            "a symlinked lock file was followed"
-        );
-        std::os::unix::fs::symlink(&victim, dir.path().join("jane.crt.renewal-denied")).unwrap();
-        assert_eq!(read_no_follow(&denied_marker(&cert)), None);
-        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
-    }
-
-    #[test]
-    fn a_second_holder_waits_for_the_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let cert = dir.path().join("jane.crt");
-        let first = lock_beside(&cert).unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let path = cert.clone();
-        let second = std::thread::spawn(move || {
-            let _held = lock_beside(&path).unwrap();
-            tx.send(()).unwrap();
-        });
-        assert!(
-            rx.recv_timeout(std::time::Duration::from_millis(300))
-                .is_err(),
-            "the second process did not wait for the lock"
-        );
-        drop(first);
-        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
-        second.join().unwrap();
-    }
-
-    fn denied(condition: &str, message: &str) -> anyhow::Error {
-        super::super::Exit {
-            code: crate::exit::DENIED,
-            message: message.into(),
-            condition: Some(condition.into()),
-        }
-        .into()
-    }
-
-    #[test]
-    fn only_the_reasons_that_end_a_certificate_are_final() {
-        assert!(is_final_denial(&denied(
-            "Denied:CredentialRevoked",
-            "revoked"
-        )));
-        assert!(is_final_denial(&denied("Denied:RenewalChainTooOld", "old")));
-        // A message that quotes a reason is not that reason.
-        assert!(!is_final_denial(&denied(
-            "Denied:GroupNotAllowed",
-            "group (O) \"CredentialRevoked\" is not allowed"
-        )));
-        // RBAC made the user privileged: a binding removed later lifts it.
-        assert!(!is_final_denial(&denied(
-            "Denied:ProtectedUser",
-            "user (CN) jane is privileged: RoleBinding kube-system/x binds it …"
-        )));
-        assert!(!is_final_denial(&denied("Failed:CredentialRevoked", "x")));
-    }
-}
-
 /// The cluster client-go tells us about (`provideClusterInfo: true`).
 fn cluster_from_exec_info() -> Result<ClusterInfo> {
     let raw = std::env::var("KUBERNETES_EXEC_INFO")
@@ -325,4 +254,75 @@ async fn renew(
         true,
     )?;
     Ok((new_cert, new_key, new_info.not_after_time()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_and_the_marker_never_follow_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("jane.crt");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("jane.crt.lock")).unwrap();
+        assert!(
+            lock_beside(&cert).is_err(),
+            "a symlinked lock file was followed"
+        );
+        std::os::unix::fs::symlink(&victim, dir.path().join("jane.crt.renewal-denied")).unwrap();
+        assert_eq!(read_no_follow(&denied_marker(&cert)), None);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    }
+
+    #[test]
+    fn a_second_holder_waits_for_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("jane.crt");
+        let first = lock_beside(&cert).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = cert.clone();
+        let second = std::thread::spawn(move || {
+            let _held = lock_beside(&path).unwrap();
+            tx.send(()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "the second process did not wait for the lock"
+        );
+        drop(first);
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        second.join().unwrap();
+    }
+
+    fn denied(condition: &str, message: &str) -> anyhow::Error {
+        super::super::Exit {
+            code: crate::exit::DENIED,
+            message: message.into(),
+            condition: Some(condition.into()),
+        }
+        .into()
+    }
+
+    #[test]
+    fn only_the_reasons_that_end_a_certificate_are_final() {
+        assert!(is_final_denial(&denied(
+            "Denied:CredentialRevoked",
+            "revoked"
+        )));
+        assert!(is_final_denial(&denied("Denied:RenewalChainTooOld", "old")));
+        // A message that quotes a reason is not that reason.
+        assert!(!is_final_denial(&denied(
+            "Denied:GroupNotAllowed",
+            "group (O) \"CredentialRevoked\" is not allowed"
+        )));
+        // RBAC made the user privileged: a binding removed later lifts it.
+        assert!(!is_final_denial(&denied(
+            "Denied:ProtectedUser",
+            "user (CN) jane is privileged: RoleBinding kube-system/x binds it …"
+        )));
+        assert!(!is_final_denial(&denied("Failed:CredentialRevoked", "x")));
+    }
 }

@@ -119,13 +119,34 @@ pub async fn node_index(client: &Client) -> Result<NodeIndex> {
     Ok(index)
 }
 
-/// A kubelet CSR judged as the node approver judges it: the node rules, the Nodes, and the
-/// SubjectAccessReviews kube-controller-manager's approver would make.
+/// The ledger as the node rules read it (which nodes are revoked). kcert-controller decides no
+/// kubelet CSR without it, so neither does this: an error when it cannot be read. A ledger that
+/// holds a record naming nothing kcert can find is said on stderr (the controller waits).
+pub async fn node_ledger(client: &Client) -> Result<kcert_kube::ledger::LedgerIndex> {
+    let index = kcert_kube::ledger::read_index(client).await.map_err(|e| {
+        anyhow!(
+            "reading the ledger, which says which nodes are revoked (kcert-controller decides no kubelet CSR without it): {}",
+            super::request::api_message(&e)
+        )
+    })?;
+    if let Some(why) = index.unidentifiable() {
+        eprintln!(
+            "warning: {}; kcert-controller leaves kubelet CSRs pending until then",
+            crate::text::safe(&why)
+        );
+    }
+    Ok(index)
+}
+
+/// A kubelet CSR judged as the node approver judges it: the node rules, the Nodes, the node
+/// revocations on the ledger ([`node_ledger`]), and the SubjectAccessReviews
+/// kube-controller-manager's approver would make.
 pub async fn node_verdict(
     client: &Client,
     csr: &CertificateSigningRequest,
     rules: &kcert_policy::nodes::NodeRules,
     nodes: &NodeIndex,
+    ledger: &kcert_kube::ledger::LedgerIndex,
 ) -> Result<kcert_policy::Decision> {
     if let Some(d) = kcert_kube::nodes::oversized(csr) {
         return Ok(kcert_policy::nodes::in_mode(d, rules));
@@ -138,7 +159,7 @@ pub async fn node_verdict(
         Err(_) => Default::default(),
     };
     Ok(kcert_kube::nodes::verdict_of(
-        csr, &request, rules, nodes, &access,
+        csr, &request, rules, nodes, &access, ledger,
     ))
 }
 
@@ -173,7 +194,8 @@ pub async fn test(args: &PolicyTestArgs, out: OutputFormat, target: &Target) -> 
                 k8s_openapi::jiff::Timestamp::now(),
             ));
         let nodes = node_index(&client).await?;
-        node_verdict(&client, &csr, &args.nodes.rules()?, &nodes).await?
+        let ledger = node_ledger(&client).await?;
+        node_verdict(&client, &csr, &args.nodes.rules()?, &nodes, &ledger).await?
     } else if path.is_file() {
         let request = CertificateRequest::from_pem(&std::fs::read(path)?)
             .map_err(|e| anyhow!("{}: {e}", path.display()))?;
@@ -220,7 +242,9 @@ pub async fn test(args: &PolicyTestArgs, out: OutputFormat, target: &Target) -> 
             })?;
         if is_kubelet_signer(&csr.spec.signer_name) {
             let nodes = node_index(&client).await?;
-            let decision = node_verdict(&client, &csr, &args.nodes.rules()?, &nodes).await?;
+            let ledger = node_ledger(&client).await?;
+            let decision =
+                node_verdict(&client, &csr, &args.nodes.rules()?, &nodes, &ledger).await?;
             return print_decision(out, &decision);
         }
         let policy = load_policy(args.policy_file.as_deref(), Some(&client))
