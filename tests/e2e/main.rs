@@ -15,6 +15,8 @@ mod pki;
 mod pod_security;
 mod privilege;
 mod renewal;
+mod renewal_race;
 mod revocation;
 mod secrets;
 mod testbed;
+mod webhook_only;

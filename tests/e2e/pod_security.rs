@@ -215,50 +215,129 @@ async fn every_shipped_pod_passes_pod_security_admission_in_its_namespace() {
     assert_eq!(enforced(&client, "kcert-webhook").await, "privileged");
 }
 
-/// The webhook's replicas stand for the controller's Lease: whichever leads must run the same
-/// controller. deploy/webhook/'s DaemonSet runs the Deployment's flags, plus only the webhook's,
-/// the Lease's namespace and its own metrics address; same image, resources and security.
-#[test]
-fn the_webhook_daemonset_runs_the_deployments_controller() {
-    let base = run(Command::new(kubectl()).args(["kustomize", DEPLOY]));
-    let webhook = run(Command::new(kubectl()).args(["kustomize", WEBHOOK]));
-    let deployment = &pod_templates(&base)[0];
-    let daemon = pod_templates(&webhook)
+/// The DaemonSet's Pod template in a rendered stream.
+fn webhook_daemonset(yaml: &str) -> serde_json::Value {
+    pod_templates(yaml)
         .into_iter()
         .find(|(key, _, _)| key.starts_with("DaemonSet/"))
-        .unwrap();
-    let (d, w) = (
-        &deployment.2["spec"]["containers"][0],
-        &daemon.2["spec"]["containers"][0],
-    );
-    let args = |c: &serde_json::Value, own: &[&str]| -> Vec<String> {
-        c["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap().to_string())
-            .filter(|a| !own.iter().any(|p| a.starts_with(p)))
-            .collect()
+        .unwrap()
+        .2
+}
+
+fn args_of(container: &serde_json::Value) -> Vec<String> {
+    container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The webhook's Pods run the webhook alone (`--controllers=webhook`): none of the CA, leader
+/// election, signer, policy or kubelet flags, in deploy/webhook/ and in the chart whatever the
+/// values (the Deployment's flags do not leak in); same image, resources and security as the
+/// Deployment.
+#[test]
+fn the_webhook_daemonset_runs_only_the_webhook() {
+    let base = run(Command::new(kubectl()).args(["kustomize", DEPLOY]));
+    let webhook = run(Command::new(kubectl()).args(["kustomize", WEBHOOK]));
+    let helm = kcert_testbed::helm().unwrap();
+    let chart = |extra: &[&str]| {
+        run(Command::new(&helm)
+            .args(["template", "kcert", CHART, "--namespace", "kcert-system"])
+            .args(["--set", "webhook.enabled=true"])
+            .args(extra))
     };
-    assert_eq!(
-        args(
-            w,
-            &[
-                "--webhook-",
-                "--metrics-addr=",
-                "--leader-election-namespace="
-            ]
+    let deployment = pod_templates(&base).remove(0).2;
+    let controller = args_of(&deployment["spec"]["containers"][0]);
+    assert!(
+        controller.contains(&"--leader-elect".to_string())
+            && controller.iter().any(|a| a.starts_with("--ca-secret=")),
+        "the Deployment is the one that leads and signs: {controller:?}"
+    );
+    let fixed = [
+        "--controllers=webhook",
+        "--log-format=json",
+        "--metrics-addr=0.0.0.0:8444",
+        "--webhook-addr=127.0.0.1:8443",
+        "--webhook-cert=/etc/kcert/webhook/tls.crt",
+        "--webhook-key=/etc/kcert/webhook/tls.key",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut strict = fixed.clone();
+    strict.extend(
+        [
+            "--webhook-strict-user=admin-*",
+            "--webhook-strict-group=ops",
+        ]
+        .map(String::from),
+    );
+    let every_value = [
+        "--set",
+        "kubelet.serving=true",
+        "--set",
+        "kubelet.client=true",
+        "--set",
+        "kubelet.sign=true",
+        "--set",
+        "kubelet.servingCidrs={10.0.0.0/8}",
+        "--set",
+        "policy=rules: []",
+        "--set",
+        "webhook.strictUsers={admin-*}",
+        "--set",
+        "webhook.strictGroups={ops}",
+    ];
+    let cases = [
+        ("deploy/webhook/", webhook, fixed.clone()),
+        ("the chart", chart(&[]), fixed.clone()),
+        ("the chart, every value", chart(&every_value), strict),
+        (
+            "the chart without leader election",
+            chart(&["--set", "leaderElection.enabled=false"]),
+            fixed,
         ),
-        args(d, &["--metrics-addr="])
-    );
-    let lease_ns = format!("--leader-election-namespace={}", deployment.1);
-    assert!(args(w, &[]).contains(&lease_ns), "{w}");
-    assert!(args(w, &[]).contains(&"--leader-elect".to_string()), "{w}");
-    for field in ["image", "resources", "securityContext"] {
-        assert_eq!(w[field], d[field], "{field}");
+    ];
+    let forbidden = [
+        "--ca-",
+        "--leader-",
+        "--signer-name",
+        "--max-duration",
+        "--policy-file",
+        "--kubelet-",
+        "--ledger",
+        "--cleaner",
+        "--events",
+        "--rbac-protection",
+    ];
+    for (source, yaml, expected) in cases {
+        let daemon = webhook_daemonset(&yaml);
+        let w = &daemon["spec"]["containers"][0];
+        let args = args_of(w);
+        assert_eq!(args, expected, "{source}");
+        for f in forbidden {
+            assert!(
+                !args.iter().any(|a| a.starts_with(f)),
+                "{source}: {f} in {args:?}"
+            );
+        }
+        // Nothing mounted but the serving certificate (no policy, no CA).
+        assert_eq!(
+            daemon["spec"]["volumes"],
+            serde_json::json!([{"name": "webhook-tls", "secret": {"secretName": "kcert-webhook-tls"}}]),
+            "{source}"
+        );
+        assert_eq!(daemon["spec"]["hostNetwork"], true, "{source}");
+        for field in ["image", "resources", "securityContext"] {
+            assert_eq!(
+                w[field], deployment["spec"]["containers"][0][field],
+                "{source}: {field}"
+            );
+        }
+        assert_eq!(
+            daemon["spec"]["securityContext"], deployment["spec"]["securityContext"],
+            "{source}"
+        );
     }
-    assert_eq!(
-        daemon.2["spec"]["securityContext"],
-        deployment.2["spec"]["securityContext"]
-    );
 }

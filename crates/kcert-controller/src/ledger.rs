@@ -69,7 +69,20 @@ pub fn record(csr: &CertificateSigningRequest, cert: &CertificateInfo) -> Issued
             .filter(|p| p.approved_by_rule())
             .and_then(|p| p.chain_started_at)
             .or_else(|| Some(cert.not_before.clone())),
+        requested_with: requested_with(csr),
     }
+}
+
+/// The hash of the certificate the CSR's requester authenticated with (the `credential-id`
+/// the API server recorded in `spec.extra`), if one.
+pub fn requested_with(csr: &CertificateSigningRequest) -> Option<String> {
+    csr.spec
+        .extra
+        .as_ref()?
+        .get(kcert_kube::revocation::CREDENTIAL_ID)?
+        .iter()
+        .find_map(|id| id.strip_prefix("X509SHA256="))
+        .map(|hex| hex.to_ascii_lowercase())
 }
 
 /// The certificate a CSR holds, parsed.
@@ -185,6 +198,7 @@ async fn follow<S, P, F>(
     F: std::future::Future<Output = Result<(), String>>,
 {
     use futures::StreamExt;
+    let mut refused_backoff = Duration::from_secs(1);
     loop {
         let mut building: Option<LedgerIndex> = None;
         let mut failing_since: Option<tokio::time::Instant> = None;
@@ -193,30 +207,40 @@ async fn follow<S, P, F>(
         let mut ticks = tokio::time::interval(LEDGER_PROBE_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let failed = tokio::select! {
+            let (failed, refused) = tokio::select! {
                 event = events.next() => {
                     let Some(event) = event else { break };
                     match event {
                         Ok(event) => {
                             apply(view, metrics, &mut building, event);
-                            false
+                            (false, false)
+                        }
+                        Err(e) if forbidden(&e) => {
+                            // Not a blip: this process may not watch the ledger (RBAC). Fail
+                            // closed now, not after the staleness bound: a view that cannot be
+                            // kept current must not answer.
+                            tracing::error!(error = %e, "kcert may not watch ledgerpages (it needs get, list and watch); the webhook answers 503 until it may");
+                            (true, true)
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "watching the ledger failed; retrying");
-                            true
+                            (true, false)
                         }
                     }
                 }
                 _ = ticks.tick() => match probe().await {
-                    Ok(()) => false,
+                    Ok(()) => (false, false),
                     Err(e) => {
                         tracing::warn!(error = %e, "the API server did not answer a read of the ledger");
-                        true
+                        (true, false)
                     }
                 },
             };
             let now = tokio::time::Instant::now();
-            if failed {
+            if refused {
+                failing_since = Some(now - LEDGER_STALE_AFTER);
+                last_error = Some(now);
+            } else if failed {
                 if failing_since.is_none()
                     || last_error.is_none_or(|t| now - t > LEDGER_SEPARATE_AFTER)
                 {
@@ -235,10 +259,29 @@ async fn follow<S, P, F>(
                 view.invalidate();
                 metrics.ledger_view_current(false);
                 metrics.ledger_view_outage();
+                if refused {
+                    // Listing again at once would only be refused again: wait, longer each time.
+                    tokio::time::sleep(refused_backoff).await;
+                    refused_backoff = (refused_backoff * 2).min(Duration::from_secs(60));
+                } else {
+                    refused_backoff = Duration::from_secs(1);
+                }
                 break;
             }
         }
     }
+}
+
+/// Whether a watch error is the API server refusing this identity (401/403).
+fn forbidden(e: &watcher::Error) -> bool {
+    let code = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code,
+        watcher::Error::WatchError(s) => s.code,
+        _ => 0,
+    };
+    code == 401 || code == 403
 }
 
 /// One event of the page watch applied to the view.
@@ -695,6 +738,42 @@ mod tests {
                 && text.contains("kcert_ledger_view_current 1"),
             "{text}"
         );
+        follower.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_the_api_server_forbids_fails_closed_at_once() {
+        let view = LedgerView::default();
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let refused = || {
+            Err(watcher::Error::WatchError(Box::new(kube::core::Status {
+                code: 403,
+                message: "ledgerpages is forbidden".into(),
+                ..Default::default()
+            })))
+        };
+        let mut first = listed(0);
+        first.push((5, refused()));
+        let mut streams = vec![script(listed(0)), script(first)];
+        let follower = {
+            let (view, metrics) = (view.clone(), metrics.clone());
+            tokio::spawn(async move {
+                follow(
+                    &view,
+                    &metrics,
+                    || streams.pop().expect("a third watch"),
+                    || async { Ok(()) },
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(view.is_read());
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(!view.is_read(), "a forbidden watch kept the view answering");
+        // Listed again only after a pause, not in a tight loop.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(view.is_read());
         follower.abort();
     }
 }

@@ -1481,3 +1481,48 @@ async fn the_kubelet_signer_refuses_a_revoked_node_whoever_approved() {
     assert_eq!(action, kube::runtime::controller::Action::await_change());
     api.assert_done();
 }
+
+#[tokio::test]
+async fn the_signer_gives_nothing_to_a_requester_whose_certificate_descends_from_a_revoked_one() {
+    // Approved (a renewal decided just before the revocation was seen), requested with C2,
+    // which was renewed from C1; C1 is revoked: Failed, not signed.
+    let (c1, c2) = ("aa".repeat(32), "bb".repeat(32));
+    let mut c = approved(csr("x", "uid-1", &["dev"]));
+    c.spec.extra = Some(
+        [(
+            kcert_kube::revocation::CREDENTIAL_ID.to_string(),
+            vec![format!("X509SHA256={c2}")],
+        )]
+        .into(),
+    );
+    let api = FakeApi::new(vec![
+        Exchange::new(Method::PUT, &format!("{PATH}/status"), 200, json(&c)).checking(|sent| {
+            assert!(sent["status"]["certificate"].is_null());
+            let failed = &sent["status"]["conditions"][1];
+            assert_eq!(failed["type"], "Failed");
+            let message = failed["message"].as_str().unwrap();
+            assert!(
+                message.starts_with("CredentialRevoked: ")
+                    && message.contains("requested with certificate serial 01")
+                    && message.contains("stolen"),
+                "{message}"
+            );
+        }),
+    ]);
+    let mut ctx = context(&api, true);
+    Arc::get_mut(&mut ctx).unwrap().settings.ledger = true;
+    let mut first = record("01", &c1);
+    first.revocation = Some(kcert_kube::crd::Revocation {
+        revoked_at: "2026-12-03T10:00:00Z".into(),
+        revoked_by: "admin".into(),
+        reason: "stolen".into(),
+    });
+    let mut second = record("02", &c2);
+    second.requested_with = Some(c1.clone());
+    ctx.ledger_index
+        .set(kcert_kube::ledger::LedgerIndex::from_records([
+            &first, &second,
+        ]));
+    crate::signer::reconcile(Arc::new(c), ctx).await.unwrap();
+    api.assert_done();
+}

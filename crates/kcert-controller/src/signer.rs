@@ -377,6 +377,17 @@ pub(crate) async fn sign(
             }
         }
     }
+    // The requester's certificate, checked again just before signing: revoked (or renewed from
+    // a revoked one) since the decision, or by a revocation the approver had not yet seen,
+    // it gets nothing.
+    match requester_revoked(csr, ctx) {
+        Ok(None) => {}
+        Ok(Some(why)) => return fail(csr, ctx, &why).await,
+        Err(why) => {
+            tracing::info!(%why, "will retry");
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+    }
     let started = std::time::Instant::now();
     let signed = match &plan.names {
         Some(names) => ca.sign_with_names(
@@ -429,6 +440,34 @@ pub(crate) async fn sign(
         }
         Err(e) => Err(e),
     }
+}
+
+/// Why the certificate the CSR's requester authenticated with may no longer get anything signed
+/// (revoked, or descending from a revoked certificate), `Ok(None)` if it may, `Err` while the
+/// ledger cannot tell (fail closed: wait).
+pub(crate) fn requester_revoked(
+    csr: &CertificateSigningRequest,
+    ctx: &Context,
+) -> Result<Option<String>, String> {
+    let Some(hash) = crate::ledger::requested_with(csr) else {
+        return Ok(None);
+    };
+    if !ctx.settings.reads_ledger() {
+        return Ok(None);
+    }
+    let view = ctx.ledger_index.read();
+    let Some(index) = view.as_ref() else {
+        return Err("the ledger is not read: cannot check the requester's certificate".into());
+    };
+    Ok(index
+        .revoked_lineage(&format!("X509SHA256={hash}"))
+        .map(|hit| {
+            format!(
+                "{}: the requester's certificate is revoked: {}",
+                kcert_policy::Reason::CredentialRevoked,
+                kcert_kube::revocation::refusal(&hit)
+            )
+        }))
 }
 
 /// What will be signed: the request, the subject built from checked values, the profile.

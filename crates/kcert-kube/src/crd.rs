@@ -161,6 +161,12 @@ pub struct IssuedCertificate {
     /// NotBefore for a first certificate, carried over by renewals (`renewal.maxChainAge`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain_started_at: Option<String>,
+    /// SHA-256 (hex) of the certificate the requester authenticated with when creating the CSR
+    /// (its `credential-id`), when it was one: this certificate's parent. A certificate whose
+    /// parent, or any ancestor, is revoked is refused as if revoked itself, whenever it was
+    /// issued (a renewal that raced `kcert revoke` included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_with: Option<String>,
 }
 
 /// Who revoked a certificate, when and why.

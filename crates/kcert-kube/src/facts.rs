@@ -109,10 +109,16 @@ pub fn credential_facts(
             serial: r.serial.to_string(),
             user: r.user.to_string(),
             groups: r.groups.iter().map(|g| g.to_string()).collect(),
-            revoked: r
-                .revocation
-                .as_ref()
-                .map(|v| format!("at {} by {}: {}", v.revoked_at, v.revoked_by, v.reason)),
+            // Revoked itself, or requested with a certificate that is (a renewal of a renewal
+            // of a revoked certificate is refused too).
+            revoked: ledger.revoked_lineage(id).map(|l| {
+                let v = l.revocation;
+                let via = l
+                    .through
+                    .map(|s| format!(" (through certificate serial {s} it was renewed from)"))
+                    .unwrap_or_default();
+                format!("at {} by {}: {}{via}", v.revoked_at, v.revoked_by, v.reason)
+            }),
             not_after_unix: r.not_after,
             chain_started_unix: r.chain_started,
         },

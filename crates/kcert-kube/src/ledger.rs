@@ -238,6 +238,8 @@ pub struct LedgerEntry {
     pub chain_started: i64,
     /// The revocation, if revoked.
     pub revocation: Option<Box<crate::crd::Revocation>>,
+    /// The certificate its requester authenticated with (its parent), by hash.
+    pub parent: Option<[u8; 32]>,
     /// False for the stand-in of a record kcert cannot read (revoked, fail closed): such an
     /// entry does not count as the certificate being on record.
     pub readable: bool,
@@ -257,6 +259,7 @@ impl LedgerEntry {
             not_after: unix(&r.not_after),
             chain_started: unix(r.chain_started_at.as_deref().unwrap_or(&r.not_before)),
             revocation: r.revocation.clone().map(Box::new),
+            parent: r.requested_with.as_deref().and_then(hash_of),
             readable: true,
         }
     }
@@ -298,6 +301,30 @@ impl NodeRevocationEntry {
             reason: self.revocation.reason.clone(),
         }
     }
+}
+
+/// Most parents [`LedgerIndex::revoked_lineage`] walks (hourly renewals for a year are 8,760).
+pub const MAX_LINEAGE: usize = 20_000;
+
+static LINEAGE_TOO_LONG: std::sync::LazyLock<crate::crd::Revocation> = std::sync::LazyLock::new(
+    || crate::crd::Revocation {
+        revoked_at: String::new(),
+        revoked_by: "kcert".into(),
+        reason: format!(
+            "its line of renewals is longer than {MAX_LINEAGE} certificates and cannot be checked (fail closed): request a new certificate"
+        ),
+    },
+);
+
+/// A revoked certificate, or the revoked ancestor of one.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RevokedLineage<'a> {
+    /// The serial of the certificate asked about.
+    pub serial: &'a str,
+    /// The revocation in force for it.
+    pub revocation: &'a crate::crd::Revocation,
+    /// The serial of the revoked ancestor it descends from, when not itself revoked.
+    pub through: Option<&'a str>,
 }
 
 /// A page read into index entries, ready for [`LedgerIndex::apply_parsed`].
@@ -498,12 +525,7 @@ impl LedgerIndex {
 
     /// The entry of a credential hash (hex, any spelling): a revoked copy if there is one.
     pub fn by_hash(&self, hash: &str) -> Option<&LedgerEntry> {
-        let copies = self.by_hash.get(&hash_of(hash)?)?;
-        copies
-            .iter()
-            .find(|c| c.entry.revocation.is_some())
-            .or_else(|| copies.first())
-            .map(|c| &c.entry)
+        self.entry(&hash_of(hash)?)
     }
 
     /// Whether a readable record of this certificate (hash, any spelling) is on the ledger: what
@@ -519,10 +541,48 @@ impl LedgerIndex {
         self.by_hash(credential_id.strip_prefix("X509SHA256=")?)
     }
 
-    /// The serial and revocation of the certificate a `credential-id` names, if revoked.
+    /// The serial and revocation of the certificate a `credential-id` names, if it is revoked
+    /// or descends from one that is ([`LedgerIndex::revoked_lineage`]).
     pub fn lookup(&self, credential_id: &str) -> Option<(&str, &crate::crd::Revocation)> {
-        let r = self.record(credential_id)?;
-        Some((&*r.serial, r.revocation.as_deref()?))
+        self.revoked_lineage(credential_id)
+            .map(|l| (l.serial, l.revocation))
+    }
+
+    /// Whether the certificate a `credential-id` names is revoked, or was requested with a
+    /// certificate that is (its parent, the parent's parent, …): a revocation covers every
+    /// renewal made with the revoked certificate, those recorded after it included. Walks at
+    /// most [`MAX_LINEAGE`] parents; a longer line is treated as revoked (fail closed).
+    pub fn revoked_lineage(&self, credential_id: &str) -> Option<RevokedLineage<'_>> {
+        let hash = hash_of(credential_id.strip_prefix("X509SHA256=")?)?;
+        let first = self.entry(&hash)?;
+        let mut entry = first;
+        for hops in 0..=MAX_LINEAGE {
+            if let Some(r) = entry.revocation.as_deref() {
+                return Some(RevokedLineage {
+                    serial: &first.serial,
+                    revocation: r,
+                    through: (hops > 0).then_some(&*entry.serial),
+                });
+            }
+            match entry.parent.and_then(|p| self.entry(&p)) {
+                Some(parent) => entry = parent,
+                None => return None,
+            }
+        }
+        Some(RevokedLineage {
+            serial: &first.serial,
+            revocation: &LINEAGE_TOO_LONG,
+            through: None,
+        })
+    }
+
+    fn entry(&self, hash: &[u8; 32]) -> Option<&LedgerEntry> {
+        let copies = self.by_hash.get(hash)?;
+        copies
+            .iter()
+            .find(|c| c.entry.revocation.is_some())
+            .or_else(|| copies.first())
+            .map(|c| &c.entry)
     }
 
     /// Whether the ledger holds the certificate a `credential-id` names.
@@ -931,5 +991,37 @@ mod tests {
         let b = new_page(1_764_547_201_000, 0).name_any();
         assert!(a < b, "{a} {b}");
         assert_eq!(a, "20251201-000000-ffffffff");
+    }
+
+    #[test]
+    fn a_revocation_covers_every_certificate_requested_with_it_and_their_renewals() {
+        let id = |h: &str| format!("X509SHA256={}", h.repeat(32));
+        let mut c1 = rec("01", &"a1".repeat(32), true);
+        c1.user = "jane".into();
+        let mut c2 = rec("02", &"a2".repeat(32), false);
+        c2.requested_with = Some("A1".repeat(32));
+        let mut c3 = rec("03", &"a3".repeat(32), false);
+        c3.requested_with = Some("a2".repeat(32));
+        let other = rec("04", &"b4".repeat(32), false);
+        // Parent unknown to the ledger: the line ends there.
+        let mut orphan = rec("05", &"b5".repeat(32), false);
+        orphan.requested_with = Some("ff".repeat(32));
+        // A loop written by hand: never revoked by accident, never endless.
+        let mut l1 = rec("06", &"c6".repeat(32), false);
+        l1.requested_with = Some("c7".repeat(32));
+        let mut l2 = rec("07", &"c7".repeat(32), false);
+        l2.requested_with = Some("c6".repeat(32));
+        let index = LedgerIndex::from_records([&c1, &c2, &c3, &other, &orphan, &l1, &l2]);
+        let hit = index.revoked_lineage(&id("a3")).unwrap();
+        assert_eq!((hit.serial, hit.through), ("03", Some("01")));
+        assert_eq!(index.lookup(&id("a2")).unwrap().0, "02");
+        assert_eq!(index.revoked_lineage(&id("a1")).unwrap().through, None);
+        assert!(index.lookup(&id("b4")).is_none());
+        assert!(index.lookup(&id("b5")).is_none());
+        let looped = index.revoked_lineage(&id("c6")).unwrap();
+        assert!(
+            looped.revocation.reason.contains("cannot be checked"),
+            "{looped:?}"
+        );
     }
 }

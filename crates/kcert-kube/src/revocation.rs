@@ -284,6 +284,21 @@ pub const CREDENTIAL_ID: &str = "authentication.kubernetes.io/credential-id";
 /// Answer a SubjectAccessReview (v1, as JSON) for kcert's authorization webhook: `denied` with
 /// the revocation named when the request's X.509 credential is revoked, no opinion otherwise
 /// (the next authorizer, RBAC, decides). Pure.
+/// What a revoked certificate (or the descendant of one) is told.
+pub fn refusal(hit: &crate::ledger::RevokedLineage<'_>) -> String {
+    let r = hit.revocation;
+    match hit.through {
+        None => format!(
+            "kcert: certificate serial {} was revoked at {} by {}: {}",
+            hit.serial, r.revoked_at, r.revoked_by, r.reason
+        ),
+        Some(ancestor) => format!(
+            "kcert: certificate serial {} was requested with certificate serial {ancestor} (or its renewals), which was revoked at {} by {}: {}",
+            hit.serial, r.revoked_at, r.revoked_by, r.reason
+        ),
+    }
+}
+
 pub fn review(
     request: &serde_json::Value,
     revoked: &LedgerIndex,
@@ -298,12 +313,9 @@ pub fn review(
         .collect();
     let deny =
         |reason: String| serde_json::json!({"allowed": false, "denied": true, "reason": reason});
-    let hit = ids.iter().find_map(|id| revoked.lookup(id));
+    let hit = ids.iter().find_map(|id| revoked.revoked_lineage(id));
     let status = match hit {
-        Some((serial, r)) => deny(format!(
-            "kcert: certificate serial {serial} was revoked at {} by {}: {}",
-            r.revoked_at, r.revoked_by, r.reason
-        )),
+        Some(hit) => deny(crate::revocation::refusal(&hit)),
         None => match strict.applies(request) {
             Some(who) if !ids.is_empty() && !ids.iter().any(|id| revoked.knows(id)) => {
                 deny(format!(

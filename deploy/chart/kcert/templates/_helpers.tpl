@@ -1,6 +1,6 @@
 {{/*
-The controller's flags, shared by the Deployment and the webhook's DaemonSet: their replicas
-stand for the same Lease, so whichever leads must behave alike.
+The Deployment's controller flags (approver and signer). The webhook's DaemonSet does not take
+them: it runs `--controllers=webhook` with its own few flags (templates/webhook.yaml).
 */}}
 {{- define "kcert.controllerArgs" -}}
 - --signer-name={{ join "," .Values.signerNames }}
