@@ -97,6 +97,8 @@ fn certificate(csr: &CertificateSigningRequest) -> Option<CertificateInfo> {
 #[derive(Clone, Default)]
 pub struct LedgerView {
     current: Arc<RwLock<Option<LedgerIndex>>>,
+    /// Where revocations of a deleted page go to be written again (this process's writer).
+    restorer: Arc<Mutex<Option<mpsc::UnboundedSender<IssuedCertificate>>>>,
 }
 
 impl LedgerView {
@@ -312,7 +314,25 @@ fn apply(
             let parsed = LedgerIndex::parse_page(&p);
             view.update(|i| i.apply_parsed(parsed))
         }
-        watcher::Event::Delete(p) => view.update(|i| i.remove_page(&p.name_any())),
+        watcher::Event::Delete(p) => {
+            let mut kept = Vec::new();
+            view.update(|i| kept = i.delete_page(&p));
+            if kept.is_empty() {
+                return;
+            }
+            tracing::error!(
+                page = %p.name_any(),
+                revocations = kept.len(),
+                "a ledger page holding revocations was deleted; they stay in force and are written again"
+            );
+            metrics.ledger_revocations_restored(kept.len());
+            let restorer = view.restorer.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(queue) = restorer.as_ref() {
+                for r in kept {
+                    let _ = queue.send(r);
+                }
+            }
+        }
     }
 }
 
@@ -358,6 +378,7 @@ impl Ledger {
         metrics: Arc<crate::metrics::Metrics>,
     ) -> (Self, mpsc::UnboundedReceiver<IssuedCertificate>) {
         let (queue, rx) = mpsc::unbounded_channel();
+        *view.restorer.lock().unwrap_or_else(|e| e.into_inner()) = Some(queue.clone());
         let ledger = Ledger {
             queue,
             progress: Arc::default(),
@@ -774,6 +795,77 @@ mod tests {
         // Listed again only after a pause, not in a tight loop.
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(view.is_read());
+        follower.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deleting_a_page_never_undoes_its_revocations() {
+        let view = LedgerView::default();
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let (_ledger, mut written) = Ledger::new(view.clone(), metrics.clone());
+        let fp = "ab".repeat(32);
+        let mut page = kcert_kube::ledger::new_page(0, 1);
+        page.spec.push(&IssuedCertificate {
+            serial: "01".into(),
+            fingerprint_sha256: fp.clone(),
+            revocation: Some(kcert_kube::crd::Revocation {
+                revoked_at: "2026-12-03T10:00:00Z".into(),
+                revoked_by: "admin".into(),
+                reason: "stolen".into(),
+            }),
+            ..Default::default()
+        });
+        page.spec.push(&IssuedCertificate {
+            serial: "02".into(),
+            fingerprint_sha256: "cd".repeat(32),
+            ..Default::default()
+        });
+        let steps: Vec<Step> = vec![
+            (0, Ok(watcher::Event::Init)),
+            (0, Ok(watcher::Event::InitApply(page.clone()))),
+            (0, Ok(watcher::Event::InitDone)),
+            (1, Ok(watcher::Event::Delete(page))),
+        ];
+        let mut streams = vec![script(steps)];
+        let follower = {
+            let (view, metrics) = (view.clone(), metrics.clone());
+            tokio::spawn(async move {
+                follow(
+                    &view,
+                    &metrics,
+                    || streams.pop().expect("one watch"),
+                    || async { Ok(()) },
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let id = format!("X509SHA256={fp}");
+        let index = view.read();
+        let index = index.as_ref().unwrap();
+        assert_eq!(
+            index.lookup(&id).map(|(s, r)| (s, r.reason.as_str())),
+            Some(("01", "stolen"))
+        );
+        // Kept in force, but not "on record": the writer puts it on a page again.
+        assert!(!index.holds(&fp));
+        assert!(!index.knows(&format!("X509SHA256={}", "cd".repeat(32))));
+        let again = written
+            .try_recv()
+            .expect("the revocation queued to be written again");
+        assert_eq!(
+            (again.serial.as_str(), again.revocation.is_some()),
+            ("01", true)
+        );
+        assert!(
+            written.try_recv().is_err(),
+            "only the revocation is written again"
+        );
+        assert!(
+            metrics
+                .render()
+                .contains("kcert_ledger_revocations_restored_total 1")
+        );
         follower.abort();
     }
 }

@@ -56,6 +56,7 @@ pub struct Metrics {
     ledger_refused_foreign: Counter,
     ledger_view_current: Gauge,
     ledger_view_outages: Counter,
+    ledger_revocations_restored: Counter,
     /// NotAfter of each issued certificate in the cache, by CSR uid and resourceVersion, so a
     /// pass over the store parses only certificates it has not seen.
     not_after: Mutex<HashMap<String, (String, SystemTime)>>,
@@ -87,6 +88,7 @@ impl Default for Metrics {
             ledger_refused_foreign: Counter::default(),
             ledger_view_current: Gauge::default(),
             ledger_view_outages: Counter::default(),
+            ledger_revocations_restored: Counter::default(),
             not_after: Mutex::new(HashMap::new()),
         };
         {
@@ -167,6 +169,11 @@ impl Default for Metrics {
                 "Times the ledger view was dropped because its watch (or the reachability probe) failed for longer than the staleness bound; each is followed by a fresh list",
                 m.ledger_view_outages.clone(),
             );
+            r.register(
+                "ledger_revocations_restored",
+                "Revocations on a ledger page someone deleted: kept in force and written onto a new page",
+                m.ledger_revocations_restored.clone(),
+            );
         }
         m
     }
@@ -230,6 +237,11 @@ impl Metrics {
     /// Whether the ledger view is read and current.
     pub fn ledger_view_current(&self, current: bool) {
         self.ledger_view_current.set(i64::from(current));
+    }
+
+    /// `n` revocations of a deleted ledger page kept and queued to be written again.
+    pub fn ledger_revocations_restored(&self, n: usize) {
+        self.ledger_revocations_restored.inc_by(n as u64);
     }
 
     /// The ledger view was dropped after an outage.

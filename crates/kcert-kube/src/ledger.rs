@@ -468,6 +468,35 @@ impl LedgerIndex {
         );
     }
 
+    /// Page `p` was deleted: its records leave the index, but its revocations stay in force
+    /// (kept on a stand-in page `deleted:<name>`, not counting as on record), and are returned
+    /// so that a writer can put them on a page again. Deleting a page must never undo a
+    /// revocation.
+    pub fn delete_page(&mut self, p: &LedgerPage) -> Vec<IssuedCertificate> {
+        let name = p.name_any();
+        self.remove_page(&name);
+        let revoked: Vec<IssuedCertificate> = p
+            .spec
+            .read()
+            .filter_map(Result::ok)
+            .filter(|r| r.revocation.is_some())
+            .collect();
+        if revoked.is_empty() {
+            return revoked;
+        }
+        let mut kept = new_page(0, 0);
+        kept.metadata.name = Some(format!("deleted:{name}"));
+        for r in &revoked {
+            kept.spec.push(r);
+        }
+        let mut parsed = Self::parse_page(&kept);
+        for (_, entry) in parsed.entries.iter_mut() {
+            entry.readable = false;
+        }
+        self.apply_parsed(parsed);
+        revoked
+    }
+
     /// Take page `name` out (deleted).
     pub fn remove_page(&mut self, name: &str) {
         let Some(PageKeys {
