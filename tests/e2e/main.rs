@@ -1,6 +1,7 @@
 //! kcert's tests against a real kube-apiserver and etcd. One binary, one shared cluster
 //! (`TestCluster::shared`); each test uses unique names and its own namespace.
 
+mod admission_guard;
 mod cel;
 mod controller;
 mod deploy;
