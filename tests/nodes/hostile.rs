@@ -608,3 +608,305 @@ async fn a_serving_csr_waits_for_its_node_and_is_judged_by_its_current_addresses
         "SanNotANodeAddress",
     );
 }
+
+/// `kcert policy test NAME` for each (case, CSR name, _, reason): the same reason, from the same
+/// facts read afresh; how many.
+async fn explain_all(admin: &Client, created: &[(String, String, &str, &str)]) -> usize {
+    let api: Api<CertificateSigningRequest> = Api::all(admin.clone());
+    let index = kcert::commands::policy::node_index(admin).await.unwrap();
+    let ledger = kcert::commands::policy::node_ledger(admin).await.unwrap();
+    let rules = crate::node_settings().nodes;
+    for (case, name, _, reason) in created {
+        let csr = api.get(name).await.unwrap();
+        let explained = kcert::commands::policy::node_verdict(admin, &csr, &rules, &index, &ledger)
+            .await
+            .unwrap();
+        assert_eq!(
+            explained.reason.as_str(),
+            *reason,
+            "case {case}: kcert policy test says {}",
+            explained.message
+        );
+    }
+    created.len()
+}
+
+/// Create (as admin) or replace ConfigMap `namespace/name` holding `key: value`.
+async fn put_config_map(admin: &Client, namespace: &str, name: &str, key: &str, value: &str) {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Patch, PatchParams};
+    Api::<ConfigMap>::namespaced(admin.clone(), namespace)
+        .patch(
+            name,
+            &PatchParams::apply("kcert-tests").force(),
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": namespace},
+                "data": {key: value},
+            })),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("ConfigMap {namespace}/{name}: {e}"));
+}
+
+/// The names the cluster states (kubeadm's ConfigMaps, the Namespaces), read by the controller
+/// every 30 s as the ServiceAccount the deploy RBAC binds: a worker is not certified for the
+/// API server's external name or address, nor for a Service's short name `<svc>.<ns>`, though
+/// it reports them; a control-plane Node reporting the endpoint address is; a two-label node
+/// name whose second label is no Namespace keeps its own name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_servers_stated_names_and_service_short_names_are_reserved() {
+    use k8s_openapi::api::core::v1::{Namespace, Node};
+    use kube::api::{Patch, PatchParams};
+    let b = bed().await;
+    controller().await;
+    let cluster = b.cluster;
+    let admin_client = admin().await;
+    let u = cluster.unique_name("s");
+    let api_name = format!("api-{u}.kcert.example");
+    let endpoint_ip = "10.96.4.250";
+    let ns = format!("{u}-ns");
+    let short = format!("web.{ns}");
+    // What kubeadm writes: cluster-info's kubeconfig (readable by anyone) names the API server
+    // by its external name; ClusterConfiguration's controlPlaneEndpoint by an address.
+    put_config_map(
+        &admin_client,
+        "kube-public",
+        "cluster-info",
+        "kubeconfig",
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: \"\"\n  cluster:\n    certificate-authority-data: LS0tLS1CRUdJTg==\n    server: https://{api_name}:6443\ncontexts: null\ncurrent-context: \"\"\nusers: null\n"
+        ),
+    )
+    .await;
+    put_config_map(
+        &admin_client,
+        "kube-system",
+        "kubeadm-config",
+        "ClusterConfiguration",
+        &format!(
+            "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nclusterName: kubernetes\ncontrolPlaneEndpoint: {endpoint_ip}:6443\nnetworking:\n  dnsDomain: cluster.local\n"
+        ),
+    )
+    .await;
+    Api::<Namespace>::all(admin_client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let (a, p) = (format!("{u}-a"), format!("{u}-p"));
+    // Node names of two labels: the second no Namespace (w1), a Namespace (w2).
+    let (w1, w2) = (format!("{u}-w1.{u}-corp"), format!("{u}-w2.{ns}"));
+    // Worker a reports the API server's external name, its endpoint address and a Service's
+    // short name (a node writes its own status).
+    make_node(
+        &a,
+        &[
+            ("InternalIP", "10.96.4.1"),
+            ("Hostname", &a),
+            ("ExternalDNS", &api_name),
+            ("InternalDNS", &short),
+            ("InternalIP", endpoint_ip),
+        ],
+    )
+    .await;
+    make_node(&p, &[("InternalIP", "10.96.4.2"), ("Hostname", &p)]).await;
+    // The control-plane role label: only an admin sets it (NodeRestriction).
+    Api::<Node>::all(admin_client.clone())
+        .patch(
+            &p,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({
+                "metadata": {"labels": {"node-role.kubernetes.io/control-plane": ""}}
+            })),
+        )
+        .await
+        .unwrap();
+    make_node(&w1, &[("InternalIP", "10.96.4.3"), ("Hostname", &w1)]).await;
+    make_node(&w2, &[("InternalIP", "10.96.4.4"), ("Hostname", &w2)]).await;
+    let as_node = |n: &str| {
+        let n = n.to_string();
+        async move {
+            cluster
+                .user_client(&format!("system:node:{n}"), &["system:nodes"])
+                .await
+                .unwrap()
+        }
+    };
+    let (node_a, node_p, node_w1, node_w2) = (
+        as_node(&a).await,
+        as_node(&p).await,
+        as_node(&w1).await,
+        as_node(&w2).await,
+    );
+    let nodes = &["system:nodes"][..];
+    let cn = |n: &str| format!("system:node:{n}");
+
+    // The controller reads these facts every 30 s: until it has, the control-plane Node p
+    // (which reports none of them) is refused them as not its addresses; once read, as
+    // reserved. (Its refusal for the endpoint address is itself a case: a control-plane Node
+    // gets it only if it reports it.)
+    let probes: Vec<(&str, Vec<&str>, Vec<&str>)> = vec![
+        ("name", vec![api_name.as_str()], vec![]),
+        ("address", vec![], vec![endpoint_ip]),
+        ("short-name", vec![short.as_str()], vec![]),
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(75);
+    let mut round = 0;
+    let mut read = vec![false; probes.len()];
+    let mut created = Vec::new();
+    while read.iter().any(|r| !r) {
+        for (i, (what, dns, ips)) in probes.iter().enumerate() {
+            if read[i] {
+                continue;
+            }
+            let name = create(
+                &node_p,
+                &format!("{u}-probe-{what}-{round}"),
+                KUBELET_SERVING_SIGNER,
+                SERVING,
+                request(&cn(&p), nodes, dns, ips, &[]),
+            )
+            .await;
+            let got = decision_of(&name).await;
+            assert_eq!(got.0, "Denied", "probe {what}: {}", got.2);
+            if got.1 == "SanReserved" {
+                read[i] = true;
+                created.push((
+                    format!("control-plane-not-reporting-{what}"),
+                    name,
+                    "Denied",
+                    "SanReserved",
+                ));
+            } else {
+                assert_eq!(got.1, "SanNotANodeAddress", "probe {what}: {}", got.2);
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the controller did not reserve the {what} the cluster states: {}",
+                    got.2
+                );
+            }
+        }
+        round += 1;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "worker-api-server-external-name",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn(&a), nodes, &[&api_name], &[], &[]),
+            "Denied",
+            "SanReserved",
+        ),
+        (
+            "worker-control-plane-endpoint-address",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn(&a), nodes, &[], &[endpoint_ip], &[]),
+            "Denied",
+            "SanReserved",
+        ),
+        (
+            "worker-service-short-name",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn(&a), nodes, &[&short], &["10.96.4.1"], &[]),
+            "Denied",
+            "SanReserved",
+        ),
+        (
+            "node-name-that-is-a-short-name",
+            &node_w2,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn(&w2), nodes, &[&w2], &["10.96.4.4"], &[]),
+            "Denied",
+            "SanReserved",
+        ),
+        (
+            "two-label-node-name-of-no-namespace",
+            &node_w1,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn(&w1), nodes, &[&w1], &["10.96.4.3"], &[]),
+            "Approved",
+            "AutoApproved",
+        ),
+        (
+            "worker-own-addresses",
+            &node_a,
+            KUBELET_SERVING_SIGNER,
+            SERVING,
+            request(&cn(&a), nodes, &[&a], &["10.96.4.1"], &[]),
+            "Approved",
+            "AutoApproved",
+        ),
+    ];
+    for (case, who, signer, usages, req, kind, reason) in cases {
+        let name = create(who, &format!("{u}-{case}"), signer, usages, req).await;
+        created.push((case.to_string(), name, kind, reason));
+    }
+    for (case, name, kind, reason) in &created {
+        assert_reason(case, &decision_of(name).await, kind, reason);
+    }
+    let got = decision_of(&format!("{u}-worker-service-short-name")).await;
+    assert!(
+        got.2.contains(&format!("Namespace {ns} exists")),
+        "{}",
+        got.2
+    );
+    let got = decision_of(&format!("{u}-worker-api-server-external-name")).await;
+    assert!(
+        got.2.contains("ConfigMap kube-public/cluster-info"),
+        "{}",
+        got.2
+    );
+    // `kcert policy test NAME` reads the same facts and gives the same reasons.
+    let mut decided = explain_all(&admin_client, &created).await;
+    // The control-plane Node reporting the endpoint address itself (the API server listens on
+    // its address, as kubeadm's advertise address) gets it, once the worker no longer reports
+    // it too.
+    set_addresses(
+        &a,
+        &[
+            ("InternalIP", "10.96.4.1"),
+            ("Hostname", &a),
+            ("ExternalDNS", &api_name),
+        ],
+    )
+    .await;
+    set_addresses(
+        &p,
+        &[
+            ("InternalIP", "10.96.4.2"),
+            ("InternalIP", endpoint_ip),
+            ("Hostname", &p),
+        ],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let case = "control-plane-reporting-address";
+    let name = create(
+        &node_p,
+        &format!("{u}-{case}"),
+        KUBELET_SERVING_SIGNER,
+        SERVING,
+        request(&cn(&p), nodes, &[&p], &[endpoint_ip, "10.96.4.2"], &[]),
+    )
+    .await;
+    assert_reason(case, &decision_of(&name).await, "Approved", "AutoApproved");
+    decided += explain_all(
+        &admin_client,
+        &[(case.into(), name, "Approved", "AutoApproved")],
+    )
+    .await;
+    eprintln!("{decided} cases of the names the cluster states decided as expected");
+}

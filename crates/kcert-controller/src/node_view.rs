@@ -5,7 +5,7 @@
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
-use kcert_policy::nodes::{NodeAddress, NodeIndex};
+use kcert_policy::nodes::{ClusterNames, NodeAddress, NodeIndex};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use std::sync::{Arc, RwLock};
@@ -17,8 +17,10 @@ use kcert_kube::nodes::ClusterReserved;
 #[derive(Clone)]
 pub struct NodeView {
     current: Arc<RwLock<Option<NodeIndex>>>,
-    /// The cluster's own ranges (Service CIDRs, the API server's addresses), once read.
-    reserved: Arc<RwLock<Option<ClusterReserved>>>,
+    /// The cluster's own ranges (Service CIDRs, the API server's addresses) and what it states
+    /// about names (the API server's endpoints in kubeadm's ConfigMaps, the Namespaces), once
+    /// read.
+    reserved: Arc<RwLock<Option<(ClusterReserved, ClusterNames)>>>,
     changed: broadcast::Sender<String>,
 }
 
@@ -33,8 +35,8 @@ impl Default for NodeView {
 }
 
 impl NodeView {
-    /// `f` over the index, or `None` before the Nodes and the cluster's reserved ranges have
-    /// been read.
+    /// `f` over the index, or `None` before the Nodes and the cluster's reserved ranges and
+    /// names have been read.
     pub fn with<T>(&self, f: impl FnOnce(&NodeIndex) -> T) -> Option<T> {
         if !self.reserved_read() {
             return None;
@@ -42,7 +44,7 @@ impl NodeView {
         self.current.read().expect("node view lock").as_ref().map(f)
     }
 
-    /// Whether the Nodes have been listed and the cluster's reserved ranges read.
+    /// Whether the Nodes have been listed and the cluster's reserved ranges and names read.
     pub fn is_read(&self) -> bool {
         self.reserved_read() && self.current.read().expect("node view lock").is_some()
     }
@@ -51,15 +53,23 @@ impl NodeView {
         self.reserved.read().expect("node view lock").is_some()
     }
 
-    /// Set the cluster's reserved ranges (the poll of [`keep_reserved_current`], and tests).
+    /// Set the cluster's reserved ranges, for a cluster that states no API server endpoint in
+    /// kubeadm's ConfigMaps and has no Namespaces (tests; the poll sets both,
+    /// [`NodeView::set_cluster_facts`]).
     pub fn set_cluster_reserved(&self, reserved: ClusterReserved) {
+        self.set_cluster_facts(reserved, ClusterNames::default());
+    }
+
+    /// Set the cluster's reserved ranges and the names it states (the poll of
+    /// [`keep_reserved_current`], and tests).
+    pub fn set_cluster_facts(&self, reserved: ClusterReserved, names: ClusterNames) {
         // Lock order: current, then reserved (as in replace), so an index listed meanwhile
         // cannot miss the ranges.
         let mut current = self.current.write().expect("node view lock");
         if let Some(index) = current.as_mut() {
-            index.set_cluster_reserved(reserved.0.clone(), reserved.1.clone());
+            apply_cluster_facts(index, &reserved, &names);
         }
-        *self.reserved.write().expect("node view lock") = Some(reserved);
+        *self.reserved.write().expect("node view lock") = Some((reserved, names));
     }
 
     /// Names of Nodes that appear or change addresses from now on.
@@ -110,8 +120,8 @@ impl NodeView {
             index.set_control_plane(&n.name_any(), kcert_kube::nodes::is_control_plane(n));
         }
         let mut current = self.current.write().expect("node view lock");
-        if let Some(r) = self.reserved.read().expect("node view lock").as_ref() {
-            index.set_cluster_reserved(r.0.clone(), r.1.clone());
+        if let Some((r, names)) = self.reserved.read().expect("node view lock").as_ref() {
+            apply_cluster_facts(&mut index, r, names);
         }
         *current = Some(index);
         drop(current);
@@ -119,6 +129,11 @@ impl NodeView {
             let _ = self.changed.send(n.name_any());
         }
     }
+}
+
+fn apply_cluster_facts(index: &mut NodeIndex, reserved: &ClusterReserved, names: &ClusterNames) {
+    index.set_cluster_reserved(reserved.0.clone(), reserved.1.clone());
+    index.set_cluster_names(names.clone());
 }
 
 fn addresses_of(node: &Node) -> Vec<NodeAddress> {
@@ -139,25 +154,85 @@ fn addresses_of(node: &Node) -> Vec<NodeAddress> {
 /// How often the cluster's reserved ranges are read again.
 const RESERVED_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Read the cluster's reserved ranges now and every [`RESERVED_EVERY`] into `view`. Until the
-/// first read succeeds no serving CSR is decided (fail closed); a later failed read keeps the
-/// last ranges (they change rarely) and is logged.
+/// Read the cluster's reserved ranges and the names it states now and every
+/// [`RESERVED_EVERY`] into `view`. Until the first read of all of them succeeds no serving CSR
+/// is decided (fail closed); a later failed read keeps the last ones (they change rarely) and
+/// is logged.
 pub async fn keep_reserved_current(client: Client, view: NodeView) {
     loop {
-        match kcert_kube::nodes::cluster_reserved(&client).await {
-            Ok(ranges) => {
-                if view.reserved.read().expect("node view lock").as_ref() != Some(&ranges) {
-                    tracing::info!(services = ?ranges.0.iter().map(|(c, _)| c.to_string()).collect::<Vec<_>>(), api_server = ?ranges.1.iter().map(|(c, _)| c.to_string()).collect::<Vec<_>>(), "the cluster's Service addresses (never certified for a node) and the API server's (only for a control-plane Node reporting them)");
-                }
-                view.set_cluster_reserved(ranges)
-            }
-            Err(e) => tracing::warn!(
-                error = %e,
-                "reading the cluster's Service CIDRs and API server addresses failed (kcert needs list on servicecidrs and get on the kubernetes Service and EndpointSlice in default); serving CSRs wait until they are read"
-            ),
-        }
+        refresh_reserved(&client, &view).await;
         tokio::time::sleep(RESERVED_EVERY).await;
     }
+}
+
+/// One read of [`keep_reserved_current`]: whether it succeeded (and `view` holds it).
+async fn refresh_reserved(client: &Client, view: &NodeView) -> bool {
+    let ranges = match kcert_kube::nodes::cluster_reserved(client).await {
+        Ok(ranges) => ranges,
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "reading the cluster's Service CIDRs and API server addresses failed (kcert needs list on servicecidrs and get on the kubernetes Service and EndpointSlice in default); serving CSRs wait until they are read"
+            );
+            return false;
+        }
+    };
+    let names = match cluster_names(client).await {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "reading the names the cluster states failed; serving CSRs wait until they are read"
+            );
+            return false;
+        }
+    };
+    let last = view.reserved.read().expect("node view lock").clone();
+    if last.as_ref().map(|(r, _)| r) != Some(&ranges) {
+        tracing::info!(services = ?ranges.0.iter().map(|(c, _)| c.to_string()).collect::<Vec<_>>(), api_server = ?ranges.1.iter().map(|(c, _)| c.to_string()).collect::<Vec<_>>(), "the cluster's Service addresses (never certified for a node) and the API server's (only for a control-plane Node reporting them)");
+    }
+    if last.as_ref().map(|(_, n)| &n.api_server) != Some(&names.api_server) {
+        tracing::info!(api_server = ?names.api_server.iter().map(|(h, what)| format!("{h}: {what}")).collect::<Vec<_>>(), "the API server's endpoints the cluster states (only for a control-plane Node reporting them)");
+    }
+    view.set_cluster_facts(ranges, names);
+    true
+}
+
+/// What the cluster states about names ([`ClusterNames`]): the API server's endpoints in
+/// kubeadm's ConfigMaps `kube-public/cluster-info` and `kube-system/kubeadm-config` (each
+/// missing on clusters kubeadm did not make: nothing stated; present but unreadable — refused,
+/// or not as kubeadm writes it — an error, so that nothing is decided: what it states is not
+/// known) and the Namespaces' names. `kcert policy test` reads the same
+/// (`kcert::commands::policy::cluster_names`).
+pub async fn cluster_names(client: &Client) -> Result<ClusterNames, String> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+    use kcert_policy::nodes::{CLUSTER_INFO, ConfigMapKey, KUBEADM_CONFIG};
+    let get = |cm: ConfigMapKey| async move {
+        Api::<ConfigMap>::namespaced(client.clone(), cm.namespace)
+            .get_opt(cm.name)
+            .await
+            .map(|found| found.map(|c| c.data.unwrap_or_default()))
+            .map_err(|e| format!("reading {cm} (kcert needs get on it): {e}"))
+    };
+    let cluster_info = get(CLUSTER_INFO).await?;
+    let kubeadm_config = get(KUBEADM_CONFIG).await?;
+    let api_server = kcert_policy::nodes::stated_api_server(
+        cluster_info.as_ref(),
+        kubeadm_config.as_ref(),
+        &|text| serde_yaml::from_str(text).map_err(|e| e.to_string()),
+    )?;
+    let namespaces = Api::<Namespace>::all(client.clone())
+        .list_metadata(&Default::default())
+        .await
+        .map_err(|e| format!("listing Namespaces (kcert needs list on namespaces): {e}"))?
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    Ok(ClusterNames {
+        api_server,
+        namespaces,
+    })
 }
 
 /// How long the Node watch may fail before its last state stops deciding anything.
@@ -315,6 +390,165 @@ mod tests {
             "after the outage the Nodes are listed again by a new watch"
         );
         follower.abort();
+    }
+
+    /// The requests of one read of the cluster's reserved facts, answered: the ranges (none),
+    /// then the two kubeadm ConfigMaps (status, object) and the Namespaces.
+    fn reserved_reads(
+        cluster_info: (u16, serde_json::Value),
+        kubeadm_config: Option<(u16, serde_json::Value)>,
+        namespaces: Option<&[&str]>,
+    ) -> Vec<crate::fake_api::Exchange> {
+        use crate::fake_api::Exchange;
+        use http::Method;
+        let mut script = vec![
+            Exchange::new(
+                Method::GET,
+                "/apis/networking.k8s.io/v1/servicecidrs",
+                200,
+                serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDRList", "metadata": {}, "items": []}),
+            ),
+            Exchange::new(
+                Method::GET,
+                "/api/v1/namespaces/default/services/kubernetes",
+                200,
+                serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes"}, "spec": {"clusterIPs": ["10.96.0.1"]}}),
+            ),
+            Exchange::not_found(
+                "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes",
+            ),
+            Exchange::new(
+                Method::GET,
+                "/api/v1/namespaces/kube-public/configmaps/cluster-info",
+                cluster_info.0,
+                cluster_info.1,
+            ),
+        ];
+        let Some(kubeadm_config) = kubeadm_config else {
+            return script;
+        };
+        script.push(Exchange::new(
+            Method::GET,
+            "/api/v1/namespaces/kube-system/configmaps/kubeadm-config",
+            kubeadm_config.0,
+            kubeadm_config.1,
+        ));
+        if let Some(names) = namespaces {
+            let items: Vec<_> = names
+                .iter()
+                .map(|n| serde_json::json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": {"name": n}}))
+                .collect();
+            script.push(Exchange::new(
+                Method::GET,
+                "/api/v1/namespaces",
+                200,
+                serde_json::json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": items}),
+            ));
+        }
+        script
+    }
+
+    fn config_map(ns: &str, name: &str, key: &str, value: &str) -> (u16, serde_json::Value) {
+        (
+            200,
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"namespace": ns, "name": name}, "data": {key: value}}),
+        )
+    }
+
+    fn refused(code: u16) -> (u16, serde_json::Value) {
+        (
+            code,
+            crate::fake_api::status(code, "Forbidden", "forbidden"),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_names_the_cluster_states_are_read_with_its_ranges_and_fail_closed() {
+        use crate::fake_api::FakeApi;
+        let kubeconfig = "apiVersion: v1\nkind: Config\nclusters:\n- name: \"\"\n  cluster:\n    server: https://API.corp.example:6443\n";
+        let cluster_info = config_map("kube-public", "cluster-info", "kubeconfig", kubeconfig);
+        let endpoint = |e: &str| {
+            config_map(
+                "kube-system",
+                "kubeadm-config",
+                "ClusterConfiguration",
+                &format!("kind: ClusterConfiguration\ncontrolPlaneEndpoint: {e}\n"),
+            )
+        };
+        let mut script = Vec::new();
+        // 1. cluster-info exists but may not be read: nothing decided.
+        script.extend(reserved_reads(refused(403), None, None));
+        // 2. kubeadm-config exists but is not YAML: nothing decided.
+        script.extend(reserved_reads(
+            cluster_info.clone(),
+            Some(config_map(
+                "kube-system",
+                "kubeadm-config",
+                "ClusterConfiguration",
+                "[",
+            )),
+            None,
+        ));
+        // 3. Both read, and the Namespaces.
+        script.extend(reserved_reads(
+            cluster_info.clone(),
+            Some(endpoint("192.0.2.100:6443")),
+            Some(&["default", "team-a"]),
+        ));
+        // 4. A later refusal keeps what was read.
+        script.extend(reserved_reads(
+            cluster_info.clone(),
+            Some(refused(403)),
+            None,
+        ));
+        // 5. Not kubeadm: neither ConfigMap exists; nothing stated, nothing fails.
+        script.extend(reserved_reads(
+            (404, crate::fake_api::status(404, "NotFound", "not found")),
+            Some((404, crate::fake_api::status(404, "NotFound", "not found"))),
+            Some(&["default"]),
+        ));
+        let api = FakeApi::new(script);
+        let client = api.client();
+        let view = NodeView::default();
+        view.replace(vec![node("w1.corp", &["192.0.2.100"])]);
+        assert!(!refresh_reserved(&client, &view).await);
+        assert!(!view.is_read(), "decided with cluster-info unreadable");
+        assert!(!refresh_reserved(&client, &view).await);
+        assert!(!view.is_read(), "decided with kubeadm-config unparseable");
+        assert!(refresh_reserved(&client, &view).await);
+        let reserved = |view: &NodeView| {
+            view.with(|i| {
+                (
+                    i.reserved_name_by_cluster("api.corp.example", "w1.corp"),
+                    i.reserved_by_cluster("192.0.2.100".parse().unwrap(), "w1.corp"),
+                    i.reserved_name_by_cluster("web.team-a", "w1.corp"),
+                    i.reserved_name_by_cluster("w1.corp", "w1.corp"),
+                )
+            })
+            .expect("read")
+        };
+        let check = |view: &NodeView| {
+            let (name, ip, short, own) = reserved(view);
+            assert!(
+                name.unwrap()
+                    .contains("the server of the kubeconfig in ConfigMap kube-public/cluster-info")
+            );
+            assert!(
+                ip.unwrap()
+                    .contains("controlPlaneEndpoint in ConfigMap kube-system/kubeadm-config")
+            );
+            assert!(short.unwrap().contains("Namespace team-a exists"));
+            assert_eq!(own, None, "corp is no Namespace");
+        };
+        check(&view);
+        assert!(!refresh_reserved(&client, &view).await);
+        check(&view);
+        // A Node listed afresh gets them too.
+        view.replace(vec![node("w1.corp", &["192.0.2.100"])]);
+        check(&view);
+        assert!(refresh_reserved(&client, &view).await);
+        assert_eq!(reserved(&view), (None, None, None, None));
+        api.assert_done();
     }
 
     #[test]

@@ -526,6 +526,9 @@ pub(crate) fn kubelet_plan(
                     .iter()
                     .map(|d| d.to_ascii_lowercase())
                     .collect();
+                let node = facts.common_names[0]
+                    .strip_prefix(kcert_policy::nodes::NODE_USER_PREFIX)
+                    .unwrap_or_default();
                 for d in &dns {
                     if !kcert_policy::nodes::is_host_name(d)
                         || kcert_policy::nodes::looks_like_address(d)
@@ -535,7 +538,13 @@ pub(crate) fn kubelet_plan(
                             kcert_policy::escape_for_message(d)
                         ));
                     }
-                    if let Some(why) = kcert_policy::nodes::reserved_name(d, rules) {
+                    // The names the cluster states too (the API server's external name,
+                    // `<svc>.<ns>`), whoever approved.
+                    let by_cluster = ctx
+                        .nodes
+                        .with(|i| i.reserved_name_by_cluster(d, node))
+                        .flatten();
+                    if let Some(why) = kcert_policy::nodes::reserved_name(d, rules).or(by_cluster) {
                         return Err(format!("SanReserved: the DNS SAN {why}"));
                     }
                 }
@@ -543,9 +552,6 @@ pub(crate) fn kubelet_plan(
                 for ip in &request.sans().ips {
                     let ip = kcert_policy::nodes::canonical(*ip);
                     // (sign() waits until the Nodes and the cluster's ranges are read.)
-                    let node = facts.common_names[0]
-                        .strip_prefix(kcert_policy::nodes::NODE_USER_PREFIX)
-                        .unwrap_or_default();
                     let by_cluster = ctx
                         .nodes
                         .with(|i| i.reserved_by_cluster(ip, node))

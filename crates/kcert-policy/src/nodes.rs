@@ -402,6 +402,7 @@ pub struct NodeIndex {
     claims: BTreeMap<NodeName, BTreeSet<String>>,
     cluster_reserved: Vec<(Cidr, String)>,
     api_server_hosts: Vec<(Cidr, String)>,
+    names: ClusterNames,
     control_plane: BTreeSet<String>,
 }
 
@@ -417,6 +418,48 @@ impl NodeIndex {
     ) {
         self.cluster_reserved = ranges;
         self.api_server_hosts = api_server_hosts;
+    }
+
+    /// Set what the cluster states about names ([`ClusterNames`]): the API server's endpoints
+    /// kubeadm's ConfigMaps name (a control-plane Node's only when it reports them itself, as
+    /// the API server's EndpointSlice addresses) and the Namespaces, whose `<svc>.<ns>` names
+    /// are never a node's.
+    pub fn set_cluster_names(&mut self, names: ClusterNames) {
+        self.names = names;
+    }
+
+    /// Why the (lower-case) host name `name` is the cluster's and never node `node`'s, if it
+    /// is: the API server's name as the cluster states it (unless `node` is a control-plane
+    /// Node reporting it), or a Service's short name `<svc>.<ns>` (`ns` an existing Namespace).
+    pub fn reserved_name_by_cluster(&self, name: &str, node: &str) -> Option<String> {
+        let dns = NodeName::Dns(name.to_string());
+        if let Some((_, what)) = self.names.api_server.iter().find(|(n, _)| *n == dns) {
+            if self.reports_as_control_plane(node, &dns) {
+                return None;
+            }
+            return Some(format!(
+                "{name} is {what}; only a control-plane Node (label node-role.kubernetes.io/control-plane) that reports it is certified for it"
+            ));
+        }
+        if let Some((_, ns)) = name.split_once('.')
+            && !ns.contains('.')
+            && self.names.namespaces.contains(ns)
+        {
+            return Some(format!(
+                "{name} is a Service's short name (<service>.<namespace>: Namespace {ns} exists, and in-cluster clients resolve such names through their DNS search path)"
+            ));
+        }
+        None
+    }
+
+    /// Whether `node` is a control-plane Node that reports `name` among its own addresses.
+    fn reports_as_control_plane(&self, node: &str, name: &NodeName) -> bool {
+        self.is_control_plane(node)
+            && self
+                .addresses(node)
+                .unwrap_or_default()
+                .iter()
+                .any(|a| a.name().as_ref() == Some(name))
     }
 
     /// Mark Node `name` as a control-plane Node (label `node-role.kubernetes.io/control-plane`,
@@ -440,17 +483,19 @@ impl NodeIndex {
         if let Some((c, what)) = self.cluster_reserved.iter().find(|(c, _)| c.contains(ip)) {
             return Some(format!("{ip} is {what} ({c})"));
         }
-        let (c, what) = self.api_server_hosts.iter().find(|(c, _)| c.contains(ip))?;
-        let reported = self
-            .addresses(node)
-            .unwrap_or_default()
-            .iter()
-            .any(|a| a.name() == Some(NodeName::Ip(ip)));
-        if reported && self.is_control_plane(node) {
+        let what =
+            if let Some((c, what)) = self.api_server_hosts.iter().find(|(c, _)| c.contains(ip)) {
+                format!("{what} ({c})")
+            } else {
+                let stated = NodeName::Ip(ip);
+                let (_, what) = self.names.api_server.iter().find(|(n, _)| *n == stated)?;
+                what.clone()
+            };
+        if self.reports_as_control_plane(node, &NodeName::Ip(ip)) {
             return None;
         }
         Some(format!(
-            "{ip} is {what} ({c}); only a control-plane Node (label node-role.kubernetes.io/control-plane) that reports it is certified for it"
+            "{ip} is {what}; only a control-plane Node (label node-role.kubernetes.io/control-plane) that reports it is certified for it"
         ))
     }
 
@@ -505,6 +550,189 @@ impl NodeIndex {
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
+}
+
+/// What the cluster states about names, read with its reserved ranges (the controller every
+/// 30 s, `kcert policy test` each time): the API server's endpoints and the Namespaces.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterNames {
+    /// The API server's endpoints the cluster states ([`stated_api_server`]), each with where
+    /// it is stated: a name reserved as a name, an address as an address.
+    pub api_server: Vec<(NodeName, String)>,
+    /// The names of the cluster's Namespaces: `<svc>.<ns>` is a Service's short name.
+    pub namespaces: BTreeSet<String>,
+}
+
+/// ConfigMap `kube-public/cluster-info` (kubeadm's, readable by anyone): the kubeconfig in
+/// key `kubeconfig` names the API server as clients outside the cluster reach it.
+pub const CLUSTER_INFO: ConfigMapKey = ConfigMapKey {
+    namespace: "kube-public",
+    name: "cluster-info",
+    key: "kubeconfig",
+};
+
+/// ConfigMap `kube-system/kubeadm-config`: kubeadm's ClusterConfiguration, whose
+/// `controlPlaneEndpoint` is the API server's shared endpoint (`host:port`).
+pub const KUBEADM_CONFIG: ConfigMapKey = ConfigMapKey {
+    namespace: "kube-system",
+    name: "kubeadm-config",
+    key: "ClusterConfiguration",
+};
+
+/// A key of a named ConfigMap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigMapKey {
+    /// Its namespace.
+    pub namespace: &'static str,
+    /// Its name.
+    pub name: &'static str,
+    /// The key of its `data` read.
+    pub key: &'static str,
+}
+
+impl std::fmt::Display for ConfigMapKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ConfigMap {}/{}", self.namespace, self.name)
+    }
+}
+
+/// The API server's endpoints the cluster states, from the `data` of [`CLUSTER_INFO`] (every
+/// cluster's `server` URL in its kubeconfig) and of [`KUBEADM_CONFIG`] (`controlPlaneEndpoint`,
+/// when set), each `None` when that ConfigMap does not exist (not kubeadm: nothing stated).
+/// A ConfigMap that exists but cannot be read as kubeadm writes it (no such key, not YAML, a
+/// server that names no host) is an error: the caller decides no serving CSR until it is fixed
+/// (fail closed: what it would state is not known). `parse_yaml` reads YAML (kubeadm's JSON too).
+pub fn stated_api_server(
+    cluster_info: Option<&BTreeMap<String, String>>,
+    kubeadm_config: Option<&BTreeMap<String, String>>,
+    parse_yaml: &dyn Fn(&str) -> Result<serde_json::Value, String>,
+) -> Result<Vec<(NodeName, String)>, String> {
+    let mut out: Vec<(NodeName, String)> = Vec::new();
+    let mut add = |host: NodeName, what: String| {
+        if !out.iter().any(|(h, _)| *h == host) {
+            out.push((host, what));
+        }
+    };
+    let doc = |cm: ConfigMapKey, data: &BTreeMap<String, String>| {
+        let text = data.get(cm.key).ok_or_else(|| {
+            format!(
+                "{cm} has no key {}: kcert cannot tell which API server endpoint it states",
+                cm.key
+            )
+        })?;
+        parse_yaml(text).map_err(|e| format!("{cm} key {}: not YAML: {e}", cm.key))
+    };
+    if let Some(data) = cluster_info {
+        let cm = CLUSTER_INFO;
+        let kubeconfig = doc(cm, data)?;
+        let clusters = kubeconfig
+            .get("clusters")
+            .and_then(|c| c.as_array())
+            .ok_or_else(|| format!("{cm} key {}: a kubeconfig without clusters", cm.key))?;
+        for c in clusters {
+            let server = c
+                .get("cluster")
+                .and_then(|c| c.get("server"))
+                .and_then(|s| s.as_str())
+                .ok_or_else(|| format!("{cm} key {}: a cluster without a server URL", cm.key))?;
+            let host = endpoint_host(server)
+                .map_err(|e| format!("{cm} key {}: the server {e}", cm.key))?;
+            let what = format!(
+                "the API server's {} (the server of the kubeconfig in {cm})",
+                kind_of(&host)
+            );
+            add(host, what);
+        }
+    }
+    if let Some(data) = kubeadm_config {
+        let cm = KUBEADM_CONFIG;
+        let config = doc(cm, data)?;
+        if !config.is_object() {
+            return Err(format!("{cm} key {}: not a ClusterConfiguration", cm.key));
+        }
+        match config.get("controlPlaneEndpoint") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(e)) if e.trim().is_empty() => {}
+            Some(serde_json::Value::String(e)) => {
+                let host = endpoint_host(e)
+                    .map_err(|e| format!("{cm} key {}: controlPlaneEndpoint {e}", cm.key))?;
+                let what = format!(
+                    "the API server's {} (controlPlaneEndpoint in {cm})",
+                    kind_of(&host)
+                );
+                add(host, what);
+            }
+            Some(_) => {
+                return Err(format!(
+                    "{cm} key {}: controlPlaneEndpoint is not a string",
+                    cm.key
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn kind_of(host: &NodeName) -> &'static str {
+    match host {
+        NodeName::Ip(_) => "address",
+        NodeName::Dns(_) => "name",
+    }
+}
+
+/// The host of an endpoint as a kubeconfig's `server` or kubeadm's `controlPlaneEndpoint`
+/// writes it — `https://host:port/path`, `host:port`, `host`, `[v6]:port`, a bare IPv6
+/// address — lower-cased, one trailing dot dropped: an IP address (canonical) or a host name.
+pub fn endpoint_host(text: &str) -> Result<NodeName, String> {
+    let bad = |why: &str| {
+        format!(
+            "{} names no host kcert can read: {why}",
+            crate::escape_for_message(text)
+        )
+    };
+    let mut rest = text.trim();
+    if let Some((scheme, after)) = rest.split_once("://") {
+        if scheme.is_empty()
+            || !scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        {
+            return Err(bad("not a URL"));
+        }
+        rest = after;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(inner) = hostport.strip_prefix('[') {
+        let (host, after) = inner.split_once(']').ok_or_else(|| bad("an unclosed ["))?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return Err(bad("a bad port"));
+        }
+        host
+    } else if hostport.matches(':').count() > 1 {
+        // A bare IPv6 address, no port.
+        hostport
+    } else {
+        match hostport.split_once(':') {
+            Some((host, port)) if is_port(port) => host,
+            Some(_) => return Err(bad("a bad port")),
+            None => hostport,
+        }
+    };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(NodeName::Ip(canonical(ip)));
+    }
+    let lower = host.to_ascii_lowercase();
+    let lower = lower.strip_suffix('.').unwrap_or(&lower);
+    if is_host_name(lower) {
+        Ok(NodeName::Dns(lower.to_string()))
+    } else {
+        Err(bad("not a host name or IP address"))
+    }
+}
+
+fn is_port(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A kubelet client CSR as kube-controller-manager's csrapproving recognizes it: which
@@ -752,7 +980,9 @@ fn decide_strict(
                     &mut trace,
                 );
             }
-            if let Some(why) = reserved_name(&lower, rules) {
+            if let Some(why) = reserved_name(&lower, rules)
+                .or_else(|| node.nodes.reserved_name_by_cluster(&lower, node_name))
+            {
                 return deny(
                     Reason::SanReserved,
                     format!("the DNS SAN {why}: never certified for a node"),

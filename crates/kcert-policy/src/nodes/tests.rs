@@ -1169,3 +1169,331 @@ fn a_revoked_node_gets_no_certificate_by_bootstrap_renewal_or_serving() {
         "approve-only mode",
     );
 }
+
+fn yaml(text: &str) -> Result<serde_json::Value, String> {
+    serde_yaml::from_str(text).map_err(|e| e.to_string())
+}
+
+fn data(key: &str, value: &str) -> BTreeMap<String, String> {
+    [(key.to_string(), value.to_string())].into()
+}
+
+/// `kube-public/cluster-info` as kubeadm writes it.
+fn cluster_info(server: &str) -> BTreeMap<String, String> {
+    data(
+        "kubeconfig",
+        &format!(
+            "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: LS0tLS1CRUdJTg==\n    server: {server}\n  name: \"\"\ncontexts: null\ncurrent-context: \"\"\nkind: Config\npreferences: {{}}\nusers: null\n"
+        ),
+    )
+}
+
+/// `kube-system/kubeadm-config` as kubeadm writes it.
+fn kubeadm_config(endpoint: Option<&str>) -> BTreeMap<String, String> {
+    let endpoint = endpoint
+        .map(|e| format!("controlPlaneEndpoint: {e}\n"))
+        .unwrap_or_default();
+    data(
+        "ClusterConfiguration",
+        &format!(
+            "apiServer: {{}}\napiVersion: kubeadm.k8s.io/v1beta4\ncertificatesDir: /etc/kubernetes/pki\nclusterName: kubernetes\n{endpoint}kind: ClusterConfiguration\nkubernetesVersion: v1.33.0\nnetworking:\n  dnsDomain: cluster.local\n  serviceSubnet: 10.96.0.0/12\n"
+        ),
+    )
+}
+
+#[test]
+fn the_api_servers_endpoints_are_read_from_kubeadms_config_maps() {
+    let dns = |s: &str| NodeName::Dns(s.into());
+    let ip = |s: &str| NodeName::Ip(s.parse().unwrap());
+    let hosts = |ci: Option<&BTreeMap<String, String>>, kc: Option<&BTreeMap<String, String>>| {
+        stated_api_server(ci, kc, &yaml).map(|v| v.into_iter().map(|(h, _)| h).collect::<Vec<_>>())
+    };
+    // Not kubeadm: neither ConfigMap exists, nothing is stated, nothing fails.
+    assert_eq!(hosts(None, None), Ok(vec![]));
+    let stated = stated_api_server(
+        Some(&cluster_info("https://API.Corp.Example.:6443")),
+        Some(&kubeadm_config(Some("192.0.2.100:6443"))),
+        &yaml,
+    )
+    .unwrap();
+    assert_eq!(
+        stated,
+        vec![
+            (
+                dns("api.corp.example"),
+                "the API server's name (the server of the kubeconfig in ConfigMap kube-public/cluster-info)".to_string()
+            ),
+            (
+                ip("192.0.2.100"),
+                "the API server's address (controlPlaneEndpoint in ConfigMap kube-system/kubeadm-config)".to_string()
+            ),
+        ]
+    );
+    // kubeadm without controlPlaneEndpoint: cluster-info names the advertise address.
+    assert_eq!(
+        hosts(
+            Some(&cluster_info("https://[fd00::10]:6443")),
+            Some(&kubeadm_config(None))
+        ),
+        Ok(vec![ip("fd00::10")])
+    );
+    assert_eq!(hosts(None, Some(&kubeadm_config(Some("\"\"")))), Ok(vec![]));
+    // The same endpoint in both: stated once.
+    assert_eq!(
+        hosts(
+            Some(&cluster_info("https://api.corp.example:6443")),
+            Some(&kubeadm_config(Some("api.corp.example:6443")))
+        ),
+        Ok(vec![dns("api.corp.example")])
+    );
+    // A ConfigMap that exists but cannot be read as kubeadm writes it: an error (the caller
+    // decides no serving CSR, as when the ServiceCIDRs cannot be read).
+    for (ci, kc, needle) in [
+        (
+            Some(data("jws-kubeconfig-abcdef", "x")),
+            None,
+            "ConfigMap kube-public/cluster-info has no key kubeconfig",
+        ),
+        (
+            Some(data("kubeconfig", "clusters: [")),
+            None,
+            "ConfigMap kube-public/cluster-info key kubeconfig: not YAML",
+        ),
+        (
+            Some(data("kubeconfig", "kind: Config\n")),
+            None,
+            "a kubeconfig without clusters",
+        ),
+        (
+            Some(data("kubeconfig", "clusters:\n- name: x\n  cluster: {}\n")),
+            None,
+            "a cluster without a server URL",
+        ),
+        (
+            Some(cluster_info("https://:6443")),
+            None,
+            "names no host kcert can read",
+        ),
+        (
+            None,
+            Some(data("ClusterConfiguration", "- a list\n")),
+            "not a ClusterConfiguration",
+        ),
+        (
+            None,
+            Some(kubeadm_config(Some("api_corp:6443"))),
+            "ConfigMap kube-system/kubeadm-config key ClusterConfiguration: controlPlaneEndpoint",
+        ),
+        (None, Some(kubeadm_config(Some("[1"))), "not YAML"),
+        (
+            None,
+            Some(BTreeMap::new()),
+            "ConfigMap kube-system/kubeadm-config has no key ClusterConfiguration",
+        ),
+    ] {
+        let e = stated_api_server(ci.as_ref(), kc.as_ref(), &yaml).unwrap_err();
+        assert!(e.contains(needle), "{needle:?} not in {e:?}");
+    }
+    for (text, host) in [
+        ("https://10.0.0.1:6443", ip("10.0.0.1")),
+        ("https://[::ffff:10.0.0.1]:6443/", ip("10.0.0.1")),
+        ("10.0.0.1:6443", ip("10.0.0.1")),
+        ("10.0.0.1", ip("10.0.0.1")),
+        ("fd00::1", ip("fd00::1")),
+        ("[fd00::1]", ip("fd00::1")),
+        ("api.corp.example", dns("api.corp.example")),
+        (
+            "https://user@lb.corp.example:443/k8s?x=1",
+            dns("lb.corp.example"),
+        ),
+        ("http://single:8080", dns("single")),
+    ] {
+        assert_eq!(endpoint_host(text), Ok(host), "{text}");
+    }
+    for text in [
+        "",
+        "https://",
+        "api.corp.example:port",
+        "[fd00::1",
+        "a b:6443",
+        "*.corp:1",
+    ] {
+        assert!(endpoint_host(text).is_err(), "{text:?} read");
+    }
+}
+
+#[test]
+fn the_api_servers_stated_name_and_address_are_a_control_plane_nodes_only() {
+    let mut nodes = NodeIndex::default();
+    nodes.upsert(
+        "cp",
+        vec![
+            addr("InternalIP", "192.0.2.10"),
+            addr("Hostname", "cp"),
+            addr("ExternalDNS", "cp.corp.example"),
+        ],
+    );
+    nodes.set_control_plane("cp", true);
+    // A worker reports the API server's external name and the endpoint address (a node writes
+    // its own status).
+    nodes.upsert(
+        "worker",
+        vec![
+            addr("InternalIP", "192.0.2.20"),
+            addr("InternalIP", "192.0.2.100"),
+            addr("ExternalDNS", "api.corp.example"),
+        ],
+    );
+    let stated = stated_api_server(
+        Some(&cluster_info("https://api.corp.example:6443")),
+        Some(&kubeadm_config(Some("192.0.2.100:6443"))),
+        &yaml,
+    )
+    .unwrap();
+    let ask = |nodes: &NodeIndex, node: &str, dns: &[&str], ips: &[&str]| {
+        let who = format!("system:node:{node}");
+        run(&serving(&who, &who, dns, ips), &rules(), nodes, &[])
+    };
+    // Before the names are read, the worker would get them: they are its reported addresses.
+    check(
+        &ask(&nodes, "worker", &["api.corp.example"], &["192.0.2.100"]),
+        Outcome::Approve,
+        Reason::AutoApproved,
+        "api.corp.example",
+    );
+    nodes.set_cluster_names(ClusterNames {
+        api_server: stated,
+        namespaces: BTreeSet::new(),
+    });
+    check(
+        &ask(&nodes, "worker", &["api.corp.example"], &[]),
+        Outcome::Deny,
+        Reason::SanReserved,
+        "api.corp.example is the API server's name (the server of the kubeconfig in ConfigMap kube-public/cluster-info); only a control-plane Node",
+    );
+    check(
+        &ask(&nodes, "worker", &[], &["::ffff:192.0.2.100"]),
+        Outcome::Deny,
+        Reason::SanReserved,
+        "192.0.2.100 is the API server's address (controlPlaneEndpoint in ConfigMap kube-system/kubeadm-config); only a control-plane Node",
+    );
+    check(
+        &ask(&nodes, "worker", &[], &["192.0.2.20"]),
+        Outcome::Approve,
+        Reason::AutoApproved,
+        "192.0.2.20",
+    );
+    // A control-plane Node that does not report the endpoint does not get it.
+    check(
+        &ask(&nodes, "cp", &[], &["192.0.2.100"]),
+        Outcome::Deny,
+        Reason::SanReserved,
+        "controlPlaneEndpoint",
+    );
+    // One that reports it itself does (the API server listens on its address, as with
+    // kubeadm's advertise address), name and address alike.
+    nodes.remove("worker");
+    nodes.upsert(
+        "cp",
+        vec![
+            addr("InternalIP", "192.0.2.100"),
+            addr("Hostname", "api.corp.example"),
+        ],
+    );
+    nodes.set_control_plane("cp", true);
+    check(
+        &ask(&nodes, "cp", &["api.corp.example"], &["192.0.2.100"]),
+        Outcome::Approve,
+        Reason::AutoApproved,
+        "192.0.2.100",
+    );
+    nodes.set_control_plane("cp", false);
+    check(
+        &ask(&nodes, "cp", &["api.corp.example"], &[]),
+        Outcome::Deny,
+        Reason::SanReserved,
+        "the API server's name",
+    );
+    check(
+        &ask(&nodes, "cp", &[], &["192.0.2.100"]),
+        Outcome::Deny,
+        Reason::SanReserved,
+        "the API server's address",
+    );
+}
+
+#[test]
+fn service_short_names_are_reserved_where_their_namespace_exists() {
+    let mut nodes = NodeIndex::default();
+    let reported = [
+        "w1.corp",
+        "web.team-a",
+        "web.team-a.svc",
+        "a.b.team-a",
+        "team-a.corp",
+    ];
+    for (i, n) in ["w1.corp", "w2"].iter().enumerate() {
+        let mut a = vec![addr("InternalIP", &format!("10.0.9.{}", i + 1))];
+        if i == 0 {
+            a.extend(reported.iter().map(|r| addr("InternalDNS", r)));
+        }
+        nodes.upsert(n, a);
+    }
+    let ask = |nodes: &NodeIndex, node: &str, dns: &str| {
+        let who = format!("system:node:{node}");
+        run(&serving(&who, &who, &[dns], &[]), &rules(), nodes, &[])
+    };
+    let namespaces = |names: &[&str]| ClusterNames {
+        api_server: Vec::new(),
+        namespaces: names.iter().map(|s| s.to_string()).collect(),
+    };
+    nodes.set_cluster_names(namespaces(&["default", "team-a"]));
+    // `corp` is no Namespace: node w1.corp keeps its own name, and a reported three-label name
+    // ending in a Namespace is no Service's short name.
+    for own in ["w1.corp", "a.b.team-a", "team-a.corp"] {
+        check(
+            &ask(&nodes, "w1.corp", own),
+            Outcome::Approve,
+            Reason::AutoApproved,
+            own,
+        );
+    }
+    check(
+        &ask(&nodes, "w1.corp", "web.team-a"),
+        Outcome::Deny,
+        Reason::SanReserved,
+        "web.team-a is a Service's short name (<service>.<namespace>: Namespace team-a exists",
+    );
+    check(
+        &ask(&nodes, "w1.corp", "WEB.Team-A"),
+        Outcome::Deny,
+        Reason::SanReserved,
+        "Namespace team-a exists",
+    );
+    check(
+        &ask(&nodes, "w1.corp", "web.team-a.svc"),
+        Outcome::Deny,
+        Reason::SanReserved,
+        "under .svc",
+    );
+    // Once a Namespace corp exists, w1.corp is also Service w1's short name in it: refused,
+    // saying why.
+    nodes.set_cluster_names(namespaces(&["default", "team-a", "corp"]));
+    check(
+        &ask(&nodes, "w1.corp", "w1.corp"),
+        Outcome::Deny,
+        Reason::SanReserved,
+        "w1.corp is a Service's short name (<service>.<namespace>: Namespace corp exists",
+    );
+    // A one-label node name is never a short name.
+    nodes.upsert(
+        "corp",
+        vec![addr("InternalIP", "10.0.9.9"), addr("Hostname", "corp")],
+    );
+    check(
+        &ask(&nodes, "corp", "corp"),
+        Outcome::Approve,
+        Reason::AutoApproved,
+        "corp",
+    );
+}
