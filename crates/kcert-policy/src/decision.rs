@@ -266,12 +266,15 @@ pub fn evaluate(facts: &CsrFacts, policy: &Policy, privileged: &PrivilegedSubjec
         facts.organizations
     ));
     let mut first_failure: Option<Decision> = None;
+    // The CEL variables, converted once for every rule's conditions (the conversion is the
+    // costly part of evaluating a condition over large inputs).
+    let cel = CelInputs::default();
     for rule in policy.rules() {
         if let Some(why) = not_for(rule, facts) {
             trace.push(format!("{}: not applicable: {why}", rule.label()));
             continue;
         }
-        match check_constraints(rule, facts) {
+        match check_constraints_with(rule, facts, &cel) {
             Ok(summary) => {
                 let capped = match (rule.max_duration_seconds, facts.expiration_seconds) {
                     (Some(max), Some(asked)) if asked > max as i64 => {
@@ -621,13 +624,22 @@ pub fn cel_variables(facts: &CsrFacts) -> serde_json::Value {
 /// Evaluate one CEL expression over `vars` (`cel_variables`): `Ok(true|false)`, or why it
 /// produced no boolean.
 pub fn evaluate_cel(program: &cel::Program, vars: &serde_json::Value) -> Result<bool, String> {
+    execute_cel(program, &cel_context(vars)?)
+}
+
+/// The CEL context holding `vars` ([`cel_variables`]).
+fn cel_context(vars: &serde_json::Value) -> Result<cel::Context<'static, 'static>, String> {
     let mut context = cel::Context::default();
     for name in ["request", "requester", "signerName"] {
         context
             .add_variable(name, vars[name].clone())
             .map_err(|e| e.to_string())?;
     }
-    match program.execute(&context) {
+    Ok(context)
+}
+
+fn execute_cel(program: &cel::Program, context: &cel::Context<'_, '_>) -> Result<bool, String> {
+    match program.execute(context) {
         Ok(cel::Value::Bool(b)) => Ok(b),
         Ok(other) => Err(format!("it is {other:?}, not a boolean")),
         Err(e) => Err(e.to_string()),
@@ -635,7 +647,7 @@ pub fn evaluate_cel(program: &cel::Program, vars: &serde_json::Value) -> Result<
 }
 
 /// Every CEL condition of the rule, in order; the first false (or failing) one is the answer.
-fn check_conditions(rule: &Rule, facts: &CsrFacts) -> Result<String, Failure> {
+fn check_conditions(rule: &Rule, facts: &CsrFacts, cel: &CelInputs) -> Result<String, Failure> {
     if rule.conditions.is_empty() {
         return Ok(String::new());
     }
@@ -646,9 +658,20 @@ fn check_conditions(rule: &Rule, facts: &CsrFacts) -> Result<String, Failure> {
             format!("conditions are evaluated only over requests within their bounds: {why}"),
         ));
     }
-    let vars = cel_variables(facts);
+    let context = match cel
+        .context
+        .get_or_init(|| cel_context(&cel_variables(facts)))
+    {
+        Ok(c) => c,
+        Err(why) => {
+            return Err((
+                Reason::ConditionNotMet,
+                format!("the conditions' variables could not be built: {why}"),
+            ));
+        }
+    };
     for (i, c) in rule.conditions.iter().enumerate() {
-        match evaluate_cel(&c.program, &vars) {
+        match execute_cel(&c.program, context) {
             Ok(true) => {}
             Ok(false) => {
                 return Err((
@@ -714,7 +737,22 @@ fn not_for(rule: &Rule, facts: &CsrFacts) -> Option<String> {
 type Failure = (Reason, String);
 
 /// Every constraint in a fixed order; the first that fails is the answer.
+#[cfg(test)]
 pub(crate) fn check_constraints(rule: &Rule, facts: &CsrFacts) -> Result<String, Failure> {
+    check_constraints_with(rule, facts, &CelInputs::default())
+}
+
+/// The CEL context of one evaluation, built on first use.
+#[derive(Default)]
+struct CelInputs {
+    context: std::cell::OnceCell<Result<cel::Context<'static, 'static>, String>>,
+}
+
+fn check_constraints_with(
+    rule: &Rule,
+    facts: &CsrFacts,
+    cel: &CelInputs,
+) -> Result<String, Failure> {
     let cn = facts.common_name().unwrap_or_default();
     let requester = &facts.requester.username;
     let cn_ok = match &rule.common_name {
@@ -861,7 +899,7 @@ pub(crate) fn check_constraints(rule: &Rule, facts: &CsrFacts) -> Result<String,
             ));
         }
     }
-    let conditions = check_conditions(rule, facts)?;
+    let conditions = check_conditions(rule, facts, cel)?;
     Ok(format!(
         "CN {cn:?} ({}), groups {:?}, usages, key {} and SANs allowed{conditions}",
         rule.common_name.describe(),

@@ -178,6 +178,8 @@ impl Policy {
         }
         let mut seen = BTreeSet::new();
         let mut rules = Vec::new();
+        let mut patterns = cel_budget::Patterns::default();
+        let mut total: u64 = 0;
         for (i, rule) in spec.rules.iter().enumerate() {
             if rule.id.trim().is_empty() {
                 return Err(err(format!(
@@ -190,19 +192,26 @@ impl Policy {
                     rule.id
                 )));
             }
-            rules.push(
-                compile_rule(name, rule).map_err(|m| err(format!("rule '{}': {m}", rule.id)))?,
-            );
-        }
-        let total = rules
-            .iter()
-            .flat_map(|r: &Rule| r.conditions.iter())
-            .fold(0u64, |acc, c| acc.saturating_add(c.cost));
-        if total > cel_budget::MAX_POLICY_CONDITION_COST {
-            return Err(err(format!(
-                "its conditions may cost up to {total} steps together, more than the {} one policy may: simplify them or split the policy",
-                cel_budget::MAX_POLICY_CONDITION_COST
-            )));
+            let compiled = compile_rule(name, rule, &mut patterns)
+                .map_err(|m| err(format!("rule '{}': {m}", rule.id)))?;
+            // Checked as rules compile, so that an over-budget policy stops being estimated
+            // early. A rule with conditions also pays for converting the variables it reads
+            // ([`cel_budget::CONTEXT_COST`]).
+            if !compiled.conditions.is_empty() {
+                total = total.saturating_add(cel_budget::CONTEXT_COST);
+            }
+            total = compiled
+                .conditions
+                .iter()
+                .fold(total, |acc, c| acc.saturating_add(c.cost));
+            if total > cel_budget::MAX_POLICY_CONDITION_COST {
+                return Err(err(format!(
+                    "its conditions may cost more than {} steps together, the most one policy may (reached at rule '{}'): simplify them or split the policy",
+                    cel_budget::MAX_POLICY_CONDITION_COST,
+                    rule.id
+                )));
+            }
+            rules.push(compiled);
         }
         let mut policy = Self::fallback(name, spec)?;
         policy.rules = rules;
@@ -378,7 +387,11 @@ fn check_patterns(field: &str, patterns: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn compile_rule(policy: &str, r: &RuleSpec) -> Result<Rule, String> {
+fn compile_rule(
+    policy: &str,
+    r: &RuleSpec,
+    patterns: &mut cel_budget::Patterns,
+) -> Result<Rule, String> {
     check_patterns("signerNames", &r.signer_names)?;
     check_patterns("requesters.users", &r.requesters.users)?;
     check_patterns("requesters.groups", &r.requesters.groups)?;
@@ -506,7 +519,7 @@ fn compile_rule(policy: &str, r: &RuleSpec) -> Result<Rule, String> {
         }
         let program = cel::Program::compile(source)
             .map_err(|e| format!("conditions[{i}] {source:?} does not compile: {e}"))?;
-        let cost = cel_budget::estimate(&program)
+        let cost = cel_budget::estimate_in(&program, patterns)
             .map_err(|e| format!("conditions[{i}] {source:?} is refused: {e}"))?;
         if cost > cel_budget::MAX_CONDITION_COST {
             return Err(format!(
