@@ -121,6 +121,7 @@ async fn the_helm_chart_lints_renders_the_kustomize_base_and_installs() {
     let mut expected = objects(&base);
     expected.remove("CustomResourceDefinition//approvalpolicies.kcert.dev");
     expected.remove("CustomResourceDefinition//ledgerpages.kcert.dev");
+    expected.remove("CustomResourceDefinition//revocations.kcert.dev");
     expected.extend(objects(&webhook_dir));
     let chart_webhook = objects(&with_webhook);
     assert_eq!(
@@ -220,7 +221,7 @@ async fn the_helm_chart_lints_renders_the_kustomize_base_and_installs() {
         ))
         .unwrap(),
     );
-    assert_eq!(nodes_rbac.len(), 2);
+    assert_eq!(nodes_rbac.len(), 6);
     for (key, object) in &nodes_rbac {
         assert_eq!(
             chart_nodes.get(key),

@@ -15,6 +15,7 @@ use kcert_testbed::{TestCluster, client_from_kubeconfig};
 use kcert_tests::*;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
+use serde::Deserialize;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -397,4 +398,359 @@ async fn with_the_webhook_down_the_control_plane_keeps_working_and_kcert_users_a
         "break-glass: the configuration reloaded in {:.1}s",
         took.elapsed().as_secs_f64()
     );
+}
+
+/// The objects named `name` of deploy/`file`, as JSON.
+fn deployed(file: &str, name: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(format!("{}/../deploy/{file}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_json::Value::deserialize(d).unwrap())
+        .filter(|d| d["metadata"]["name"] == name)
+        .collect()
+}
+
+/// `kcert ARGS` (the CLI, in-process) with kubeconfig `kubeconfig`: its exit code.
+async fn kcert_cli(kubeconfig: &Path, args: &[&str]) -> std::process::ExitCode {
+    let mut all: Vec<std::ffi::OsString> = vec![
+        "kcert".into(),
+        "--kubeconfig".into(),
+        kubeconfig.as_os_str().to_owned(),
+    ];
+    all.extend(args.iter().map(|a| a.into()));
+    tokio::task::spawn_blocking(move || kcert::main(all))
+        .await
+        .unwrap()
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> u16 {
+    match r {
+        Err(kube::Error::Api(s)) => s.code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoker_may_revoke_but_not_tamper_and_an_unrevoke_by_hand_does_not_stick() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use kcert_kube::crd::{LedgerPage, RevocationObject};
+    let dir = tempfile::tempdir().unwrap();
+    let port = kcert_testbed::webhook::free_port().unwrap();
+    let (webhook, authorization_config) = webhook_files(dir.path(), port);
+    let cluster = TestCluster::builder()
+        .authorization_config(authorization_config)
+        .start()
+        .await
+        .unwrap();
+    install_crds(&cluster).await;
+    let admin_client = cluster.admin_client().await.unwrap();
+    let signer = "kcert.dev/client";
+    let policy = serde_yaml::from_str(
+        "rules: [{id: onboard, requesters: {users: [kcert-testbed-admin]}, commonName: {glob: '*'}, groups: {allowed: [readers]}}]",
+    )
+    .unwrap();
+    let settings = Settings {
+        signer_names: vec![signer.to_string()],
+        policy: PolicySource::Static(policy),
+        ca: Some(CaSource::Files {
+            cert: cluster.ca_cert_path(),
+            key: cluster.ca_key_path(),
+        }),
+        ledger: true,
+        webhook: Some(webhook.clone()),
+        ..Settings::default()
+    };
+    let _controller = RunningController::start_with(admin_client.clone(), settings);
+    let ns = cluster.namespace("revoker").await.unwrap();
+    Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(admin_client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("{ns}-pod-reader")},
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(admin_client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("{ns}-readers")},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{ns}-pod-reader")},
+                "subjects": [{"kind": "Group", "name": "readers", "apiGroup": "rbac.authorization.k8s.io"}]
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    // deploy/'s kcert-revoker ClusterRole, bound to rita alone, and the admission policy that
+    // makes revokedBy the creator.
+    let role = deployed("rbac.yaml", "kcert-revoker");
+    assert_eq!(role.len(), 1);
+    assert_eq!(
+        role[0]["rules"],
+        serde_json::json!([{"apiGroups": ["kcert.dev"], "resources": ["revocations"], "verbs": ["create", "get", "list", "watch"]}])
+    );
+    Api::<ClusterRole>::all(admin_client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(role[0].clone()).unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<ClusterRoleBinding>::all(admin_client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "rita-revokes"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kcert-revoker"},
+                "subjects": [{"kind": "User", "name": "rita", "apiGroup": "rbac.authorization.k8s.io"}]
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    for doc in deployed("admission.yaml", "kcert-revocation-author") {
+        match doc["kind"].as_str().unwrap() {
+            "ValidatingAdmissionPolicy" => {
+                Api::<ValidatingAdmissionPolicy>::all(admin_client.clone())
+                    .create(
+                        &PostParams::default(),
+                        &serde_json::from_value(doc).unwrap(),
+                    )
+                    .await
+                    .unwrap();
+            }
+            _ => {
+                Api::<ValidatingAdmissionPolicyBinding>::all(admin_client.clone())
+                    .create(
+                        &PostParams::default(),
+                        &serde_json::from_value(doc).unwrap(),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    let rita_yaml = cluster.user_kubeconfig("rita", &[]).unwrap();
+    let rita_kubeconfig = dir.path().join("rita.kubeconfig");
+    std::fs::write(&rita_kubeconfig, &rita_yaml).unwrap();
+    let rita = client_from_kubeconfig(&rita_yaml).await.unwrap();
+    let revocations: Api<RevocationObject> = Api::all(rita.clone());
+    // revokedBy must be rita: the API server refuses anything else (once the policy is in force).
+    let forged = kcert_kube::revocation::revocation_object(
+        &Selector::Serial("ffffffffffffffff".into()),
+        "kcert-testbed-admin",
+        "forged",
+    );
+    let refusal = eventually("a forged revokedBy refused", 20 * SECOND, || async {
+        match revocations.create(&PostParams::default(), &forged).await {
+            Err(kube::Error::Api(s)) if s.code == 403 || s.code == 422 => Ok(s.message),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(refusal.contains("revokedBy"), "{refusal}");
+
+    let csrs: Api<CertificateSigningRequest> = Api::all(admin_client.clone());
+    let (jane, _) = issue(&cluster, &csrs, signer, "jane", &["readers"]).await;
+    let (bob, _) = issue(&cluster, &csrs, signer, "bob", &["readers"]).await;
+    eventually("jane and bob list pods", 20 * SECOND, || async {
+        list_pods(&jane, &ns).await.map_err(|e| e.to_string())?;
+        list_pods(&bob, &ns).await.map_err(|e| e.to_string())
+    })
+    .await;
+    eventually("both certificates in the ledger", 20 * SECOND, || async {
+        let pages = kcert_kube::ledger::list_pages(&admin_client).await.unwrap();
+        let n = kcert_kube::ledger::records(&pages).len();
+        if n == 2 { Ok(()) } else { Err(n) }
+    })
+    .await;
+
+    // rita revokes jane's certificate with `kcert revoke`, holding kcert-revoker alone.
+    let started = Instant::now();
+    let exit = kcert_cli(
+        &rita_kubeconfig,
+        &["revoke", "--user", "jane", "--reason", "laptop stolen"],
+    )
+    .await;
+    assert_eq!(
+        exit,
+        std::process::ExitCode::SUCCESS,
+        "kcert revoke as rita"
+    );
+    let message = eventually("jane's requests are refused", 20 * SECOND, || async {
+        forbidden_message(list_pods(&jane, &ns).await).ok_or("still allowed")
+    })
+    .await;
+    assert!(
+        message.contains("laptop stolen") && message.contains("by rita"),
+        "{message}"
+    );
+    eprintln!(
+        "revoker: first 403 {:.2}s after kcert revoke began",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(started.elapsed() < 20 * SECOND);
+    assert_eq!(list_pods(&bob, &ns).await.unwrap(), 0);
+    // The ledger is the record: the leader wrote it onto jane's page, and reported it.
+    let mine = revocations
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(mine.len(), 1);
+    let status = mine[0].status.clone().expect("the leader's report");
+    assert_eq!(
+        (status.revoked, status.results[0].result.as_str()),
+        (1, "revoked")
+    );
+    let pages = kcert_kube::ledger::list_pages(&admin_client).await.unwrap();
+    let jane_record = kcert_kube::ledger::records(&pages)
+        .into_iter()
+        .find(|(_, r)| r.user == "jane")
+        .unwrap()
+        .1;
+    assert_eq!(
+        jane_record.revocation.unwrap().revoked_by,
+        "rita",
+        "not written onto the ledger"
+    );
+
+    // What rita may not do, as the API server says: touch the pages, or change or delete a
+    // Revocation.
+    let page_name = pages[0].metadata.name.clone().unwrap();
+    let rita_pages: Api<LedgerPage> = Api::all(rita.clone());
+    assert_eq!(code(rita_pages.list(&ListParams::default()).await), 403);
+    assert_eq!(code(rita_pages.get(&page_name).await), 403);
+    assert_eq!(
+        code(
+            rita_pages
+                .replace(&page_name, &PostParams::default(), &pages[0])
+                .await
+        ),
+        403
+    );
+    assert_eq!(
+        code(rita_pages.delete(&page_name, &Default::default()).await),
+        403
+    );
+    let object = mine[0].metadata.name.clone().unwrap();
+    assert_eq!(
+        code(revocations.delete(&object, &Default::default()).await),
+        403
+    );
+    let mut changed = mine[0].clone();
+    changed.spec.reason = "never mind".into();
+    assert_eq!(
+        code(
+            revocations
+                .replace(&object, &PostParams::default(), &changed)
+                .await
+        ),
+        403
+    );
+    // Not even an admin changes a Revocation (its spec is immutable).
+    let admin_revocations: Api<RevocationObject> = Api::all(admin_client.clone());
+    assert_eq!(
+        code(
+            admin_revocations
+                .replace(&object, &PostParams::default(), &changed)
+                .await
+        ),
+        422
+    );
+
+    // bob revoked by an admin on the pages alone (no Revocation object), then the revocation
+    // removed from his record by hand: he stays refused, and the revocation comes back, marked.
+    revoke(
+        &admin_client,
+        &Selector::User("bob".into()),
+        "kcert-testbed-admin",
+        "contractor left",
+    )
+    .await
+    .unwrap();
+    eventually("bob refused", 20 * SECOND, || async {
+        forbidden_message(list_pods(&bob, &ns).await).ok_or("still allowed")
+    })
+    .await;
+    let bob_page =
+        kcert_kube::ledger::records(&kcert_kube::ledger::list_pages(&admin_client).await.unwrap())
+            .into_iter()
+            .find(|(_, r)| r.user == "bob")
+            .unwrap()
+            .0
+            .to_string();
+    // A hand edit: the revocations removed from the page's JSON.
+    let admin_pages: Api<LedgerPage> = Api::all(admin_client.clone());
+    let mut page = admin_pages.get(&bob_page).await.unwrap();
+    for s in page.spec.records.iter_mut() {
+        let mut v: serde_json::Value = serde_json::from_str(s).unwrap();
+        v.as_object_mut().unwrap().remove("revocation");
+        *s = v.to_string();
+    }
+    let edited_at = Instant::now();
+    admin_pages
+        .replace(&bob_page, &PostParams::default(), &page)
+        .await
+        .unwrap();
+    // Never served in the meantime (sampled for 5 s, beyond the API server's 2 s cache).
+    while edited_at.elapsed() < 5 * SECOND {
+        for (who, client) in [("bob", &bob), ("jane", &jane)] {
+            assert!(
+                forbidden_message(list_pods(client, &ns).await).is_some(),
+                "{who}'s certificate works again after the page was edited"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Written back by the leader, marked, and announced by a Warning Event on the page.
+    let restored = eventually("the revocations written back", 20 * SECOND, || async {
+        let page = admin_pages.get(&bob_page).await.unwrap();
+        let records: Vec<kcert_kube::crd::IssuedCertificate> =
+            page.spec.read().map(Result::unwrap).collect();
+        if records
+            .iter()
+            .all(|r| r.revocation.is_some() && r.revocation_restored_at.is_some())
+        {
+            Ok(records)
+        } else {
+            Err(format!("{records:?}"))
+        }
+    })
+    .await;
+    let bob_record = restored.iter().find(|r| r.user == "bob").unwrap();
+    assert_eq!(
+        bob_record.revocation.as_ref().unwrap().reason,
+        "contractor left"
+    );
+    let events = eventually("a Warning Event on the page", 20 * SECOND, || async {
+        let list =
+            Api::<k8s_openapi::api::events::v1::Event>::namespaced(admin_client.clone(), "default")
+                .list(&ListParams::default())
+                .await
+                .unwrap();
+        let found: Vec<_> = list
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some("RevocationRemoved")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                        == Some(bob_page.as_str())
+            })
+            .collect();
+        if found.is_empty() {
+            Err("none")
+        } else {
+            Ok(found)
+        }
+    })
+    .await;
+    assert_eq!(events[0].type_.as_deref(), Some("Warning"));
 }

@@ -136,7 +136,10 @@ async fn the_webhook_alone_works_with_only_its_narrow_role() {
     );
     assert_eq!(
         docs[1]["rules"],
-        serde_json::json!([{"apiGroups": ["kcert.dev"], "resources": ["ledgerpages"], "verbs": ["get", "list", "watch"]}]),
+        serde_json::json!([
+            {"apiGroups": ["kcert.dev"], "resources": ["ledgerpages"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["kcert.dev"], "resources": ["revocations"], "verbs": ["get", "list", "watch"]}
+        ]),
         "the webhook's ClusterRole"
     );
     let mut account = docs[0].clone();
@@ -224,6 +227,9 @@ async fn the_webhook_alone_works_with_only_its_narrow_role() {
         ("create", "kcert.dev", "ledgerpages", "", ""),
         ("update", "kcert.dev", "ledgerpages", "", ""),
         ("delete", "kcert.dev", "ledgerpages", "", ""),
+        ("create", "kcert.dev", "revocations", "", ""),
+        ("update", "kcert.dev", "revocations", "", ""),
+        ("delete", "kcert.dev", "revocations", "", ""),
     ] {
         assert!(
             !may(&admin, &user, verb, group, resource, namespace, name).await,
@@ -384,7 +390,10 @@ async fn the_webhook_alone_works_with_only_its_narrow_role() {
             e["verb"], e["requestURI"], e["responseStatus"]["code"]
         );
         assert_eq!(e["objectRef"]["apiGroup"], "kcert.dev", "{what}");
-        assert_eq!(e["objectRef"]["resource"], "ledgerpages", "{what}");
+        assert!(
+            ["ledgerpages", "revocations"].contains(&e["objectRef"]["resource"].as_str().unwrap()),
+            "{what}"
+        );
         assert!(
             ["list", "watch", "get"].contains(&e["verb"].as_str().unwrap()),
             "{what}"
@@ -393,7 +402,7 @@ async fn the_webhook_alone_works_with_only_its_narrow_role() {
         assert!(code < 400, "the webhook's identity was refused: {what}");
     }
     eprintln!(
-        "the webhook's identity made {} audited requests, all on ledgerpages, none refused",
+        "the webhook's identity made {} audited requests, all on ledgerpages and revocations, none refused",
         events.len()
     );
 }

@@ -63,6 +63,7 @@ pub fn record(i: usize, revoked: bool) -> IssuedCertificate {
         chain_started_at: Some("2026-12-01T00:00:00Z".into()),
         // Every other record a renewal of the one before (the webhook walks its parent).
         requested_with: (i % 2 == 1).then(|| fingerprint(i - 1)),
+        revocation_restored_at: None,
     }
 }
 

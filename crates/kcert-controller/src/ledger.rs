@@ -15,9 +15,9 @@
 //! queues it again (`kcert_ledger_repaired_total`).
 
 use crate::conditions;
-use crate::crd::{IssuedCertificate, LedgerPage};
+use crate::crd::{IssuedCertificate, LedgerPage, RevocationObject, RevocationSpec};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use kcert_kube::ledger::{LedgerIndex, new_page, room};
+use kcert_kube::ledger::{LedgerIndex, Unrevoked, new_page, room};
 use kcert_pki::CertificateInfo;
 use kube::api::PostParams;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -70,6 +70,7 @@ pub fn record(csr: &CertificateSigningRequest, cert: &CertificateInfo) -> Issued
             .and_then(|p| p.chain_started_at)
             .or_else(|| Some(cert.not_before.clone())),
         requested_with: requested_with(csr),
+        revocation_restored_at: None,
     }
 }
 
@@ -99,6 +100,20 @@ pub struct LedgerView {
     current: Arc<RwLock<Option<LedgerIndex>>>,
     /// Where revocations of a deleted page go to be written again (this process's writer).
     restorer: Arc<Mutex<Option<mpsc::UnboundedSender<IssuedCertificate>>>>,
+    /// Where revocations removed from a page go to be written back ([`restore_revocations`],
+    /// the leader's).
+    rewriter: Arc<Mutex<Option<mpsc::UnboundedSender<Unrevoked>>>>,
+    /// The revocations the index had seen, kept while it is dropped (after an outage) so that
+    /// the next list still catches an unrevoke.
+    memory: Arc<Mutex<Option<LedgerIndex>>>,
+    /// Every Revocation object seen (name → spec, creation time), deleted ones included: put in
+    /// force in every index this view builds.
+    objects: Arc<Mutex<std::collections::BTreeMap<String, (RevocationSpec, String)>>>,
+    /// Revocation objects whose status says what they revoked.
+    reported: Arc<Mutex<HashSet<String>>>,
+    /// True once the Revocation objects have been listed (or cannot be: no CRD, no right):
+    /// the page watch waits for it, so that no index answers without them.
+    revocations_listed: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl LedgerView {
@@ -114,7 +129,66 @@ impl LedgerView {
 
     /// Drop the index (fail closed until the next full list: [`follow`]).
     pub fn invalidate(&self) {
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = None;
+        let old = self
+            .current
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(old) = old {
+            *self.memory.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(LedgerIndex::remembering(Some(&old)));
+        }
+    }
+
+    /// An empty index to list the pages into, remembering every revocation this view has seen.
+    fn fresh(&self) -> LedgerIndex {
+        let mut index = self.fresh_remembering();
+        for (name, (spec, created)) in self
+            .objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            index.apply_revocation(name, spec, created);
+        }
+        index
+    }
+
+    /// Put Revocation object `name` in force (now, in the index, and in every later one).
+    /// Returns whether it was new to this view.
+    pub fn apply_revocation(&self, name: &str, spec: &RevocationSpec, created: &str) -> bool {
+        let new = self
+            .objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), (spec.clone(), created.to_string()))
+            .is_none();
+        self.update(|i| {
+            i.apply_revocation(name, spec, created);
+        });
+        new
+    }
+
+    /// Names of the Revocation objects this view holds.
+    fn revocation_names(&self) -> Vec<String> {
+        self.objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn fresh_remembering(&self) -> LedgerIndex {
+        match self.read().as_ref() {
+            Some(i) => LedgerIndex::remembering(Some(i)),
+            None => LedgerIndex::remembering(
+                self.memory
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref(),
+            ),
+        }
     }
 
     /// Put `index` in force (the watch does this after each full list; benchmarks fill it).
@@ -154,6 +228,16 @@ const LEDGER_SEPARATE_AFTER: Duration = Duration::from_secs(120);
 /// Keep `view` current from a watch of the ledger pages until dropped. A re-list (after the
 /// watch fell behind) builds a new index beside the one in force and swaps it in when done.
 pub async fn keep_current(client: Client, view: LedgerView, metrics: Arc<crate::metrics::Metrics>) {
+    // The Revocation objects first (at most 10 s): an index must not answer without them.
+    let mut listed = view.revocations_listed.subscribe();
+    if tokio::time::timeout(Duration::from_secs(10), listed.wait_for(|l| *l))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the Revocation objects could not be listed within 10s; reading the ledger without them meanwhile"
+        );
+    }
     let api: Api<LedgerPage> = Api::all(client);
     let probe_api = api.clone();
     follow(
@@ -294,9 +378,10 @@ fn apply(
     event: watcher::Event<LedgerPage>,
 ) {
     match event {
-        watcher::Event::Init => *building = Some(LedgerIndex::default()),
+        watcher::Event::Init => *building = Some(view.fresh()),
         watcher::Event::InitApply(p) => {
-            building.get_or_insert_with(Default::default).apply_page(&p)
+            let unrevoked = building.get_or_insert_with(|| view.fresh()).apply_page(&p);
+            unrevoked_found(view, metrics, unrevoked);
         }
         watcher::Event::InitDone => {
             let index = building.take().unwrap_or_default();
@@ -312,7 +397,9 @@ fn apply(
         watcher::Event::Apply(p) => {
             // Parsed outside the lock the webhook and signer read under.
             let parsed = LedgerIndex::parse_page(&p);
-            view.update(|i| i.apply_parsed(parsed))
+            let mut unrevoked = Vec::new();
+            view.update(|i| unrevoked = i.apply_parsed(parsed));
+            unrevoked_found(view, metrics, unrevoked);
         }
         watcher::Event::Delete(p) => {
             let mut kept = Vec::new();
@@ -332,6 +419,333 @@ fn apply(
                     let _ = queue.send(r);
                 }
             }
+        }
+    }
+}
+
+/// Keep `view` current with the Revocation objects (every process reading the ledger): each is
+/// in force as soon as it is seen. One that disappears (deleted, or gone from a re-list) stays in
+/// force: logged as an error and counted in `kcert_ledger_unrevoked_total` (the leader has
+/// written, or will write, its revocations onto the ledger pages, which are the record). A cluster
+/// without the Revocation CRD is retried every minute.
+pub async fn keep_revocations_current(
+    client: Client,
+    view: LedgerView,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
+    use futures::StreamExt;
+    let api: Api<RevocationObject> = Api::all(client);
+    let mut listing: Option<HashSet<String>> = None;
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(e) => {
+                let done = matches!(e, watcher::Event::InitDone);
+                revocation_event(&view, &metrics, &mut listing, e);
+                if done {
+                    view.revocations_listed.send_replace(true);
+                }
+            }
+            Err(e) => {
+                // No CRD (an older install) or no right to list: the ledger is read without.
+                view.revocations_listed.send_replace(true);
+                tracing::warn!(error = %e, "watching Revocation objects failed; retrying (revocations already seen stay in force)")
+            }
+        }
+    }
+}
+
+fn revocation_event(
+    view: &LedgerView,
+    metrics: &crate::metrics::Metrics,
+    listing: &mut Option<HashSet<String>>,
+    event: watcher::Event<RevocationObject>,
+) {
+    let apply = |r: &RevocationObject| {
+        let name = r.name_any();
+        let created = r
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_default();
+        if r.status.is_some() {
+            view.reported
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.clone());
+        }
+        if r.spec.selector().is_none() {
+            tracing::error!(revocation = %name, "a Revocation object names no certificate (exactly one of serial, fingerprint, csr, user); ignored");
+        } else if view.apply_revocation(&name, &r.spec, &created) {
+            tracing::info!(revocation = %name, revoked_by = %r.spec.revoked_by, reason = %r.spec.reason, "revocation in force");
+        }
+        name
+    };
+    let gone = |name: &str| {
+        let mut was = false;
+        view.update(|i| was = i.revocation_deleted(name));
+        if was {
+            tracing::error!(revocation = %name, "a Revocation object was deleted; its revocations stay in force");
+            metrics.ledger_unrevoked(1);
+        }
+    };
+    match event {
+        watcher::Event::Init => *listing = Some(HashSet::new()),
+        watcher::Event::InitApply(r) => {
+            let name = apply(&r);
+            listing.get_or_insert_with(HashSet::new).insert(name);
+        }
+        watcher::Event::InitDone => {
+            let listed = listing.take().unwrap_or_default();
+            for name in view.revocation_names() {
+                if !listed.contains(&name) {
+                    gone(&name);
+                }
+            }
+        }
+        watcher::Event::Apply(r) => {
+            apply(&r);
+        }
+        watcher::Event::Delete(r) => gone(&r.name_any()),
+    }
+}
+
+/// The leader's task that writes Revocation objects onto the ledger: every record an object
+/// revokes whose page does not say so yet gets the revocation (in place, conditioned on the
+/// page's version), and each object not yet reported gets its `status` (what it revoked).
+pub async fn write_revocations(client: Client, view: LedgerView) {
+    let objects: Api<RevocationObject> = Api::all(client.clone());
+    loop {
+        if view
+            .objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            // No Revocation objects (most clusters, most of the time): nothing to scan for.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let reported = view
+            .reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let (unwritten, pending) = {
+            let index = view.read();
+            match index.as_ref() {
+                None => (Vec::new(), Vec::new()),
+                Some(i) => (
+                    i.unwritten_revocations(),
+                    view.revocation_names()
+                        .into_iter()
+                        .filter(|n| !reported.contains(n))
+                        .filter_map(|n| Some((i.revocation_results(&n)?, n)))
+                        .collect::<Vec<_>>(),
+                ),
+            }
+        };
+        let mut by_page: HashMap<String, Vec<(String, crate::crd::Revocation)>> = HashMap::new();
+        for (page, hash, r) in unwritten {
+            by_page.entry(page).or_default().push((hash, r));
+        }
+        let mut all_written = true;
+        for (page, items) in by_page {
+            let written = kcert_kube::ledger::edit_page(&client, &page, |rec| {
+                match items.iter().find(|(h, _)| *h == rec.credential_hash()) {
+                    Some((_, r)) if rec.revocation.is_none() => {
+                        rec.revocation = Some(r.clone());
+                        true
+                    }
+                    _ => false,
+                }
+            })
+            .await;
+            match written {
+                Ok(_) => {
+                    tracing::info!(page = %page, records = items.len(), "revocations written onto the ledger")
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => {
+                    all_written = false;
+                    tracing::warn!(error = %e, page = %page, "writing revocations onto the ledger failed; retrying");
+                }
+            }
+        }
+        // Reported once its revocations are on the pages (the next pass sees them there).
+        if all_written {
+            for (results, name) in pending {
+                if results.iter().any(|r| r.result == "revoked")
+                    && view
+                        .read()
+                        .as_ref()
+                        .is_some_and(|i| !i.unwritten_revocations().is_empty())
+                {
+                    continue;
+                }
+                let status = crate::crd::RevocationStatus {
+                    revoked: results.len() as u32,
+                    results,
+                };
+                let patch = serde_json::json!({"status": status});
+                match objects
+                    .patch_status(
+                        &name,
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(&patch),
+                    )
+                    .await
+                {
+                    Ok(_) => {
+                        view.reported
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(name);
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 404 => {
+                        view.reported
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(name);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, revocation = %name, "cannot report a Revocation's status; retrying")
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Revocations found removed from their records: they stay in force (the index keeps them),
+/// and are logged, counted and handed to the leader's [`restore_revocations`].
+fn unrevoked_found(
+    view: &LedgerView,
+    metrics: &crate::metrics::Metrics,
+    unrevoked: Vec<Unrevoked>,
+) {
+    if unrevoked.is_empty() {
+        return;
+    }
+    for u in &unrevoked {
+        tracing::error!(
+            page = %u.page,
+            serial = %u.serial,
+            user = %u.user,
+            revoked_by = %u.revocation.revoked_by,
+            record_removed = u.removed,
+            "a revoked certificate's ledger record came back without its revocation (the page was edited); it stays revoked"
+        );
+    }
+    metrics.ledger_unrevoked(unrevoked.len());
+    let rewriter = view.rewriter.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(queue) = rewriter.as_ref() {
+        for u in unrevoked {
+            let _ = queue.send(u);
+        }
+    }
+}
+
+/// The reason of the Warning Event on a page whose revocation was removed.
+pub const REVOCATION_REMOVED: &str = "RevocationRemoved";
+
+/// The leader's task that writes removed revocations back ([`Unrevoked`], found by the watch):
+/// onto the record in place, marked `revocationRestoredAt`, or, when the record itself was
+/// removed, as a new record through the writer. Each is announced by a Warning Event on the page.
+pub async fn restore_revocations(
+    client: Client,
+    view: LedgerView,
+    recorder: kube::runtime::events::Recorder,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    // What the view already holds (found before this process led) first.
+    if let Some(index) = view.read().as_ref() {
+        for u in index.tampered() {
+            let _ = tx.send(u);
+        }
+    }
+    *view.rewriter.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    while let Some(u) = rx.recv().await {
+        let now = k8s_openapi::jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        let mut backoff = Duration::from_millis(200);
+        let outcome = loop {
+            let done = if u.removed {
+                let restorer = view.restorer.lock().unwrap_or_else(|e| e.into_inner());
+                let sent = restorer.as_ref().is_some_and(|q| {
+                    q.send(IssuedCertificate {
+                        serial: u.serial.clone(),
+                        user: u.user.clone(),
+                        fingerprint_sha256: u.hash.clone(),
+                        revocation: Some(u.revocation.clone()),
+                        revocation_restored_at: Some(now.clone()),
+                        ..Default::default()
+                    })
+                    .is_ok()
+                });
+                Ok(if sent {
+                    "written onto a new page"
+                } else {
+                    "kept in memory only (no writer)"
+                })
+            } else {
+                kcert_kube::ledger::edit_page(&client, &u.page, |r| {
+                    if r.credential_hash() == u.hash && r.revocation.is_none() {
+                        r.revocation = Some(u.revocation.clone());
+                        r.revocation_restored_at = Some(now.clone());
+                        true
+                    } else {
+                        false
+                    }
+                })
+                .await
+                .map(|_| "written back onto the record")
+            };
+            match done {
+                Ok(what) => break what,
+                // The page is gone: the watch's delete keeps the revocation and rewrites it.
+                Err(kube::Error::Api(s)) if s.code == 404 => break "page deleted meanwhile",
+                Err(e) if backoff < Duration::from_secs(30) => {
+                    tracing::warn!(error = %e, page = %u.page, "writing a removed revocation back failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, page = %u.page, serial = %u.serial, "cannot write a removed revocation back; it stays in force in memory");
+                    break "not written back (kept in memory)";
+                }
+            }
+        };
+        tracing::warn!(page = %u.page, serial = %u.serial, outcome, "removed revocation restored");
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("kcert.dev/v1alpha1".into()),
+            kind: Some("LedgerPage".into()),
+            name: Some(u.page.clone()),
+            ..Default::default()
+        };
+        let note = format!(
+            "the revocation of certificate serial {} (user {}; revoked at {} by {}: {}) was removed from this page{}; kcert keeps it in force: {outcome}",
+            u.serial,
+            u.user,
+            u.revocation.revoked_at,
+            u.revocation.revoked_by,
+            u.revocation.reason,
+            if u.removed { " with its record" } else { "" },
+        );
+        let event = kube::runtime::events::Event {
+            type_: kube::runtime::events::EventType::Warning,
+            reason: REVOCATION_REMOVED.into(),
+            note: Some(crate::conditions::truncate(&note, 1000)),
+            action: "RestoreRevocation".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, "cannot publish an Event");
         }
     }
 }
@@ -796,6 +1210,183 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(view.is_read());
         follower.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_revocation_removed_by_hand_stays_in_force_is_counted_and_queued_to_be_written_back()
+    {
+        let view = LedgerView::default();
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let (tx, mut rewrites) = mpsc::unbounded_channel();
+        *view.rewriter.lock().unwrap() = Some(tx);
+        let fp = "ab".repeat(32);
+        let revoked = IssuedCertificate {
+            serial: "01".into(),
+            fingerprint_sha256: fp.clone(),
+            revocation: Some(kcert_kube::crd::Revocation {
+                revoked_at: "2026-12-03T10:00:00Z".into(),
+                revoked_by: "admin".into(),
+                reason: "stolen".into(),
+            }),
+            ..Default::default()
+        };
+        let mut page = kcert_kube::ledger::new_page(0, 1);
+        page.spec.push(&revoked);
+        let mut edited = page.clone();
+        edited.spec.records.clear();
+        edited.spec.push(&IssuedCertificate {
+            revocation: None,
+            ..revoked.clone()
+        });
+        // The first watch sees the page revoked, then edited; it ends, and the view is dropped
+        // (an outage) before the second lists the edited page.
+        let first = futures::stream::iter(vec![
+            (0, Ok(watcher::Event::Init)),
+            (0, Ok(watcher::Event::InitApply(page.clone()))),
+            (0, Ok(watcher::Event::InitDone)),
+            (1, Ok(watcher::Event::Apply(edited.clone()))),
+        ])
+        .then(|(secs, event): Step| async move {
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            event
+        })
+        .boxed();
+        let second = script(vec![
+            (5, Ok(watcher::Event::Init)),
+            (0, Ok(watcher::Event::InitApply(edited))),
+            (0, Ok(watcher::Event::InitDone)),
+        ])
+        .boxed();
+        let mut streams = vec![second, first];
+        let follower = {
+            let (view, metrics) = (view.clone(), metrics.clone());
+            tokio::spawn(async move {
+                follow(
+                    &view,
+                    &metrics,
+                    || streams.pop().expect("two watches"),
+                    || async { Ok(()) },
+                )
+                .await
+            })
+        };
+        let id = format!("X509SHA256={fp}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            view.read()
+                .as_ref()
+                .unwrap()
+                .lookup(&id)
+                .map(|(s, r)| (s, r.reason.as_str())),
+            Some(("01", "stolen")),
+            "an edited page undid a revocation"
+        );
+        let queued = rewrites.try_recv().expect("queued to be written back");
+        assert_eq!(
+            (queued.serial.as_str(), queued.hash.as_str(), queued.removed),
+            ("01", fp.as_str(), false)
+        );
+        assert!(
+            metrics.render().contains("kcert_ledger_unrevoked_total 1"),
+            "{}",
+            metrics.render()
+        );
+        view.invalidate();
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(
+            view.read().as_ref().unwrap().lookup(&id).is_some(),
+            "a fresh list forgot the revocation"
+        );
+        assert!(metrics.render().contains("kcert_ledger_unrevoked_total 2"));
+        follower.abort();
+    }
+
+    #[test]
+    fn a_revocation_object_is_in_force_at_once_and_stays_in_force_when_deleted() {
+        let view = LedgerView::default();
+        let metrics = crate::metrics::Metrics::default();
+        let fp = "ab".repeat(32);
+        let mut page = kcert_kube::ledger::new_page(0, 1);
+        page.spec.push(&IssuedCertificate {
+            serial: "01".into(),
+            user: "jane".into(),
+            fingerprint_sha256: fp.clone(),
+            not_before: "2026-12-01T00:00:00Z".into(),
+            ..Default::default()
+        });
+        let mut object = kcert_kube::revocation::revocation_object(
+            &kcert_kube::revocation::Selector::User("jane".into()),
+            "rita",
+            "laptop stolen",
+        );
+        object.metadata.name = Some("revoke-1".into());
+        object.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-12-02T00:00:00Z".parse().unwrap(),
+            ));
+        let mut listing = None;
+        // Seen before the pages are read: applied to the index the first list builds.
+        revocation_event(&view, &metrics, &mut listing, watcher::Event::Init);
+        revocation_event(
+            &view,
+            &metrics,
+            &mut listing,
+            watcher::Event::InitApply(object.clone()),
+        );
+        revocation_event(&view, &metrics, &mut listing, watcher::Event::InitDone);
+        let mut building = None;
+        apply(&view, &metrics, &mut building, watcher::Event::Init);
+        apply(
+            &view,
+            &metrics,
+            &mut building,
+            watcher::Event::InitApply(page),
+        );
+        apply(&view, &metrics, &mut building, watcher::Event::InitDone);
+        let id = format!("X509SHA256={fp}");
+        let revoked_by = |view: &LedgerView| {
+            view.read()
+                .as_ref()
+                .and_then(|i| i.lookup(&id).map(|(_, r)| r.revoked_by.clone()))
+        };
+        assert_eq!(revoked_by(&view).as_deref(), Some("rita"));
+        assert_eq!(
+            view.read().as_ref().unwrap().unwritten_revocations().len(),
+            1
+        );
+        // Deleted: still in force, logged and counted once (a re-list without it counts nothing
+        // more).
+        revocation_event(
+            &view,
+            &metrics,
+            &mut listing,
+            watcher::Event::Delete(object),
+        );
+        assert_eq!(revoked_by(&view).as_deref(), Some("rita"));
+        revocation_event(&view, &metrics, &mut listing, watcher::Event::Init);
+        revocation_event(&view, &metrics, &mut listing, watcher::Event::InitDone);
+        assert_eq!(revoked_by(&view).as_deref(), Some("rita"));
+        assert!(metrics.render().contains("kcert_ledger_unrevoked_total 1"));
+        // And in the index of the next full list of the pages.
+        view.invalidate();
+        let mut building = None;
+        let mut page = kcert_kube::ledger::new_page(0, 2);
+        page.spec.push(&IssuedCertificate {
+            serial: "01".into(),
+            user: "jane".into(),
+            fingerprint_sha256: fp.clone(),
+            not_before: "2026-12-01T00:00:00Z".into(),
+            ..Default::default()
+        });
+        apply(&view, &metrics, &mut building, watcher::Event::Init);
+        apply(
+            &view,
+            &metrics,
+            &mut building,
+            watcher::Event::InitApply(page),
+        );
+        apply(&view, &metrics, &mut building, watcher::Event::InitDone);
+        assert_eq!(revoked_by(&view).as_deref(), Some("rita"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -241,7 +241,7 @@ impl Context {
             instance: settings.instance.clone(),
         };
         let (events, publisher) = events::EventSink::new(
-            Recorder::new(client.clone(), reporter),
+            Recorder::new(client.clone(), reporter.clone()),
             settings.events,
             metrics.clone(),
         );
@@ -257,6 +257,17 @@ impl Context {
                 ledger.clone(),
                 queue,
                 settings.ledger_writer,
+            ));
+            // Revocations removed from the pages by hand are written back by the leader.
+            // Revocation objects written onto the ledger pages, and reported in their status.
+            tasks.spawn(ledger::write_revocations(
+                client.clone(),
+                sources.ledger.clone(),
+            ));
+            tasks.spawn(ledger::restore_revocations(
+                client.clone(),
+                sources.ledger.clone(),
+                Recorder::new(client.clone(), reporter.clone()),
             ));
             ledger
         });
@@ -403,6 +414,12 @@ impl Sources {
         }
         if settings.reads_ledger() {
             tasks.spawn(ledger::keep_current(
+                client.clone(),
+                sources.ledger.clone(),
+                metrics.clone(),
+            ));
+            // Revocation objects (`kcert-revoker`'s way to revoke), in force at once.
+            tasks.spawn(ledger::keep_revocations_current(
                 client.clone(),
                 sources.ledger.clone(),
                 metrics.clone(),

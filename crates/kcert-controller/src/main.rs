@@ -24,7 +24,8 @@ struct Flags {
     signer_names: Vec<String>,
     /// Which controllers to run: approver, signer, or `webhook` alone (only the revocation
     /// webhook and its ledger watch: no CSR is read, no CA loaded, no Lease taken; for the
-    /// webhook's host-network Pods, which then need nothing but list/watch on ledgerpages).
+    /// webhook's host-network Pods, which then need nothing but list/watch on ledgerpages and
+    /// revocations).
     #[arg(
         long,
         env = "KCERT_CONTROLLERS",

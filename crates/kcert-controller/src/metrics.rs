@@ -57,6 +57,7 @@ pub struct Metrics {
     ledger_view_current: Gauge,
     ledger_view_outages: Counter,
     ledger_revocations_restored: Counter,
+    ledger_unrevoked: Counter,
     /// NotAfter of each issued certificate in the cache, by CSR uid and resourceVersion, so a
     /// pass over the store parses only certificates it has not seen.
     not_after: Mutex<HashMap<String, (String, SystemTime)>>,
@@ -89,6 +90,7 @@ impl Default for Metrics {
             ledger_view_current: Gauge::default(),
             ledger_view_outages: Counter::default(),
             ledger_revocations_restored: Counter::default(),
+            ledger_unrevoked: Counter::default(),
             not_after: Mutex::new(HashMap::new()),
         };
         {
@@ -174,6 +176,11 @@ impl Default for Metrics {
                 "Revocations on a ledger page someone deleted: kept in force and written onto a new page",
                 m.ledger_revocations_restored.clone(),
             );
+            r.register(
+                "ledger_unrevoked",
+                "Revocations that disappeared from a ledger record this process had seen revoked (a page edited by hand, or a Revocation object deleted): kept in force, logged, and written back by the leader",
+                m.ledger_unrevoked.clone(),
+            );
         }
         m
     }
@@ -242,6 +249,11 @@ impl Metrics {
     /// `n` revocations of a deleted ledger page kept and queued to be written again.
     pub fn ledger_revocations_restored(&self, n: usize) {
         self.ledger_revocations_restored.inc_by(n as u64);
+    }
+
+    /// `n` revocations found removed (tampering) and kept in force.
+    pub fn ledger_unrevoked(&self, n: usize) {
+        self.ledger_unrevoked.inc_by(n as u64);
     }
 
     /// The ledger view was dropped after an outage.

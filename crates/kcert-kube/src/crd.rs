@@ -167,6 +167,11 @@ pub struct IssuedCertificate {
     /// issued (a renewal that raced `kcert revoke` included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_with: Option<String>,
+    /// Set by kcert-controller when this record's revocation had been removed (its page edited
+    /// by hand) and it wrote the revocation back: when it did (RFC 3339). Tamper evidence:
+    /// `kcert ledger` shows the record as restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_restored_at: Option<String>,
 }
 
 /// Who revoked a certificate, when and why.
@@ -277,6 +282,142 @@ impl RevokedNodeRecord {
     }
 }
 
+/// A revocation asked for by someone who may revoke but not edit the ledger (ClusterRole
+/// `kcert-revoker`: create, get, list and watch on `revocations`, nothing else). Immutable once
+/// created (its spec cannot change; no role kcert ships may update or delete it), and its
+/// `revokedBy` must be its creator's user name as the API server authenticated them (the
+/// ValidatingAdmissionPolicy `kcert-revocation-author` in deploy/admission.yaml). Every
+/// kcert-controller process, the webhook-only ones included, applies it at once to every
+/// ledger record it selects that was issued before it was created; the leader writes it onto
+/// the ledger pages (the record) and reports what it revoked in `status`. `kcert revoke`
+/// creates one. Named by `kcert revoke` `revoke-<random>`.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "kcert.dev",
+    version = "v1alpha1",
+    kind = "Revocation",
+    root = "RevocationObject",
+    plural = "revocations",
+    shortname = "revocation",
+    status = "RevocationStatus",
+    printcolumn = r#"{"name":"Serial","type":"string","jsonPath":".spec.serial"}"#,
+    printcolumn = r#"{"name":"User","type":"string","jsonPath":".spec.user"}"#,
+    printcolumn = r#"{"name":"CSR","type":"string","jsonPath":".spec.csr"}"#,
+    printcolumn = r#"{"name":"By","type":"string","jsonPath":".spec.revokedBy"}"#,
+    printcolumn = r#"{"name":"Revoked","type":"integer","jsonPath":".status.revoked"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".spec.reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RevocationSpec {
+    /// The certificate with this serial (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub serial: Option<String>,
+    /// The certificate with this SHA-256 fingerprint (`AB:CD:…`, hex or `X509SHA256=…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub fingerprint: Option<String>,
+    /// The certificate issued for this CSR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub csr: Option<String>,
+    /// Every certificate of this user (CN) issued before this object was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub user: Option<String>,
+    /// Why (shown in the 403 the revoked credential gets).
+    #[schemars(length(min = 1, max = 1024))]
+    pub reason: String,
+    /// Who: the creator's user name, checked by the API server's admission
+    /// (`kcert-revocation-author`), so that it cannot be forged.
+    #[schemars(length(min = 1, max = 1024))]
+    pub revoked_by: String,
+}
+
+/// What the leader did with a [`RevocationObject`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevocationStatus {
+    /// How many certificates it selected on the ledger when the leader wrote it there.
+    pub revoked: u32,
+    /// The certificates, as `kcert revoke` reports them.
+    #[serde(default)]
+    pub results: Vec<RevocationResult>,
+}
+
+/// One certificate a [`RevocationObject`] revoked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevocationResult {
+    /// The ledger page holding its record.
+    pub page: String,
+    /// Its serial.
+    pub serial: String,
+    /// Its user.
+    pub user: String,
+    /// `revoked`, or `already revoked` (an earlier revocation stands).
+    pub result: String,
+    /// The revocation in force.
+    pub revocation: Revocation,
+}
+
+/// The CEL rules of the Revocation CRD's spec: exactly one selector, and immutable.
+pub const REVOCATION_RULES: [(&str, &str); 2] = [
+    (
+        "(has(self.serial) ? 1 : 0) + (has(self.fingerprint) ? 1 : 0) + (has(self.csr) ? 1 : 0) + (has(self.user) ? 1 : 0) == 1",
+        "name exactly one of serial, fingerprint, csr, user",
+    ),
+    (
+        "self == oldSelf",
+        "a revocation is never changed (create another one)",
+    ),
+];
+
+/// The Revocation CRD, with [`REVOCATION_RULES`] on its spec.
+pub fn revocation_crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    let mut crd = RevocationObject::crd();
+    for v in crd.spec.versions.iter_mut() {
+        if let Some(spec) = v
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("spec"))
+        {
+            spec.x_kubernetes_validations = Some(
+                REVOCATION_RULES
+                    .iter()
+                    .map(|(rule, message)| {
+                        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule {
+                            rule: rule.to_string(),
+                            message: Some(message.to_string()),
+                            ..Default::default()
+                        }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    crd
+}
+
+impl RevocationSpec {
+    /// Its selector.
+    pub fn selector(&self) -> Option<crate::revocation::Selector> {
+        use crate::revocation::Selector;
+        match (&self.serial, &self.fingerprint, &self.csr, &self.user) {
+            (Some(s), None, None, None) => Some(Selector::Serial(s.clone())),
+            (None, Some(f), None, None) => Some(Selector::Fingerprint(f.clone())),
+            (None, None, Some(c), None) => Some(Selector::Csr(c.clone())),
+            (None, None, None, Some(u)) => Some(Selector::User(u.clone())),
+            _ => None,
+        }
+    }
+}
+
 /// A SHA-256 fingerprint in any common spelling (`AB:CD:…`, `abcd…`, `X509SHA256=abcd…`,
 /// `sha256:…`) as lower-case hex without separators.
 pub fn normalize_fingerprint(f: &str) -> String {
@@ -296,9 +437,10 @@ pub fn normalize_fingerprint(f: &str) -> String {
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
     format!(
-        "# Generated by `kcert-controller crd`; do not edit (a test fails if it drifts).\n{}---\n{}",
+        "# Generated by `kcert-controller crd`; do not edit (a test fails if it drifts).\n{}---\n{}---\n{}",
         serde_yaml::to_string(&ApprovalPolicy::crd()).expect("CRDs serialize"),
-        serde_yaml::to_string(&LedgerPage::crd()).expect("CRDs serialize")
+        serde_yaml::to_string(&LedgerPage::crd()).expect("CRDs serialize"),
+        serde_yaml::to_string(&revocation_crd()).expect("CRDs serialize")
     )
 }
 

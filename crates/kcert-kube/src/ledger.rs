@@ -243,6 +243,15 @@ pub struct LedgerEntry {
     /// False for the stand-in of a record kcert cannot read (revoked, fail closed): such an
     /// entry does not count as the certificate being on record.
     pub readable: bool,
+    /// True when the record on its page is not revoked but this index saw it revoked before
+    /// (an unrevoke, by hand): `revocation` is the one remembered, kept in force.
+    pub tampered: bool,
+    /// The CSR's name.
+    pub csr: Box<str>,
+    /// When it was issued, Unix seconds (NotBefore plus kcert's backdating; 0 if unreadable).
+    pub issued: i64,
+    /// The Revocation object whose revocation this entry holds while its page does not (yet).
+    pub by_object: Option<Arc<str>>,
 }
 
 impl LedgerEntry {
@@ -261,6 +270,13 @@ impl LedgerEntry {
             revocation: r.revocation.clone().map(Box::new),
             parent: r.requested_with.as_deref().and_then(hash_of),
             readable: true,
+            tampered: false,
+            csr: r.csr_name.as_str().into(),
+            issued: match unix(&r.not_before) {
+                0 => 0,
+                t => t + kcert_pki::BACKDATE.as_secs() as i64,
+            },
+            by_object: None,
         }
     }
 }
@@ -344,6 +360,56 @@ struct PageKeys {
     unidentifiable: usize,
 }
 
+/// A revocation that disappeared from a record this index had seen revoked (the page edited by
+/// hand, or replaced by a writer that dropped it): kept in force by the index, returned by
+/// [`LedgerIndex::apply_parsed`] so that the watcher can report it and a writer put it back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unrevoked {
+    /// The page whose record came back unrevoked.
+    pub page: String,
+    /// The certificate's serial.
+    pub serial: String,
+    /// The certificate's SHA-256 (lower-case hex).
+    pub hash: String,
+    /// The certificate's user.
+    pub user: String,
+    /// The record itself is gone from the page (not only its revocation).
+    pub removed: bool,
+    /// The revocation remembered, in force again.
+    pub revocation: Revocation,
+}
+
+fn hex(hash: &[u8; 32]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A Revocation object as the index applies it.
+#[derive(Clone, Debug, PartialEq)]
+struct ObjectRule {
+    selector: crate::revocation::Selector,
+    revocation: Revocation,
+    /// Its creation, Unix seconds: it revokes certificates issued until then.
+    created: i64,
+    /// The object was deleted; the revocation stays in force.
+    deleted: bool,
+}
+
+impl ObjectRule {
+    fn selects(&self, hash: &[u8; 32], e: &LedgerEntry) -> bool {
+        use crate::revocation::Selector;
+        e.issued <= self.created
+            && match &self.selector {
+                Selector::Serial(serial) => {
+                    e.serial.trim_start_matches('0')
+                        == serial.to_lowercase().trim_start_matches('0')
+                }
+                Selector::Fingerprint(f) => hash_of(f).as_ref() == Some(hash),
+                Selector::Csr(name) => &*e.csr == name,
+                Selector::User(user) => &*e.user == user,
+            }
+    }
+}
+
 /// One record as the index keeps it, with the page holding it.
 #[derive(Clone, Debug, PartialEq)]
 struct Copy {
@@ -367,9 +433,173 @@ pub struct LedgerIndex {
     pages: HashMap<Arc<str>, PageKeys>,
     revoked: usize,
     unidentifiable: usize,
+    /// Every revocation this index (and the ones it was built beside, [`LedgerIndex::remembering`])
+    /// has seen on a readable record, by hash: a revocation is never undone, so a record seen
+    /// revoked stays revoked in this process whatever its page says later.
+    remembered: HashMap<[u8; 32], Remembered>,
+    /// Revocation objects in force, by name (kept when deleted).
+    objects: HashMap<Arc<str>, ObjectRule>,
+}
+
+/// A revocation seen on a readable record, and the pages it was seen on.
+#[derive(Clone, Debug, PartialEq)]
+struct Remembered {
+    revocation: Box<Revocation>,
+    pages: Vec<Arc<str>>,
 }
 
 impl LedgerIndex {
+    /// An empty index that remembers the revocations `previous` saw (a re-list builds the new
+    /// index beside the old one: an unrevoke made while the watch was down is still caught).
+    pub fn remembering(previous: Option<&LedgerIndex>) -> Self {
+        LedgerIndex {
+            remembered: previous.map(|p| p.remembered.clone()).unwrap_or_default(),
+            objects: previous.map(|p| p.objects.clone()).unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    /// Put Revocation object `name` (created at `created`, RFC 3339) in force: every record it
+    /// selects issued until then is revoked from now on, those recorded later included. Returns
+    /// false if it selects nothing it can (no selector) or was already in force.
+    pub fn apply_revocation(
+        &mut self,
+        name: &str,
+        spec: &crate::crd::RevocationSpec,
+        created: &str,
+    ) -> bool {
+        if self.objects.contains_key(name) {
+            return false;
+        }
+        let Some(selector) = spec.selector() else {
+            return false;
+        };
+        let rule = ObjectRule {
+            selector,
+            revocation: Revocation {
+                revoked_at: created.to_string(),
+                revoked_by: spec.revoked_by.clone(),
+                reason: spec.reason.clone(),
+            },
+            created: created
+                .parse::<k8s_openapi::jiff::Timestamp>()
+                .map(|t| t.as_second())
+                .unwrap_or(i64::MAX),
+            deleted: false,
+        };
+        let name: Arc<str> = Arc::from(name);
+        for (hash, copies) in self.by_hash.iter_mut() {
+            if copies.iter().any(|c| rule.selects(hash, &c.entry)) {
+                for c in copies.iter_mut().filter(|c| c.entry.revocation.is_none()) {
+                    c.entry.revocation = Some(Box::new(rule.revocation.clone()));
+                    c.entry.by_object = Some(name.clone());
+                    self.revoked += 1;
+                }
+            }
+        }
+        self.objects.insert(name, rule);
+        true
+    }
+
+    /// Revocation object `name` was deleted: its revocations stay in force. Returns whether it
+    /// was in force until now (false if unknown or already deleted).
+    pub fn revocation_deleted(&mut self, name: &str) -> bool {
+        match self.objects.get_mut(name) {
+            Some(r) if !r.deleted => {
+                r.deleted = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether Revocation object `name` is in force (deleted ones stay in force).
+    pub fn has_revocation(&self, name: &str) -> bool {
+        self.objects.contains_key(name)
+    }
+
+    /// Revocations in force through Revocation objects that the records' pages do not hold yet:
+    /// (page, certificate hash, revocation), for the leader to write.
+    pub fn unwritten_revocations(&self) -> Vec<(String, String, Revocation)> {
+        let mut out: Vec<_> = self
+            .by_hash
+            .iter()
+            .flat_map(|(h, copies)| {
+                copies
+                    .iter()
+                    .filter(|c| c.entry.readable && c.entry.by_object.is_some())
+                    .filter_map(|c| {
+                        Some((
+                            c.page.to_string(),
+                            hex(h),
+                            c.entry.revocation.as_deref()?.clone(),
+                        ))
+                    })
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// What Revocation object `name` revoked, record by record (readable copies), as `kcert
+    /// revoke` reports it: `revoked` where its revocation is the one in force, `already revoked`
+    /// where an earlier one stands. `None` if it is not in force.
+    pub fn revocation_results(&self, name: &str) -> Option<Vec<crate::crd::RevocationResult>> {
+        let rule = self.objects.get(name)?;
+        let mut out: Vec<crate::crd::RevocationResult> = self
+            .by_hash
+            .iter()
+            .filter(|(h, copies)| copies.iter().any(|c| rule.selects(h, &c.entry)))
+            .flat_map(|(_, copies)| {
+                copies.iter().filter(|c| c.entry.readable).map(|c| {
+                    let in_force = c.entry.revocation.as_deref().cloned().unwrap_or_default();
+                    crate::crd::RevocationResult {
+                        page: c.page.to_string(),
+                        serial: c.entry.serial.to_string(),
+                        user: c.entry.user.to_string(),
+                        result: if in_force == rule.revocation {
+                            "revoked".into()
+                        } else {
+                            "already revoked".into()
+                        },
+                        revocation: in_force,
+                    }
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.page, &a.serial).cmp(&(&b.page, &b.serial)));
+        Some(out)
+    }
+
+    /// Every record kept revoked although its page no longer says so ([`Unrevoked`]), by page
+    /// and serial.
+    pub fn tampered(&self) -> Vec<Unrevoked> {
+        let mut out: Vec<Unrevoked> = self
+            .by_hash
+            .iter()
+            .flat_map(|(h, copies)| {
+                copies
+                    .iter()
+                    .filter(|c| c.entry.tampered)
+                    .map(|c| Unrevoked {
+                        page: c.page.to_string(),
+                        serial: c.entry.serial.to_string(),
+                        hash: hex(h),
+                        user: c.entry.user.to_string(),
+                        removed: !c.entry.readable,
+                        revocation: c.entry.revocation.as_deref().cloned().unwrap_or_default(),
+                    })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.page, &a.serial).cmp(&(&b.page, &b.serial)));
+        out
+    }
+
+    /// How many revocations this index remembers ([`LedgerIndex::remembering`]).
+    pub fn remembered(&self) -> usize {
+        self.remembered.len()
+    }
+
     /// From whole pages.
     pub fn from_pages<'a>(pages: impl IntoIterator<Item = &'a LedgerPage>) -> Self {
         let mut index = LedgerIndex::default();
@@ -390,8 +620,8 @@ impl LedgerIndex {
     }
 
     /// Put page `p` in force (added or changed).
-    pub fn apply_page(&mut self, p: &LedgerPage) {
-        self.apply_parsed(Self::parse_page(p));
+    pub fn apply_page(&mut self, p: &LedgerPage) -> Vec<Unrevoked> {
+        self.apply_parsed(Self::parse_page(p))
     }
 
     /// Read page `p` into entries (the costly half of [`LedgerIndex::apply_page`], needing no
@@ -438,19 +668,121 @@ impl LedgerIndex {
         }
     }
 
-    /// Put a parsed page in force (cheap: no JSON).
-    pub fn apply_parsed(&mut self, p: ParsedPage) {
+    /// Put a parsed page in force (cheap: no JSON). Returns the records that were seen revoked
+    /// before and are not any more on this page ([`Unrevoked`]): they stay revoked (fail
+    /// closed), marked [`LedgerEntry::tampered`].
+    pub fn apply_parsed(&mut self, p: ParsedPage) -> Vec<Unrevoked> {
+        // What this page held revoked before: a record that leaves it is an unrevoke too.
+        let mut old_revoked: Vec<([u8; 32], LedgerEntry)> = Vec::new();
+        // Already found tampered on this page (reported then): not reported again.
+        let mut reported = std::collections::HashSet::new();
+        if let Some(keys) = self.pages.get(&p.name) {
+            let mut seen = std::collections::HashSet::new();
+            for h in &keys.hashes {
+                if self.by_hash.get(h).is_some_and(|copies| {
+                    copies.iter().any(|c| c.page == p.name && c.entry.tampered)
+                }) {
+                    reported.insert(*h);
+                }
+                let was_revoked_here = self
+                    .remembered
+                    .get(h)
+                    .is_some_and(|m| m.pages.contains(&p.name));
+                if was_revoked_here
+                    && let Some(c) = self
+                        .by_hash
+                        .get(h)
+                        .and_then(|copies| copies.iter().find(|c| c.page == p.name))
+                    && seen.insert(*h)
+                {
+                    old_revoked.push((*h, c.entry.clone()));
+                }
+            }
+        }
         self.remove_page(&p.name);
         let mut hashes = Vec::with_capacity(p.entries.len());
         let mut nodes = Vec::with_capacity(p.nodes.len());
+        let mut unrevoked = Vec::new();
         for (node, entry) in p.nodes {
             self.nodes.entry(node.clone()).or_default().push(entry);
             nodes.push(node);
         }
-        for (hash, entry) in p.entries {
+        for (hash, mut entry) in p.entries {
+            if entry.readable {
+                match (&entry.revocation, self.remembered.get_mut(&hash)) {
+                    // Seen revoked on this very page: removed by hand. (A copy on another page
+                    // may be unrevoked: recorded again after the revocation.)
+                    (None, Some(was)) if was.pages.contains(&p.name) => {
+                        let was = &was.revocation;
+                        entry.revocation = Some(was.clone());
+                        entry.tampered = true;
+                        if !reported.contains(&hash) {
+                            unrevoked.push(Unrevoked {
+                                page: p.name.to_string(),
+                                serial: entry.serial.to_string(),
+                                hash: hex(&hash),
+                                user: entry.user.to_string(),
+                                removed: false,
+                                revocation: (**was).clone(),
+                            });
+                        }
+                    }
+                    (Some(_), Some(was)) => {
+                        if !was.pages.contains(&p.name) {
+                            was.pages.push(p.name.clone());
+                        }
+                    }
+                    (Some(r), None) => {
+                        self.remembered.insert(
+                            hash,
+                            Remembered {
+                                revocation: r.clone(),
+                                pages: vec![p.name.clone()],
+                            },
+                        );
+                    }
+                    (None, _) => {}
+                }
+            }
+            if entry.revocation.is_none()
+                && let Some((name, rule)) =
+                    self.objects.iter().find(|(_, r)| r.selects(&hash, &entry))
+            {
+                entry.revocation = Some(Box::new(rule.revocation.clone()));
+                entry.by_object = Some(name.clone());
+            }
             if entry.revocation.is_some() {
                 self.revoked += 1;
             }
+            self.by_hash.entry(hash).or_default().push(Copy {
+                page: p.name.clone(),
+                entry,
+            });
+            hashes.push(hash);
+        }
+        // Revoked records gone from the page: kept in force on it (not counting as on record,
+        // so that a writer records them again).
+        let now_held: std::collections::HashSet<[u8; 32]> = hashes.iter().copied().collect();
+        for (hash, mut entry) in old_revoked {
+            if now_held.contains(&hash) {
+                continue;
+            }
+            entry.readable = false;
+            entry.tampered = true;
+            if let Some(was) = self.remembered.get(&hash) {
+                entry.revocation = Some(was.revocation.clone());
+            }
+            if !reported.contains(&hash) {
+                unrevoked.push(Unrevoked {
+                    page: p.name.to_string(),
+                    serial: entry.serial.to_string(),
+                    hash: hex(&hash),
+                    user: entry.user.to_string(),
+                    removed: true,
+                    revocation: entry.revocation.as_deref().cloned().unwrap_or_default(),
+                });
+            }
+            self.revoked += 1;
             self.by_hash.entry(hash).or_default().push(Copy {
                 page: p.name.clone(),
                 entry,
@@ -466,6 +798,7 @@ impl LedgerIndex {
                 unidentifiable: p.unidentifiable,
             },
         );
+        unrevoked
     }
 
     /// Page `p` was deleted: its records leave the index, but its revocations stay in force
@@ -474,13 +807,28 @@ impl LedgerIndex {
     /// revocation.
     pub fn delete_page(&mut self, p: &LedgerPage) -> Vec<IssuedCertificate> {
         let name = p.name_any();
-        self.remove_page(&name);
+        // What the index holds revoked on this page although the page does not say so (a
+        // Revocation object's not written yet, an unrevoke by hand) is kept too.
+        let in_force = |r: &IssuedCertificate| -> Option<Revocation> {
+            let h = hash_of(&r.fingerprint_sha256)?;
+            self.by_hash
+                .get(&h)?
+                .iter()
+                .find(|c| *c.page == *name && c.entry.revocation.is_some())
+                .and_then(|c| c.entry.revocation.as_deref().cloned())
+        };
         let revoked: Vec<IssuedCertificate> = p
             .spec
             .read()
             .filter_map(Result::ok)
-            .filter(|r| r.revocation.is_some())
+            .filter_map(|mut r| {
+                if r.revocation.is_none() {
+                    r.revocation = Some(in_force(&r)?);
+                }
+                Some(r)
+            })
             .collect();
+        self.remove_page(&name);
         if revoked.is_empty() {
             return revoked;
         }
@@ -852,6 +1200,188 @@ mod tests {
         assert!(!index.knows(&id("aa03")));
         // Not an X.509 credential id: nothing.
         assert!(!index.knows("aa01"));
+    }
+
+    #[test]
+    fn an_unrevoke_by_hand_is_kept_revoked_reported_and_remembered_across_lists() {
+        let mut index = LedgerIndex::from_pages(&[page(
+            "a",
+            vec![rec("01", "AA:01", true), rec("02", "AA:02", false)],
+        )]);
+        assert!(index.tampered().is_empty());
+        // The page edited: 01's revocation removed.
+        let edited = page(
+            "a",
+            vec![rec("01", "AA:01", false), rec("02", "AA:02", false)],
+        );
+        let found = index.apply_page(&edited);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (
+                found[0].serial.as_str(),
+                found[0].removed,
+                found[0].revocation.revoked_by.as_str()
+            ),
+            ("01", false, "admin")
+        );
+        assert_eq!(found[0].hash, sha("AA:01"));
+        assert_eq!(index.lookup(&id("aa01")).unwrap().0, "01");
+        assert!(index.record(&id("aa01")).unwrap().tampered);
+        assert!(
+            index.holds(&sha("AA:01")),
+            "still on record: written back in place"
+        );
+        assert_eq!((index.revoked(), index.tampered().len()), (1, 1));
+        // Applied again (any later write of the page): still revoked, reported once.
+        assert!(index.apply_page(&edited).is_empty());
+        assert!(index.lookup(&id("aa01")).is_some() && index.tampered().len() == 1);
+        // A fresh list remembering this index: still revoked.
+        let mut relisted = LedgerIndex::remembering(Some(&index));
+        assert_eq!(relisted.apply_page(&edited).len(), 1);
+        assert!(relisted.lookup(&id("aa01")).is_some());
+        // Without the memory (a process that never saw the revocation) the page is believed.
+        assert!(
+            LedgerIndex::from_pages([&edited])
+                .lookup(&id("aa01"))
+                .is_none()
+        );
+        // Written back: no longer tampered.
+        let mut restored = rec("01", "AA:01", true);
+        restored.revocation_restored_at = Some("2026-12-03T11:00:00Z".into());
+        assert!(
+            index
+                .apply_page(&page("a", vec![restored, rec("02", "AA:02", false)]))
+                .is_empty()
+        );
+        assert!(index.tampered().is_empty() && index.lookup(&id("aa01")).is_some());
+        // The record itself removed from the page: kept revoked, not on record (so that a
+        // writer records it again).
+        let found = index.apply_page(&page("a", vec![rec("02", "AA:02", false)]));
+        assert_eq!(
+            found
+                .iter()
+                .map(|u| (u.serial.as_str(), u.removed))
+                .collect::<Vec<_>>(),
+            [("01", true)]
+        );
+        assert!(index.lookup(&id("aa01")).is_some());
+        assert!(!index.holds(&sha("AA:01")) && index.knows(&id("aa01")));
+        assert_eq!(index.tampered().len(), 1);
+        assert!(
+            index
+                .apply_page(&page("a", vec![rec("02", "AA:02", false)]))
+                .is_empty(),
+            "reported once"
+        );
+        assert!(index.lookup(&id("aa01")).is_some());
+        // Recorded again elsewhere, revoked: in force through that copy.
+        index.apply_page(&page("b", vec![rec("01", "AA:01", true)]));
+        assert!(index.holds(&sha("AA:01")) && index.lookup(&id("aa01")).is_some());
+    }
+
+    #[test]
+    fn a_revocation_object_revokes_what_it_selects_issued_until_it_was_created() {
+        let user = |mut r: IssuedCertificate, u: &str, nb: &str| {
+            r.user = u.into();
+            r.not_before = nb.into();
+            r
+        };
+        let a = page(
+            "a",
+            vec![
+                user(rec("01", "AA:01", false), "jane", "2026-12-01T00:00:00Z"),
+                user(rec("02", "AA:02", false), "bob", "2026-12-01T00:00:00Z"),
+            ],
+        );
+        let mut index = LedgerIndex::from_pages([&a]);
+        let spec = crate::crd::RevocationSpec {
+            user: Some("jane".into()),
+            reason: "laptop stolen".into(),
+            revoked_by: "revoker".into(),
+            ..Default::default()
+        };
+        assert!(index.apply_revocation("r1", &spec, "2026-12-02T00:00:00Z"));
+        assert!(!index.apply_revocation("r1", &spec, "2026-12-02T00:00:00Z"));
+        let (serial, r) = index.lookup(&id("aa01")).unwrap();
+        let (serial, r) = (serial.to_string(), r.clone());
+        assert_eq!(
+            (
+                serial.as_str(),
+                r.revoked_by.as_str(),
+                r.revoked_at.as_str()
+            ),
+            ("01", "revoker", "2026-12-02T00:00:00Z")
+        );
+        assert!(index.lookup(&id("aa02")).is_none());
+        assert_eq!(index.revoked(), 1);
+        // Not on the page yet: for the leader to write.
+        let unwritten = index.unwritten_revocations();
+        assert_eq!(unwritten.len(), 1);
+        assert_eq!(
+            (unwritten[0].0.as_str(), unwritten[0].1.clone()),
+            ("a", sha("AA:01"))
+        );
+        let results = index.revocation_results("r1").unwrap();
+        assert_eq!(
+            results
+                .iter()
+                .map(|r| (r.serial.as_str(), r.result.as_str()))
+                .collect::<Vec<_>>(),
+            [("01", "revoked")]
+        );
+        // Recorded later: revoked if issued before the object was created (NotBefore is
+        // backdated by 5 minutes), not if after (jane's next certificate works).
+        let b = page(
+            "b",
+            vec![
+                user(rec("03", "AA:03", false), "jane", "2026-12-01T23:55:00Z"),
+                user(rec("04", "AA:04", false), "jane", "2026-12-01T23:55:01Z"),
+            ],
+        );
+        index.apply_page(&b);
+        assert!(index.lookup(&id("aa03")).is_some());
+        assert!(index.lookup(&id("aa04")).is_none());
+        // Written onto the page by the leader: nothing left to write, no tampering.
+        let mut written = a.clone();
+        written.spec.records.clear();
+        let mut r1 = user(rec("01", "AA:01", false), "jane", "2026-12-01T00:00:00Z");
+        r1.revocation = Some(r.clone());
+        written.spec.push(&r1);
+        written.spec.push(&user(
+            rec("02", "AA:02", false),
+            "bob",
+            "2026-12-01T00:00:00Z",
+        ));
+        assert!(index.apply_page(&written).is_empty());
+        assert_eq!(
+            index.unwritten_revocations().len(),
+            1,
+            "03 on page b is left"
+        );
+        // The object deleted: in force all the same, and in every index built beside this one.
+        assert!(index.revocation_deleted("r1"));
+        assert!(!index.revocation_deleted("r1"));
+        assert!(index.lookup(&id("aa03")).is_some() && index.has_revocation("r1"));
+        let mut relisted = LedgerIndex::remembering(Some(&index));
+        relisted.apply_page(&b);
+        assert!(relisted.lookup(&id("aa03")).is_some());
+        assert!(relisted.lookup(&id("aa04")).is_none());
+        // Page b deleted before the leader wrote 03's revocation onto it: kept, to be written.
+        let kept = index.delete_page(&b);
+        assert_eq!(
+            kept.iter()
+                .map(|r| (r.serial.as_str(), r.revocation.is_some()))
+                .collect::<Vec<_>>(),
+            [("03", true)]
+        );
+        assert!(index.lookup(&id("aa03")).is_some());
+        // A spec naming no certificate, or two selectors: nothing.
+        let two = crate::crd::RevocationSpec {
+            serial: Some("02".into()),
+            ..spec.clone()
+        };
+        assert!(!index.apply_revocation("r2", &two, "2026-12-02T00:00:00Z"));
+        assert!(index.lookup(&id("aa02")).is_none());
     }
 
     #[test]

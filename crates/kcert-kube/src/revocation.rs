@@ -203,6 +203,17 @@ pub async fn revoke(
         revoked_by: by.to_string(),
         reason: reason.to_string(),
     };
+    revoke_as(client, selector, &revocation).await
+}
+
+/// [`revoke`] with a given revocation (that of a Revocation object, so that the pages and the
+/// object say the same).
+pub async fn revoke_as(
+    client: &Client,
+    selector: &Selector,
+    revocation: &Revocation,
+) -> Result<Vec<Revoked>, kube::Error> {
+    let revocation = revocation.clone();
     let pages = list_pages(client).await?;
     let mut out = Vec::new();
     for page in &pages {
@@ -242,6 +253,44 @@ pub async fn revoke(
         }
     }
     Ok(out)
+}
+
+/// The Revocation object that revokes what `selector` picks, by `by` for `reason` (its name
+/// generated: `revoke-<random>`).
+pub fn revocation_object(
+    selector: &Selector,
+    by: &str,
+    reason: &str,
+) -> crate::crd::RevocationObject {
+    let mut spec = crate::crd::RevocationSpec {
+        reason: reason.into(),
+        revoked_by: by.into(),
+        ..Default::default()
+    };
+    match selector {
+        Selector::Serial(s) => spec.serial = Some(s.clone()),
+        Selector::Fingerprint(f) => spec.fingerprint = Some(f.clone()),
+        Selector::Csr(c) => spec.csr = Some(c.clone()),
+        Selector::User(u) => spec.user = Some(u.clone()),
+    }
+    let mut object = crate::crd::RevocationObject::new("", spec);
+    object.metadata.name = None;
+    object.metadata.generate_name = Some("revoke-".into());
+    object
+}
+
+/// The revocation a Revocation object stands for (its creation time, author and reason).
+pub fn revocation_of(object: &crate::crd::RevocationObject) -> Revocation {
+    Revocation {
+        revoked_at: object
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_else(now_rfc3339),
+        revoked_by: object.spec.revoked_by.clone(),
+        reason: object.spec.reason.clone(),
+    }
 }
 
 /// Strict mode: users and groups (patterns with `*`, `?`) whose X.509 requests must come with a

@@ -143,13 +143,17 @@ impl Sandbox {
 
 async fn install(client: &Client) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    // Both CRDs: policies, and the ledger the controller records every certificate in (and
-    // that renewals and revocations are checked against).
+    // The CRDs: policies, the ledger the controller records every certificate in (and that
+    // renewals and revocations are checked against), and Revocation objects (`kcert revoke`).
     for (name, crd) in [
         ("approvalpolicies.kcert.dev", ApprovalPolicy::crd()),
         (
             "ledgerpages.kcert.dev",
             kcert_controller::crd::LedgerPage::crd(),
+        ),
+        (
+            "revocations.kcert.dev",
+            kcert_controller::crd::revocation_crd(),
         ),
     ] {
         crds.patch(

@@ -10,7 +10,7 @@ use kcert_kube::conditions;
 use kcert_kube::facts::parse_request;
 use kcert_pki::CertificateInfo;
 use kcert_policy::Policy;
-use kube::api::ListParams;
+use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 
 fn state(csr: &CertificateSigningRequest) -> &'static str {
@@ -450,7 +450,34 @@ pub async fn revoke(args: &RevokeArgs, out: OutputFormat, target: &Target) -> Re
     };
     let (client, _) = target.connect().await?;
     let by = caller(&client).await;
-    let done = revoke_certificates(&client, &selector, &by, &args.reason, false).await?;
+    // A Revocation object first: what the role kcert-revoker may create, immutable, in force in
+    // every kcert-controller at once. (A cluster without its CRD, or a caller who may only edit
+    // the pages, revokes on the pages alone, as before.)
+    let object = match Api::<kcert_kube::crd::RevocationObject>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &kcert_kube::revocation::revocation_object(&selector, &by, &args.reason),
+        )
+        .await
+    {
+        Ok(o) => Some(o),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 403 => None,
+        Err(e) => bail!("creating the Revocation: {}", api_message(&e)),
+    };
+    let revocation = match &object {
+        Some(o) => kcert_kube::revocation::revocation_of(o),
+        None => kcert_kube::crd::Revocation {
+            revoked_at: k8s_openapi::jiff::Timestamp::now()
+                .strftime("%Y-%m-%dT%H:%M:%SZ")
+                .to_string(),
+            revoked_by: by.clone(),
+            reason: args.reason.clone(),
+        },
+    };
+    let done = match (&object, may_edit_ledger(&client).await) {
+        (Some(o), false) => confirmed(&client, o).await?,
+        _ => revoke_certificates(&client, &selector, &revocation, false).await?,
+    };
     if done.is_empty() {
         bail!("no certificate in the ledger matches {selector:?}; `kcert ledger` lists them");
     }
@@ -458,6 +485,71 @@ pub async fn revoke(args: &RevokeArgs, out: OutputFormat, target: &Target) -> Re
         revoked_lines(&done)
     });
     Ok(())
+}
+
+/// Whether the caller may replace ledger pages (an admin), as the API server says.
+async fn may_edit_ledger(client: &kube::Client) -> bool {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                group: Some("kcert.dev".into()),
+                resource: Some("ledgerpages".into()),
+                verb: Some("update".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    kube::Api::<SelfSubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .ok()
+        .and_then(|r| r.status)
+        .is_some_and(|s| s.allowed)
+}
+
+/// What kcert-controller's leader reports it revoked for Revocation object `o` (its status,
+/// written once the ledger pages hold the revocations), waited for up to 10 s.
+async fn confirmed(
+    client: &kube::Client,
+    o: &kcert_kube::crd::RevocationObject,
+) -> Result<Vec<kcert_kube::revocation::Revoked>> {
+    let name = o.metadata.name.clone().unwrap_or_default();
+    let api = Api::<kcert_kube::crd::RevocationObject>::all(client.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = api
+            .get(&name)
+            .await
+            .map_err(|e| anyhow!("reading Revocation {name}: {}", api_message(&e)))?;
+        if let Some(status) = now.status {
+            return Ok(status
+                .results
+                .into_iter()
+                .map(|r| kcert_kube::revocation::Revoked {
+                    page: r.page,
+                    serial: r.serial,
+                    user: r.user,
+                    result: if r.result == "revoked" {
+                        "revoked"
+                    } else {
+                        "already revoked"
+                    },
+                    revocation: r.revocation,
+                })
+                .collect());
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!(
+                "Revocation {name} is recorded and kcert-controller applies it to every matching certificate issued until now, but no kcert-controller leader has confirmed it yet; is kcert-controller running? (`kubectl get revocation {name}` shows its status)"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 /// Who revokes, as the API server authenticates them.
@@ -488,13 +580,12 @@ fn ledger_error(e: kube::Error, doing: &str) -> anyhow::Error {
 async fn revoke_certificates(
     client: &kube::Client,
     selector: &kcert_kube::revocation::Selector,
-    by: &str,
-    reason: &str,
+    revocation: &kcert_kube::crd::Revocation,
     none_is_enough: bool,
 ) -> Result<Vec<kcert_kube::revocation::Revoked>> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let (done, unrecorded) = loop {
-        let done = kcert_kube::revocation::revoke(client, selector, by, reason)
+        let done = kcert_kube::revocation::revoke_as(client, selector, revocation)
             .await
             .map_err(|e| ledger_error(e, "revoking"))?;
         let unrecorded = unrecorded_matches(client, selector).await?;
@@ -597,7 +688,14 @@ async fn revoke_node(
         .await
         .map_err(|e| ledger_error(e, "revoking the node"))?;
     let selector = kcert_kube::revocation::Selector::User(format!("{prefix}{node}"));
-    let done = revoke_certificates(&client, &selector, &by, &args.reason, true).await?;
+    let revocation = kcert_kube::crd::Revocation {
+        revoked_at: k8s_openapi::jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string(),
+        revoked_by: by.clone(),
+        reason: args.reason.clone(),
+    };
+    let done = revoke_certificates(&client, &selector, &revocation, true).await?;
     report(
         out,
         serde_json::json!({"node": revoked, "results": done}),
@@ -698,6 +796,17 @@ pub async fn ledger(args: &LedgerArgs, out: OutputFormat, target: &Target) -> Re
             *seen = r.clone();
         }
     }
+    // Tamper evidence: revocations someone removed and kcert-controller wrote back.
+    for (page, r) in kcert_kube::ledger::records(&pages) {
+        if let Some(at) = &r.revocation_restored_at {
+            eprintln!(
+                "warning: the revocation of certificate serial {} (user {}) was removed from ledger page {} and written back by kcert-controller at {at}: the ledger was tampered with",
+                r.serial,
+                crate::text::safe(&r.user),
+                crate::text::safe(page)
+            );
+        }
+    }
     let now = k8s_openapi::jiff::Timestamp::now();
     let horizon = args.expiring.map(|d| {
         now.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(
@@ -769,9 +878,11 @@ pub async fn ledger(args: &LedgerArgs, out: OutputFormat, target: &Target) -> Re
                 },
                 r.not_after,
                 crate::text::safe(&r.approved_by),
-                r.revocation
-                    .as_ref()
-                    .map_or("-".to_string(), |v| v.revoked_at.clone()),
+                match (&r.revocation, &r.revocation_restored_at) {
+                    (None, _) => "-".to_string(),
+                    (Some(v), None) => v.revoked_at.clone(),
+                    (Some(v), Some(_)) => format!("{} TAMPERED", v.revoked_at),
+                },
                 crate::text::safe(&r.requester)
             ));
         }
