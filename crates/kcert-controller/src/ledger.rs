@@ -248,10 +248,17 @@ pub async fn keep_current(client: Client, view: LedgerView, metrics: Arc<crate::
             // Listed 20 pages (up to 10 MiB) at a time, not the default 500: a start-up with a
             // long ledger would otherwise hold hundreds of megabytes of JSON at once.
             use futures::StreamExt;
-            watcher(api.clone(), watcher::Config::default().page_size(20))
-                .default_backoff()
-                .modify(|p| p.managed_fields_mut().clear())
-                .boxed()
+            // A watch on a connection that went dark (an API server gone without a FIN, a
+            // dropped flow) yields nothing until the watch's timeout: 30 s, not the default
+            // 290, so such a view is caught up within about 35 s (the probe only shows that
+            // the API server answers, not that the watch is current).
+            watcher(
+                api.clone(),
+                watcher::Config::default().page_size(20).timeout(30),
+            )
+            .default_backoff()
+            .modify(|p| p.managed_fields_mut().clear())
+            .boxed()
         },
         move || {
             let api = probe_api.clone();
@@ -289,6 +296,9 @@ async fn follow<S, P, F>(
         let mut building: Option<LedgerIndex> = None;
         let mut failing_since: Option<tokio::time::Instant> = None;
         let mut last_error: Option<tokio::time::Instant> = None;
+        // The last time the watch delivered or the probe answered: an outage is counted from
+        // here, not from the first failure noticed (which can come a probe interval later).
+        let mut last_ok: Option<tokio::time::Instant> = None;
         let mut events = watch();
         let mut ticks = tokio::time::interval(LEDGER_PROBE_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -298,6 +308,10 @@ async fn follow<S, P, F>(
                     let Some(event) = event else { break };
                     match event {
                         Ok(event) => {
+                            if matches!(event, watcher::Event::InitDone) {
+                                // Listed: a later refusal is a new episode, not the next of many.
+                                refused_backoff = Duration::from_secs(1);
+                            }
                             apply(view, metrics, &mut building, event);
                             (false, false)
                         }
@@ -330,14 +344,19 @@ async fn follow<S, P, F>(
                 if failing_since.is_none()
                     || last_error.is_none_or(|t| now - t > LEDGER_SEPARATE_AFTER)
                 {
-                    failing_since = Some(now);
+                    failing_since = Some(last_ok.unwrap_or(now));
                 }
                 last_error = Some(now);
-            } else if last_error.is_none_or(|t| now - t > LEDGER_PROBE_EVERY) {
-                // A success after the last error (not an answer that raced it): over.
-                failing_since = None;
+            } else {
+                last_ok = Some(now);
+                if last_error.is_none_or(|t| now - t > LEDGER_PROBE_EVERY) {
+                    // A success after the last error (not an answer that raced it): over.
+                    failing_since = None;
+                }
             }
-            if failing_since.is_some_and(|t| now - t >= LEDGER_STALE_AFTER) {
+            // Declared on a failure only: an answer just after the last error proves the API
+            // server is back, even if it is too close to that error to end the outage's count.
+            if failed && failing_since.is_some_and(|t| now - t >= LEDGER_STALE_AFTER) {
                 tracing::error!(
                     seconds = LEDGER_STALE_AFTER.as_secs(),
                     "the ledger could not be read for too long; the webhook answers 503 and renewals wait until the pages are listed again"
@@ -407,12 +426,14 @@ fn apply(
             if kept.is_empty() {
                 return;
             }
+            let revoked = kept.iter().filter(|r| r.revocation.is_some()).count();
             tracing::error!(
                 page = %p.name_any(),
-                revocations = kept.len(),
-                "a ledger page holding revocations was deleted; they stay in force and are written again"
+                records = kept.len(),
+                revocations = revoked,
+                "a ledger page was deleted; its records stay in the index (revocations in force, lines of renewals linked) and are written again"
             );
-            metrics.ledger_revocations_restored(kept.len());
+            metrics.ledger_revocations_restored(revoked);
             let restorer = view.restorer.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(queue) = restorer.as_ref() {
                 for r in kept {
@@ -436,7 +457,8 @@ pub async fn keep_revocations_current(
     use futures::StreamExt;
     let api: Api<RevocationObject> = Api::all(client);
     let mut listing: Option<HashSet<String>> = None;
-    let mut events = watcher(api, watcher::Config::default())
+    // The same 30 s watch timeout as the pages': a dark connection is noticed within ~35 s.
+    let mut events = watcher(api, watcher::Config::default().timeout(30))
         .default_backoff()
         .boxed();
     while let Some(event) = events.next().await {
@@ -1440,18 +1462,15 @@ mod tests {
         );
         // Kept in force, but not "on record": the writer puts it on a page again.
         assert!(!index.holds(&fp));
-        assert!(!index.knows(&format!("X509SHA256={}", "cd".repeat(32))));
-        let again = written
-            .try_recv()
-            .expect("the revocation queued to be written again");
-        assert_eq!(
-            (again.serial.as_str(), again.revocation.is_some()),
-            ("01", true)
-        );
-        assert!(
-            written.try_recv().is_err(),
-            "only the revocation is written again"
-        );
+        // The page's other records stay too (a renewal's parent link must not be cut), not on
+        // record either, and are written again.
+        let other = format!("X509SHA256={}", "cd".repeat(32));
+        assert!(index.knows(&other) && !index.holds(&"cd".repeat(32)));
+        let mut again: Vec<(String, bool)> = std::iter::from_fn(|| written.try_recv().ok())
+            .map(|r| (r.serial, r.revocation.is_some()))
+            .collect();
+        again.sort();
+        assert_eq!(again, [("01".to_string(), true), ("02".to_string(), false)]);
         assert!(
             metrics
                 .render()

@@ -319,8 +319,9 @@ impl NodeRevocationEntry {
     }
 }
 
-/// Most parents [`LedgerIndex::revoked_lineage`] walks (hourly renewals for a year are 8,760).
-pub const MAX_LINEAGE: usize = 20_000;
+/// Most parents [`LedgerIndex::revoked_lineage`] walks (five-minute renewals for a year are
+/// 105,120; hourly ones 8,760).
+pub const MAX_LINEAGE: usize = 100_000;
 
 static LINEAGE_TOO_LONG: std::sync::LazyLock<crate::crd::Revocation> = std::sync::LazyLock::new(
     || crate::crd::Revocation {
@@ -439,6 +440,9 @@ pub struct LedgerIndex {
     remembered: HashMap<[u8; 32], Remembered>,
     /// Revocation objects in force, by name (kept when deleted).
     objects: HashMap<Arc<str>, ObjectRule>,
+    /// Stand-ins for deleted pages (`deleted:<name>`, every record of the page), carried into
+    /// every index built beside this one: a deleted page must not cut a line of renewals.
+    standins: Vec<(String, Vec<String>)>,
 }
 
 /// A revocation seen on a readable record, and the pages it was seen on.
@@ -457,6 +461,23 @@ impl LedgerIndex {
             objects: previous.map(|p| p.objects.clone()).unwrap_or_default(),
             ..Default::default()
         }
+        .with_standins(previous.map(|p| p.standins.clone()).unwrap_or_default())
+    }
+
+    /// Put stand-ins for deleted pages in force (their records not counting as on record).
+    fn with_standins(mut self, standins: Vec<(String, Vec<String>)>) -> Self {
+        for (name, records) in &standins {
+            let mut page = new_page(0, 0);
+            page.metadata.name = Some(name.clone());
+            page.spec.records = records.clone();
+            let mut parsed = Self::parse_page(&page);
+            for (_, entry) in parsed.entries.iter_mut() {
+                entry.readable = false;
+            }
+            self.apply_parsed(parsed);
+        }
+        self.standins = standins;
+        self
     }
 
     /// Put Revocation object `name` (created at `created`, RFC 3339) in force: every record it
@@ -817,24 +838,26 @@ impl LedgerIndex {
                 .find(|c| *c.page == *name && c.entry.revocation.is_some())
                 .and_then(|c| c.entry.revocation.as_deref().cloned())
         };
-        let revoked: Vec<IssuedCertificate> = p
+        // Every record is kept, not only the revoked ones: an unrevoked renewal's parent link is
+        // what ties its own renewals to a revoked ancestor.
+        let kept_records: Vec<IssuedCertificate> = p
             .spec
             .read()
             .filter_map(Result::ok)
-            .filter_map(|mut r| {
+            .map(|mut r| {
                 if r.revocation.is_none() {
-                    r.revocation = Some(in_force(&r)?);
+                    r.revocation = in_force(&r);
                 }
-                Some(r)
+                r
             })
             .collect();
         self.remove_page(&name);
-        if revoked.is_empty() {
-            return revoked;
+        if kept_records.is_empty() {
+            return kept_records;
         }
         let mut kept = new_page(0, 0);
         kept.metadata.name = Some(format!("deleted:{name}"));
-        for r in &revoked {
+        for r in &kept_records {
             kept.spec.push(r);
         }
         let mut parsed = Self::parse_page(&kept);
@@ -842,7 +865,9 @@ impl LedgerIndex {
             entry.readable = false;
         }
         self.apply_parsed(parsed);
-        revoked
+        self.standins
+            .push((format!("deleted:{name}"), kept.spec.records));
+        kept_records
     }
 
     /// Take page `name` out (deleted).
@@ -955,9 +980,12 @@ impl LedgerIndex {
 
     fn entry(&self, hash: &[u8; 32]) -> Option<&LedgerEntry> {
         let copies = self.by_hash.get(hash)?;
+        // A revoked copy first; else one that names its parent (a copy written before records
+        // carried parents must not hide the line).
         copies
             .iter()
             .find(|c| c.entry.revocation.is_some())
+            .or_else(|| copies.iter().find(|c| c.entry.parent.is_some()))
             .or_else(|| copies.first())
             .map(|c| &c.entry)
     }
@@ -1366,13 +1394,14 @@ mod tests {
         relisted.apply_page(&b);
         assert!(relisted.lookup(&id("aa03")).is_some());
         assert!(relisted.lookup(&id("aa04")).is_none());
-        // Page b deleted before the leader wrote 03's revocation onto it: kept, to be written.
+        // Page b deleted before the leader wrote 03's revocation onto it: kept, to be written
+        // (with its other record, unrevoked, so that no line of renewals is cut).
         let kept = index.delete_page(&b);
         assert_eq!(
             kept.iter()
                 .map(|r| (r.serial.as_str(), r.revocation.is_some()))
                 .collect::<Vec<_>>(),
-            [("03", true)]
+            [("03", true), ("04", false)]
         );
         assert!(index.lookup(&id("aa03")).is_some());
         // A spec naming no certificate, or two selectors: nothing.
@@ -1582,5 +1611,53 @@ mod tests {
             looped.revocation.reason.contains("cannot be checked"),
             "{looped:?}"
         );
+    }
+
+    #[test]
+    fn a_deleted_page_does_not_cut_a_line_of_renewals_even_after_a_relist() {
+        // Found by review: A revoked on p1, B renewed from A on p2, C from B on p3; p2 deleted.
+        let mut a = rec("0a", &"aa".repeat(32), true);
+        a.user = "jane".into();
+        let mut b = rec("0b", &"bb".repeat(32), false);
+        b.requested_with = Some("aa".repeat(32));
+        let mut c = rec("0c", &"cc".repeat(32), false);
+        c.requested_with = Some("bb".repeat(32));
+        let (p1, p2, p3) = (
+            page("p1", vec![a]),
+            page("p2", vec![b]),
+            page("p3", vec![c]),
+        );
+        let mut index = LedgerIndex::from_pages([&p1, &p2, &p3]);
+        let id = |h: &str| format!("X509SHA256={}", h.repeat(32));
+        assert_eq!(
+            index.revoked_lineage(&id("cc")).unwrap().through,
+            Some("0a")
+        );
+        let kept = index.delete_page(&p2);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(
+            index.revoked_lineage(&id("cc")).unwrap().through,
+            Some("0a")
+        );
+        assert_eq!(
+            index.revoked_lineage(&id("bb")).unwrap().through,
+            Some("0a")
+        );
+        // A relist (p2 gone from the list) keeps the stand-in.
+        let mut relisted = LedgerIndex::remembering(Some(&index));
+        relisted.apply_page(&p1);
+        relisted.apply_page(&p3);
+        assert_eq!(
+            relisted.revoked_lineage(&id("cc")).unwrap().through,
+            Some("0a")
+        );
+        // A copy without the parent (written before records carried one) does not hide it.
+        let mut old_b = rec("0b", &"bb".repeat(32), false);
+        old_b.requested_with = None;
+        let mut b2 = rec("0b", &"bb".repeat(32), false);
+        b2.requested_with = Some("aa".repeat(32));
+        let index =
+            LedgerIndex::from_pages([&p1, &page("old", vec![old_b]), &page("new", vec![b2]), &p3]);
+        assert!(index.revoked_lineage(&id("cc")).is_some());
     }
 }
