@@ -70,23 +70,27 @@ async fn the_charts_admission_guard_follows_its_signer_names() {
         }
     }
     let admin = cluster.admin_client().await.unwrap();
-    for o in &guard {
+    // The API for one of the guard's objects (a policy or its binding).
+    let api_of = |o: &serde_json::Value| -> Api<DynamicObject> {
         let kind = o["kind"].as_str().unwrap();
         let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
         let plural = match kind {
             "ValidatingAdmissionPolicy" => "validatingadmissionpolicies",
             _ => "validatingadmissionpolicybindings",
         };
-        let api: Api<DynamicObject> = Api::all_with(
+        Api::all_with(
             admin.clone(),
             &ApiResource::from_gvk_with_plural(&gvk, plural),
-        );
-        api.create(
-            &PostParams::default(),
-            &serde_json::from_value(o.clone()).unwrap(),
         )
-        .await
-        .unwrap();
+    };
+    for o in &guard {
+        api_of(o)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(o.clone()).unwrap(),
+            )
+            .await
+            .unwrap();
     }
     let csrs: Api<CertificateSigningRequest> = Api::all(admin.clone());
     let message = eventually(
@@ -111,16 +115,6 @@ async fn the_charts_admission_guard_follows_its_signer_names() {
         "{message}"
     );
     for o in guard.iter().rev() {
-        let kind = o["kind"].as_str().unwrap();
-        let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
-        let plural = match kind {
-            "ValidatingAdmissionPolicy" => "validatingadmissionpolicies",
-            _ => "validatingadmissionpolicybindings",
-        };
-        let api: Api<DynamicObject> = Api::all_with(
-            admin.clone(),
-            &ApiResource::from_gvk_with_plural(&gvk, plural),
-        );
-        let _ = api.delete(&name, &Default::default()).await;
+        let _ = api_of(o).delete(&name, &Default::default()).await;
     }
 }
