@@ -76,6 +76,9 @@ pub fn node_settings() -> Settings {
             node_wait_seconds: 30,
             ..Default::default()
         },
+        // The names the cluster states, read again every 2 s (not 30): the tests that create
+        // them wait for the next read.
+        reserved_refresh: std::time::Duration::from_secs(2),
         ..Settings::default()
     }
 }

@@ -118,6 +118,9 @@ pub struct Settings {
     pub webhook: Option<authz_webhook::WebhookSettings>,
     /// The kubelet signers' fixed rules (which are decided, approve-only, extra names).
     pub nodes: kcert_policy::nodes::NodeRules,
+    /// How often the cluster's reserved ranges and stated names are read again (kubelet
+    /// serving).
+    pub reserved_refresh: Duration,
 }
 
 impl Settings {
@@ -193,6 +196,7 @@ impl Default for Settings {
             rbac_protection: true,
             webhook: None,
             nodes: kcert_policy::nodes::NodeRules::default(),
+            reserved_refresh: node_view::RESERVED_EVERY,
         }
     }
 }
@@ -410,6 +414,7 @@ impl Sources {
             tasks.spawn(node_view::keep_reserved_current(
                 client.clone(),
                 sources.nodes.clone(),
+                settings.reserved_refresh,
             ));
         }
         if settings.reads_ledger() {

@@ -161,6 +161,11 @@ struct Flags {
     /// NodeNotFound.
     #[arg(long, env = "KCERT_KUBELET_SERVING_NODE_WAIT", default_value = "5m", value_parser = kcert_policy::duration::parse)]
     kubelet_serving_node_wait: std::time::Duration,
+    /// How often the cluster's reserved ranges and the names it states (ServiceCIDRs, the
+    /// kubernetes Service and EndpointSlice, cluster-info, kubeadm-config, Namespaces) are read
+    /// again for kubelet serving decisions.
+    #[arg(long, env = "KCERT_KUBELET_SERVING_RESERVED_REFRESH", default_value = "30s", value_parser = kcert_policy::duration::parse)]
+    kubelet_serving_reserved_refresh: std::time::Duration,
     /// The smallest RSA key accepted in a kubelet certificate (ECDSA P-256/P-384/P-521 and
     /// Ed25519 are always accepted).
     #[arg(long, env = "KCERT_KUBELET_MIN_RSA_BITS", default_value_t = 2048)]
@@ -360,6 +365,7 @@ async fn run(flags: Flags) -> Result<()> {
             min_rsa_bits: flags.kubelet_min_rsa_bits,
             node_wait_seconds: flags.kubelet_serving_node_wait.as_secs() as i64,
         },
+        reserved_refresh: flags.kubelet_serving_reserved_refresh,
         webhook: match (flags.webhook_addr, flags.webhook_cert, flags.webhook_key) {
             (Some(addr), Some(cert), Some(key)) => {
                 Some(kcert_controller::authz_webhook::WebhookSettings {

@@ -151,17 +151,17 @@ fn addresses_of(node: &Node) -> Vec<NodeAddress> {
         .unwrap_or_default()
 }
 
-/// How often the cluster's reserved ranges are read again.
-const RESERVED_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often the cluster's reserved ranges are read again, by default.
+pub const RESERVED_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Read the cluster's reserved ranges and the names it states now and every
-/// [`RESERVED_EVERY`] into `view`. Until the first read of all of them succeeds no serving CSR
+/// Read the cluster's reserved ranges and the names it states now and every `every`
+/// ([`RESERVED_EVERY`] by default) into `view`. Until the first read of all of them succeeds no serving CSR
 /// is decided (fail closed); a later failed read keeps the last ones (they change rarely) and
 /// is logged.
-pub async fn keep_reserved_current(client: Client, view: NodeView) {
+pub async fn keep_reserved_current(client: Client, view: NodeView, every: std::time::Duration) {
     loop {
         refresh_reserved(&client, &view).await;
-        tokio::time::sleep(RESERVED_EVERY).await;
+        tokio::time::sleep(every).await;
     }
 }
 
