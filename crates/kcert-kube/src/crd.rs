@@ -326,8 +326,9 @@ pub struct RevocationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
     pub user: Option<String>,
-    /// Why (shown in the 403 the revoked credential gets).
-    #[schemars(length(min = 1, max = 1024))]
+    /// Why (shown in the 403 the revoked credential gets). At most 256 bytes: it is copied onto
+    /// every record revoked, and a page must stay far below etcd's request limit.
+    #[schemars(length(min = 1, max = 256))]
     pub reason: String,
     /// Who: the creator's user name, checked by the API server's admission
     /// (`kcert-revocation-author`), so that it cannot be forged.

@@ -388,6 +388,8 @@ fn hex(hash: &[u8; 32]) -> String {
 #[derive(Clone, Debug, PartialEq)]
 struct ObjectRule {
     selector: crate::revocation::Selector,
+    /// The selector normalized (what the index files the object under).
+    key: SelectorKey,
     revocation: Revocation,
     /// Its creation, Unix seconds: it revokes certificates issued until then.
     created: i64,
@@ -396,18 +398,65 @@ struct ObjectRule {
 }
 
 impl ObjectRule {
+    /// Whether it selects the record (no allocation: this runs over every record when an
+    /// object arrives).
     fn selects(&self, hash: &[u8; 32], e: &LedgerEntry) -> bool {
-        use crate::revocation::Selector;
         e.issued <= self.created
-            && match &self.selector {
-                Selector::Serial(serial) => {
-                    e.serial.trim_start_matches('0')
-                        == serial.to_lowercase().trim_start_matches('0')
+            && match &self.key {
+                SelectorKey::Serial(s) => {
+                    let ours = e.serial.trim_start_matches('0');
+                    ours.eq_ignore_ascii_case(s)
                 }
-                Selector::Fingerprint(f) => hash_of(f).as_ref() == Some(hash),
-                Selector::Csr(name) => &*e.csr == name,
-                Selector::User(user) => &*e.user == user,
+                SelectorKey::Fingerprint(h) => h == hash,
+                SelectorKey::Csr(name) => &*e.csr == name,
+                SelectorKey::User(user) => &*e.user == user,
+                SelectorKey::Nothing => false,
             }
+    }
+
+    fn key(&self) -> SelectorKey {
+        self.key.clone()
+    }
+}
+
+/// What a Revocation object selects by, normalized once: objects are indexed by it, so a record
+/// finds the objects that select it in a few lookups, however many objects there are.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum SelectorKey {
+    Serial(String),
+    Fingerprint([u8; 32]),
+    Csr(String),
+    User(String),
+    /// A fingerprint that is no SHA-256: selects nothing.
+    Nothing,
+}
+
+impl SelectorKey {
+    fn serial(s: &str) -> String {
+        s.to_ascii_lowercase().trim_start_matches('0').to_string()
+    }
+
+    fn of_selector(s: &crate::revocation::Selector) -> (SelectorKey,) {
+        use crate::revocation::Selector;
+        (match s {
+            Selector::Serial(serial) => SelectorKey::Serial(Self::serial(serial)),
+            Selector::Fingerprint(f) => match hash_of(f) {
+                Some(h) => SelectorKey::Fingerprint(h),
+                None => SelectorKey::Nothing,
+            },
+            Selector::Csr(name) => SelectorKey::Csr(name.clone()),
+            Selector::User(user) => SelectorKey::User(user.clone()),
+        },)
+    }
+
+    /// Every key a record can be selected by.
+    fn of_entry(hash: &[u8; 32], e: &LedgerEntry) -> [SelectorKey; 4] {
+        [
+            SelectorKey::Serial(Self::serial(&e.serial)),
+            SelectorKey::Fingerprint(*hash),
+            SelectorKey::Csr(e.csr.to_string()),
+            SelectorKey::User(e.user.to_string()),
+        ]
     }
 }
 
@@ -440,6 +489,8 @@ pub struct LedgerIndex {
     remembered: HashMap<[u8; 32], Remembered>,
     /// Revocation objects in force, by name (kept when deleted).
     objects: HashMap<Arc<str>, ObjectRule>,
+    /// The same objects' names by what they select.
+    objects_by_key: HashMap<SelectorKey, Vec<Arc<str>>>,
     /// Stand-ins for deleted pages (`deleted:<name>`, every record of the page), carried into
     /// every index built beside this one: a deleted page must not cut a line of renewals.
     standins: Vec<(String, Vec<String>)>,
@@ -459,6 +510,9 @@ impl LedgerIndex {
         LedgerIndex {
             remembered: previous.map(|p| p.remembered.clone()).unwrap_or_default(),
             objects: previous.map(|p| p.objects.clone()).unwrap_or_default(),
+            objects_by_key: previous
+                .map(|p| p.objects_by_key.clone())
+                .unwrap_or_default(),
             ..Default::default()
         }
         .with_standins(previous.map(|p| p.standins.clone()).unwrap_or_default())
@@ -496,6 +550,7 @@ impl LedgerIndex {
             return false;
         };
         let rule = ObjectRule {
+            key: SelectorKey::of_selector(&selector).0,
             selector,
             revocation: Revocation {
                 revoked_at: created.to_string(),
@@ -509,6 +564,7 @@ impl LedgerIndex {
             deleted: false,
         };
         let name: Arc<str> = Arc::from(name);
+        let key = rule.key();
         for (hash, copies) in self.by_hash.iter_mut() {
             if copies.iter().any(|c| rule.selects(hash, &c.entry)) {
                 for c in copies.iter_mut().filter(|c| c.entry.revocation.is_none()) {
@@ -518,6 +574,10 @@ impl LedgerIndex {
                 }
             }
         }
+        self.objects_by_key
+            .entry(key)
+            .or_default()
+            .push(name.clone());
         self.objects.insert(name, rule);
         true
     }
@@ -766,8 +826,16 @@ impl LedgerIndex {
                 }
             }
             if entry.revocation.is_none()
-                && let Some((name, rule)) =
-                    self.objects.iter().find(|(_, r)| r.selects(&hash, &entry))
+                && let Some((name, rule)) = (!self.objects.is_empty())
+                    .then(|| {
+                        SelectorKey::of_entry(&hash, &entry)
+                            .iter()
+                            .filter_map(|k| self.objects_by_key.get(k))
+                            .flatten()
+                            .filter_map(|n| self.objects.get_key_value(n))
+                            .find(|(_, r)| entry.issued <= r.created)
+                    })
+                    .flatten()
             {
                 entry.revocation = Some(Box::new(rule.revocation.clone()));
                 entry.by_object = Some(name.clone());
@@ -956,7 +1024,15 @@ impl LedgerIndex {
     /// most [`MAX_LINEAGE`] parents; a longer line is treated as revoked (fail closed).
     pub fn revoked_lineage(&self, credential_id: &str) -> Option<RevokedLineage<'_>> {
         let hash = hash_of(credential_id.strip_prefix("X509SHA256=")?)?;
-        let first = self.entry(&hash)?;
+        let Some(first) = self.entry(&hash) else {
+            // Gone from the ledger (its record removed by hand, its page deleted unseen) but
+            // seen revoked by this process: still revoked.
+            return self.remembered.get(&hash).map(|m| RevokedLineage {
+                serial: "(no longer on the ledger)",
+                revocation: &m.revocation,
+                through: None,
+            });
+        };
         let mut entry = first;
         for hops in 0..=MAX_LINEAGE {
             if let Some(r) = entry.revocation.as_deref() {
@@ -1659,5 +1735,44 @@ mod tests {
         let index =
             LedgerIndex::from_pages([&p1, &page("old", vec![old_b]), &page("new", vec![b2]), &p3]);
         assert!(index.revoked_lineage(&id("cc")).is_some());
+    }
+
+    #[test]
+    fn a_revoked_record_removed_by_hand_stays_revoked_and_objects_are_found_by_key() {
+        let id = |h: &str| format!("X509SHA256={}", h.repeat(32));
+        let mut index =
+            LedgerIndex::from_pages([&page("p", vec![rec("01", &"a1".repeat(32), true)])]);
+        assert!(index.lookup(&id("a1")).is_some());
+        // The page rewritten without the record at all.
+        index.apply_page(&page("p", vec![rec("02", &"a2".repeat(32), false)]));
+        let hit = index.revoked_lineage(&id("a1")).expect("still revoked");
+        assert_eq!(hit.revocation.reason, "test");
+        // Many objects: a record finds the one selecting it (by user here) through the index.
+        let mut index = LedgerIndex::default();
+        for i in 0..500 {
+            let spec = crate::crd::RevocationSpec {
+                serial: Some(format!("{i:x}ff")),
+                reason: "r".into(),
+                revoked_by: "rita".into(),
+                ..Default::default()
+            };
+            index.apply_revocation(&format!("o{i}"), &spec, "2026-12-03T12:00:00Z");
+        }
+        let by_user = crate::crd::RevocationSpec {
+            user: Some("jane".into()),
+            reason: "left".into(),
+            revoked_by: "rita".into(),
+            ..Default::default()
+        };
+        index.apply_revocation("jane", &by_user, "2026-12-03T12:00:00Z");
+        let mut jane = rec("0b", &"b1".repeat(32), false);
+        jane.user = "jane".into();
+        jane.not_before = "2026-12-01T00:00:00Z".into();
+        index.apply_page(&page("q", vec![jane, rec("0c", &"c1".repeat(32), false)]));
+        assert_eq!(
+            index.lookup(&id("b1")).map(|(_, r)| r.reason.as_str()),
+            Some("left")
+        );
+        assert!(index.lookup(&id("c1")).is_none());
     }
 }

@@ -213,7 +213,8 @@ pub struct RevokeArgs {
     /// --reason), so that it may bootstrap again; its certificates stay revoked.
     #[arg(long, requires = "node")]
     pub clear: bool,
-    /// Why (recorded in the ledger and shown in the 403 the revoked credential gets).
+    /// Why, in 1 to 256 bytes (recorded in the ledger and shown in the 403 the revoked
+    /// credential gets).
     #[arg(long)]
     pub reason: String,
 }

@@ -438,6 +438,12 @@ async fn decide_one(
 
 pub async fn revoke(args: &RevokeArgs, out: OutputFormat, target: &Target) -> Result<()> {
     use kcert_kube::revocation::Selector;
+    if args.reason.trim().is_empty() || args.reason.len() > 256 {
+        bail!(
+            "--reason must say why in 1 to 256 bytes (it is {} bytes): it is copied onto every record revoked and shown in every refusal",
+            args.reason.len()
+        );
+    }
     if let Some(node) = &args.node {
         return revoke_node(node, args, out, target).await;
     }
