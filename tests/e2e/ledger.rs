@@ -34,7 +34,10 @@ async fn issued_certificates_are_recorded_and_finished_csrs_cleaned_after() {
         ledger: true,
         cleaner: Some(CleanerSettings {
             interval: Duration::from_millis(500),
-            approved: Duration::from_secs(2),
+            // Long enough that the test sees the issued CSR before it is cleaned (the signer
+            // waits for the ledger's first read before signing for a requester with a
+            // certificate).
+            approved: Duration::from_secs(5),
             denied: Duration::from_secs(2),
             failed: Duration::from_secs(2),
             pending: Duration::from_secs(3600),

@@ -384,8 +384,10 @@ pub(crate) async fn sign(
         Ok(None) => {}
         Ok(Some(why)) => return fail(csr, ctx, &why).await,
         Err(why) => {
+            // Only until the ledger is first read (a fraction of a second after start): look
+            // again soon, not in 2 s, so that a start-up adds no visible latency.
             tracing::info!(%why, "will retry");
-            return Ok(Action::requeue(Duration::from_secs(2)));
+            return Ok(Action::requeue(Duration::from_millis(250)));
         }
     }
     let started = std::time::Instant::now();
