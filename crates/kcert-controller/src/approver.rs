@@ -75,7 +75,7 @@ pub async fn reconcile(
                             EVALUATION_TIMED_OUT,
                             "Evaluate",
                             &format!(
-                                "the policy did not finish evaluating within {}s; left pending, retried in 30s",
+                                "the policy could not be evaluated within {}s (see the log); left pending, retried in 30s",
                                 EVALUATION_DEADLINE.as_secs()
                             ),
                         );

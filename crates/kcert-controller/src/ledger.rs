@@ -1151,6 +1151,32 @@ mod tests {
         ]
     }
 
+    /// `follow` on a task of its own, over `streams` (the last one first) and `probe`.
+    fn following<S, F>(
+        view: &LedgerView,
+        metrics: &Arc<crate::metrics::Metrics>,
+        mut streams: Vec<S>,
+        probe: impl FnMut() -> F + Send + 'static,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        S: futures::Stream<Item = Result<watcher::Event<LedgerPage>, watcher::Error>>
+            + Unpin
+            + Send
+            + 'static,
+        F: std::future::Future<Output = Result<(), String>> + Send,
+    {
+        let (view, metrics) = (view.clone(), metrics.clone());
+        tokio::spawn(async move {
+            follow(
+                &view,
+                &metrics,
+                || streams.pop().expect("no more watches scripted"),
+                probe,
+            )
+            .await
+        })
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_view_that_cannot_be_refreshed_fails_closed_then_lists_again() {
         let view = LedgerView::default();
@@ -1166,19 +1192,8 @@ mod tests {
                 Ok(())
             }
         };
-        let mut streams = vec![script(listed(85)), script(listed(0))];
-        let follower = {
-            let (view, metrics) = (view.clone(), metrics.clone());
-            tokio::spawn(async move {
-                follow(
-                    &view,
-                    &metrics,
-                    || streams.pop().expect("a third watch"),
-                    probe,
-                )
-                .await
-            })
-        };
+        let streams = vec![script(listed(85)), script(listed(0))];
+        let follower = following(&view, &metrics, streams, probe);
         tokio::time::sleep(Duration::from_secs(90)).await;
         assert!(view.is_read(), "one failed probe dropped the view");
         tokio::time::sleep(Duration::from_secs(90)).await;
@@ -1211,19 +1226,8 @@ mod tests {
         };
         let mut first = listed(0);
         first.push((5, refused()));
-        let mut streams = vec![script(listed(0)), script(first)];
-        let follower = {
-            let (view, metrics) = (view.clone(), metrics.clone());
-            tokio::spawn(async move {
-                follow(
-                    &view,
-                    &metrics,
-                    || streams.pop().expect("a third watch"),
-                    || async { Ok(()) },
-                )
-                .await
-            })
-        };
+        let streams = vec![script(listed(0)), script(first)];
+        let follower = following(&view, &metrics, streams, || async { Ok(()) });
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert!(view.is_read());
         tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -1279,19 +1283,8 @@ mod tests {
             (0, Ok(watcher::Event::InitDone)),
         ])
         .boxed();
-        let mut streams = vec![second, first];
-        let follower = {
-            let (view, metrics) = (view.clone(), metrics.clone());
-            tokio::spawn(async move {
-                follow(
-                    &view,
-                    &metrics,
-                    || streams.pop().expect("two watches"),
-                    || async { Ok(()) },
-                )
-                .await
-            })
-        };
+        let streams = vec![second, first];
+        let follower = following(&view, &metrics, streams, || async { Ok(()) });
         let id = format!("X509SHA256={fp}");
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(
@@ -1439,19 +1432,8 @@ mod tests {
             (0, Ok(watcher::Event::InitDone)),
             (1, Ok(watcher::Event::Delete(page))),
         ];
-        let mut streams = vec![script(steps)];
-        let follower = {
-            let (view, metrics) = (view.clone(), metrics.clone());
-            tokio::spawn(async move {
-                follow(
-                    &view,
-                    &metrics,
-                    || streams.pop().expect("one watch"),
-                    || async { Ok(()) },
-                )
-                .await
-            })
-        };
+        let streams = vec![script(steps)];
+        let follower = following(&view, &metrics, streams, || async { Ok(()) });
         tokio::time::sleep(Duration::from_secs(2)).await;
         let id = format!("X509SHA256={fp}");
         let index = view.read();

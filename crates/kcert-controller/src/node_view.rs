@@ -177,7 +177,7 @@ async fn refresh_reserved(client: &Client, view: &NodeView) -> bool {
             return false;
         }
     };
-    let names = match cluster_names(client).await {
+    let names = match kcert_kube::nodes::cluster_names(client).await {
         Ok(names) => names,
         Err(e) => {
             tracing::warn!(
@@ -196,43 +196,6 @@ async fn refresh_reserved(client: &Client, view: &NodeView) -> bool {
     }
     view.set_cluster_facts(ranges, names);
     true
-}
-
-/// What the cluster states about names ([`ClusterNames`]): the API server's endpoints in
-/// kubeadm's ConfigMaps `kube-public/cluster-info` and `kube-system/kubeadm-config` (each
-/// missing on clusters kubeadm did not make: nothing stated; present but unreadable — refused,
-/// or not as kubeadm writes it — an error, so that nothing is decided: what it states is not
-/// known) and the Namespaces' names. `kcert policy test` reads the same
-/// (`kcert::commands::policy::cluster_names`).
-pub async fn cluster_names(client: &Client) -> Result<ClusterNames, String> {
-    use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-    use kcert_policy::nodes::{CLUSTER_INFO, ConfigMapKey, KUBEADM_CONFIG};
-    let get = |cm: ConfigMapKey| async move {
-        Api::<ConfigMap>::namespaced(client.clone(), cm.namespace)
-            .get_opt(cm.name)
-            .await
-            .map(|found| found.map(|c| c.data.unwrap_or_default()))
-            .map_err(|e| format!("reading {cm} (kcert needs get on it): {e}"))
-    };
-    let cluster_info = get(CLUSTER_INFO).await?;
-    let kubeadm_config = get(KUBEADM_CONFIG).await?;
-    let api_server = kcert_policy::nodes::stated_api_server(
-        cluster_info.as_ref(),
-        kubeadm_config.as_ref(),
-        &|text| serde_yaml::from_str(text).map_err(|e| e.to_string()),
-    )?;
-    let namespaces = Api::<Namespace>::all(client.clone())
-        .list_metadata(&Default::default())
-        .await
-        .map_err(|e| format!("listing Namespaces (kcert needs list on namespaces): {e}"))?
-        .items
-        .into_iter()
-        .filter_map(|n| n.metadata.name)
-        .collect();
-    Ok(ClusterNames {
-        api_server,
-        namespaces,
-    })
 }
 
 /// How long the Node watch may fail before its last state stops deciding anything.

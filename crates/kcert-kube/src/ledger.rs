@@ -413,10 +413,6 @@ impl ObjectRule {
                 SelectorKey::Nothing => false,
             }
     }
-
-    fn key(&self) -> SelectorKey {
-        self.key.clone()
-    }
 }
 
 /// What a Revocation object selects by, normalized once: objects are indexed by it, so a record
@@ -436,9 +432,9 @@ impl SelectorKey {
         s.to_ascii_lowercase().trim_start_matches('0').to_string()
     }
 
-    fn of_selector(s: &crate::revocation::Selector) -> (SelectorKey,) {
+    fn of_selector(s: &crate::revocation::Selector) -> SelectorKey {
         use crate::revocation::Selector;
-        (match s {
+        match s {
             Selector::Serial(serial) => SelectorKey::Serial(Self::serial(serial)),
             Selector::Fingerprint(f) => match hash_of(f) {
                 Some(h) => SelectorKey::Fingerprint(h),
@@ -446,7 +442,7 @@ impl SelectorKey {
             },
             Selector::Csr(name) => SelectorKey::Csr(name.clone()),
             Selector::User(user) => SelectorKey::User(user.clone()),
-        },)
+        }
     }
 
     /// Every key a record can be selected by.
@@ -550,7 +546,7 @@ impl LedgerIndex {
             return false;
         };
         let rule = ObjectRule {
-            key: SelectorKey::of_selector(&selector).0,
+            key: SelectorKey::of_selector(&selector),
             selector,
             revocation: Revocation {
                 revoked_at: created.to_string(),
@@ -564,7 +560,7 @@ impl LedgerIndex {
             deleted: false,
         };
         let name: Arc<str> = Arc::from(name);
-        let key = rule.key();
+        let key = rule.key.clone();
         for (hash, copies) in self.by_hash.iter_mut() {
             if copies.iter().any(|c| rule.selects(hash, &c.entry)) {
                 for c in copies.iter_mut().filter(|c| c.entry.revocation.is_none()) {

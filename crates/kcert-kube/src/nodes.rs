@@ -98,6 +98,43 @@ pub async fn cluster_reserved(client: &Client) -> Result<ClusterReserved, kube::
     Ok((out, hosts))
 }
 
+/// What the cluster states about names ([`kcert_policy::nodes::ClusterNames`]): the API server's endpoints in
+/// kubeadm's ConfigMaps `kube-public/cluster-info` and `kube-system/kubeadm-config` (each
+/// missing on clusters kubeadm did not make: nothing stated; present but unreadable — refused,
+/// or not as kubeadm writes it — an error, so that nothing is decided: what it states is not
+/// known) and the Namespaces' names. kcert-controller's Node view and `kcert policy test` both
+/// read them with this.
+pub async fn cluster_names(client: &Client) -> Result<kcert_policy::nodes::ClusterNames, String> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+    use kcert_policy::nodes::{CLUSTER_INFO, ConfigMapKey, KUBEADM_CONFIG};
+    let get = |cm: ConfigMapKey| async move {
+        Api::<ConfigMap>::namespaced(client.clone(), cm.namespace)
+            .get_opt(cm.name)
+            .await
+            .map(|found| found.map(|c| c.data.unwrap_or_default()))
+            .map_err(|e| format!("reading {cm} (kcert needs get on it): {e}"))
+    };
+    let cluster_info = get(CLUSTER_INFO).await?;
+    let kubeadm_config = get(KUBEADM_CONFIG).await?;
+    let api_server = kcert_policy::nodes::stated_api_server(
+        cluster_info.as_ref(),
+        kubeadm_config.as_ref(),
+        &|text| serde_yaml::from_str(text).map_err(|e| e.to_string()),
+    )?;
+    let namespaces = Api::<Namespace>::all(client.clone())
+        .list_metadata(&Default::default())
+        .await
+        .map_err(|e| format!("listing Namespaces (kcert needs list on namespaces): {e}"))?
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    Ok(kcert_policy::nodes::ClusterNames {
+        api_server,
+        namespaces,
+    })
+}
+
 /// Ranges never a node's, and the API server's own addresses ([`cluster_reserved`]).
 pub type ClusterReserved = (Vec<(Cidr, String)>, Vec<(Cidr, String)>);
 

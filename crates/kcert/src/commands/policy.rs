@@ -116,55 +116,11 @@ pub async fn node_index(client: &Client) -> Result<NodeIndex> {
             )
         })?;
     index.set_cluster_reserved(ranges, api_server);
-    index.set_cluster_names(cluster_names(client).await?);
+    let names = kcert_kube::nodes::cluster_names(client).await.map_err(|e| {
+        anyhow!("{e} (kcert policy test reads these as kcert-controller does, which decides no serving CSR until they can be read)")
+    })?;
+    index.set_cluster_names(names);
     Ok(index)
-}
-
-/// What the cluster states about names, read as kcert-controller reads it
-/// (`kcert_controller::node_view::cluster_names`): the API server's endpoints in kubeadm's
-/// ConfigMaps `kube-public/cluster-info` and `kube-system/kubeadm-config` (a missing one states
-/// nothing; one that exists but cannot be read is an error, as the controller then decides no
-/// serving CSR) and the Namespaces, whose `<svc>.<ns>` names are never a node's.
-pub async fn cluster_names(client: &Client) -> Result<kcert_policy::nodes::ClusterNames> {
-    use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-    use kcert_policy::nodes::{CLUSTER_INFO, ConfigMapKey, KUBEADM_CONFIG};
-    let get = |cm: ConfigMapKey| async move {
-        Api::<ConfigMap>::namespaced(client.clone(), cm.namespace)
-            .get_opt(cm.name)
-            .await
-            .map(|found| found.map(|c| c.data.unwrap_or_default()))
-            .map_err(|e| {
-                anyhow!(
-                    "reading {cm} (kcert policy test needs get on it, as kcert-controller does): {}",
-                    super::request::api_message(&e)
-                )
-            })
-    };
-    let cluster_info = get(CLUSTER_INFO).await?;
-    let kubeadm_config = get(KUBEADM_CONFIG).await?;
-    let api_server = kcert_policy::nodes::stated_api_server(
-        cluster_info.as_ref(),
-        kubeadm_config.as_ref(),
-        &|text| serde_yaml::from_str(text).map_err(|e| e.to_string()),
-    )
-    .map_err(|e| anyhow!("{e} (kcert-controller decides no serving CSR until it is fixed)"))?;
-    let namespaces = Api::<Namespace>::all(client.clone())
-        .list_metadata(&Default::default())
-        .await
-        .map_err(|e| {
-            anyhow!(
-                "listing Namespaces (kcert policy test needs list on namespaces): {}",
-                super::request::api_message(&e)
-            )
-        })?
-        .items
-        .into_iter()
-        .filter_map(|n| n.metadata.name)
-        .collect();
-    Ok(kcert_policy::nodes::ClusterNames {
-        api_server,
-        namespaces,
-    })
 }
 
 /// The ledger as the node rules read it (which nodes are revoked). kcert-controller decides no
