@@ -21,6 +21,18 @@ pub struct Samples {
     pub missing: usize,
     /// Creates per second actually sent.
     pub offered: f64,
+    /// CPU seconds kcert-controller used over the run (the pipeline only).
+    pub controller_cpu: Option<f64>,
+}
+
+impl Samples {
+    /// kcert-controller's CPU per certificate issued in the run, in ms (NaN without one).
+    pub fn cpu_ms_per_certificate(&self) -> f64 {
+        match self.controller_cpu {
+            Some(s) if !self.millis.is_empty() => s * 1000.0 / self.millis.len() as f64,
+            _ => f64::NAN,
+        }
+    }
 }
 
 /// Every `1/rate` s for `seconds` (on schedule, whatever the responses do) do `send` with a
@@ -234,9 +246,12 @@ pub async fn pipeline(
     let warm = format!("{batch_name}-warmup");
     batch::create(api, &warm, 1, &signer, false).await?;
     batch::wait_issued(api, &warm, 1, Duration::from_secs(60)).await?;
-    wait_recorded(cluster, api, &format!("{warm}-0")).await?;
+    if !extra_flags.iter().any(|f| f == "--ledger=false") {
+        wait_recorded(cluster, api, &format!("{warm}-0")).await?;
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let s = open_loop(
+    let meter = crate::process::CpuMeter::start(&[("kcert-controller", _controller.pid())]);
+    let mut s = open_loop(
         api,
         batch_name,
         &signer,
@@ -246,6 +261,7 @@ pub async fn pipeline(
         create,
     )
     .await?;
+    s.controller_cpu = meter.stop().first().map(|(_, cpu)| *cpu);
     if let Some(dir) = std::env::var_os("KCERT_BENCH_TIMELINE_DIR") {
         std::fs::copy(
             cluster.dir().join("kcert-controller.log"),

@@ -984,6 +984,10 @@ pub async fn write_pages(
     let mut open: Option<LedgerPage> = None;
     let mut batch: Vec<IssuedCertificate> = Vec::new();
     let mut backoff = Duration::from_millis(200);
+    // When the last page write ended: the early write after a pause (`idle_after`) comes at
+    // most once per `flush_after`, so a steady trickle (a record every few ms) is written in
+    // batches of `flush_after`, not one write per record or two.
+    let mut last_write = tokio::time::Instant::now() - settings.flush_after;
     loop {
         if batch.is_empty() {
             match rx.recv().await {
@@ -992,15 +996,18 @@ pub async fn write_pages(
             }
             // Gather until the flush interval is up or the records stop coming.
             let deadline = tokio::time::Instant::now() + settings.flush_after;
-            while let Ok(Some(r)) = tokio::time::timeout(
-                settings
-                    .idle_after
-                    .min(deadline.saturating_duration_since(tokio::time::Instant::now())),
-                rx.recv(),
-            )
-            .await
-            {
-                batch.push(r);
+            loop {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                let until = (now + settings.idle_after)
+                    .max(last_write + settings.flush_after)
+                    .min(deadline);
+                match tokio::time::timeout(until.saturating_duration_since(now), rx.recv()).await {
+                    Ok(Some(r)) => batch.push(r),
+                    _ => break,
+                }
             }
         }
         while let Ok(r) = rx.try_recv() {
@@ -1021,7 +1028,9 @@ pub async fn write_pages(
         if batch.is_empty() {
             continue;
         }
-        match write_batch(&api, &mut open, &mut batch, &ledger).await {
+        let written = write_batch(&api, &mut open, &mut batch, &ledger).await;
+        last_write = tokio::time::Instant::now();
+        match written {
             Ok(()) => backoff = Duration::from_millis(200),
             Err(kube::Error::Api(s)) if [400, 413, 422].contains(&s.code) => {
                 // What landed before the refusal is out of `batch`. One record the API server
@@ -1070,10 +1079,19 @@ async fn write_batch(
     while !batch.is_empty() {
         // Appending rewrites the whole page (the API server decodes, validates, stores and
         // sends every watcher all of it), so a batch goes onto the open page only if all of it
-        // fits; otherwise onto new pages of its own. At a high rate every page is written
-        // once; at a low rate small batches fill one page.
+        // fits and the page stays small beside it (`appends_to_open_page`); otherwise onto new
+        // pages of its own. At a high rate every page is written once; a trickle of small
+        // batches fills pages of about 50.
         let mut page = match open.take() {
-            Some(p) if room(&p, batch) == batch.len() => p,
+            Some(p)
+                if room(&p, batch) == batch.len()
+                    && kcert_kube::ledger::appends_to_open_page(
+                        p.spec.records.len(),
+                        batch.len(),
+                    ) =>
+            {
+                p
+            }
             _ => new_page(
                 k8s_openapi::jiff::Timestamp::now().as_millisecond(),
                 rand_suffix(),
@@ -1093,6 +1111,14 @@ async fn write_batch(
         };
         match written {
             Ok(mut w) => {
+                tracing::debug!(
+                    page = %page.name_any(),
+                    records = n,
+                    page_records = page.spec.records.len(),
+                    page_bytes = page.spec.records.iter().map(String::len).sum::<usize>(),
+                    millis = started.elapsed().as_secs_f64() * 1000.0,
+                    "ledger page written"
+                );
                 w.managed_fields_mut().clear();
                 *open = Some(w);
                 ledger.metrics.ledger_written(n, started.elapsed());

@@ -306,6 +306,15 @@ impl Context {
         self.settings.signer_names.iter().any(|s| s == signer_name)
     }
 
+    /// Whether a reconcile in this process is signing the CSR right now.
+    fn is_signing(&self, csr: &CertificateSigningRequest) -> bool {
+        let uid = csr.uid().unwrap_or_else(|| csr.name_any());
+        self.signing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&uid)
+    }
+
     /// Claim the CSR for signing; None if another reconcile in this process holds it.
     fn claim(&self, csr: &CertificateSigningRequest) -> Option<SigningClaim<'_>> {
         let uid = csr.uid().unwrap_or_else(|| csr.name_any());
@@ -314,7 +323,13 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(uid.clone());
-        fresh.then_some(SigningClaim { ctx: self, uid })
+        // Not `then_some`: it would build (and drop) a claim when the CSR is already claimed,
+        // and the drop would release the other reconcile's claim.
+        if fresh {
+            Some(SigningClaim { ctx: self, uid })
+        } else {
+            None
+        }
     }
 }
 

@@ -1526,3 +1526,26 @@ async fn the_signer_gives_nothing_to_a_requester_whose_certificate_descends_from
     crate::signer::reconcile(Arc::new(c), ctx).await.unwrap();
     api.assert_done();
 }
+
+#[tokio::test]
+async fn a_refused_signing_claim_leaves_the_holders_claim_in_place() {
+    // The approver's inline signing and the signer's reconcile exclude each other by a claim;
+    // a second claim that is refused must not release the first (it once did: the refused
+    // claim was built, dropped, and its drop removed the holder's entry).
+    let api = FakeApi::new(vec![]);
+    let ctx = context(&api, true);
+    let x = csr("x", "uid-1", &["dev"]);
+    let held = ctx.claim(&x).expect("the first claim");
+    assert!(ctx.claim(&x).is_none());
+    assert!(
+        ctx.is_signing(&x),
+        "the refused claim released the holder's"
+    );
+    assert!(
+        ctx.claim(&x).is_none(),
+        "a third claim got in while the first is held"
+    );
+    drop(held);
+    assert!(!ctx.is_signing(&x));
+    assert!(ctx.claim(&x).is_some());
+}

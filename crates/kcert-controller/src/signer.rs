@@ -92,6 +92,12 @@ pub async fn reconcile(
         let Some(ledger) = ctx.ledger.as_ref() else {
             return Ok(Action::await_change());
         };
+        if ctx.is_signing(&csr) {
+            // The watch brought back the certificate this process is writing: the signing path
+            // records it as soon as the write returns. Looked at again then, not repaired now
+            // (that would check it all again and count a repair that is none).
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
         let serving = csr.spec.signer_name == kcert_policy::nodes::KUBELET_SERVING_SIGNER;
         let (Some(ca), Some(privileged), false) = (
             ctx.ca.get(),

@@ -51,6 +51,21 @@ pub fn new_page(now_unix_ms: i64, suffix: u32) -> LedgerPage {
     }
 }
 
+/// Appending rewrites the whole page (the API server decodes, validates and stores all of it,
+/// and sends it to every watcher), so the open page takes a batch only while it stays small
+/// beside it: at most [`APPEND_PAGE_RECORDS`] records after the append, or
+/// [`APPEND_AMPLIFICATION`] times the batch. A steady trickle of small batches then rewrites
+/// a few times what it records, not a 200-record page per batch; a burst still fills pages.
+pub const APPEND_PAGE_RECORDS: usize = 50;
+/// See [`APPEND_PAGE_RECORDS`].
+pub const APPEND_AMPLIFICATION: usize = 4;
+
+/// Whether a batch of `batch` records goes onto an open page holding `held` (pure; room on
+/// the page is [`room`]'s question).
+pub fn appends_to_open_page(held: usize, batch: usize) -> bool {
+    held + batch <= APPEND_PAGE_RECORDS.max(APPEND_AMPLIFICATION * batch)
+}
+
 /// What one record adds to a page's JSON (the record as a JSON string, quoted and escaped).
 pub fn record_bytes(r: &IssuedCertificate) -> usize {
     serde_json::to_string(r).map_or(usize::MAX / 2, |s| encoded_len(&s))
@@ -1501,6 +1516,27 @@ mod tests {
         assert!(index.knows(&id("aa01")));
         index.remove_page("a");
         assert_eq!((index.records(), index.revoked()), (0, 0));
+    }
+
+    #[test]
+    fn small_batches_go_onto_small_open_pages_and_bursts_fill_pages() {
+        // A trickle (batches of a few records) rewrites pages of at most 50 records.
+        assert!(appends_to_open_page(0, 1));
+        assert!(appends_to_open_page(49, 1));
+        assert!(!appends_to_open_page(50, 1));
+        assert!(appends_to_open_page(36, 12));
+        assert!(!appends_to_open_page(48, 12));
+        // A burst may grow a page up to 4× its batch (the page bound itself is `room`'s).
+        assert!(appends_to_open_page(100, 50));
+        assert!(!appends_to_open_page(151, 50));
+        // Whatever the sizes, what one write rewrites stays within 4× the batch, or 50.
+        for held in 0..300 {
+            for batch in 1..300 {
+                if appends_to_open_page(held, batch) {
+                    assert!(held + batch <= (4 * batch).max(APPEND_PAGE_RECORDS));
+                }
+            }
+        }
     }
 
     #[test]
