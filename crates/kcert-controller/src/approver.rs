@@ -149,6 +149,23 @@ pub(crate) async fn write_and_announce(
     request: Option<kcert_pki::CertificateRequest>,
     ctx: &Arc<Context>,
 ) -> Result<Action, Error> {
+    // Approved and ours to sign: the signer's checks and the signature run on a blocking
+    // thread while the approval is on its way to the API server (the two took turns before:
+    // the signature's milliseconds sat on every certificate's latency). Nothing signed is
+    // written, or kept, unless the approval is: what `prepare` comes to is written by
+    // `finish` only onto the approved object the API server returns. The signing claim is
+    // taken first, so the signer's own reconcile of the approval waits for this path.
+    let signs_here = decision.outcome == Outcome::Approve
+        && ctx.settings.signer
+        && ctx.serves(&csr.spec.signer_name);
+    let claim = if signs_here { ctx.claim(csr) } else { None };
+    let presigned = claim.as_ref().map(|_| {
+        let (csr, ctx) = (csr.clone(), ctx.clone());
+        let approval = crate::signer::Approval::from_decision(decision);
+        tokio::task::spawn_blocking(move || {
+            crate::signer::prepare(&csr, Some(&approval), request, &ctx)
+        })
+    });
     let written = match write_decision(csr, decision, rules_version, ctx).await {
         Ok(w) => w,
         Err(Error::Write(WriteError::Permanent(_, message)))
@@ -160,6 +177,7 @@ pub(crate) async fn write_and_announce(
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
         Err(Error::Write(WriteError::Permanent(_, message))) => {
+            drop(claim);
             return crate::signer::fail(
                 csr,
                 ctx,
@@ -185,12 +203,22 @@ pub(crate) async fn write_and_announce(
         // The signer in this process signs at once from the object the API server just
         // returned, with the identity and cap the decision approved (values, not a round trip
         // through the annotation): one watch hop less.
-        if decision.outcome == Outcome::Approve
-            && ctx.settings.signer
-            && ctx.serves(&csr.spec.signer_name)
-        {
-            let approval = crate::signer::Approval::from_decision(decision);
-            return crate::signer::sign(&decided, Some(&approval), request, ctx).await;
+        if signs_here {
+            if !conditions::has(&decided, APPROVED) || conditions::has(&decided, conditions::FAILED)
+            {
+                return Ok(Action::await_change());
+            }
+            return match presigned {
+                Some(task) => match task.await {
+                    Ok(prepared) => crate::signer::finish(&decided, prepared, ctx).await,
+                    Err(panicked) => {
+                        tracing::error!(%panicked, "signing failed; the signer will retry");
+                        Ok(Action::requeue(Duration::from_secs(5)))
+                    }
+                },
+                // The signer's reconcile holds the claim: it signs.
+                None => Ok(Action::requeue(Duration::from_secs(1))),
+            };
         }
     }
     Ok(Action::await_change())

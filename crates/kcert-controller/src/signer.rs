@@ -342,26 +342,55 @@ pub(crate) async fn sign(
         // The other path is signing it now; look again once it has written.
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
+    let prepared = prepare(csr, approval, parsed, ctx);
+    finish(csr, prepared, ctx).await
+}
+
+/// What signing a CSR comes to before anything is written: a certificate, a refusal to record
+/// as `Failed`, or a wait.
+pub(crate) enum Prepared {
+    /// Look again later (a source not read yet); nothing is written.
+    Wait(Action),
+    /// Mark the CSR `Failed` with this message.
+    Refuse(String),
+    /// Write this certificate.
+    Signed {
+        issued: kcert_pki::IssuedCertificate,
+        plan: Box<Plan>,
+        started: std::time::Instant,
+    },
+}
+
+/// Every check, then the signature, for `csr` as approved by `approval` (None: read from the
+/// CSR); no writes, no await, so that the approver can run it while its approval is on its way
+/// to the API server ([`finish`] writes what it comes to, only onto an approved CSR). The
+/// caller holds the CSR's signing claim.
+pub(crate) fn prepare(
+    csr: &CertificateSigningRequest,
+    approval: Option<&Approval>,
+    parsed: Option<kcert_pki::CertificateRequest>,
+    ctx: &Context,
+) -> Prepared {
     let Some(ca) = ctx.ca.get() else {
         tracing::warn!("no CA loaded yet; will retry");
-        return Ok(Action::requeue(Duration::from_secs(5)));
+        return Prepared::Wait(Action::requeue(Duration::from_secs(5)));
     };
     let Some(privileged) = ctx.rbac.get() else {
         tracing::info!("RBAC bindings not read yet; will retry");
-        return Ok(Action::requeue(Duration::from_secs(2)));
+        return Prepared::Wait(Action::requeue(Duration::from_secs(2)));
     };
     if csr.spec.signer_name == kcert_policy::nodes::KUBELET_SERVING_SIGNER && !ctx.nodes.is_read() {
         tracing::info!("Nodes or the cluster's reserved ranges not read yet; will retry");
-        return Ok(Action::requeue(Duration::from_secs(2)));
+        return Prepared::Wait(Action::requeue(Duration::from_secs(2)));
     }
     let kubelet = kcert_policy::nodes::is_kubelet_signer(&csr.spec.signer_name);
     if kubelet && let Some(why) = crate::node_approver::revocations_unknown(ctx) {
         tracing::info!(%why, "will retry");
-        return Ok(Action::requeue(Duration::from_secs(2)));
+        return Prepared::Wait(Action::requeue(Duration::from_secs(2)));
     }
     let plan = match plan_for(csr, approval, parsed, ctx, &privileged) {
         Ok(p) => p,
-        Err(message) => return fail(csr, ctx, &message).await,
+        Err(message) => return Prepared::Refuse(message),
     };
     // A revoked node gets no certificate, whoever approved (a human's `kubectl certificate
     // approve` included), until an admin clears the revocation.
@@ -370,16 +399,15 @@ pub(crate) async fn sign(
         match crate::node_approver::node_revocation(ctx, node) {
             Ok(None) => {}
             Ok(Some(r)) => {
-                let message = format!(
+                return Prepared::Refuse(format!(
                     "{}: {}",
                     kcert_policy::Reason::NodeRevoked,
                     kcert_policy::nodes::revoked_message(node, &r)
-                );
-                return fail(csr, ctx, &message).await;
+                ));
             }
             Err(why) => {
                 tracing::info!(%why, "will retry");
-                return Ok(Action::requeue(Duration::from_secs(2)));
+                return Prepared::Wait(Action::requeue(Duration::from_secs(2)));
             }
         }
     }
@@ -388,12 +416,12 @@ pub(crate) async fn sign(
     // it gets nothing.
     match requester_revoked(csr, ctx) {
         Ok(None) => {}
-        Ok(Some(why)) => return fail(csr, ctx, &why).await,
+        Ok(Some(why)) => return Prepared::Refuse(why),
         Err(why) => {
             // Only until the ledger is first read (a fraction of a second after start): look
             // again soon, not in 2 s, so that a start-up adds no visible latency.
             tracing::info!(%why, "will retry");
-            return Ok(Action::requeue(Duration::from_millis(250)));
+            return Prepared::Wait(Action::requeue(Duration::from_millis(250)));
         }
     }
     let started = std::time::Instant::now();
@@ -414,9 +442,31 @@ pub(crate) async fn sign(
             &SystemRandom,
         ),
     };
-    let issued = match signed {
-        Ok(c) => c,
-        Err(e) => return fail(csr, ctx, &e.to_string()).await,
+    match signed {
+        Ok(issued) => Prepared::Signed {
+            issued,
+            plan: Box::new(plan),
+            started,
+        },
+        Err(e) => Prepared::Refuse(e.to_string()),
+    }
+}
+
+/// Write what [`prepare`] came to onto `csr` (Approved, not Failed: the caller checked), and
+/// record an issued certificate on the ledger.
+pub(crate) async fn finish(
+    csr: &CertificateSigningRequest,
+    prepared: Prepared,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let (issued, plan, started) = match prepared {
+        Prepared::Wait(action) => return Ok(action),
+        Prepared::Refuse(message) => return fail(csr, ctx, &message).await,
+        Prepared::Signed {
+            issued,
+            plan,
+            started,
+        } => (issued, plan, started),
     };
     match write_certificate(csr, ctx, &issued).await {
         Ok(Written::Done(_)) => {
