@@ -119,7 +119,7 @@ pub async fn populate(client: &Client, p: Population) -> Result<()> {
         .buffer_unordered(32)
         .collect()
         .await;
-    results.into_iter().collect::<Result<Vec<_>>>()?;
+    first_error(results)?;
 
     let namespaces: Api<Namespace> = Api::all(client.clone());
     for n in 0..NAMESPACES.min(p.bindings.max(1)) {
@@ -191,8 +191,13 @@ pub async fn populate(client: &Client, p: Population) -> Result<()> {
         .buffer_unordered(32)
         .collect()
         .await;
-    results.into_iter().collect::<Result<Vec<_>>>()?;
+    first_error(results)?;
     Ok(())
+}
+
+/// Every result, or the first error among them.
+fn first_error(results: Vec<Result<()>>) -> Result<()> {
+    results.into_iter().collect()
 }
 
 /// The cluster's churn until dropped: Node heartbeats (a kubelet's strategic-merge patch of its
