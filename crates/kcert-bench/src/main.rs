@@ -347,6 +347,8 @@ async fn main() -> Result<()> {
             .ca_key(kcert_testbed::CaKeyType::EcdsaP256)
             .start()
             .await?;
+        // The ledger engine fails closed without its CRD, as it should.
+        kcert_tests::install_crds(&ecdsa).await;
         let api: Api<CertificateSigningRequest> = Api::all(ecdsa.admin_client().await?);
         let engines = [
             Engine::Kcert,

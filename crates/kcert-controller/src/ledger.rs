@@ -1001,9 +1001,14 @@ pub async fn write_pages(
                 if now >= deadline {
                     break;
                 }
-                let until = (now + settings.idle_after)
-                    .max(last_write + settings.flush_after)
-                    .min(deadline);
+                // A full page's worth gathered is the end of a burst, not a trickle: its early
+                // write need not wait out the rate limit.
+                let earliest = if batch.len() >= kcert_kube::ledger::APPEND_PAGE_RECORDS {
+                    now
+                } else {
+                    last_write + settings.flush_after
+                };
+                let until = (now + settings.idle_after).max(earliest).min(deadline);
                 match tokio::time::timeout(until.saturating_duration_since(now), rx.recv()).await {
                     Ok(Some(r)) => batch.push(r),
                     _ => break,

@@ -1549,3 +1549,73 @@ async fn a_refused_signing_claim_leaves_the_holders_claim_in_place() {
     assert!(!ctx.is_signing(&x));
     assert!(ctx.claim(&x).is_some());
 }
+
+#[tokio::test]
+async fn a_certificate_signed_beside_a_refused_approval_is_never_written() {
+    // The approver signs while its approval is on the way; the API server refuses the approval
+    // for good. What was signed must go nowhere: the CSR gets Failed, never a certificate.
+    let c = csr("x", "uid-1", &["dev"]);
+    let api = FakeApi::new(vec![
+        Exchange::refuse(
+            &format!("{PATH}/approval"),
+            422,
+            "Invalid",
+            "metadata.annotations: Too long",
+        )
+        .checking(|sent| {
+            assert_eq!(sent["status"]["conditions"][0]["type"], "Approved");
+        }),
+        Exchange::new(Method::PUT, &format!("{PATH}/status"), 200, json(&c)).checking(|sent| {
+            assert!(sent["status"]["certificate"].is_null(), "{sent}");
+            let conds = sent["status"]["conditions"].as_array().unwrap();
+            assert!(conds.iter().all(|c| c["type"] != "Approved"), "{sent}");
+            let failed = conds.iter().find(|c| c["type"] == "Failed").unwrap();
+            assert!(
+                failed["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("cannot record the decision"),
+                "{failed}"
+            );
+        }),
+    ]);
+    let ctx = context(&api, true);
+    let action = crate::approver::reconcile(Arc::new(c.clone()), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    api.assert_done();
+    assert!(
+        !ctx.is_signing(&c),
+        "the signing claim outlived the refusal"
+    );
+}
+
+#[tokio::test]
+async fn a_csr_denied_while_its_certificate_was_being_signed_gets_no_certificate() {
+    // Someone denies the CSR (kubectl certificate deny) between our read and our approval: the
+    // approval conflicts, the re-read shows Denied, and the certificate signed meanwhile is
+    // dropped without a single further request.
+    let c = csr("x", "uid-1", &["dev"]);
+    let mut denied = c.clone();
+    denied.metadata.resource_version = Some("2".into());
+    denied.status = Some(CertificateSigningRequestStatus {
+        conditions: Some(vec![conditions::condition(
+            conditions::DENIED,
+            "KubectlDeny",
+            "not today",
+        )]),
+        ..Default::default()
+    });
+    let api = FakeApi::new(vec![
+        Exchange::conflict(&format!("{PATH}/approval")),
+        Exchange::new(Method::GET, PATH, 200, json(&denied)),
+    ]);
+    let ctx = context(&api, true);
+    let action = crate::approver::reconcile(Arc::new(c.clone()), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    api.assert_done();
+    assert!(!ctx.is_signing(&c), "the signing claim outlived the denial");
+}
