@@ -44,13 +44,19 @@ fn csr(name: &str, uid: &str, groups: &[&str]) -> CertificateSigningRequest {
     c
 }
 
-fn approved(mut c: CertificateSigningRequest) -> CertificateSigningRequest {
+fn approved(c: CertificateSigningRequest) -> CertificateSigningRequest {
+    decided(c, conditions::APPROVED, "KubectlApprove", "by hand")
+}
+
+/// `c` with one decision condition (as `kubectl certificate approve|deny` writes it).
+fn decided(
+    mut c: CertificateSigningRequest,
+    kind: &str,
+    reason: &str,
+    message: &str,
+) -> CertificateSigningRequest {
     c.status = Some(CertificateSigningRequestStatus {
-        conditions: Some(vec![conditions::condition(
-            conditions::APPROVED,
-            "KubectlApprove",
-            "by hand",
-        )]),
+        conditions: Some(vec![conditions::condition(kind, reason, message)]),
         ..Default::default()
     });
     c
@@ -1597,16 +1603,8 @@ async fn a_csr_denied_while_its_certificate_was_being_signed_gets_no_certificate
     // approval conflicts, the re-read shows Denied, and the certificate signed meanwhile is
     // dropped without a single further request.
     let c = csr("x", "uid-1", &["dev"]);
-    let mut denied = c.clone();
+    let mut denied = decided(c.clone(), conditions::DENIED, "KubectlDeny", "not today");
     denied.metadata.resource_version = Some("2".into());
-    denied.status = Some(CertificateSigningRequestStatus {
-        conditions: Some(vec![conditions::condition(
-            conditions::DENIED,
-            "KubectlDeny",
-            "not today",
-        )]),
-        ..Default::default()
-    });
     let api = FakeApi::new(vec![
         Exchange::conflict(&format!("{PATH}/approval")),
         Exchange::new(Method::GET, PATH, 200, json(&denied)),
