@@ -83,10 +83,31 @@ pub async fn wait_issued(
     n: usize,
     limit: Duration,
 ) -> Result<Duration> {
+    Ok(wait_issued_timed(api, batch, n, limit, || ()).await?.all)
+}
+
+/// When a batch's first and last certificates were seen, from the call.
+#[derive(Debug, Clone, Copy)]
+pub struct Issued {
+    pub first: Duration,
+    pub all: Duration,
+}
+
+/// [`wait_issued`], calling `on_first` the moment the first certificate is seen: what comes
+/// before it is the engine's start-up, what comes after its issuing.
+pub async fn wait_issued_timed(
+    api: &Api<CertificateSigningRequest>,
+    batch: &str,
+    n: usize,
+    limit: Duration,
+    on_first: impl FnOnce(),
+) -> Result<Issued> {
     let started = Instant::now();
     let config = watcher::Config::default().labels(&format!("{LABEL}={batch}"));
     let mut objects = std::pin::pin!(watcher(api.clone(), config).applied_objects());
     let mut issued = HashSet::new();
+    let mut on_first = Some(on_first);
+    let mut first = None;
     while issued.len() < n {
         let left = limit.saturating_sub(started.elapsed());
         match tokio::time::timeout(left, objects.next()).await {
@@ -96,11 +117,19 @@ pub async fn wait_issued(
             Ok(Some(Ok(csr))) => {
                 if has_certificate(&csr) {
                     issued.insert(csr.metadata.name.unwrap_or_default());
+                    if let Some(f) = on_first.take() {
+                        first = Some(started.elapsed());
+                        f();
+                    }
                 }
             }
         }
     }
-    Ok(started.elapsed())
+    let all = started.elapsed();
+    Ok(Issued {
+        first: first.unwrap_or(all),
+        all,
+    })
 }
 
 /// kcert-controller's metrics (at `addr`) as (name → value), for the unlabelled ones.

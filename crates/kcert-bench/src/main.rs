@@ -106,6 +106,13 @@ struct Args {
     /// Binding changes per second during the latency run at scale.
     #[arg(long, default_value_t = 1)]
     scale_binding_updates: u32,
+    /// Where the `profile` part writes its profiles (one per engine and run).
+    #[arg(long, default_value = "target/kcert-bench-profiles")]
+    profile_dir: PathBuf,
+    /// Seconds of each profile in the `profile` part, from the batch's first issue on; give
+    /// `--csrs` enough for the batch to outlast it.
+    #[arg(long, default_value_t = 3)]
+    profile_seconds: u32,
     /// Do not rewrite docs/benchmarks.md and its plot (`all` rewrites them otherwise).
     #[arg(long)]
     no_docs: bool,
@@ -135,6 +142,10 @@ enum Part {
     /// decision and to certificate, kcert deciding against kube-controller-manager's
     /// csrapproving (each on its own bed), and kcert's cost per node decision. Not part of `all`.
     Nodes,
+    /// kube-apiserver's CPU profile (pprof) while each engine of the ECDSA throughput
+    /// measurement issues its batch, written to `--profile-dir` (`go tool pprof` reads them).
+    /// Not part of `all`.
+    Profile,
 }
 
 impl Part {
@@ -196,6 +207,9 @@ async fn main() -> Result<()> {
     }
     if args.part == Part::Ledger {
         return ledger_part(&args).await;
+    }
+    if args.part == Part::Profile {
+        return profile_part(&args).await;
     }
     if args.part == Part::Nodes {
         return nodes_part(&args).await;
@@ -367,6 +381,42 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// The `profile` part: the ECDSA engines, each with kube-apiserver profiled while it issues.
+async fn profile_part(args: &Args) -> Result<()> {
+    std::fs::create_dir_all(&args.profile_dir)?;
+    let cluster = TestCluster::builder()
+        .ca_key(kcert_testbed::CaKeyType::EcdsaP256)
+        .apiserver_arg("--profiling=true")
+        .start()
+        .await?;
+    kcert_tests::install_crds(&cluster).await;
+    let api: Api<CertificateSigningRequest> = Api::all(cluster.admin_client().await?);
+    let profile = throughput::Profile {
+        dir: args.profile_dir.clone(),
+        seconds: args.profile_seconds,
+    };
+    for run in 0..args.runs {
+        for engine in [
+            Engine::Kcert,
+            Engine::KcertLedger,
+            Engine::KcmLifted,
+            Engine::Null,
+        ] {
+            let batch = format!("prof-{}-{run}", engine.key());
+            let r =
+                throughput::measure_profiled(&cluster, &api, engine, &batch, args.csrs, &profile)
+                    .await?;
+            println!(
+                "run {run}: {}: {}; profile {}",
+                engine.key(),
+                describe_run(&r),
+                profile.path(&batch).display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The `ledger` part.
 async fn ledger_part(args: &Args) -> Result<()> {
     {
@@ -413,19 +463,27 @@ async fn throughput_runs(
     for run in 0..args.runs {
         for (engine, measured) in results.iter_mut() {
             let batch = format!("{tag}{}-{run}", engine.key());
-            let (rate, cpu) = throughput::measure(cluster, api, *engine, &batch, args.csrs).await?;
-            eprintln!(
-                "run {run}: {tag}{}: {rate:.0} CSRs/s; CPU s per 1000: apiserver {:.2}, etcd {:.2}, engine {:.2}",
-                engine.key(),
-                cpu.0,
-                cpu.1,
-                cpu.2
-            );
-            measured.rates.push(rate);
-            measured.cpu.push(cpu);
+            let r = throughput::measure(cluster, api, *engine, &batch, args.csrs).await?;
+            eprintln!("run {run}: {tag}{}: {}", engine.key(), describe_run(&r));
+            measured.push(r);
         }
     }
     Ok(results)
+}
+
+/// One throughput run on one line.
+fn describe_run(r: &throughput::Run) -> String {
+    format!(
+        "{:.0} CSRs/s issuing ({:.0}/s from the start); CPU s per 1000 issuing: apiserver {:.2}, etcd {:.2}, engine {:.2}; start-up {:.2} s to the first certificate, CPU s apiserver {:.2}, engine {:.2}",
+        r.rate,
+        r.overall_rate,
+        r.cpu.0,
+        r.cpu.1,
+        r.cpu.2,
+        r.startup.0,
+        r.startup.1.0,
+        r.startup.1.2
+    )
 }
 
 /// The ratios of measurements taken side by side (run i of one against run i of the other),
@@ -497,12 +555,27 @@ fn table(r: &Report, args: &Args) -> String {
             };
             let _ = writeln!(
                 t,
-                "| {} ({} CSRs) | {} {unit} | {ratio_text} | {goal} |",
+                "| {} ({} CSRs) | {} {unit}; {} from its start | {ratio_text} | {goal} |",
                 engine.label(),
                 args.csrs,
-                s.show(0)
+                s.show(0),
+                m.overall_rate().show(0)
             );
         }
+        let startups: Vec<String> = r
+            .throughput
+            .iter()
+            .filter(|(e, _)| *e != Engine::KcmDefault)
+            .map(|(e, m)| {
+                let (secs, api, _) = m.startup_median();
+                format!("{} {:.2} s ({:.2} s API-server CPU)", e.key(), secs, api)
+            })
+            .collect();
+        let _ = writeln!(
+            t,
+            "| start-up: the engine's start to its first certificate (RSA CA; medians) | {} | | |",
+            startups.join("; ")
+        );
     }
     let ec = |e: Engine| {
         r.throughput_ecdsa
@@ -705,7 +778,7 @@ fn met(ok: bool, goal: &str) -> String {
 /// CPU per 1,000 certificates by process, from the throughput runs.
 fn cpu_table(r: &Report) -> String {
     let mut t = String::from(
-        "| engine | kube-apiserver | etcd | the engine's process | total |\n|---|---|---|---|---|\n",
+        "| engine | kube-apiserver | etcd | the engine's process | total | start-up: s to the first certificate; CPU s API server / engine |\n|---|---|---|---|---|---|\n",
     );
     let rsa = r.throughput.iter().map(|(e, m)| (e.key().to_string(), m));
     let ec = r
@@ -714,9 +787,10 @@ fn cpu_table(r: &Report) -> String {
         .map(|(e, m)| (format!("{} (ECDSA CA)", e.key()), m));
     for (name, m) in rsa.chain(ec) {
         let (a, e, s) = m.cpu_median();
+        let (secs, sa, se) = m.startup_median();
         let _ = writeln!(
             t,
-            "| {name} | {a:.2} | {e:.2} | {s:.2} | {:.2} |",
+            "| {name} | {a:.2} | {e:.2} | {s:.2} | {:.2} | {secs:.2}; {sa:.2} / {se:.2} |",
             a + e + s
         );
     }
@@ -793,9 +867,10 @@ fn write_docs(r: &Report, args: &Args, table: &str) -> Result<()> {
     let generated = format!(
         "{BEGIN}\n\nGenerated by `cargo build --release -p kcert-controller -p kcert && cargo run --release -p kcert-bench -- all --csrs {} --runs {} --rate {} --seconds {} --memory-csrs {} --onboardings {}`.\n\
 Machine: {}; one kube-apiserver {} + etcd {} from the test bed (loopback, etcd without fsync).\n\
-Everything in one run on the same API server and CA (RSA 2048; the ECDSA rows on a second test bed whose CA is ECDSA P-256); ratios are within that run.\n\n\
+Everything in one run on the same API server and CA (RSA 2048; the ECDSA rows on a second test bed whose CA is ECDSA P-256); ratios are within that run.\n\
+Throughput and CPU per certificate are over the issuing: from the first certificate the bench's watch sees to the last (with the ledger, to the last record written); the rate from the engine's start is beside it, and each engine's start-up (its process start to that first certificate) is counted apart.\n\n\
 {table}\n\
-CPU seconds per 1,000 certificates in the throughput runs (medians), by process:\n\n{}\n\
+CPU seconds per 1,000 certificates in the throughput runs while issuing (medians), by process, and each engine's start-up:\n\n{}\n\
 ![Latency distributions: bare round trip and kcert's pipeline]({svg_name})\n\n{END}",
         args.csrs,
         args.runs,

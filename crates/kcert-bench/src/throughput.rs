@@ -13,7 +13,10 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcert_testbed::TestCluster;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
+use std::cell::OnceCell;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
+use tokio::process::Child;
 
 pub const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client";
 
@@ -71,16 +74,57 @@ impl Engine {
     }
 }
 
+/// CPU seconds by process: (API server, etcd, the engine's process).
+pub type Cpu = (f64, f64, f64);
+
+/// One batch issued by one engine.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    /// CSRs per second while issuing: from the first certificate seen to the last (and, with
+    /// the ledger, to the last record), so the engine's start-up is not in it.
+    pub rate: f64,
+    /// CPU seconds per 1,000 CSRs over the same window.
+    pub cpu: Cpu,
+    /// CSRs per second from the engine's start, start-up included.
+    pub overall_rate: f64,
+    /// The engine's start to its first certificate: seconds, and the CPU seconds spent in it.
+    pub startup: (f64, Cpu),
+}
+
 /// Repeated measurements of one engine.
 #[derive(Debug, Default, Clone)]
 pub struct Measured {
-    /// CSRs per second, one per run.
+    /// CSRs per second while issuing, one per run.
     pub rates: Vec<f64>,
-    /// CPU seconds per 1,000 CSRs per run: (API server, etcd, the engine's process).
-    pub cpu: Vec<(f64, f64, f64)>,
+    /// CPU seconds per 1,000 CSRs while issuing, per run.
+    pub cpu: Vec<Cpu>,
+    /// CSRs per second from the engine's start, per run.
+    pub overall_rates: Vec<f64>,
+    /// Start-up per run: seconds to the first certificate, CPU seconds before it.
+    pub startups: Vec<(f64, Cpu)>,
 }
 
 impl Measured {
+    pub fn push(&mut self, run: Run) {
+        self.rates.push(run.rate);
+        self.cpu.push(run.cpu);
+        self.overall_rates.push(run.overall_rate);
+        self.startups.push(run.startup);
+    }
+
+    pub fn overall_rate(&self) -> Spread {
+        Spread::of(&self.overall_rates)
+    }
+
+    /// Medians of the start-up: (seconds to the first certificate, API-server CPU seconds,
+    /// the engine's CPU seconds).
+    pub fn startup_median(&self) -> (f64, f64, f64) {
+        let pick = |f: fn(&(f64, Cpu)) -> f64| {
+            Spread::of(&self.startups.iter().map(f).collect::<Vec<_>>()).median
+        };
+        (pick(|s| s.0), pick(|s| s.1.0), pick(|s| s.1.2))
+    }
+
     pub fn rate(&self) -> Spread {
         Spread::of(&self.rates)
     }
@@ -93,14 +137,64 @@ impl Measured {
     }
 }
 
-/// Issue one batch of `n` with `engine`; returns (CSRs/s, CPU per 1,000 CSRs).
+/// Where and for how long kube-apiserver is profiled during a measurement.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub dir: PathBuf,
+    pub seconds: u32,
+}
+
+impl Profile {
+    pub fn path(&self, batch_name: &str) -> PathBuf {
+        self.dir.join(format!("{batch_name}.pb.gz"))
+    }
+
+    /// Starts a CPU profile of the API server (the test bed's kubectl, admin credentials);
+    /// the returned child writes it when the window ends.
+    fn start(&self, cluster: &TestCluster, batch_name: &str) -> Result<Child> {
+        let out = std::fs::File::create(self.path(batch_name))?;
+        let mut cmd = cluster.kubectl();
+        cmd.args([
+            "get",
+            "--raw",
+            &format!("/debug/pprof/profile?seconds={}", self.seconds),
+        ])
+        .stdout(out);
+        Ok(tokio::process::Command::from(cmd).spawn()?)
+    }
+}
+
+/// Issue one batch of `n` with `engine`.
 pub async fn measure(
     cluster: &TestCluster,
     api: &Api<CertificateSigningRequest>,
     engine: Engine,
     batch_name: &str,
     n: usize,
-) -> Result<(f64, (f64, f64, f64))> {
+) -> Result<Run> {
+    measure_with(cluster, api, engine, batch_name, n, None).await
+}
+
+/// [`measure`], with kube-apiserver profiled from the moment the engine starts.
+pub async fn measure_profiled(
+    cluster: &TestCluster,
+    api: &Api<CertificateSigningRequest>,
+    engine: Engine,
+    batch_name: &str,
+    n: usize,
+    profile: &Profile,
+) -> Result<Run> {
+    measure_with(cluster, api, engine, batch_name, n, Some(profile)).await
+}
+
+async fn measure_with(
+    cluster: &TestCluster,
+    api: &Api<CertificateSigningRequest>,
+    engine: Engine,
+    batch_name: &str,
+    n: usize,
+    profile: Option<&Profile>,
+) -> Result<Run> {
     let signer = if engine == Engine::Null {
         "bench.kcert.dev/null"
     } else {
@@ -112,8 +206,12 @@ pub async fn measure(
     let (apiserver, etcd) = cluster.pids();
     let limit = Duration::from_secs(1800);
     let no_ledger = ["--controllers=signer", "--signer-name", CLIENT_SIGNER];
-    let (elapsed, cpu) = match engine {
+    let mut profiling = None;
+    let (first, elapsed, at_first, cpu) = match engine {
         Engine::Null => {
+            if let Some(p) = profile {
+                profiling = Some(p.start(cluster, batch_name)?);
+            }
             let meter = CpuMeter::start(&[
                 ("apiserver", apiserver),
                 ("etcd", etcd),
@@ -121,12 +219,16 @@ pub async fn measure(
             ]);
             // Timed like the engines: until the same watch of the batch has seen every
             // certificate, so the ceiling bears the observer's cost too.
+            let at_first = OnceCell::new();
             let (signed, seen) = tokio::join!(
                 null_signer(cluster, api, batch_name),
-                batch::wait_issued(api, batch_name, n, limit)
+                batch::wait_issued_timed(api, batch_name, n, limit, || {
+                    let _ = at_first.set(meter.stop());
+                })
             );
             signed?;
-            (seen?, meter.stop())
+            let seen = seen?;
+            (seen.first, seen.all, at_first.into_inner(), meter.stop())
         }
         _ => {
             let metrics: std::net::SocketAddr =
@@ -148,15 +250,22 @@ pub async fn measure(
                 Engine::KcmLifted => engines::kcm(cluster, Some((1000, 2000)))?,
                 Engine::Null => unreachable!(),
             };
+            if let Some(p) = profile {
+                profiling = Some(p.start(cluster, batch_name)?);
+            }
             let meter = CpuMeter::start(&[
                 ("apiserver", apiserver),
                 ("etcd", etcd),
                 ("engine", child.pid()),
             ]);
-            let elapsed = if engine == Engine::KcertLedger {
+            let at_first = OnceCell::new();
+            let on_first = || {
+                let _ = at_first.set(meter.stop());
+            };
+            let (first, elapsed) = if engine == Engine::KcertLedger {
                 // Issued and on record, whichever comes last.
                 let (issued, recorded) = tokio::join!(
-                    batch::wait_issued(api, batch_name, n, limit),
+                    batch::wait_issued_timed(api, batch_name, n, limit, on_first),
                     batch::wait_recorded(metrics, n, limit)
                 );
                 let (issued, recorded) = (issued?, recorded?);
@@ -165,26 +274,46 @@ pub async fn measure(
                 let writes = get("kcert_ledger_page_writes_total");
                 eprintln!(
                     "  ledger: issued in {:.2} s, all on record {:.2} s after the start; {writes} page writes ({:.0} records each, {:.1} ms each)",
-                    issued.as_secs_f64(),
+                    issued.all.as_secs_f64(),
                     recorded.as_secs_f64(),
                     get("kcert_ledger_records_written_total") / writes,
                     get("kcert_ledger_write_duration_seconds_sum") * 1000.0 / writes
                 );
-                issued.max(recorded)
+                (issued.first, issued.all.max(recorded))
             } else {
-                batch::wait_issued(api, batch_name, n, limit).await?
+                let issued = batch::wait_issued_timed(api, batch_name, n, limit, on_first).await?;
+                (issued.first, issued.all)
             };
             let cpu = meter.stop();
             drop(child);
-            (elapsed, cpu)
+            (first, elapsed, at_first.into_inner(), cpu)
         }
     };
+    if let Some(mut child) = profiling {
+        let status = child.wait().await?;
+        anyhow::ensure!(
+            status.success(),
+            "kubectl get --raw /debug/pprof/profile exited with {status} (is --profiling on?)"
+        );
+    }
     batch::delete(api, batch_name).await?;
-    let per_k = |i: usize| cpu[i].1 * 1000.0 / n as f64;
-    Ok((
-        n as f64 / elapsed.as_secs_f64(),
-        (per_k(0), per_k(1), per_k(2)),
-    ))
+    // The meter's readings are (apiserver, etcd, engine) in that order.
+    let before = at_first.unwrap_or_else(|| cpu.clone());
+    let startup_cpu = (before[0].1, before[1].1, before[2].1);
+    // Certificates after the first, over the time after it.
+    let issuing = (elapsed.saturating_sub(first)).as_secs_f64();
+    let after = n.saturating_sub(1).max(1) as f64;
+    let per_k = |i: usize| (cpu[i].1 - before[i].1) * 1000.0 / after;
+    Ok(Run {
+        rate: if issuing > 0.0 {
+            after / issuing
+        } else {
+            f64::NAN
+        },
+        cpu: (per_k(0), per_k(1), per_k(2)),
+        overall_rate: n as f64 / elapsed.as_secs_f64(),
+        startup: (first.as_secs_f64(), startup_cpu),
+    })
 }
 
 /// The least a signer must do: one `/status` write per CSR, from one list.

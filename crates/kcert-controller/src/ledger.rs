@@ -114,6 +114,9 @@ pub struct LedgerView {
     /// True once the Revocation objects have been listed (or cannot be: no CRD, no right):
     /// the page watch waits for it, so that no index answers without them.
     revocations_listed: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Counts the times an index came into force where there was none (the first read, and
+    /// each read after an outage): what waited for the ledger can go on at once.
+    installs: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl LedgerView {
@@ -193,7 +196,20 @@ impl LedgerView {
 
     /// Put `index` in force (the watch does this after each full list; benchmarks fill it).
     pub fn set(&self, index: LedgerIndex) {
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(index);
+        let was_read = self
+            .current
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(index)
+            .is_some();
+        if !was_read {
+            self.installs.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Changes each time the ledger becomes readable where it was not (see `installs`).
+    pub fn installs(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.installs.subscribe()
     }
 
     fn update(&self, f: impl FnOnce(&mut LedgerIndex)) {
@@ -970,6 +986,23 @@ impl Default for WriterSettings {
     }
 }
 
+/// Whether records gathered since the last write may be written as soon as they pause, without
+/// waiting out the rate limit (one early write per `flush_after`). They may when they came at a
+/// burst's rate: at least an append's worth (`APPEND_PAGE_RECORDS`) per `flush_after`,
+/// counted over no less than `idle_after` (one record just after a write is not a burst). A
+/// trickle (the latency bench's 50/s is 12 per 250 ms) stays batched once per interval; the
+/// end of a burst is written at once, so it is on record one write after its last certificate
+/// instead of up to `flush_after` later.
+pub fn burst_ended(gathered: usize, since_last_write: Duration, settings: WriterSettings) -> bool {
+    if since_last_write >= settings.flush_after {
+        return true;
+    }
+    let window = since_last_write.max(settings.idle_after).as_secs_f64();
+    let burst_rate =
+        kcert_kube::ledger::APPEND_PAGE_RECORDS as f64 / settings.flush_after.as_secs_f64();
+    gathered as f64 >= burst_rate * window
+}
+
 /// The one writer: collects queued records for up to `flush_after`, then appends them to the
 /// page it wrote last if they all fit there (conditioned on its version), or else writes them
 /// on new pages. A failed write keeps the batch and retries with backoff; what the API server
@@ -1001,9 +1034,11 @@ pub async fn write_pages(
                 if now >= deadline {
                     break;
                 }
-                // A full page's worth gathered is the end of a burst, not a trickle: its early
-                // write need not wait out the rate limit.
-                let earliest = if batch.len() >= kcert_kube::ledger::APPEND_PAGE_RECORDS {
+                let earliest = if burst_ended(
+                    batch.len(),
+                    now.saturating_duration_since(last_write),
+                    settings,
+                ) {
                     now
                 } else {
                     last_write + settings.flush_after
@@ -1160,6 +1195,73 @@ mod tests {
     use futures::StreamExt;
 
     type Step = (u64, Result<watcher::Event<LedgerPage>, watcher::Error>);
+
+    #[test]
+    fn the_view_says_when_the_ledger_becomes_readable_and_only_then() {
+        let view = LedgerView::default();
+        let mut installs = view.installs();
+        assert!(!installs.has_changed().unwrap());
+        view.set(LedgerIndex::default());
+        assert!(
+            installs.has_changed().unwrap(),
+            "the first read is announced"
+        );
+        installs.borrow_and_update();
+        // A re-list over a readable ledger changes nothing for those waiting: none are.
+        view.set(LedgerIndex::default());
+        assert!(!installs.has_changed().unwrap());
+        // After an outage (the index dropped), the next read is announced again.
+        view.invalidate();
+        assert!(!view.is_read());
+        view.set(LedgerIndex::default());
+        assert!(installs.has_changed().unwrap());
+        assert_eq!(*installs.borrow(), 2);
+    }
+
+    #[test]
+    fn a_burst_end_is_written_at_once_and_a_trickle_waits_for_the_interval() {
+        let s = WriterSettings::default();
+        let ms = Duration::from_millis;
+        // The end of a burst at ~1,000/s: 10 records 9 ms after the last write.
+        assert!(burst_ended(10, ms(9), s));
+        // An append's worth waiting is a burst whenever it came.
+        assert!(burst_ended(
+            kcert_kube::ledger::APPEND_PAGE_RECORDS,
+            ms(240),
+            s
+        ));
+        // A trickle at 50/s: one record per 20 ms is 12 per interval, not a burst.
+        assert!(!burst_ended(2, ms(40), s));
+        assert!(!burst_ended(6, ms(120), s));
+        // One record just after a write is not a burst: the rate counts over `idle_after`.
+        assert!(!burst_ended(1, ms(1), s));
+        // Past the interval, nothing holds the write back.
+        assert!(burst_ended(1, ms(250), s));
+    }
+
+    proptest::proptest! {
+        /// Whatever the settings, early writes of a trickle come at most once per interval:
+        /// records at no more than an append's worth per interval never count as a burst
+        /// before the interval is up.
+        #[test]
+        fn a_trickle_never_writes_early(
+            flush_ms in 50u64..2_000,
+            idle_ms in 1u64..50,
+            since_ms in 0u64..2_000,
+            per_interval in 0usize..kcert_kube::ledger::APPEND_PAGE_RECORDS,
+        ) {
+            let s = WriterSettings {
+                flush_after: Duration::from_millis(flush_ms),
+                idle_after: Duration::from_millis(idle_ms.min(flush_ms)),
+            };
+            let since = Duration::from_millis(since_ms);
+            // Records gathered since the last write at `per_interval` per interval.
+            let gathered = (per_interval as f64 * since_ms as f64 / flush_ms as f64).floor() as usize;
+            let early = burst_ended(gathered, since, s);
+            proptest::prop_assert!(!early || since >= s.flush_after,
+                "{gathered} records in {since:?} (interval {flush_ms} ms) counted as a burst");
+        }
+    }
 
     /// Events after the given delays, then nothing, ever: a watch on a connection gone dark.
     fn script(

@@ -631,6 +631,15 @@ fn node_triggers(
 }
 
 /// A tick per policy change: every pending CSR is evaluated again.
+/// Each time the ledger becomes readable where it was not: the signer's CSRs that waited for
+/// it (a start-up, an outage) are looked at again at once instead of at their next requeue.
+fn ledger_installs(view: &ledger::LedgerView) -> impl futures::Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold(view.installs(), |mut rx| async move {
+        rx.changed().await.ok()?;
+        Some(((), rx))
+    })
+}
+
 fn policy_changes(policy: &PolicyStore) -> impl futures::Stream<Item = ()> + Send + 'static {
     futures::stream::unfold(policy.subscribe(), |mut rx| async move {
         rx.changed().await.ok()?;
@@ -760,6 +769,7 @@ pub async fn run(
         controllers.spawn(
             Controller::for_shared_stream(events, store)
                 .with_config(config)
+                .reconcile_all_on(ledger_installs(&ctx.ledger_index))
                 .graceful_shutdown_on(stop)
                 .run(signer::reconcile, error_policy("signer"), ctx.clone())
                 .for_each(|_| futures::future::ready(())),

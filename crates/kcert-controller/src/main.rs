@@ -81,7 +81,8 @@ struct Flags {
     #[arg(long, default_value = "250ms", value_parser = parse_short_duration)]
     ledger_flush_interval: std::time::Duration,
     /// Write the ledger sooner once no new record has come for this long (a burst has ended),
-    /// but not sooner than --ledger-flush-interval after the previous write.
+    /// but not sooner than --ledger-flush-interval after the previous write unless the
+    /// records came at a burst's rate (50 or more per interval).
     #[arg(long, default_value = "20ms", value_parser = parse_short_duration)]
     ledger_flush_idle: std::time::Duration,
     /// Delete finished CSRs of our signers (issued ones only once they are in the ledger).

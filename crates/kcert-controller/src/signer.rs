@@ -418,10 +418,11 @@ pub(crate) fn prepare(
         Ok(None) => {}
         Ok(Some(why)) => return Prepared::Refuse(why),
         Err(why) => {
-            // Only until the ledger is first read (a fraction of a second after start): look
-            // again soon, not in 2 s, so that a start-up adds no visible latency.
+            // Only until the ledger is read (a fraction of a second after start, or after an
+            // outage): the signer looks at every CSR again the moment it is (`ledger_installs`
+            // in lib.rs); the requeue is the safety net.
             tracing::info!(%why, "will retry");
-            return Prepared::Wait(Action::requeue(Duration::from_millis(250)));
+            return Prepared::Wait(Action::requeue(Duration::from_secs(1)));
         }
     }
     let started = std::time::Instant::now();
