@@ -1,5 +1,6 @@
 //! The certificate authority: load the cluster CA (checked) or create one, and sign.
 
+use crate::CaKey;
 use crate::cert::{CertificateInfo, CertificateTemplate, IssuedCertificate, sign_certificate};
 use crate::csr::{CertificateRequest, SubjectAltNames};
 use crate::name::CsrSubject;
@@ -7,6 +8,7 @@ use crate::profile::{SigningProfile, leaf_extensions_for, truncate_to_seconds};
 use crate::random::{RandomSource, serial_number};
 use crate::time_fmt::rfc3339;
 use crate::{PkiError, PrivateKey, Result, pem};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use x509_cert::ext::Extension;
 
@@ -15,7 +17,7 @@ use x509_cert::ext::Extension;
 pub struct CertificateAuthority {
     cert_der: Vec<u8>,
     info: CertificateInfo,
-    key: PrivateKey,
+    key: Arc<dyn CaKey>,
     key_id: Vec<u8>,
 }
 
@@ -23,7 +25,13 @@ impl CertificateAuthority {
     /// Load `ca.crt` and `ca.key` as a cluster keeps them. The certificate file may be a bundle:
     /// the certificate whose key is `key_pem` is used. Fails unless it is a CA valid at `now`.
     pub fn load(cert_pem: &[u8], key_pem: &[u8], now: SystemTime) -> Result<Self> {
-        let key = PrivateKey::from_pem(key_pem)?;
+        Self::with_key(cert_pem, Arc::new(PrivateKey::from_pem(key_pem)?), now)
+    }
+
+    /// The CA certificate in `cert_pem` (or the one of a bundle whose public key is `key`'s)
+    /// with a key wherever it lives (in memory, in a token). Fails unless it is a CA valid at
+    /// `now`.
+    pub fn with_key(cert_pem: &[u8], key: Arc<dyn CaKey>, now: SystemTime) -> Result<Self> {
         let blocks = pem::parse_blocks(cert_pem)?;
         let certs: Vec<_> = blocks.iter().filter(|b| b.label == "CERTIFICATE").collect();
         if certs.is_empty() {
@@ -77,6 +85,18 @@ impl CertificateAuthority {
         now: SystemTime,
         rng: &dyn RandomSource,
     ) -> Result<Self> {
+        Self::create_with_key(Arc::new(key), common_name, lifetime, now, rng)
+    }
+
+    /// [`Self::create`] with a key wherever it lives (a token's key signs its own certificate
+    /// there).
+    pub fn create_with_key(
+        key: Arc<dyn CaKey>,
+        common_name: &str,
+        lifetime: Duration,
+        now: SystemTime,
+        rng: &dyn RandomSource,
+    ) -> Result<Self> {
         if lifetime.is_zero() {
             return Err(PkiError::InvalidLifetime(
                 "a CA needs a lifetime above zero".into(),
@@ -102,7 +122,7 @@ impl CertificateAuthority {
             authority_key_id: None,
             san_extension: None,
         };
-        let der = sign_certificate(&template, &key)?;
+        let der = sign_certificate(&template, key.as_ref())?;
         let info = CertificateInfo::from_der(&der)?;
         let key_id = key.public_key().key_identifier();
         Ok(CertificateAuthority {
@@ -192,7 +212,7 @@ impl CertificateAuthority {
             authority_key_id: Some(&self.key_id),
             san_extension,
         };
-        let der = sign_certificate(&template, &self.key)?;
+        let der = sign_certificate(&template, self.key.as_ref())?;
         let serial = crate::cert::serial_hex(&serial);
         Ok(IssuedCertificate {
             der,
@@ -251,9 +271,20 @@ impl CertificateAuthority {
         &self.info
     }
 
-    /// The CA's private key (to write it out after `create`).
-    pub fn key(&self) -> &PrivateKey {
+    /// The CA's private key when it is in memory (to write it out after `create`); `None`
+    /// for a key that cannot leave its token.
+    pub fn private_key(&self) -> Option<&PrivateKey> {
+        self.key.in_memory()
+    }
+
+    /// The key that signs for this CA.
+    pub fn key(&self) -> &Arc<dyn CaKey> {
         &self.key
+    }
+
+    /// Where the CA's key lives (for `kcert ca status` and the logs).
+    pub fn key_location(&self) -> String {
+        self.key.location()
     }
 
     /// When the CA stops being able to sign.
@@ -314,7 +345,11 @@ mod tests {
             let ca = new_ca(key_type, now);
             let loaded = CertificateAuthority::load(
                 ca.certificate_pem().as_bytes(),
-                ca.key().to_pkcs8_pem().unwrap().as_bytes(),
+                ca.private_key()
+                    .expect("in memory")
+                    .to_pkcs8_pem()
+                    .unwrap()
+                    .as_bytes(),
                 now,
             )
             .unwrap();
@@ -399,7 +434,7 @@ mod tests {
             ),
             Err(PkiError::CaKeyMismatch)
         ));
-        let key = ca.key().to_pkcs8_pem().unwrap();
+        let key = ca.private_key().expect("in memory").to_pkcs8_pem().unwrap();
         assert!(matches!(
             CertificateAuthority::load(cert.as_bytes(), key.as_bytes(), now + 31 * DAY),
             Err(PkiError::CaNotValidNow { .. })

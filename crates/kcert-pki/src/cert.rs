@@ -7,7 +7,7 @@ use crate::key::{KeyAlgorithm, PublicKey, colon_hex, to_der};
 use crate::name::SubjectInfo;
 use crate::profile::Usage;
 use crate::time_fmt::rfc3339;
-use crate::{PrivateKey, Result, oid, pem};
+use crate::{Result, oid, pem};
 use der::asn1::{AnyRef, BitString, BitStringRef, OctetString, UintRef};
 use der::{Decode, Encode, Sequence};
 use spki::AlgorithmIdentifierOwned;
@@ -89,7 +89,7 @@ fn key_usage_bit_string(bits: u16) -> Result<BitString> {
 /// Sign `template` with `signer`, returning the certificate DER.
 pub(crate) fn sign_certificate(
     template: &CertificateTemplate<'_>,
-    signer: &PrivateKey,
+    signer: &dyn crate::CaKey,
 ) -> Result<Vec<u8>> {
     let mut extensions = Vec::new();
     if template.key_usage_bits != 0 {
@@ -149,7 +149,7 @@ pub(crate) fn sign_certificate(
         extensions,
     };
     let tbs_der = tbs.to_der().map_err(encode("certificate"))?;
-    let signature = signer.sign(&tbs_der)?;
+    let signature = crate::ca_key::sign_checked(signer, &tbs_der)?;
     let cert = CertificateOut {
         tbs: AnyRef::from_der(&tbs_der).map_err(encode("certificate"))?,
         algorithm: signer.signature_algorithm(),

@@ -91,6 +91,20 @@ pub enum PkiError {
         "the CA key does not match the CA certificate's public key; pair ca.crt with the ca.key it was made with"
     )]
     CaKeyMismatch,
+    /// The CA key's signature does not verify with its public key (a token that failed, or
+    /// holds another key than the one found).
+    #[error(
+        "the CA key ({0}) returned a signature its public key does not verify; nothing was issued. Check that the token's key is the CA certificate's"
+    )]
+    BadCaSignature(String),
+    /// The CA key's backend failed (a token gone, a PIN refused).
+    #[error("the CA key ({location}) cannot sign: {reason}")]
+    CaKeyUnavailable {
+        /// Where the key lives.
+        location: String,
+        /// What failed, and what to do.
+        reason: String,
+    },
     /// The CA certificate is not a CA.
     #[error(
         "the certificate is not a CA (basicConstraints CA:TRUE is missing); pass the cluster CA certificate"

@@ -482,28 +482,7 @@ impl PrivateKey {
 
     /// The signature algorithm this key signs certificates and CSRs with.
     pub fn signature_algorithm(&self) -> AlgorithmIdentifierOwned {
-        match self.public.algorithm {
-            KeyAlgorithm::Rsa { .. } => AlgorithmIdentifierOwned {
-                oid: oid::SHA256_WITH_RSA,
-                parameters: Some(der::Any::from(AnyRef::NULL)),
-            },
-            KeyAlgorithm::EcdsaP256 => AlgorithmIdentifierOwned {
-                oid: oid::ECDSA_SHA256,
-                parameters: None,
-            },
-            KeyAlgorithm::EcdsaP384 => AlgorithmIdentifierOwned {
-                oid: oid::ECDSA_SHA384,
-                parameters: None,
-            },
-            KeyAlgorithm::EcdsaP521 => AlgorithmIdentifierOwned {
-                oid: oid::ECDSA_SHA512,
-                parameters: None,
-            },
-            KeyAlgorithm::Ed25519 => AlgorithmIdentifierOwned {
-                oid: oid::ED25519,
-                parameters: None,
-            },
-        }
+        signature_algorithm_for(self.public.algorithm)
     }
 
     /// Sign `message` with the algorithm of [`Self::signature_algorithm`].
@@ -520,6 +499,32 @@ impl PrivateKey {
             KeyPairInner::Ecdsa(k) => Ok(k.sign(&rng, message).map_err(fail)?.as_ref().to_vec()),
             KeyPairInner::Ed25519(k) => Ok(k.sign(message).as_ref().to_vec()),
         }
+    }
+}
+
+/// The signature algorithm a key of `algorithm` signs certificates and CSRs with.
+pub(crate) fn signature_algorithm_for(algorithm: KeyAlgorithm) -> AlgorithmIdentifierOwned {
+    match algorithm {
+        KeyAlgorithm::Rsa { .. } => AlgorithmIdentifierOwned {
+            oid: oid::SHA256_WITH_RSA,
+            parameters: Some(der::Any::from(AnyRef::NULL)),
+        },
+        KeyAlgorithm::EcdsaP256 => AlgorithmIdentifierOwned {
+            oid: oid::ECDSA_SHA256,
+            parameters: None,
+        },
+        KeyAlgorithm::EcdsaP384 => AlgorithmIdentifierOwned {
+            oid: oid::ECDSA_SHA384,
+            parameters: None,
+        },
+        KeyAlgorithm::EcdsaP521 => AlgorithmIdentifierOwned {
+            oid: oid::ECDSA_SHA512,
+            parameters: None,
+        },
+        KeyAlgorithm::Ed25519 => AlgorithmIdentifierOwned {
+            oid: oid::ED25519,
+            parameters: None,
+        },
     }
 }
 

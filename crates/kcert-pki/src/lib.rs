@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 mod ca;
+mod ca_key;
 mod cert;
 mod csr;
 mod error;
@@ -29,6 +30,7 @@ mod random;
 pub mod time_fmt;
 
 pub use ca::CertificateAuthority;
+pub use ca_key::CaKey;
 pub use cert::{CertificateInfo, IssuedCertificate};
 pub use csr::{CertificateRequest, RequestedExtension, SubjectAltNames, build_csr, build_csr_raw};
 pub use error::{PkiError, Result};

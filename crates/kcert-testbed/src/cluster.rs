@@ -188,7 +188,10 @@ impl TestCluster {
         write_file(&dir.join("ca.crt"), ca_pem.as_bytes(), false)?;
         write_file(
             &dir.join("ca.key"),
-            ca.key().to_pkcs8_pem()?.as_bytes(),
+            ca.private_key()
+                .expect("a CA created from a key in memory")
+                .to_pkcs8_pem()?
+                .as_bytes(),
             true,
         )?;
 

@@ -12,7 +12,10 @@ pub fn init(args: &CaInitArgs, out: OutputFormat) -> Result<()> {
     let lifetime = Duration::from_secs(u64::from(args.days) * 86_400);
     let ca =
         CertificateAuthority::create(key, &args.name, lifetime, SystemTime::now(), &SystemRandom)?;
-    let key_pem = ca.key().to_pkcs8_pem()?;
+    let key_pem = ca
+        .private_key()
+        .expect("a CA created from a key in memory")
+        .to_pkcs8_pem()?;
     let written = write_all(
         vec![
             (
