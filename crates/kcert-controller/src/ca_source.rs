@@ -18,6 +18,13 @@ pub enum CaSource {
         /// The key.
         key: PathBuf,
     },
+    /// The certificate from a file, the key in a PKCS#11 token (never read out of it).
+    Pkcs11 {
+        /// The CA certificate (re-read when it changes).
+        cert: PathBuf,
+        /// The token and key.
+        token: kcert_pkcs11::TokenConfig,
+    },
     /// A Secret with `tls.crt` and `tls.key` (or `ca.crt` + `ca.key`).
     Secret {
         /// Its namespace.
@@ -67,6 +74,7 @@ pub async fn keep_current(source: CaSource, store: CaStore, client: Client) {
             })
             .await
         }
+        CaSource::Pkcs11 { cert, token } => keep_token_ca(cert, token, store).await,
         CaSource::Secret { namespace, name } => {
             use futures::StreamExt;
             let api: Api<Secret> = Api::namespaced(client, &namespace);
@@ -101,4 +109,36 @@ pub async fn keep_current(source: CaSource, store: CaStore, client: Client) {
             }
         }
     }
+}
+
+/// Open the token's key (retrying with backoff while the token is away or refuses: the CA
+/// stays unloaded, so readiness stays false and nothing is signed), then pair it with the
+/// certificate file, again whenever that changes.
+async fn keep_token_ca(cert: PathBuf, token: kcert_pkcs11::TokenConfig, store: CaStore) {
+    let mut backoff = Duration::from_secs(1);
+    let key = loop {
+        let config = token.clone();
+        match tokio::task::spawn_blocking(move || kcert_pkcs11::TokenKey::open(config)).await {
+            Ok(Ok(key)) => break Arc::new(key),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, retry_in = ?backoff, "cannot open the CA key in its token")
+            }
+            Err(e) => tracing::error!(error = %e, "opening the CA key's token panicked"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    };
+    tracing::info!(key = %kcert_pki::CaKey::location(key.as_ref()), "CA key opened in its token");
+    crate::file_watch::watch_files(vec![cert.clone()], Duration::from_secs(5), move |_| {
+        match std::fs::read(&cert) {
+            Ok(c) => match CertificateAuthority::with_key(&c, key.clone(), SystemTime::now()) {
+                Ok(ca) => store.set(ca),
+                Err(e) => {
+                    tracing::error!(cert = %cert.display(), error = %e, "CA refused; keeping the previous one")
+                }
+            },
+            Err(e) => tracing::error!(cert = %cert.display(), error = %e, "cannot read the CA certificate"),
+        }
+    })
+    .await
 }

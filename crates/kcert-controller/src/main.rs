@@ -33,17 +33,39 @@ struct Flags {
         default_value = "approver,signer"
     )]
     controllers: Vec<Role>,
-    /// CA certificate file (with --ca-key), e.g. /etc/kubernetes/pki/ca.crt.
-    #[arg(
-        long,
-        env = "KCERT_CA_CERT",
-        requires = "ca_key",
-        conflicts_with = "ca_secret"
-    )]
+    /// CA certificate file (with --ca-key, or with --ca-pkcs11-module for a key in a token),
+    /// e.g. /etc/kubernetes/pki/ca.crt.
+    #[arg(long, env = "KCERT_CA_CERT", conflicts_with = "ca_secret")]
     ca_cert: Option<PathBuf>,
     /// CA key file (with --ca-cert).
     #[arg(long, env = "KCERT_CA_KEY", requires = "ca_cert")]
     ca_key: Option<PathBuf>,
+    /// The CA key in a PKCS#11 token: the module (shared library), e.g.
+    /// /usr/lib/softhsm/libsofthsm2.so. With --ca-cert; the PIN from --ca-pkcs11-pin-file or
+    /// KCERT_CA_PKCS11_PIN. The key must be sensitive and non-extractable (`kcert ca init
+    /// --pkcs11-module` makes one).
+    #[arg(long, env = "KCERT_CA_PKCS11_MODULE", requires = "ca_cert", conflicts_with_all = ["ca_key", "ca_secret"])]
+    ca_pkcs11_module: Option<PathBuf>,
+    /// The token by its label.
+    #[arg(
+        long,
+        env = "KCERT_CA_PKCS11_TOKEN",
+        conflicts_with = "ca_pkcs11_token_serial"
+    )]
+    ca_pkcs11_token: Option<String>,
+    /// The token by its serial number.
+    #[arg(long, env = "KCERT_CA_PKCS11_TOKEN_SERIAL")]
+    ca_pkcs11_token_serial: Option<String>,
+    /// The key by its label.
+    #[arg(long, env = "KCERT_CA_PKCS11_KEY_LABEL", default_value = "kcert-ca")]
+    ca_pkcs11_key_label: String,
+    /// The key by its id (hex), instead of its label.
+    #[arg(long, env = "KCERT_CA_PKCS11_KEY_ID")]
+    ca_pkcs11_key_id: Option<String>,
+    /// A file holding the token's user PIN (first line), e.g. a mounted Secret. Without it the
+    /// PIN comes from KCERT_CA_PKCS11_PIN.
+    #[arg(long, env = "KCERT_CA_PKCS11_PIN_FILE")]
+    ca_pkcs11_pin_file: Option<PathBuf>,
     /// CA from a Secret NAMESPACE/NAME holding tls.crt and tls.key; reloaded when it changes.
     #[arg(long, env = "KCERT_CA_SECRET")]
     ca_secret: Option<String>,
@@ -262,6 +284,37 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(flags: Flags) -> Result<()> {
     let ca = match (&flags.ca_cert, &flags.ca_key, &flags.ca_secret) {
+        (Some(cert), None, None) => {
+            let Some(module) = &flags.ca_pkcs11_module else {
+                bail!("--ca-cert needs --ca-key, or --ca-pkcs11-module for a key in a token");
+            };
+            let token = match (&flags.ca_pkcs11_token, &flags.ca_pkcs11_token_serial) {
+                (Some(l), _) => kcert_pkcs11::TokenSelector::Label(l.clone()),
+                (None, Some(s)) => kcert_pkcs11::TokenSelector::Serial(s.clone()),
+                (None, None) => bail!(
+                    "--ca-pkcs11-module needs the token: --ca-pkcs11-token LABEL or --ca-pkcs11-token-serial SERIAL"
+                ),
+            };
+            let key = match &flags.ca_pkcs11_key_id {
+                Some(id) => kcert_pkcs11::KeySelector::Id(
+                    kcert_pkcs11::parse_key_id(id)
+                        .map_err(|e| anyhow::anyhow!("--ca-pkcs11-key-id: {e}"))?,
+                ),
+                None => kcert_pkcs11::KeySelector::Label(flags.ca_pkcs11_key_label.clone()),
+            };
+            let pin =
+                kcert_pkcs11::read_pin(flags.ca_pkcs11_pin_file.as_deref(), "KCERT_CA_PKCS11_PIN")
+                    .map_err(anyhow::Error::msg)?;
+            Some(CaSource::Pkcs11 {
+                cert: cert.clone(),
+                token: kcert_pkcs11::TokenConfig {
+                    module: module.clone(),
+                    token,
+                    key,
+                    pin,
+                },
+            })
+        }
         (Some(cert), Some(key), None) => Some(CaSource::Files {
             cert: cert.clone(),
             key: key.clone(),

@@ -1617,3 +1617,93 @@ async fn a_csr_denied_while_its_certificate_was_being_signed_gets_no_certificate
     api.assert_done();
     assert!(!ctx.is_signing(&c), "the signing claim outlived the denial");
 }
+
+/// A CA key that is away (`unavailable`) or signs with another key than its certificate's:
+/// a token gone, or a token that lies.
+#[derive(Debug)]
+struct TroubledKey {
+    public: PrivateKey,
+    signs_with: PrivateKey,
+    unavailable: bool,
+}
+
+impl kcert_pki::CaKey for TroubledKey {
+    fn public_key(&self) -> &kcert_pki::PublicKey {
+        self.public.public_key()
+    }
+    fn sign(&self, message: &[u8]) -> kcert_pki::Result<Vec<u8>> {
+        if self.unavailable {
+            return Err(kcert_pki::PkiError::CaKeyUnavailable {
+                location: "a test token".into(),
+                reason: "the token was removed".into(),
+            });
+        }
+        self.signs_with.sign(message)
+    }
+    fn location(&self) -> String {
+        "a test token".into()
+    }
+}
+
+fn troubled_ca(unavailable: bool) -> CertificateAuthority {
+    let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+    let pem = key.to_pkcs8_pem().unwrap();
+    let ca = CertificateAuthority::create(
+        key,
+        "token-ca",
+        Duration::from_secs(400 * 86_400),
+        SystemTime::now(),
+        &SystemRandom,
+    )
+    .unwrap();
+    CertificateAuthority::with_key(
+        ca.certificate_pem().as_bytes(),
+        Arc::new(TroubledKey {
+            public: PrivateKey::from_pem(pem.as_bytes()).unwrap(),
+            signs_with: PrivateKey::generate(KeyType::EcdsaP256).unwrap(),
+            unavailable,
+        }),
+        SystemTime::now(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_ca_key_that_is_away_decides_nothing_and_waits() {
+    // No request at all: no Failed, no certificate; the CSR is looked at again in 5 s.
+    let api = FakeApi::new(vec![]);
+    let ctx = context(&api, true);
+    ctx.ca.set(troubled_ca(true));
+    let action = crate::signer::reconcile(Arc::new(approved(csr("x", "uid-1", &["dev"]))), ctx)
+        .await
+        .unwrap();
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(crate::signer::CA_KEY_RETRY)
+    );
+    api.assert_done();
+}
+
+#[tokio::test]
+async fn a_ca_key_that_signs_with_another_key_fails_the_csr_without_a_certificate() {
+    let c = approved(csr("x", "uid-1", &["dev"]));
+    let api = FakeApi::new(vec![
+        Exchange::new(Method::PUT, &format!("{PATH}/status"), 200, json(&c)).checking(|sent| {
+            assert!(sent["status"]["certificate"].is_null(), "{sent}");
+            let conds = sent["status"]["conditions"].as_array().unwrap();
+            let failed = conds.iter().find(|c| c["type"] == "Failed").unwrap();
+            assert!(
+                failed["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("does not verify"),
+                "{failed}"
+            );
+        }),
+    ]);
+    let ctx = context(&api, true);
+    ctx.ca.set(troubled_ca(false));
+    let action = crate::signer::reconcile(Arc::new(c), ctx).await.unwrap();
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    api.assert_done();
+}

@@ -449,9 +449,19 @@ pub(crate) fn prepare(
             plan: Box::new(plan),
             started,
         },
+        // The key's backend is away (a token removed, an HSM restarting): nothing is decided,
+        // the CSR is looked at again in a while, not in a tight loop.
+        Err(e @ kcert_pki::PkiError::CaKeyUnavailable { .. }) => {
+            tracing::warn!(error = %e, "the CA key cannot sign now; will retry");
+            Prepared::Wait(Action::requeue(CA_KEY_RETRY))
+        }
         Err(e) => Prepared::Refuse(e.to_string()),
     }
 }
+
+/// How long a CSR waits for a CA key that is unavailable (a token away) before it is tried
+/// again.
+pub(crate) const CA_KEY_RETRY: Duration = Duration::from_secs(5);
 
 /// Write what [`prepare`] came to onto `csr` (Approved, not Failed: the caller checked), and
 /// record an issued certificate on the ledger.

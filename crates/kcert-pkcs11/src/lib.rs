@@ -681,3 +681,73 @@ impl CaKey for TokenKey {
 pub fn session(config: &TokenConfig) -> Result<Session> {
     open_session(&context(&config.module)?, config)
 }
+
+/// The user PIN from `file` (its first line; a Secret mounted as a file), else from the
+/// environment variable `env` (never from a flag, which `ps` would show).
+pub fn read_pin(file: Option<&Path>, env: &str) -> std::result::Result<Zeroizing<String>, String> {
+    let raw =
+        match file {
+            Some(path) => Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                format!("{}: cannot read the PKCS#11 PIN file: {e}", path.display())
+            })?),
+            None => Zeroizing::new(std::env::var(env).map_err(|_| {
+                format!("the PKCS#11 user PIN is missing: pass a PIN file or set {env}")
+            })?),
+        };
+    let pin = raw
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('\r');
+    if pin.is_empty() {
+        return Err("the PKCS#11 user PIN is empty".into());
+    }
+    Ok(Zeroizing::new(pin.to_string()))
+}
+
+/// A key id given in hex (`--ca-pkcs11-key-id 0a1b…`).
+pub fn parse_key_id(hex: &str) -> std::result::Result<Vec<u8>, String> {
+    let hex = hex.trim();
+    if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(format!(
+            "{hex:?} is not a key id in hex (an even number of 0-9a-f)"
+        ));
+    }
+    Ok((0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("checked hex"))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pin_is_the_files_first_line_and_never_empty() {
+        let dir = std::env::temp_dir().join(format!("kcert-pin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pin");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        assert_eq!(
+            read_pin(Some(&f), "KCERT_TEST_NO_SUCH_VAR")
+                .unwrap()
+                .as_str(),
+            "s3cret"
+        );
+        std::fs::write(&f, "\n").unwrap();
+        assert!(read_pin(Some(&f), "X").unwrap_err().contains("empty"));
+        let err = read_pin(None, "KCERT_TEST_NO_SUCH_VAR").unwrap_err();
+        assert!(err.contains("KCERT_TEST_NO_SUCH_VAR"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn key_ids_are_even_hex() {
+        assert_eq!(parse_key_id("0a1B").unwrap(), vec![0x0a, 0x1b]);
+        for bad in ["", "abc", "zz", "0x01"] {
+            assert!(parse_key_id(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -458,6 +458,22 @@ pub struct CaInitArgs {
     /// Replace existing files.
     #[arg(long)]
     pub force: bool,
+    /// Generate the CA key in a PKCS#11 token (this module, e.g.
+    /// /usr/lib/softhsm/libsofthsm2.so) instead of a file: sensitive, non-extractable, never
+    /// written anywhere; only ca.crt is written. The PIN from --pkcs11-pin-file or
+    /// KCERT_CA_PKCS11_PIN. kcert-controller then signs with `--ca-cert DIR/ca.crt
+    /// --ca-pkcs11-module … --ca-pkcs11-token …` (the same key label).
+    #[arg(long, requires = "pkcs11_token")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// The token's label (with --pkcs11-module).
+    #[arg(long)]
+    pub pkcs11_token: Option<String>,
+    /// The key's label in the token (it must not exist yet).
+    #[arg(long, default_value = "kcert-ca")]
+    pub pkcs11_key_label: String,
+    /// A file holding the token's user PIN (first line); else KCERT_CA_PKCS11_PIN.
+    #[arg(long)]
+    pub pkcs11_pin_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
