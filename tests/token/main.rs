@@ -13,55 +13,17 @@ use kcert_testbed::{TestCluster, client_from_kubeconfig};
 use kcert_tests::*;
 use kube::Api;
 use kube::api::PostParams;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 const PIN: &str = "e2e-user-pin";
 
-/// A fresh token of this process in SoftHSM2's store (SOFTHSM2_CONF, set by the workspace's
-/// .cargo/config.toml; the configuration is written if no other test has yet).
+/// A fresh token of this process in SoftHSM2's store.
 fn token() -> TokenConfig {
-    let conf = PathBuf::from(
-        std::env::var_os("SOFTHSM2_CONF")
-            .expect("SOFTHSM2_CONF is set by .cargo/config.toml; run the tests through cargo"),
-    );
-    let tokens = conf.with_file_name("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    if !conf.exists() {
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-    }
     let label = format!("kcert-e2e-{}", std::process::id());
-    let out = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            &label,
-            "--pin",
-            PIN,
-            "--so-pin",
-            "e2e-so",
-        ])
-        .output()
-        .expect("softhsm2-util (package softhsm2; .ci/run installs it) runs");
-    assert!(
-        out.status.success(),
-        "softhsm2-util: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kcert_testbed::softhsm::init_token(&label, PIN).unwrap();
     TokenConfig {
-        module: std::env::var_os("KCERT_PKCS11_MODULE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/usr/lib/softhsm/libsofthsm2.so")),
+        module: kcert_testbed::softhsm::module(),
         token: TokenSelector::Label(label),
         key: KeySelector::Label("kcert-ca".into()),
         pin: PIN.to_string().into(),

@@ -64,6 +64,7 @@ pub fn record(i: usize, revoked: bool) -> IssuedCertificate {
         // Every other record a renewal of the one before (the webhook walks its parent).
         requested_with: (i % 2 == 1).then(|| fingerprint(i - 1)),
         revocation_restored_at: None,
+        issuer_key_id: None,
     }
 }
 

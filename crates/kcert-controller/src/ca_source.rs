@@ -34,21 +34,95 @@ pub enum CaSource {
     },
 }
 
-/// The CA in force.
+/// The CA in force: the controller's own (from its flags, kept current by [`keep_current`]),
+/// and during a CA rotation the new one beside it, with which of them signs and which are
+/// trusted ([`crate::rotation`] decides).
 #[derive(Clone, Default)]
 pub struct CaStore {
-    current: Arc<RwLock<Option<Arc<CertificateAuthority>>>>,
+    state: Arc<RwLock<InForce>>,
+}
+
+#[derive(Default)]
+struct InForce {
+    own: Option<Arc<CertificateAuthority>>,
+    /// While a rotation is followed: its new CA and plan. `None` with `rotation_known` false
+    /// and a rotation followed: nothing signs until the rotation has been read once (a new
+    /// leader must never sign with an old CA a completed rotation dropped).
+    rotation: Option<RotationInForce>,
+    follows_rotation: bool,
+}
+
+struct RotationInForce {
+    next: Option<Arc<CertificateAuthority>>,
+    signing: Option<kcert_kube::rotation::Which>,
+    trusted: Vec<kcert_kube::rotation::Which>,
 }
 
 impl CaStore {
-    /// The CA, if one is loaded.
+    /// A store whose CA signs only once a rotation follower ([`crate::rotation`]) has set its
+    /// plan at least once.
+    pub fn following_rotation() -> Self {
+        let store = CaStore::default();
+        store.state.write().expect("CA lock").follows_rotation = true;
+        store
+    }
+
+    /// The CA that signs now, if one may.
     pub fn get(&self) -> Option<Arc<CertificateAuthority>> {
-        self.current.read().expect("CA lock").clone()
+        use kcert_kube::rotation::Which;
+        let s = self.state.read().expect("CA lock");
+        match &s.rotation {
+            None if s.follows_rotation => None,
+            None => s.own.clone(),
+            Some(r) => match r.signing {
+                Some(Which::Own) => s.own.clone(),
+                Some(Which::Next) => r.next.clone(),
+                None => None,
+            },
+        }
+    }
+
+    /// The controller's own CA (its flags), whether or not it signs.
+    pub fn own(&self) -> Option<Arc<CertificateAuthority>> {
+        self.state.read().expect("CA lock").own.clone()
+    }
+
+    /// Every CA whose certificates are trusted now (the published bundle): a certificate on a
+    /// CSR is kcert's only if one of them issued it.
+    pub fn trusted(&self) -> Vec<Arc<CertificateAuthority>> {
+        use kcert_kube::rotation::Which;
+        let s = self.state.read().expect("CA lock");
+        match &s.rotation {
+            None if s.follows_rotation => vec![],
+            None => s.own.iter().cloned().collect(),
+            Some(r) => r
+                .trusted
+                .iter()
+                .filter_map(|w| match w {
+                    Which::Own => s.own.clone(),
+                    Which::Next => r.next.clone(),
+                })
+                .collect(),
+        }
     }
 
     pub(crate) fn set(&self, ca: CertificateAuthority) {
         tracing::info!(ca = %ca.describe(), "CA loaded");
-        *self.current.write().expect("CA lock") = Some(Arc::new(ca));
+        self.state.write().expect("CA lock").own = Some(Arc::new(ca));
+    }
+
+    /// Put a rotation's plan in force (`next`: its new CA, when loaded).
+    pub(crate) fn set_rotation(
+        &self,
+        next: Option<Arc<CertificateAuthority>>,
+        signing: Option<kcert_kube::rotation::Which>,
+        trusted: Vec<kcert_kube::rotation::Which>,
+    ) {
+        self.state.write().expect("CA lock").rotation = Some(RotationInForce {
+            next,
+            signing,
+            trusted,
+        });
     }
 }
 
@@ -141,4 +215,67 @@ async fn keep_token_ca(cert: PathBuf, token: kcert_pkcs11::TokenConfig, store: C
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kcert_kube::rotation::Which;
+
+    fn ca(name: &str) -> CertificateAuthority {
+        CertificateAuthority::create(
+            kcert_pki::PrivateKey::generate(kcert_pki::KeyType::EcdsaP256).unwrap(),
+            name,
+            Duration::from_secs(86_400),
+            SystemTime::now(),
+            &kcert_pki::SystemRandom,
+        )
+        .unwrap()
+    }
+
+    fn subject(ca: &Arc<CertificateAuthority>) -> String {
+        ca.info().subject.to_string()
+    }
+
+    #[test]
+    fn a_store_following_a_rotation_signs_nothing_until_the_rotation_is_read() {
+        let store = CaStore::following_rotation();
+        store.set(ca("old"));
+        assert!(
+            store.get().is_none(),
+            "a new leader must not sign before reading the rotation"
+        );
+        assert!(store.trusted().is_empty());
+        store.set_rotation(None, Some(Which::Own), vec![Which::Own]);
+        assert_eq!(subject(&store.get().unwrap()), "CN=old");
+    }
+
+    #[test]
+    fn the_plan_decides_which_ca_signs_and_which_are_trusted() {
+        let store = CaStore::following_rotation();
+        store.set(ca("old"));
+        let next = Arc::new(ca("new"));
+        store.set_rotation(
+            Some(next.clone()),
+            Some(Which::Own),
+            vec![Which::Own, Which::Next],
+        );
+        assert_eq!(subject(&store.get().unwrap()), "CN=old");
+        let trusted: Vec<String> = store.trusted().iter().map(subject).collect();
+        assert_eq!(trusted, ["CN=old", "CN=new"]);
+        store.set_rotation(Some(next.clone()), Some(Which::Next), vec![Which::Next]);
+        assert_eq!(subject(&store.get().unwrap()), "CN=new");
+        // The old CA reloaded from its flags changes nothing once the new one signs.
+        store.set(ca("old again"));
+        assert_eq!(subject(&store.get().unwrap()), "CN=new");
+        let trusted: Vec<String> = store.trusted().iter().map(subject).collect();
+        assert_eq!(trusted, ["CN=new"]);
+        // A plan that lets none sign (the new CA lost after completion).
+        store.set_rotation(None, None, vec![]);
+        assert!(store.get().is_none());
+        // Without a rotation followed, the flags' CA signs at once.
+        let plain = CaStore::default();
+        plain.set(ca("plain"));
+        assert_eq!(subject(&plain.get().unwrap()), "CN=plain");
+    }
 }

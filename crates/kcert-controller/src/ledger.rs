@@ -71,6 +71,7 @@ pub fn record(csr: &CertificateSigningRequest, cert: &CertificateInfo) -> Issued
             .or_else(|| Some(cert.not_before.clone())),
         requested_with: requested_with(csr),
         revocation_restored_at: None,
+        issuer_key_id: cert.authority_key_id.clone(),
     }
 }
 

@@ -33,6 +33,7 @@ pub mod node_approver;
 pub mod node_view;
 pub mod policy_source;
 pub mod rbac;
+pub mod rotation;
 pub mod signer;
 
 // The shared Kubernetes vocabulary, under the names the controller has always used.
@@ -121,6 +122,9 @@ pub struct Settings {
     /// How often the cluster's reserved ranges and stated names are read again (kubelet
     /// serving).
     pub reserved_refresh: Duration,
+    /// Follow a CA rotation (`CaRotation`): sign with the CA its phase puts in force and
+    /// publish the trust bundle. With it, nothing is signed until the rotation has been read.
+    pub rotation: Option<rotation::RotationSettings>,
 }
 
 impl Settings {
@@ -197,6 +201,7 @@ impl Default for Settings {
             webhook: None,
             nodes: kcert_policy::nodes::NodeRules::default(),
             reserved_refresh: node_view::RESERVED_EVERY,
+            rotation: None,
         }
     }
 }
@@ -412,7 +417,10 @@ impl Sources {
     ) -> Sources {
         let sources = Sources {
             policy: PolicyStore::default(),
-            ca: CaStore::default(),
+            ca: match (&settings.rotation, settings.signer) {
+                (Some(_), true) => CaStore::following_rotation(),
+                _ => CaStore::default(),
+            },
             rbac: if settings.rbac_protection && !settings.webhook_only() {
                 rbac::RbacIndex::default()
             } else {
@@ -465,6 +473,14 @@ impl Sources {
                 "the signer runs without a CA (--ca-cert/--ca-key or --ca-secret); approved CSRs will wait"
             ),
             (false, _) => {}
+        }
+        if let (true, Some(r)) = (settings.signer, settings.rotation.clone()) {
+            tasks.spawn(rotation::follow(
+                client.clone(),
+                r,
+                sources.ca.clone(),
+                settings.reads_ledger().then(|| sources.ledger.clone()),
+            ));
         }
         sources
     }

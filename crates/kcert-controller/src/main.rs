@@ -69,6 +69,11 @@ struct Flags {
     /// CA from a Secret NAMESPACE/NAME holding tls.crt and tls.key; reloaded when it changes.
     #[arg(long, env = "KCERT_CA_SECRET")]
     ca_secret: Option<String>,
+    /// The CaRotation object (cluster-scoped) to follow: `kcert ca rotate` writes it; the
+    /// signer signs with the CA its phase puts in force and publishes the trust bundle in
+    /// ConfigMap kcert-ca-bundle (in POD_NAMESPACE). "off": the CA from the flags alone.
+    #[arg(long, env = "KCERT_CA_ROTATION", default_value = kcert_kube::rotation::DEFAULT_ROTATION)]
+    ca_rotation: String,
     /// Policy from a YAML file (re-read when it changes) instead of ApprovalPolicy objects.
     #[arg(long, env = "KCERT_POLICY_FILE")]
     policy_file: Option<PathBuf>,
@@ -381,7 +386,7 @@ async fn run(flags: Flags) -> Result<()> {
             }
         }
     }
-    let settings = Settings {
+    let mut settings = Settings {
         signer_names,
         approver: flags.controllers.contains(&Role::Approver),
         signer,
@@ -421,6 +426,7 @@ async fn run(flags: Flags) -> Result<()> {
             node_wait_seconds: flags.kubelet_serving_node_wait.as_secs() as i64,
         },
         reserved_refresh: flags.kubelet_serving_reserved_refresh,
+        rotation: None,
         webhook: match (flags.webhook_addr, flags.webhook_cert, flags.webhook_key) {
             (Some(addr), Some(cert), Some(key)) => {
                 Some(kcert_controller::authz_webhook::WebhookSettings {
@@ -475,6 +481,18 @@ async fn run(flags: Flags) -> Result<()> {
             .await
             .context("no kubeconfig and not in a cluster")?,
     };
+    if flags.ca_rotation != "off" {
+        settings.rotation = Some(kcert_controller::rotation::RotationSettings {
+            name: flags.ca_rotation.clone(),
+            namespace: flags.leader_election_namespace.clone(),
+            api: config.clone(),
+            token: match &settings.ca {
+                Some(CaSource::Pkcs11 { token, .. }) => Some(token.clone()),
+                _ => None,
+            },
+            every: std::time::Duration::from_secs(2),
+        });
+    }
     let client = kube::Client::try_from(config)?;
     tracing::info!(signers = ?settings.signer_names, approver = settings.approver, signer = settings.signer, kubelet_serving = settings.nodes.serving, kubelet_client = settings.nodes.client, "starting");
     let shutdown = async {

@@ -784,7 +784,7 @@ async fn a_certificate_kcert_did_not_issue_for_its_csr_is_never_recorded_as_kcer
     ];
     let privileged = ctx.rbac.get().unwrap();
     for (case, c, why) in cases {
-        let refused = crate::signer::vouch(&c, &ctx, &ca, &privileged)
+        let refused = crate::signer::vouch(&c, &ctx, std::slice::from_ref(&ca), &privileged)
             .err()
             .unwrap_or_else(|| panic!("{case}: vouched for"));
         assert!(refused.contains(why), "{case}: {refused}");
@@ -813,7 +813,7 @@ async fn a_certificate_kcert_did_not_issue_for_its_csr_is_never_recorded_as_kcer
     // The certificate kcert itself would issue for this CSR, signed as soon as it was created,
     // is recorded (the control).
     let ours = holding(created_now(base.clone()), &ca, &request, &own, &hour);
-    crate::signer::vouch(&ours, &ctx, &ca, &privileged).unwrap();
+    crate::signer::vouch(&ours, &ctx, std::slice::from_ref(&ca), &privileged).unwrap();
     crate::signer::reconcile(Arc::new(ours), ctx.clone())
         .await
         .unwrap();
@@ -1193,14 +1193,20 @@ async fn a_kubelet_serving_certificate_kcert_signed_is_vouched_for_after_a_resta
     crate::signer::vouch(
         &signed_for(plan.names.as_ref().unwrap()),
         &ctx,
-        &ca,
+        std::slice::from_ref(&ca),
         &privileged,
     )
     .unwrap();
     // Fewer names than the request's is not what kcert signs for it.
     let mut fewer = plan.names.clone().unwrap();
     fewer.dns.pop();
-    let why = crate::signer::vouch(&signed_for(&fewer), &ctx, &ca, &privileged).unwrap_err();
+    let why = crate::signer::vouch(
+        &signed_for(&fewer),
+        &ctx,
+        std::slice::from_ref(&ca),
+        &privileged,
+    )
+    .unwrap_err();
     assert!(why.contains("alternative names"), "{why}");
 }
 

@@ -99,8 +99,9 @@ pub async fn reconcile(
             return Ok(Action::requeue(Duration::from_secs(2)));
         }
         let serving = csr.spec.signer_name == kcert_policy::nodes::KUBELET_SERVING_SIGNER;
-        let (Some(ca), Some(privileged), false) = (
-            ctx.ca.get(),
+        let trusted = ctx.ca.trusted();
+        let (false, Some(privileged), false) = (
+            trusted.is_empty(),
             ctx.rbac.get(),
             serving && !ctx.nodes.is_read(),
         ) else {
@@ -108,7 +109,7 @@ pub async fn reconcile(
             return Ok(Action::requeue(Duration::from_secs(2)));
         };
         return Ok(
-            match ledger.ensure(&csr, || vouch(&csr, &ctx, &ca, &privileged)) {
+            match ledger.ensure(&csr, || vouch(&csr, &ctx, &trusted, &privileged)) {
                 OnRecord::Recorded => Action::await_change(),
                 OnRecord::Queued => Action::requeue(Duration::from_secs(30)),
                 OnRecord::NotRead => Action::requeue(Duration::from_secs(2)),
@@ -216,15 +217,23 @@ pub(crate) fn matches_kubelet_request(csr: &CertificateSigningRequest) -> Result
 /// Only such a certificate is recorded when the ledger lacks it: one written onto a CSR of
 /// kcert's signer by someone holding the CA key and `sign` never becomes "issued by kcert",
 /// which strict mode and audits trust. (A certificate issued under a policy since tightened,
-/// or by a CA since rotated, is refused too; that fails closed and is logged.)
+/// or by a CA no longer trusted since a rotation completed, is refused too; that fails closed
+/// and is logged.) `trusted`: the CAs in force (during a rotation, the old and the new).
 pub(crate) fn vouch(
     csr: &CertificateSigningRequest,
     ctx: &Context,
-    ca: &kcert_pki::CertificateAuthority,
+    trusted: &[std::sync::Arc<kcert_pki::CertificateAuthority>],
     privileged: &kcert_policy::PrivilegedSubjects,
 ) -> Result<(), String> {
     let (der, cert) = held_certificate(csr)?;
-    ca.verify_issued(&der).map_err(|e| e.to_string())?;
+    let mut verified = Err("no CA is in force".to_string());
+    for ca in trusted {
+        verified = ca.verify_issued(&der).map_err(|e| e.to_string());
+        if verified.is_ok() {
+            break;
+        }
+    }
+    verified?;
     let plan = plan_for(csr, None, None, ctx, privileged)
         .map_err(|why| format!("kcert would not sign this request: {why}"))?;
     if cert.public_key() != plan.request.public_key() {

@@ -267,6 +267,24 @@ pub struct LedgerEntry {
     pub issued: i64,
     /// The Revocation object whose revocation this entry holds while its page does not (yet).
     pub by_object: Option<Arc<str>>,
+    /// Which CA issued it: [`issuer_tag`] of its authority key identifier; `None` on records
+    /// written before kcert recorded it.
+    pub issuer: Option<[u8; 20]>,
+}
+
+/// An authority (or subject) key identifier in hex as the 20 bytes an index keeps: itself when
+/// it is 20 bytes (SHA-1 sized, as rcgen and openssl make them), else the first 20 bytes of its
+/// SHA-256. `None` if it is not hex.
+pub fn issuer_tag(key_id_hex: &str) -> Option<[u8; 20]> {
+    let bytes = hex::decode(key_id_hex.trim()).ok()?;
+    let mut tag = [0u8; 20];
+    if bytes.len() == 20 {
+        tag.copy_from_slice(&bytes);
+    } else {
+        let digest = hex::decode(kcert_pki::sha256_hex(&bytes)).ok()?;
+        tag.copy_from_slice(&digest[..20]);
+    }
+    Some(tag)
 }
 
 impl LedgerEntry {
@@ -292,6 +310,7 @@ impl LedgerEntry {
                 t => t + kcert_pki::BACKDATE.as_secs() as i64,
             },
             by_object: None,
+            issuer: r.issuer_key_id.as_deref().and_then(issuer_tag),
         }
     }
 }
@@ -1007,6 +1026,27 @@ impl LedgerIndex {
     /// The entry of a credential hash (hex, any spelling): a revoked copy if there is one.
     pub fn by_hash(&self, hash: &str) -> Option<&LedgerEntry> {
         self.entry(&hash_of(hash)?)
+    }
+
+    /// The certificates on the ledger still live at `now_unix` (unexpired, unrevoked, readable)
+    /// that the CA whose subject key identifier is `issuer_key_id` (hex) may have issued: those
+    /// recorded with it, and those whose record does not say (written before kcert recorded
+    /// issuers: fail closed, they might be). Sorted by user, then serial.
+    pub fn live_from(&self, issuer_key_id: &str, now_unix: i64) -> Vec<&LedgerEntry> {
+        let tag = issuer_tag(issuer_key_id);
+        let mut live: Vec<&LedgerEntry> = self
+            .by_hash
+            .keys()
+            .filter_map(|h| self.entry(h))
+            .filter(|e| {
+                e.readable
+                    && e.revocation.is_none()
+                    && e.not_after > now_unix
+                    && (e.issuer.is_none() || e.issuer == tag)
+            })
+            .collect();
+        live.sort_by(|a, b| (&a.user, &a.serial).cmp(&(&b.user, &b.serial)));
+        live
     }
 
     /// Whether a readable record of this certificate (hash, any spelling) is on the ledger: what

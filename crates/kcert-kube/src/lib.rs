@@ -22,6 +22,7 @@ pub mod provenance;
 pub mod rbac;
 pub mod replace;
 pub mod revocation;
+pub mod rotation;
 
 pub use conditions::CsrState;
 pub use provenance::Provenance;

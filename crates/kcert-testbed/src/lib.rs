@@ -18,6 +18,7 @@ mod binaries;
 mod cluster;
 pub mod kubeconfig;
 pub mod nodes;
+pub mod softhsm;
 pub mod webhook;
 
 pub use binaries::{

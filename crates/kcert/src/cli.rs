@@ -187,6 +187,14 @@ pub struct LedgerArgs {
     /// Only certificates from this signer.
     #[arg(long)]
     pub signer_name: Option<String>,
+    /// Only certificates issued by this CA: `old` or `new` (of the CA rotation in progress),
+    /// or a CA's subject key identifier (hex). With `old`, records that predate issuer
+    /// tracking are listed too (they may be the old CA's).
+    #[arg(long)]
+    pub issuer: Option<String>,
+    /// The CA rotation `--issuer old|new` refers to.
+    #[arg(long, default_value = kcert_kube::rotation::DEFAULT_ROTATION)]
+    pub rotation: String,
 }
 
 #[derive(Debug, Args)]
@@ -439,6 +447,93 @@ pub struct CsrArgs {
 pub enum CaCommand {
     /// Create a self-signed CA: DIR/ca.crt (0644) and DIR/ca.key (0600).
     Init(CaInitArgs),
+    /// Rotate the CA kcert-controller signs with, in phases that can be run, paused and resumed
+    /// (the state is a CaRotation object, so a second admin or a restarted controller sees it):
+    /// prepare, switch, complete. See docs/operations.md, "CA rotation".
+    #[command(subcommand)]
+    Rotate(RotateCommand),
+    /// Print the trust bundle kcert publishes (every CA whose certificates are valid now, PEM):
+    /// what kube-apiserver's --client-ca-file and other relying parties need.
+    Bundle(BundleArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RotateCommand {
+    /// Phase 1: a new CA (generated into a Secret, an existing Secret, or a key in the
+    /// controller's token), published in the bundle beside the old one. The old CA keeps
+    /// signing. Then add the bundle to the API server's --client-ca-file.
+    Prepare(RotatePrepareArgs),
+    /// Phase 2: sign with the new CA, once the API server is seen to trust it (the controller
+    /// probes with a short-lived certificate of the new CA). Refused, and undone, until it does.
+    Switch(RotateArgs),
+    /// Phase 4 (after re-issuing: `kcert ledger --issuer old` lists who still holds live
+    /// certificates of the old CA): drop the old CA from the bundle. Refused while such
+    /// certificates are live, unless --force (naming who is cut off).
+    Complete(RotateCompleteArgs),
+    /// Where the rotation is: phase asked and reached, the CAs, the last probe, what waits.
+    Status(RotateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// The CaRotation object (kcert-controller --ca-rotation).
+    #[arg(long, default_value = kcert_kube::rotation::DEFAULT_ROTATION)]
+    pub rotation: String,
+    /// kcert-controller's namespace (the bundle ConfigMap, the new CA's Secret).
+    #[arg(long, short = 'n', default_value = "kcert-system")]
+    pub namespace: String,
+    /// How long to wait for the controller to reach the phase (0: do not wait).
+    #[arg(long, default_value = "60s", value_parser = kcert_policy::duration::parse)]
+    pub wait: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct RotatePrepareArgs {
+    #[command(flatten)]
+    pub common: RotateArgs,
+    /// The new CA's Secret (kubernetes.io/tls, in --namespace): generated unless --existing.
+    #[arg(
+        long,
+        default_value = "kcert-ca-next",
+        conflicts_with = "token_key_label"
+    )]
+    pub secret: String,
+    /// Use the Secret as it is (a CA made by your PKI) instead of generating one into it.
+    #[arg(long)]
+    pub existing: bool,
+    /// The new CA's key is in kcert-controller's PKCS#11 token under this label (made by
+    /// `kcert ca init --pkcs11-module … --pkcs11-key-label LABEL`); with --certificate.
+    #[arg(long, requires = "certificate")]
+    pub token_key_label: Option<String>,
+    /// The new CA's certificate (PEM), for --token-key-label.
+    #[arg(long)]
+    pub certificate: Option<PathBuf>,
+    /// Generated CA: key type.
+    #[arg(long = "type", short = 't', default_value_t = KeyType::EcdsaP256, value_parser = parse_key_type)]
+    pub key_type: KeyType,
+    /// Generated CA: lifetime in days.
+    #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub days: u32,
+    /// Generated CA: its common name [default: kcert-ca-YYYYMMDD-HHMMSS, distinct from the old].
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateCompleteArgs {
+    #[command(flatten)]
+    pub common: RotateArgs,
+    /// Complete though certificates of the old CA are live: they stop working once the API
+    /// server drops the old CA. They are named, and your name is recorded on the rotation.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    /// kcert-controller's namespace.
+    #[arg(long, short = 'n', default_value = "kcert-system")]
+    pub namespace: String,
 }
 
 #[derive(Debug, Args)]

@@ -559,7 +559,7 @@ async fn confirmed(
 }
 
 /// Who revokes, as the API server authenticates them.
-async fn caller(client: &kube::Client) -> String {
+pub(crate) async fn caller(client: &kube::Client) -> String {
     kube::Api::<k8s_openapi::api::authentication::v1::SelfSubjectReview>::all(client.clone())
         .create(&kube::api::PostParams::default(), &Default::default())
         .await
@@ -820,8 +820,22 @@ pub async fn ledger(args: &LedgerArgs, out: OutputFormat, target: &Target) -> Re
         ))
         .unwrap_or(now)
     });
+    let issuer = match args.issuer.as_deref() {
+        None => None,
+        Some(role @ ("old" | "new")) => {
+            let key_id = super::rotate::ca_of_role(&client, &args.rotation, role).await?;
+            Some((key_id, role == "old"))
+        }
+        Some(key_id) => Some((kcert_kube::crd::normalize_fingerprint(key_id), false)),
+    };
     let mut rows: Vec<_> = by_hash
         .into_values()
+        .filter(|s| match (&issuer, &s.issuer_key_id) {
+            (None, _) => true,
+            (Some((want, _)), Some(got)) => kcert_kube::crd::normalize_fingerprint(got) == *want,
+            // A record from before issuers were recorded: it may be the old CA's.
+            (Some((_, unknown_too)), None) => *unknown_too,
+        })
         .filter(|s| args.user.as_ref().is_none_or(|u| &s.user == u))
         .filter(|s| {
             args.signer_name
@@ -839,19 +853,20 @@ pub async fn ledger(args: &LedgerArgs, out: OutputFormat, target: &Target) -> Re
     rows.sort_by(|a, b| a.not_after.cmp(&b.not_after));
     // Node revocations (`kcert revoke --node`), in force and cleared: records of their own, no
     // certificate's (none expires; their signerName is kcert.dev/node-revocation).
-    let node_rows: Vec<(&str, kcert_kube::crd::RevokedNodeRecord)> = if args.expiring.is_some() {
-        Vec::new()
-    } else {
-        kcert_kube::ledger::node_revocations(&pages)
-            .into_iter()
-            .filter(|(_, r)| args.user.as_ref().is_none_or(|u| &r.record.user == u))
-            .filter(|(_, r)| {
-                args.signer_name
-                    .as_ref()
-                    .is_none_or(|n| &r.record.signer_name == n)
-            })
-            .collect()
-    };
+    let node_rows: Vec<(&str, kcert_kube::crd::RevokedNodeRecord)> =
+        if args.expiring.is_some() || args.issuer.is_some() {
+            Vec::new()
+        } else {
+            kcert_kube::ledger::node_revocations(&pages)
+                .into_iter()
+                .filter(|(_, r)| args.user.as_ref().is_none_or(|u| &r.record.user == u))
+                .filter(|(_, r)| {
+                    args.signer_name
+                        .as_ref()
+                        .is_none_or(|n| &r.record.signer_name == n)
+                })
+                .collect()
+        };
     for (node, e) in kcert_kube::ledger::LedgerIndex::from_pages(&pages).revoked_nodes() {
         if !e.readable {
             eprintln!(

@@ -9,6 +9,7 @@ mod inspect;
 mod key;
 pub mod policy;
 pub mod request;
+pub mod rotate;
 mod sign;
 
 use crate::cli::{CaCommand, Cli, Command, OutputFormat, PolicyCommand};
@@ -78,6 +79,8 @@ pub fn run(cli: &Cli) -> Result<()> {
                     Command::CanI(args) => access::can_i(args, out, &target).await,
                     Command::Kubeconfig(args) => access::kubeconfig(args, out, &target).await,
                     Command::Credential(args) => credential::run(args).await,
+                    Command::Ca(CaCommand::Rotate(c)) => rotate::run(c, out, &target).await,
+                    Command::Ca(CaCommand::Bundle(args)) => rotate::bundle(args, &target).await,
                     _ => unreachable!("offline commands are handled above"),
                 }
             })

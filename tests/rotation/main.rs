@@ -1,0 +1,531 @@
+//! CA rotation on the real API server, with no restart anywhere: a user of the old CA keeps
+//! working through prepare, switch and re-issue (a client looping through the rotation counts
+//! every failed request), `switch` is refused until the API server trusts the new CA, `complete`
+//! is refused while certificates of the old CA are live, and once the API server drops the old CA
+//! its certificates get 401 while renewed users work. Once with the CAs in Secrets, once with
+//! their keys in a PKCS#11 token (SoftHSM2). Its own test bed per case: each rewrites its API
+//! server's client-CA file (re-read without a restart), as an operator syncing the bundle would.
+
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kcert_controller::rotation::RotationSettings;
+use kcert_controller::{CaSource, PolicySource, Settings};
+use kcert_kube::rotation::{AskedPhase, CaRotationObject, ReachedPhase};
+use kcert_pkcs11::{KeySelector, TokenConfig, TokenKey, TokenSelector};
+use kcert_pki::{CertificateAuthority, KeyType, PrivateKey, SystemRandom};
+use kcert_testbed::kubeconfig::{Credentials, render};
+use kcert_testbed::{TestCluster, client_from_kubeconfig};
+use kcert_tests::*;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+const NS: &str = "kcert-system";
+const SIGNER: &str = "kcert.dev/rotating";
+const PIN: &str = "rotation-pin";
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Backend {
+    Secret,
+    Token,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_with_the_cas_in_secrets_loses_no_request() {
+    rotation_loses_no_request(Backend::Secret).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_with_the_ca_keys_in_a_token_loses_no_request() {
+    rotation_loses_no_request(Backend::Token).await;
+}
+
+/// `kcert ARGS` in-process with `kubeconfig`: its exit code as a number.
+async fn kcert_cli(kubeconfig: &Path, args: &[&str]) -> u8 {
+    let mut all: Vec<std::ffi::OsString> = vec![
+        "kcert".into(),
+        "--kubeconfig".into(),
+        kubeconfig.as_os_str().to_owned(),
+    ];
+    all.extend(args.iter().map(|a| a.into()));
+    let code = tokio::task::spawn_blocking(move || kcert::main(all))
+        .await
+        .unwrap();
+    // ExitCode has no accessor; its Debug shows the number.
+    let shown = format!("{code:?}");
+    shown
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|_| panic!("exit code {shown}"))
+}
+
+async fn client_for(cluster: &TestCluster, user: &str, cert_pem: &str, key_pem: &str) -> Client {
+    let yaml = render(
+        cluster.server(),
+        cluster.ca_pem(),
+        user,
+        &Credentials::ClientCertificate { cert_pem, key_pem },
+    );
+    client_from_kubeconfig(&yaml).await.unwrap()
+}
+
+async fn who(client: &Client) -> Result<String, String> {
+    Api::<SelfSubjectReview>::all(client.clone())
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .map_err(|e| e.to_string())
+        .map(|r| r.status.unwrap().user_info.unwrap().username.unwrap())
+}
+
+/// A CSR for `user` created by `requester`, issued; its certificate and key.
+async fn issue(
+    cluster: &TestCluster,
+    admin: &Client,
+    requester: &Client,
+    user: &str,
+) -> (String, String, kcert_pki::CertificateInfo) {
+    let name = cluster.unique_name(user);
+    let (csr, key_pem) = csr_with_key(&name, SIGNER, user, &["dev"], Some(3600));
+    Api::<CertificateSigningRequest>::all(requester.clone())
+        .create(&PostParams::default(), &csr)
+        .await
+        .unwrap();
+    let csrs: Api<CertificateSigningRequest> = Api::all(admin.clone());
+    let done = wait_for(&csrs, &name, Duration::from_secs(60), "issued", issued).await;
+    let info = certificate(&done);
+    let pem = String::from_utf8(done.status.unwrap().certificate.unwrap().0).unwrap();
+    (pem, key_pem, info)
+}
+
+/// The operator's step: kube-apiserver's --client-ca-file becomes the test bed's CA plus the
+/// bundle kcert publishes.
+async fn sync_client_ca(cluster: &TestCluster, admin: &Client) -> usize {
+    let cm = Api::<ConfigMap>::namespaced(admin.clone(), NS)
+        .get(kcert_kube::rotation::BUNDLE_CONFIGMAP)
+        .await
+        .unwrap();
+    let bundle = cm.data.unwrap()[kcert_kube::rotation::BUNDLE_KEY].clone();
+    let n = kcert_pki::pem::parse_blocks(bundle.as_bytes())
+        .unwrap()
+        .len();
+    std::fs::write(
+        cluster.ca_cert_path(),
+        format!("{}{bundle}", cluster.ca_pem()),
+    )
+    .unwrap();
+    n
+}
+
+async fn rotation(admin: &Client) -> CaRotationObject {
+    Api::<CaRotationObject>::all(admin.clone())
+        .get(kcert_kube::rotation::DEFAULT_ROTATION)
+        .await
+        .unwrap()
+}
+
+fn key_id_of(r: &CaRotationObject, role: &str) -> String {
+    r.status
+        .clone()
+        .unwrap()
+        .trusted
+        .into_iter()
+        .find(|t| t.role == role)
+        .unwrap_or_else(|| panic!("no {role} CA in {:?}", r.status))
+        .key_id
+}
+
+/// Requests through the rotation: every 100 ms a SelfSubjectReview with the current client,
+/// counting answers that are not the expected user.
+struct Looping {
+    client: Arc<tokio::sync::RwLock<Client>>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Looping {
+    fn start(client: Client, user: &'static str) -> Looping {
+        let client = Arc::new(tokio::sync::RwLock::new(client));
+        let (ok, failed, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let task = tokio::spawn({
+            let (client, ok, failed, stop) =
+                (client.clone(), ok.clone(), failed.clone(), stop.clone());
+            async move {
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let c = client.read().await.clone();
+                    match who(&c).await {
+                        Ok(u) if u == user => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        other => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            failures.push(format!("{other:?}"));
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                failures
+            }
+        });
+        Looping {
+            client,
+            ok,
+            failed,
+            stop,
+            task,
+        }
+    }
+
+    async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let failures = self.task.await.unwrap();
+        assert_eq!(self.failed.load(Ordering::Relaxed), failures.len() as u64);
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
+}
+
+async fn rotation_loses_no_request(backend: Backend) {
+    let cluster = TestCluster::start().await.unwrap();
+    install_crds(&cluster).await;
+    allow_everyone_to_request(&cluster).await;
+    let admin = cluster.admin_client().await.unwrap();
+    Api::<Namespace>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(NS.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lifetime = Duration::from_secs(30 * 86_400);
+
+    // CA1, where the controller's flags say.
+    let token = (backend == Backend::Token).then(|| {
+        let label = format!("kcert-rotation-{}", std::process::id());
+        kcert_testbed::softhsm::init_token(&label, PIN).unwrap();
+        TokenConfig {
+            module: kcert_testbed::softhsm::module(),
+            token: TokenSelector::Label(label),
+            key: KeySelector::Label("ca1".into()),
+            pin: PIN.to_string().into(),
+        }
+    });
+    let (ca1, source) = match &token {
+        None => {
+            let ca = CertificateAuthority::create(
+                PrivateKey::generate(KeyType::EcdsaP256).unwrap(),
+                "kcert rotation CA1",
+                lifetime,
+                SystemTime::now(),
+                &SystemRandom,
+            )
+            .unwrap();
+            let key = ca.private_key().unwrap().to_pkcs8_pem().unwrap();
+            Api::<Secret>::namespaced(admin.clone(), NS)
+                .create(
+                    &PostParams::default(),
+                    &Secret {
+                        metadata: ObjectMeta {
+                            name: Some("kcert-ca".into()),
+                            ..Default::default()
+                        },
+                        type_: Some("kubernetes.io/tls".into()),
+                        data: Some(
+                            [
+                                (
+                                    "tls.crt".to_string(),
+                                    k8s_openapi::ByteString(ca.certificate_pem().into_bytes()),
+                                ),
+                                (
+                                    "tls.key".to_string(),
+                                    k8s_openapi::ByteString(key.as_bytes().to_vec()),
+                                ),
+                            ]
+                            .into(),
+                        ),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            let source = CaSource::Secret {
+                namespace: NS.into(),
+                name: "kcert-ca".into(),
+            };
+            (ca, source)
+        }
+        Some(config) => {
+            let key = Arc::new(TokenKey::generate(config.clone(), KeyType::EcdsaP256).unwrap());
+            let ca = CertificateAuthority::create_with_key(
+                key,
+                "kcert rotation CA1 (token)",
+                lifetime,
+                SystemTime::now(),
+                &SystemRandom,
+            )
+            .unwrap();
+            let cert = dir.path().join("ca1.crt");
+            std::fs::write(&cert, ca.certificate_pem()).unwrap();
+            (
+                ca,
+                CaSource::Pkcs11 {
+                    cert,
+                    token: config.clone(),
+                },
+            )
+        }
+    };
+    std::fs::write(
+        cluster.ca_cert_path(),
+        format!("{}{}", cluster.ca_pem(), ca1.certificate_pem()),
+    )
+    .unwrap();
+
+    let policy: kcert_policy::PolicySpec = serde_yaml::from_str(&format!(
+        "rules: [{{id: developers-self, signerNames: [\"{SIGNER}\"], requesters: {{groups: [developers, dev]}}, commonName: {{self: true}}, groups: {{allowed: [dev]}}}}]"
+    ))
+    .unwrap();
+    let api = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(cluster.admin_kubeconfig_path()).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let _controller = RunningController::start_with(
+        admin.clone(),
+        Settings {
+            signer_names: vec![SIGNER.into()],
+            policy: PolicySource::Static(policy),
+            ca: Some(source),
+            max_duration: Duration::from_secs(3600),
+            ledger: true,
+            rotation: Some(RotationSettings {
+                name: kcert_kube::rotation::DEFAULT_ROTATION.into(),
+                namespace: NS.into(),
+                api,
+                token: token.clone(),
+                every: Duration::from_millis(500),
+            }),
+            ..Settings::default()
+        },
+    );
+    let kubeconfig = cluster.admin_kubeconfig_path().to_path_buf();
+
+    // Jane, from CA1, works; a client keeps asking through the whole rotation.
+    let requester = cluster.user_client("jane", &["developers"]).await.unwrap();
+    let (jane1_pem, jane1_key, jane1) = issue(&cluster, &admin, &requester, "jane").await;
+    let jane1_client = client_for(&cluster, "jane", &jane1_pem, &jane1_key).await;
+    eventually(
+        "jane's CA1 certificate authenticates",
+        Duration::from_secs(90),
+        || {
+            let c = jane1_client.clone();
+            async move { who(&c).await }
+        },
+    )
+    .await;
+    let looping = Looping::start(jane1_client.clone(), "jane");
+
+    // 1. prepare: both CAs published; CA1 still signs.
+    let ca2_cert = dir.path().join("ca2.crt");
+    let prepared = match &token {
+        None => kcert_cli(&kubeconfig, &["ca", "rotate", "prepare", "-n", NS]).await,
+        Some(config) => {
+            let key = Arc::new(
+                TokenKey::generate(
+                    TokenConfig {
+                        key: KeySelector::Label("ca2".into()),
+                        ..config.clone()
+                    },
+                    KeyType::EcdsaP256,
+                )
+                .unwrap(),
+            );
+            let ca2 = CertificateAuthority::create_with_key(
+                key,
+                "kcert rotation CA2 (token)",
+                lifetime,
+                SystemTime::now(),
+                &SystemRandom,
+            )
+            .unwrap();
+            std::fs::write(&ca2_cert, ca2.certificate_pem()).unwrap();
+            kcert_cli(
+                &kubeconfig,
+                &[
+                    "ca",
+                    "rotate",
+                    "prepare",
+                    "-n",
+                    NS,
+                    "--token-key-label",
+                    "ca2",
+                    "--certificate",
+                    ca2_cert.to_str().unwrap(),
+                ],
+            )
+            .await
+        }
+    };
+    assert_eq!(prepared, 0, "prepare");
+    let r = rotation(&admin).await;
+    assert_eq!(
+        r.status.as_ref().unwrap().phase,
+        Some(ReachedPhase::Prepared)
+    );
+    let (old_id, new_id) = (key_id_of(&r, "old"), key_id_of(&r, "new"));
+    assert_eq!(Some(old_id.clone()), ca1.info().subject_key_id);
+    assert_ne!(old_id, new_id);
+    let bob = cluster.user_client("bob", &["developers"]).await.unwrap();
+    let (_, _, bob1) = issue(&cluster, &admin, &bob, "bob").await;
+    assert_eq!(
+        bob1.authority_key_id.as_deref(),
+        Some(old_id.as_str()),
+        "prepared: CA1 signs"
+    );
+
+    // 2. switch before the API server trusts CA2: refused, and set back to Prepare.
+    let refused = kcert_cli(&kubeconfig, &["ca", "rotate", "switch", "--wait", "4s"]).await;
+    assert_eq!(refused, 1, "switch before the API server trusts the new CA");
+    let r = rotation(&admin).await;
+    assert_eq!(r.spec.phase, AskedPhase::Prepare);
+    let probe = r.status.clone().unwrap().probe.expect("a probe was made");
+    assert!(!probe.authenticated);
+    assert!(probe.message.contains("401"), "{probe:?}");
+    let (_, _, bob2) = issue(&cluster, &admin, &bob, "bob").await;
+    assert_eq!(
+        bob2.authority_key_id.as_deref(),
+        Some(old_id.as_str()),
+        "refused: CA1 signs"
+    );
+
+    // The operator adds the bundle; switch succeeds once the API server has re-read it.
+    assert_eq!(sync_client_ca(&cluster, &admin).await, 2);
+    let switched = kcert_cli(&kubeconfig, &["ca", "rotate", "switch", "--wait", "120s"]).await;
+    assert_eq!(switched, 0, "switch once the API server trusts the new CA");
+    let (bob3_pem, bob3_key, bob3) = issue(&cluster, &admin, &bob, "bob").await;
+    assert_eq!(
+        bob3.authority_key_id.as_deref(),
+        Some(new_id.as_str()),
+        "switched: CA2 signs"
+    );
+    assert_eq!(
+        who(&client_for(&cluster, "bob", &bob3_pem, &bob3_key).await).await,
+        Ok("bob".to_string())
+    );
+
+    // 3. re-issue: jane renews with her CA1 certificate onto CA2; the loop moves to it.
+    let (jane2_pem, jane2_key, jane2) = issue(&cluster, &admin, &jane1_client, "jane").await;
+    assert_eq!(jane2.authority_key_id.as_deref(), Some(new_id.as_str()));
+    let jane2_client = client_for(&cluster, "jane", &jane2_pem, &jane2_key).await;
+    *looping.client.write().await = jane2_client.clone();
+    // Who still holds live CA1 certificates: jane's first, bob's two.
+    let index = kcert_kube::ledger::read_index(&admin).await.unwrap();
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let mut live: Vec<String> = index
+        .live_from(&old_id, now)
+        .iter()
+        .map(|e| e.serial.to_string())
+        .collect();
+    live.sort();
+    let mut expected = vec![
+        jane1.serial.clone(),
+        bob1.serial.clone(),
+        bob2.serial.clone(),
+    ];
+    expected.sort();
+    assert_eq!(live, expected);
+    // Jane's renewal is on the ledger as the new CA's (records are written in batches, within
+    // the flush interval of the certificate).
+    eventually(
+        "jane's renewal on the ledger as CA2's",
+        Duration::from_secs(10),
+        || {
+            let (admin, new_id, serial) = (admin.clone(), new_id.clone(), jane2.serial.clone());
+            async move {
+                let index = kcert_kube::ledger::read_index(&admin)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let now = k8s_openapi::jiff::Timestamp::now().as_second();
+                let from_new: Vec<String> = index
+                    .live_from(&new_id, now)
+                    .iter()
+                    .map(|e| e.serial.to_string())
+                    .collect();
+                if from_new.contains(&serial) {
+                    Ok(())
+                } else {
+                    Err(from_new.join(","))
+                }
+            }
+        },
+    )
+    .await;
+
+    // 4. complete: refused while CA1 certificates are live; forced, it names and cuts them off.
+    let refused = kcert_cli(&kubeconfig, &["ca", "rotate", "complete"]).await;
+    assert_eq!(refused, 1, "complete with live certificates of the old CA");
+    assert_eq!(
+        rotation(&admin).await.status.unwrap().phase,
+        Some(ReachedPhase::Switched)
+    );
+    let (ok, failures) = looping.finish().await;
+    assert!(
+        failures.is_empty(),
+        "requests failed during the rotation: {failures:?}"
+    );
+    assert!(ok >= 20, "only {ok} requests were made");
+    let completed = kcert_cli(
+        &kubeconfig,
+        &["ca", "rotate", "complete", "--force", "--wait", "90s"],
+    )
+    .await;
+    assert_eq!(completed, 0, "complete --force");
+    let r = rotation(&admin).await;
+    assert!(r.spec.forced_by.is_some());
+    assert_eq!(r.status.clone().unwrap().trusted.len(), 1);
+    assert_eq!(sync_client_ca(&cluster, &admin).await, 1);
+    eventually(
+        "the old CA's certificate is refused",
+        Duration::from_secs(120),
+        || {
+            let c = jane1_client.clone();
+            async move {
+                match who(&c).await {
+                    Err(e) if e.contains("401") => Ok(()),
+                    other => Err(other),
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        who(&jane2_client).await,
+        Ok("jane".to_string()),
+        "renewed jane works"
+    );
+    let (_, _, bob4) = issue(&cluster, &admin, &bob, "bob").await;
+    assert_eq!(
+        bob4.authority_key_id.as_deref(),
+        Some(new_id.as_str()),
+        "completed: CA2 signs"
+    );
+}
