@@ -63,12 +63,37 @@ async fn the_controller_works_with_exactly_the_privileges_deploy_grants() {
         "rules: [{id: deploy-test, requesters: {users: [kcert-testbed-admin]}, commonName: {glob: 'deploy-*'}, groups: {allowed: [dev]}}]",
     )
     .unwrap();
+    // Following CA rotations as the Deployment does (--ca-rotation kcert), its probe
+    // connecting as the ServiceAccount's API server address and CA.
+    let token = cluster
+        .service_account_token("kcert-system", "kcert-controller")
+        .await
+        .unwrap();
+    let yaml = kcert_testbed::kubeconfig::render(
+        cluster.server(),
+        cluster.ca_pem(),
+        "kcert-controller",
+        &kcert_testbed::kubeconfig::Credentials::Token(&token),
+    );
+    let api = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::from_yaml(&yaml).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     let settings = Settings {
         signer_names: vec!["kcert.dev/client".into()],
         policy: PolicySource::Static(policy),
         ca: Some(CaSource::Secret {
             namespace: "kcert-system".into(),
             name: "kcert-ca".into(),
+        }),
+        rotation: Some(kcert_controller::rotation::RotationSettings {
+            name: kcert_kube::rotation::DEFAULT_ROTATION.into(),
+            namespace: "kcert-system".into(),
+            api,
+            token: None,
+            every: Duration::from_millis(500),
         }),
         ..Settings::default()
     };
@@ -134,6 +159,29 @@ async fn the_controller_works_with_exactly_the_privileges_deploy_grants() {
             .create(&PostParams::default(), &cm)
             .await,
     );
+    // The trust bundle it may write (deploy/bundle.yaml, get and update on that one alone):
+    // the CA it signs with.
+    let bundles: Api<ConfigMap> = Api::namespaced(admin.clone(), "kcert-system");
+    eventually(
+        "the trust bundle published",
+        Duration::from_secs(30),
+        || {
+            let bundles = bundles.clone();
+            async move {
+                let data = bundles
+                    .get(kcert_kube::rotation::BUNDLE_CONFIGMAP)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .data
+                    .unwrap_or_default();
+                match data.get(kcert_kube::rotation::BUNDLE_KEY) {
+                    Some(pem) if *pem == cluster.ca_pem() => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await;
     // (Deleting CSRs is allowed: the cleaner needs it, as kube-controller-manager's does.)
     let policy: ApprovalPolicy =
         serde_yaml::from_str("metadata: {name: sneaky}\nspec: {rules: []}").unwrap();

@@ -122,6 +122,7 @@ async fn the_helm_chart_lints_renders_the_kustomize_base_and_installs() {
     expected.remove("CustomResourceDefinition//approvalpolicies.kcert.dev");
     expected.remove("CustomResourceDefinition//ledgerpages.kcert.dev");
     expected.remove("CustomResourceDefinition//revocations.kcert.dev");
+    expected.remove("CustomResourceDefinition//carotations.kcert.dev");
     expected.extend(objects(&webhook_dir));
     let chart_webhook = objects(&with_webhook);
     assert_eq!(

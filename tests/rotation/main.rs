@@ -344,6 +344,22 @@ async fn rotation_loses_no_request(backend: Backend) {
     .await;
     let looping = Looping::start(jane1_client.clone(), "jane");
 
+    // Before any rotation, the bundle holds the controller's CA alone.
+    eventually("the bundle published", Duration::from_secs(30), || {
+        let admin = admin.clone();
+        async move {
+            match Api::<ConfigMap>::namespaced(admin.clone(), NS)
+                .get_opt(kcert_kube::rotation::BUNDLE_CONFIGMAP)
+                .await
+            {
+                Ok(Some(_)) => Ok(bundle_len(&admin).await),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    assert_eq!(bundle_len(&admin).await, 1);
+
     // 1. prepare: both CAs published; CA1 still signs.
     let ca2_cert = dir.path().join("ca2.crt");
     let prepared = match &token {
@@ -394,6 +410,7 @@ async fn rotation_loses_no_request(backend: Backend) {
     let (old_id, new_id) = (key_id_of(&r, "old"), key_id_of(&r, "new"));
     assert_eq!(Some(old_id.clone()), ca1.info().subject_key_id);
     assert_ne!(old_id, new_id);
+    hostile_edits(&cluster, &admin, &kubeconfig, backend).await;
     let bob = cluster.user_client("bob", &["developers"]).await.unwrap();
     let (_, _, bob1) = issue(&cluster, &admin, &bob, "bob").await;
     assert_eq!(
@@ -528,4 +545,161 @@ async fn rotation_loses_no_request(backend: Backend) {
         Some(new_id.as_str()),
         "completed: CA2 signs"
     );
+}
+
+/// Attacks on a prepared rotation, each with its exact outcome (docs/security.md, "Hostile CA
+/// rotation"); the rotation is as prepared afterwards.
+async fn hostile_edits(cluster: &TestCluster, admin: &Client, kubeconfig: &Path, backend: Backend) {
+    use kube::api::{Patch, PatchParams};
+    let rotations: Api<CaRotationObject> = Api::all(admin.clone());
+    let name = kcert_kube::rotation::DEFAULT_ROTATION;
+    // Its CAs cannot be edited, not even by an admin: a new rotation is a new object.
+    for patch in [
+        serde_json::json!({"spec": {"next": {"fingerprint": "cd".repeat(32)}}}),
+        serde_json::json!({"spec": {"from": "cd".repeat(32)}}),
+        serde_json::json!({"spec": {"next": {"secret": "another"}}}),
+    ] {
+        let refused = rotations
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect_err("an edit of the rotation's CAs");
+        assert!(
+            refused.to_string().contains("never change"),
+            "{patch}: {refused}"
+        );
+    }
+    // A second prepare while one is under way is refused.
+    assert_eq!(
+        kcert_cli(kubeconfig, &["ca", "rotate", "prepare", "-n", NS]).await,
+        1
+    );
+    // A requester (who may create and update CSRs) can neither start nor move a rotation, nor
+    // write its status.
+    let jane = cluster.user_client("jane", &["developers"]).await.unwrap();
+    let as_jane: Api<CaRotationObject> = Api::all(jane);
+    let patch = serde_json::json!({"spec": {"phase": "Switch"}});
+    for result in [
+        as_jane
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(drop),
+        as_jane
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&serde_json::json!({"status": {"phase": "Switched"}})),
+            )
+            .await
+            .map(drop),
+        as_jane
+            .create(
+                &PostParams::default(),
+                &CaRotationObject::new("janes-own", rotation(admin).await.spec),
+            )
+            .await
+            .map(drop),
+    ] {
+        match result {
+            Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+            other => panic!("a requester moved the rotation: {other:?}"),
+        }
+    }
+    if backend != Backend::Secret {
+        return;
+    }
+    // The new CA's Secret replaced by another CA after prepare: not followed (only the CA that
+    // was prepared may ever be trusted or sign); put back, the rotation goes on.
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), NS);
+    let prepared = secrets.get("kcert-ca-next").await.unwrap();
+    let intruder = CertificateAuthority::create(
+        PrivateKey::generate(KeyType::EcdsaP256).unwrap(),
+        "intruder",
+        Duration::from_secs(86_400),
+        SystemTime::now(),
+        &SystemRandom,
+    )
+    .unwrap();
+    let mut swapped = prepared.clone();
+    swapped.data = Some(
+        [
+            (
+                "tls.crt".to_string(),
+                k8s_openapi::ByteString(intruder.certificate_pem().into_bytes()),
+            ),
+            (
+                "tls.key".to_string(),
+                k8s_openapi::ByteString(
+                    intruder
+                        .private_key()
+                        .unwrap()
+                        .to_pkcs8_pem()
+                        .unwrap()
+                        .as_bytes()
+                        .to_vec(),
+                ),
+            ),
+        ]
+        .into(),
+    );
+    let swapped = secrets
+        .replace("kcert-ca-next", &PostParams::default(), &swapped)
+        .await
+        .unwrap();
+    let status = eventually("the swapped CA refused", Duration::from_secs(20), || {
+        let rotations = rotations.clone();
+        async move {
+            let s = rotations.get(name).await.unwrap().status.unwrap();
+            if s.message.contains("not the CA") {
+                Ok(s)
+            } else {
+                Err(s)
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        status.trusted.len(),
+        1,
+        "only the old CA trusted: {status:?}"
+    );
+    assert_eq!(
+        bundle_len(admin).await,
+        1,
+        "the intruder is never published"
+    );
+    let mut restored = prepared;
+    restored.metadata.resource_version = swapped.metadata.resource_version;
+    secrets
+        .replace("kcert-ca-next", &PostParams::default(), &restored)
+        .await
+        .unwrap();
+    eventually(
+        "the prepared CA back in the bundle",
+        Duration::from_secs(20),
+        || {
+            let rotations = rotations.clone();
+            async move {
+                let s = rotations.get(name).await.unwrap().status.unwrap();
+                if s.trusted.len() == 2 && s.message.is_empty() {
+                    Ok(())
+                } else {
+                    Err(s)
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(bundle_len(admin).await, 2);
+}
+
+/// How many CAs the published bundle holds.
+async fn bundle_len(admin: &Client) -> usize {
+    let cm = Api::<ConfigMap>::namespaced(admin.clone(), NS)
+        .get(kcert_kube::rotation::BUNDLE_CONFIGMAP)
+        .await
+        .unwrap();
+    let bundle = cm.data.unwrap()[kcert_kube::rotation::BUNDLE_KEY].clone();
+    kcert_pki::pem::parse_blocks(bundle.as_bytes())
+        .unwrap()
+        .len()
 }

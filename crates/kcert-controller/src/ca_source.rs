@@ -37,9 +37,11 @@ pub enum CaSource {
 /// The CA in force: the controller's own (from its flags, kept current by [`keep_current`]),
 /// and during a CA rotation the new one beside it, with which of them signs and which are
 /// trusted ([`crate::rotation`] decides).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct CaStore {
     state: Arc<RwLock<InForce>>,
+    /// Bumped whenever the own CA is (re)loaded: the rotation follower looks again at once.
+    loads: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 #[derive(Default)]
@@ -58,7 +60,21 @@ struct RotationInForce {
     trusted: Vec<kcert_kube::rotation::Which>,
 }
 
+impl Default for CaStore {
+    fn default() -> Self {
+        CaStore {
+            state: Arc::default(),
+            loads: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
+}
+
 impl CaStore {
+    /// A receiver that sees each (re)load of the own CA.
+    pub fn loads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.loads.subscribe()
+    }
+
     /// A store whose CA signs only once a rotation follower ([`crate::rotation`]) has set its
     /// plan at least once.
     pub fn following_rotation() -> Self {
@@ -109,6 +125,7 @@ impl CaStore {
     pub(crate) fn set(&self, ca: CertificateAuthority) {
         tracing::info!(ca = %ca.describe(), "CA loaded");
         self.state.write().expect("CA lock").own = Some(Arc::new(ca));
+        self.loads.send_modify(|n| *n += 1);
     }
 
     /// Put a rotation's plan in force (`next`: its new CA, when loaded).

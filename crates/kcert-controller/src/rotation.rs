@@ -47,7 +47,13 @@ struct Follower {
     probe: Option<(String, Probe, std::time::Instant)>,
     /// The bundle last published.
     published: Option<String>,
+    /// The bundle whose write last failed, and when (retried every [`PUBLISH_RETRY`], not at
+    /// every look; a changed bundle at once).
+    publish_failed: Option<(String, std::time::Instant)>,
 }
+
+/// How long a failed bundle write waits before the next try.
+const PUBLISH_RETRY: Duration = Duration::from_secs(30);
 
 /// Follow the rotation `settings.name` for as long as the controller runs.
 pub async fn follow(
@@ -57,6 +63,7 @@ pub async fn follow(
     ledger: Option<crate::ledger::LedgerView>,
 ) {
     let mut follower = Follower::default();
+    let mut loads = store.loads();
     loop {
         if let Err(e) = follower
             .look(&client, &settings, &store, ledger.as_ref())
@@ -64,7 +71,11 @@ pub async fn follow(
         {
             tracing::warn!(error = %e, rotation = %settings.name, "cannot read the CA rotation; retrying (the plan last read stays in force)");
         }
-        tokio::time::sleep(settings.every).await;
+        // Again after `every`, or at once when the own CA (re)loads (start-up, a new Secret).
+        tokio::select! {
+            _ = tokio::time::sleep(settings.every) => {}
+            _ = loads.changed() => {}
+        }
     }
 }
 
@@ -89,7 +100,8 @@ impl Follower {
         let Some(rotation) = api.get_opt(&settings.name).await? else {
             store.set_rotation(None, Some(Which::Own), vec![Which::Own]);
             if let Some(own) = &own {
-                self.publish(client, settings, std::slice::from_ref(own)).await;
+                self.publish(client, settings, std::slice::from_ref(own))
+                    .await;
             }
             return Ok(());
         };
@@ -290,12 +302,21 @@ impl Follower {
         cas: &[Arc<CertificateAuthority>],
     ) {
         let pem = bundle_pem(cas);
-        if self.published.as_deref() == Some(pem.as_str()) {
+        if self.published.as_deref() == Some(pem.as_str())
+            || self
+                .publish_failed
+                .as_ref()
+                .is_some_and(|(failed, at)| *failed == pem && at.elapsed() < PUBLISH_RETRY)
+        {
             return;
         }
         match publish_bundle(client, &settings.namespace, &pem).await {
-            Ok(()) => self.published = Some(pem),
+            Ok(()) => {
+                self.published = Some(pem);
+                self.publish_failed = None;
+            }
             Err(e) => {
+                self.publish_failed = Some((pem, std::time::Instant::now()));
                 tracing::warn!(error = %e, configmap = %format!("{}/{BUNDLE_CONFIGMAP}", settings.namespace), "cannot publish the CA bundle; retrying")
             }
         }
