@@ -367,6 +367,7 @@ async fn main() -> Result<()> {
         let engines = [
             Engine::Kcert,
             Engine::KcertLedger,
+            Engine::KcertToken,
             Engine::KcmLifted,
             Engine::Null,
         ];
@@ -601,6 +602,16 @@ fn table(r: &Report, args: &Args) -> String {
             ratio(kl_rate.median, null.median),
             met(x >= 1.3, "≥ 1.3× kcm")
         );
+        if let Some(token) = ec(Engine::KcertToken) {
+            let tr = token.rate();
+            let _ = writeln!(
+                t,
+                "| ECDSA P-256 CA: kcert-controller with the key in SoftHSM2 (PKCS#11) / in memory, no ledger | {} / {} per s | {:.2} of the in-memory key | |",
+                tr.show(0),
+                k.show(0),
+                ratio(tr.median, k.median)
+            );
+        }
         // CPU per certificate, everything included (watches, decision, signature, writes, the
         // ledger): the engine's process over the whole measurement.
         let (api_k, _, engine_k) = kl.cpu_median();

@@ -95,6 +95,16 @@ pub fn sibling(name: &str) -> Result<PathBuf> {
 
 /// Start `program` with `args`, its output appended to `log`.
 pub fn spawn(program: &PathBuf, args: &[String], log: &std::path::Path) -> Result<Running> {
+    spawn_with_env(program, args, &[], log)
+}
+
+/// [`spawn`] with environment variables added.
+pub fn spawn_with_env(
+    program: &PathBuf,
+    args: &[String],
+    env: &[(&str, &std::ffi::OsStr)],
+    log: &std::path::Path,
+) -> Result<Running> {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -102,6 +112,7 @@ pub fn spawn(program: &PathBuf, args: &[String], log: &std::path::Path) -> Resul
         .with_context(|| format!("opening {}", log.display()))?;
     let child = std::process::Command::new(program)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .stdout(out.try_clone()?)
         .stderr(out)
         .spawn()

@@ -31,6 +31,9 @@ pub enum Engine {
     KcertLedger,
     /// The same (no ledger) publishing an Event per issued certificate (`--events=all`).
     KcertAllEvents,
+    /// The same (no ledger) with the CA key in a SoftHSM2 token (PKCS#11), of the cluster CA's
+    /// key type.
+    KcertToken,
     KcmDefault,
     KcmLifted,
     /// List the batch once, then PUT /status with one pre-made certificate, 16 in flight.
@@ -38,10 +41,11 @@ pub enum Engine {
 }
 
 impl Engine {
-    pub const ALL: [Engine; 6] = [
+    pub const ALL: [Engine; 7] = [
         Engine::Kcert,
         Engine::KcertLedger,
         Engine::KcertAllEvents,
+        Engine::KcertToken,
         Engine::KcmDefault,
         Engine::KcmLifted,
         Engine::Null,
@@ -52,6 +56,7 @@ impl Engine {
             Engine::Kcert => "kcert",
             Engine::KcertLedger => "kcert-ledger",
             Engine::KcertAllEvents => "kcert-events",
+            Engine::KcertToken => "kcert-token",
             Engine::KcmDefault => "kcm-default",
             Engine::KcmLifted => "kcm-lifted",
             Engine::Null => "null",
@@ -65,6 +70,9 @@ impl Engine {
                 "kcert-controller signer with the ledger (default; timed until all are on record)"
             }
             Engine::KcertAllEvents => "kcert-controller signer, `--events=all` (an Event each)",
+            Engine::KcertToken => {
+                "kcert-controller signer, CA key in SoftHSM2 (PKCS#11; no ledger)"
+            }
             Engine::KcmDefault => {
                 "kube-controller-manager csrsigning, default client limits (qps 20, burst 30)"
             }
@@ -246,6 +254,9 @@ async fn measure_with(
                     cluster,
                     &[&no_ledger[..], &["--ledger=false", "--events=all"]].concat(),
                 )?,
+                Engine::KcertToken => {
+                    engines::kcert_token(cluster, &[&no_ledger[..], &["--ledger=false"]].concat())?
+                }
                 Engine::KcmDefault => engines::kcm(cluster, None)?,
                 Engine::KcmLifted => engines::kcm(cluster, Some((1000, 2000)))?,
                 Engine::Null => unreachable!(),
