@@ -438,6 +438,37 @@ async fn rotation_loses_no_request(backend: Backend) {
     assert_eq!(sync_client_ca(&cluster, &admin).await, 2);
     let switched = kcert_cli(&kubeconfig, &["ca", "rotate", "switch", "--wait", "120s"]).await;
     assert_eq!(switched, 0, "switch once the API server trusts the new CA");
+    // The bundle says which CA signs and where its key is; `kcert ca status` reads it.
+    let signing_fp = rotation(&admin).await.status.unwrap().signing.unwrap();
+    eventually(
+        "the bundle names the new CA as signing",
+        Duration::from_secs(10),
+        || {
+            let (admin, signing_fp) = (admin.clone(), signing_fp.clone());
+            async move {
+                let a = Api::<ConfigMap>::namespaced(admin, NS)
+                    .get(kcert_kube::rotation::BUNDLE_CONFIGMAP)
+                    .await
+                    .unwrap()
+                    .metadata
+                    .annotations
+                    .unwrap_or_default();
+                let fp = a.get(kcert_kube::rotation::SIGNING_ANNOTATION);
+                let key = a
+                    .get(kcert_kube::rotation::SIGNING_KEY_ANNOTATION)
+                    .cloned()
+                    .unwrap_or_default();
+                let in_token = key.contains("PKCS#11") || key.contains("token");
+                if fp == Some(&signing_fp) && in_token == (backend == Backend::Token) {
+                    Ok(())
+                } else {
+                    Err(format!("{a:?}"))
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(kcert_cli(&kubeconfig, &["ca", "status", "-n", NS]).await, 0);
     let (bob3_pem, bob3_key, bob3) = issue(&cluster, &admin, &bob, "bob").await;
     assert_eq!(
         bob3.authority_key_id.as_deref(),

@@ -9,14 +9,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Whether the controller is ready (policy and CA loaded as its roles need).
 pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
 
+/// Warnings `/readyz` shows while ready (an expiring CA): still 200.
+pub type ReadyWarnings = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
 /// Serve until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, ready: Readiness) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    ready: Readiness,
+    warnings: ReadyWarnings,
+) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
         let metrics = metrics.clone();
-        let ready = ready.clone();
+        let (ready, warnings) = (ready.clone(), warnings.clone());
         tokio::spawn(async move {
             // Read the request head (up to 8 KiB, 5 s): clients may send it in pieces.
             let mut buf = Vec::with_capacity(1024);
@@ -37,7 +45,13 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, rea
                     metrics.render(),
                 ),
                 "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
-                "/readyz" if ready() => ("200 OK", "text/plain", "ok\n".to_string()),
+                "/readyz" if ready() => (
+                    "200 OK",
+                    "text/plain",
+                    warnings().iter().fold("ok\n".to_string(), |body, w| {
+                        format!("{body}warning: {w}\n")
+                    }),
+                ),
                 "/readyz" => (
                     "503 Service Unavailable",
                     "text/plain",

@@ -21,6 +21,7 @@
 pub mod admission;
 pub mod approver;
 pub mod authz_webhook;
+pub mod ca_expiry;
 pub mod ca_source;
 pub mod cleaner;
 pub mod events;
@@ -125,6 +126,9 @@ pub struct Settings {
     /// Follow a CA rotation (`CaRotation`): sign with the CA its phase puts in force and
     /// publish the trust bundle. With it, nothing is signed until the rotation has been read.
     pub rotation: Option<rotation::RotationSettings>,
+    /// When a CA in force counts as expiring (metrics always; a warning in /readyz, the log
+    /// and an Event on the bundle ConfigMap within it).
+    pub ca_expiry_window: kcert_kube::rotation::ExpiryWindow,
 }
 
 impl Settings {
@@ -202,6 +206,7 @@ impl Default for Settings {
             nodes: kcert_policy::nodes::NodeRules::default(),
             reserved_refresh: node_view::RESERVED_EVERY,
             rotation: None,
+            ca_expiry_window: kcert_kube::rotation::ExpiryWindow::default(),
         }
     }
 }
@@ -406,6 +411,8 @@ struct Sources {
     ledger: ledger::LedgerView,
     /// The Nodes, when kubelet serving CSRs are decided.
     nodes: node_view::NodeView,
+    /// What /readyz warns of (an expiring CA).
+    warnings: ca_expiry::Warnings,
 }
 
 impl Sources {
@@ -428,6 +435,7 @@ impl Sources {
             },
             ledger: ledger::LedgerView::default(),
             nodes: node_view::NodeView::default(),
+            warnings: ca_expiry::Warnings::default(),
         };
         if settings.needs_nodes() {
             tasks.spawn(node_view::keep_current(
@@ -473,6 +481,22 @@ impl Sources {
                 "the signer runs without a CA (--ca-cert/--ca-key or --ca-secret); approved CSRs will wait"
             ),
             (false, _) => {}
+        }
+        if settings.signer && settings.ca.is_some() {
+            let events = settings.rotation.as_ref().map(|r| {
+                let reporter = Reporter {
+                    controller: settings.controller_name.clone(),
+                    instance: settings.instance.clone(),
+                };
+                (Recorder::new(client.clone(), reporter), r.namespace.clone())
+            });
+            tasks.spawn(ca_expiry::watch(
+                sources.ca.clone(),
+                metrics.clone(),
+                sources.warnings.clone(),
+                settings.ca_expiry_window,
+                events,
+            ));
         }
         if let (true, Some(r)) = (settings.signer, settings.rotation.clone()) {
             tasks.spawn(rotation::follow(
@@ -695,6 +719,10 @@ pub async fn run(
             listener,
             metrics.clone(),
             sources.readiness(&settings),
+            {
+                let w = sources.warnings.clone();
+                Arc::new(move || w.get())
+            },
         ));
     }
     if let Some(webhook) = settings.webhook.clone() {

@@ -74,6 +74,11 @@ struct Flags {
     /// ConfigMap kcert-ca-bundle (in POD_NAMESPACE). "off": the CA from the flags alone.
     #[arg(long, env = "KCERT_CA_ROTATION", default_value = kcert_kube::rotation::DEFAULT_ROTATION)]
     ca_rotation: String,
+    /// When a CA in force counts as expiring: a fraction of its lifetime left (1/3, 25%) or a
+    /// duration (90d). Within it: a warning in /readyz (still ready), the log and a Warning
+    /// Event (CaExpiring) on the bundle ConfigMap; kcert_ca_not_after_seconds always.
+    #[arg(long, env = "KCERT_CA_EXPIRY_WARNING", default_value = "1/3", value_parser = kcert_kube::rotation::ExpiryWindow::parse)]
+    ca_expiry_warning: kcert_kube::rotation::ExpiryWindow,
     /// Policy from a YAML file (re-read when it changes) instead of ApprovalPolicy objects.
     #[arg(long, env = "KCERT_POLICY_FILE")]
     policy_file: Option<PathBuf>,
@@ -427,6 +432,7 @@ async fn run(flags: Flags) -> Result<()> {
         },
         reserved_refresh: flags.kubelet_serving_reserved_refresh,
         rotation: None,
+        ca_expiry_window: flags.ca_expiry_warning,
         webhook: match (flags.webhook_addr, flags.webhook_cert, flags.webhook_key) {
             (Some(addr), Some(cert), Some(key)) => {
                 Some(kcert_controller::authz_webhook::WebhookSettings {

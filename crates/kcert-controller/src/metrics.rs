@@ -37,6 +37,13 @@ struct ExpiryLabels {
     within: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CaLabels {
+    /// The first 16 hex digits of the CA certificate's SHA-256.
+    ca: String,
+    subject: String,
+}
+
 /// Every metric kcert-controller exports.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -58,6 +65,7 @@ pub struct Metrics {
     ledger_view_outages: Counter,
     ledger_revocations_restored: Counter,
     ledger_unrevoked: Counter,
+    ca_not_after: Family<CaLabels, Gauge>,
     /// NotAfter of each issued certificate in the cache, by CSR uid and resourceVersion, so a
     /// pass over the store parses only certificates it has not seen.
     not_after: Mutex<HashMap<String, (String, SystemTime)>>,
@@ -91,6 +99,7 @@ impl Default for Metrics {
             ledger_view_outages: Counter::default(),
             ledger_revocations_restored: Counter::default(),
             ledger_unrevoked: Counter::default(),
+            ca_not_after: Family::default(),
             not_after: Mutex::new(HashMap::new()),
         };
         {
@@ -180,6 +189,11 @@ impl Default for Metrics {
                 "ledger_unrevoked",
                 "Revocations that disappeared from a ledger record this process had seen revoked (a page edited by hand, or a Revocation object deleted): kept in force, logged, and written back by the leader",
                 m.ledger_unrevoked.clone(),
+            );
+            r.register(
+                "ca_not_after_seconds",
+                "NotAfter (Unix seconds) of each CA in force: the one signing, and during a rotation the other one trusted",
+                m.ca_not_after.clone(),
             );
         }
         m
@@ -311,6 +325,24 @@ impl Metrics {
             }
         }
         cache.retain(|uid, _| seen.contains(uid));
+    }
+
+    /// The CAs in force now (the others' series are dropped).
+    pub fn ca_in_force(&self, cas: &[std::sync::Arc<kcert_pki::CertificateAuthority>]) {
+        self.ca_not_after.clear();
+        for ca in cas {
+            let info = ca.info();
+            let not_after = info
+                .not_after_time()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            self.ca_not_after
+                .get_or_create(&CaLabels {
+                    ca: kcert_kube::rotation::short(&info.fingerprint_sha256),
+                    subject: info.subject.to_string(),
+                })
+                .set(not_after);
+        }
     }
 
     /// The text exposition format.

@@ -11,7 +11,7 @@ use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kcert_kube::rotation::{
     BUNDLE_CONFIGMAP, BUNDLE_KEY, CaRotationObject, CaRotationStatus, NextCa, PROBE_USER, Probe,
-    ReachedPhase, Seen, TrustedCa, Which,
+    ReachedPhase, SIGNING_ANNOTATION, SIGNING_KEY_ANNOTATION, Seen, TrustedCa, Which,
 };
 use kcert_pki::CertificateAuthority;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -100,7 +100,7 @@ impl Follower {
         let Some(rotation) = api.get_opt(&settings.name).await? else {
             store.set_rotation(None, Some(Which::Own), vec![Which::Own]);
             if let Some(own) = &own {
-                self.publish(client, settings, std::slice::from_ref(own))
+                self.publish(client, settings, std::slice::from_ref(own), Some(own))
                     .await;
             }
             return Ok(());
@@ -171,8 +171,10 @@ impl Follower {
         };
         let trusted: Vec<Arc<CertificateAuthority>> =
             plan.trusted.iter().filter_map(ca_of).collect();
+        let signing = plan.signing.as_ref().and_then(ca_of);
         if !trusted.is_empty() {
-            self.publish(client, settings, &trusted).await;
+            self.publish(client, settings, &trusted, signing.as_ref())
+                .await;
         }
         let new_status = CaRotationStatus {
             phase: plan.reached,
@@ -300,23 +302,37 @@ impl Follower {
         client: &Client,
         settings: &RotationSettings,
         cas: &[Arc<CertificateAuthority>],
+        signing: Option<&Arc<CertificateAuthority>>,
     ) {
+        let annotations = std::collections::BTreeMap::from_iter(
+            signing
+                .map(|ca| {
+                    [
+                        (SIGNING_ANNOTATION.to_string(), fingerprint(ca)),
+                        (SIGNING_KEY_ANNOTATION.to_string(), ca.key_location()),
+                    ]
+                })
+                .into_iter()
+                .flatten(),
+        );
+        // What is published: the certificates and which of them signs, with its key's place.
         let pem = bundle_pem(cas);
-        if self.published.as_deref() == Some(pem.as_str())
+        let published = format!("{pem}{annotations:?}");
+        if self.published.as_deref() == Some(published.as_str())
             || self
                 .publish_failed
                 .as_ref()
-                .is_some_and(|(failed, at)| *failed == pem && at.elapsed() < PUBLISH_RETRY)
+                .is_some_and(|(failed, at)| *failed == published && at.elapsed() < PUBLISH_RETRY)
         {
             return;
         }
-        match publish_bundle(client, &settings.namespace, &pem).await {
+        match publish_bundle(client, &settings.namespace, &pem, &annotations).await {
             Ok(()) => {
-                self.published = Some(pem);
+                self.published = Some(published);
                 self.publish_failed = None;
             }
             Err(e) => {
-                self.publish_failed = Some((pem, std::time::Instant::now()));
+                self.publish_failed = Some((published, std::time::Instant::now()));
                 tracing::warn!(error = %e, configmap = %format!("{}/{BUNDLE_CONFIGMAP}", settings.namespace), "cannot publish the CA bundle; retrying")
             }
         }
@@ -357,13 +373,31 @@ pub fn bundle_pem(cas: &[Arc<CertificateAuthority>]) -> String {
     cas.iter().map(|ca| ca.certificate_pem()).collect()
 }
 
-async fn publish_bundle(client: &Client, namespace: &str, pem: &str) -> Result<(), kube::Error> {
+async fn publish_bundle(
+    client: &Client,
+    namespace: &str,
+    pem: &str,
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Result<(), kube::Error> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let data = std::collections::BTreeMap::from([(BUNDLE_KEY.to_string(), pem.to_string())]);
+    let annotated = |cm: &ConfigMap| {
+        let have = cm.metadata.annotations.clone().unwrap_or_default();
+        [SIGNING_ANNOTATION, SIGNING_KEY_ANNOTATION]
+            .iter()
+            .all(|k| have.get(*k) == annotations.get(*k))
+    };
     match api.get_opt(BUNDLE_CONFIGMAP).await? {
-        Some(cm) if cm.data.as_ref() == Some(&data) => Ok(()),
+        Some(cm) if cm.data.as_ref() == Some(&data) && annotated(&cm) => Ok(()),
         Some(mut cm) => {
             cm.data = Some(data);
+            let all = cm.metadata.annotations.get_or_insert_with(Default::default);
+            for k in [SIGNING_ANNOTATION, SIGNING_KEY_ANNOTATION] {
+                match annotations.get(k) {
+                    Some(v) => all.insert(k.to_string(), v.clone()),
+                    None => all.remove(k),
+                };
+            }
             api.replace(BUNDLE_CONFIGMAP, &PostParams::default(), &cm)
                 .await
                 .map(drop)
@@ -373,6 +407,7 @@ async fn publish_bundle(client: &Client, namespace: &str, pem: &str) -> Result<(
                 metadata: kube::api::ObjectMeta {
                     name: Some(BUNDLE_CONFIGMAP.into()),
                     namespace: Some(namespace.into()),
+                    annotations: Some(annotations.clone()),
                     labels: Some(
                         [("app.kubernetes.io/name".to_string(), "kcert".to_string())].into(),
                     ),

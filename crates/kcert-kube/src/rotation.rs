@@ -395,6 +395,79 @@ pub fn plan(seen: &Seen) -> Plan {
     }
 }
 
+/// When a CA counts as expiring: with a fraction of its lifetime left (`1/3`, `25%`), or within
+/// a duration of its end (`90d`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ExpiryWindow {
+    /// This fraction of its lifetime (0 to 1) or less left.
+    FractionLeft(f64),
+    /// This long or less left.
+    Before(std::time::Duration),
+}
+
+impl Default for ExpiryWindow {
+    /// A third of its lifetime left.
+    fn default() -> Self {
+        ExpiryWindow::FractionLeft(1.0 / 3.0)
+    }
+}
+
+impl ExpiryWindow {
+    /// `1/3`, `25%` or a duration (`90d`, `720h`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let fraction = if let Some(p) = t.strip_suffix('%') {
+            p.trim().parse::<f64>().ok().map(|p| p / 100.0)
+        } else if let Some((a, b)) = t.split_once('/') {
+            match (a.trim().parse::<f64>(), b.trim().parse::<f64>()) {
+                (Ok(a), Ok(b)) if b > 0.0 => Some(a / b),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        match fraction {
+            Some(f) if (0.0..=1.0).contains(&f) => Ok(ExpiryWindow::FractionLeft(f)),
+            Some(_) => Err(format!("{text:?}: a fraction of the lifetime is between 0 and 1 (e.g. 1/3, 25%)")),
+            None => kcert_policy::duration::parse(t)
+                .map(ExpiryWindow::Before)
+                .map_err(|_| format!("{text:?} is neither a fraction of the lifetime (1/3, 25%) nor a duration (90d)")),
+        }
+    }
+
+    /// Whether a CA valid from `not_before` to `not_after` (Unix seconds) is within the window
+    /// at `now` (an expired one is).
+    pub fn warns(self, not_before: i64, not_after: i64, now: i64) -> bool {
+        let left = not_after - now;
+        match self {
+            ExpiryWindow::FractionLeft(f) => {
+                let lifetime = (not_after - not_before).max(1) as f64;
+                (left as f64) <= f * lifetime
+            }
+            ExpiryWindow::Before(d) => left <= d.as_secs() as i64,
+        }
+    }
+}
+
+impl std::fmt::Display for ExpiryWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExpiryWindow::FractionLeft(x) if (x - 1.0 / 3.0).abs() < 1e-9 => {
+                f.write_str("a third of its lifetime left")
+            }
+            ExpiryWindow::FractionLeft(x) => write!(f, "{:.0}% of its lifetime left", x * 100.0),
+            ExpiryWindow::Before(d) => write!(f, "{}s or less left", d.as_secs()),
+        }
+    }
+}
+
+/// The bundle ConfigMap's annotation naming the CA that signs (SHA-256 of its certificate).
+pub const SIGNING_ANNOTATION: &str = "kcert.dev/signing-sha256";
+
+/// The bundle ConfigMap's annotation saying where the signing CA's key lives (a file, a
+/// Secret, a PKCS#11 token and key label; never key material).
+pub const SIGNING_KEY_ANNOTATION: &str = "kcert.dev/signing-key";
+
 /// The first 16 hex digits of a fingerprint, for messages.
 pub fn short(fp: &str) -> String {
     crate::crd::normalize_fingerprint(fp)
@@ -633,6 +706,29 @@ mod tests {
         c.own = Some(fp(NEW));
         let p = c.plan();
         assert_eq!((p.signing, p.trusted), (Some(Which::Own), vec![Which::Own]));
+    }
+
+    #[test]
+    fn the_expiry_window_is_a_fraction_of_the_lifetime_or_a_duration() {
+        let third = ExpiryWindow::default();
+        assert_eq!(ExpiryWindow::parse("1/3").unwrap(), third);
+        assert!(!third.warns(0, 300, 199), "more than a third left");
+        assert!(third.warns(0, 300, 200), "a third left");
+        assert!(third.warns(0, 300, 400), "expired");
+        assert_eq!(
+            ExpiryWindow::parse("25%").unwrap(),
+            ExpiryWindow::FractionLeft(0.25)
+        );
+        let days = ExpiryWindow::parse("90d").unwrap();
+        assert_eq!(
+            days,
+            ExpiryWindow::Before(std::time::Duration::from_secs(90 * 86_400))
+        );
+        assert!(days.warns(0, 100 * 86_400, 10 * 86_400));
+        assert!(!days.warns(0, 100 * 86_400, 9 * 86_400));
+        for bad in ["4/3", "150%", "1/0", "soon", ""] {
+            assert!(ExpiryWindow::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

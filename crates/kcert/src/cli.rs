@@ -455,6 +455,24 @@ pub enum CaCommand {
     /// Print the trust bundle kcert publishes (every CA whose certificates are valid now, PEM):
     /// what kube-apiserver's --client-ca-file and other relying parties need.
     Bundle(BundleArgs),
+    /// The CAs kcert-controller has in force: which signs, where its key lives (a file or
+    /// Secret in memory, a PKCS#11 token), until when, whether it is within its expiry warning
+    /// window, and the rotation under way. Exit 0; 1 if the bundle cannot be read.
+    Status(CaStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CaStatusArgs {
+    /// kcert-controller's namespace.
+    #[arg(long, short = 'n', default_value = "kcert-system")]
+    pub namespace: String,
+    /// The CA rotation to report on.
+    #[arg(long, default_value = kcert_kube::rotation::DEFAULT_ROTATION)]
+    pub rotation: String,
+    /// When a CA counts as expiring: a fraction of its lifetime left (1/3, 25%) or a duration
+    /// (90d), as kcert-controller's --ca-expiry-warning.
+    #[arg(long, default_value = "1/3", value_parser = kcert_kube::rotation::ExpiryWindow::parse)]
+    pub warn_within: kcert_kube::rotation::ExpiryWindow,
 }
 
 #[derive(Debug, Subcommand)]

@@ -81,6 +81,9 @@ pub fn run(cli: &Cli) -> Result<()> {
                     Command::Credential(args) => credential::run(args).await,
                     Command::Ca(CaCommand::Rotate(c)) => rotate::run(c, out, &target).await,
                     Command::Ca(CaCommand::Bundle(args)) => rotate::bundle(args, &target).await,
+                    Command::Ca(CaCommand::Status(args)) => {
+                        rotate::status(args, out, &target).await
+                    }
                     _ => unreachable!("offline commands are handled above"),
                 }
             })

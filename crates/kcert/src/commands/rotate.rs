@@ -6,7 +6,8 @@
 use super::report;
 use super::request::api_message;
 use crate::cli::{
-    BundleArgs, OutputFormat, RotateArgs, RotateCommand, RotateCompleteArgs, RotatePrepareArgs,
+    BundleArgs, CaStatusArgs, OutputFormat, RotateArgs, RotateCommand, RotateCompleteArgs,
+    RotatePrepareArgs,
 };
 use crate::target::Target;
 use anyhow::{Result, anyhow, bail};
@@ -576,5 +577,112 @@ pub async fn bundle(args: &BundleArgs, target: &Target) -> Result<()> {
         );
     }
     print!("{outp}");
+    Ok(())
+}
+
+/// `kcert ca status`: the bundle's CAs, which signs and where its key is, expiry, the rotation.
+pub async fn status(args: &CaStatusArgs, out: OutputFormat, target: &Target) -> Result<()> {
+    let (client, _) = target.connect().await?;
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &args.namespace)
+        .get_opt(BUNDLE_CONFIGMAP)
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "reading ConfigMap {}/{BUNDLE_CONFIGMAP}: {}",
+                args.namespace,
+                api_message(&e)
+            )
+        })?;
+    let annotations = cm
+        .as_ref()
+        .and_then(|c| c.metadata.annotations.clone())
+        .unwrap_or_default();
+    let signing = annotations
+        .get(kcert_kube::rotation::SIGNING_ANNOTATION)
+        .map(|s| kcert_kube::crd::normalize_fingerprint(s));
+    let cas = published(&client, &args.namespace).await?;
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let unix = |t: SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    };
+    let rows: Vec<serde_json::Value> = cas
+        .iter()
+        .map(|info| {
+            let fp = kcert_kube::crd::normalize_fingerprint(&info.fingerprint_sha256);
+            let signs = signing.as_deref() == Some(fp.as_str());
+            let expiring = args.warn_within.warns(
+                unix(info.not_before_time()),
+                unix(info.not_after_time()),
+                now,
+            );
+            serde_json::json!({
+                "subject": info.subject.to_string(),
+                "fingerprintSha256": fp,
+                "keyId": info.subject_key_id,
+                "keyAlgorithm": info.key_algorithm.to_string(),
+                "notBefore": info.not_before,
+                "notAfter": info.not_after,
+                "signing": signs,
+                "key": if signs { annotations.get(kcert_kube::rotation::SIGNING_KEY_ANNOTATION).cloned() } else { None },
+                "expiring": expiring,
+            })
+        })
+        .collect();
+    let rotation = rotations(&client)
+        .get_opt(&args.rotation)
+        .await
+        .ok()
+        .flatten();
+    let json = serde_json::json!({
+        "cas": rows,
+        "expiryWarning": args.warn_within.to_string(),
+        "rotation": rotation.as_ref().map(|r| serde_json::json!({
+            "name": r.name_any(),
+            "asked": r.spec.phase,
+            "reached": r.status.as_ref().and_then(|s| s.phase),
+            "message": r.status.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
+        })),
+    });
+    report(out, json, || {
+        let mut lines = Vec::new();
+        for (info, row) in cas.iter().zip(&rows) {
+            let signs = row["signing"] == true;
+            lines.push(format!(
+                "{} CA {} ({}), SHA-256 {}",
+                if signs { "signing" } else { "trusted" },
+                info.subject,
+                info.key_algorithm,
+                row["fingerprintSha256"].as_str().unwrap_or_default()
+            ));
+            lines.push(format!("  valid {} to {}", info.not_before, info.not_after));
+            if let Some(key) = row["key"].as_str() {
+                lines.push(format!("  key: {key}"));
+            }
+            if row["expiring"] == true {
+                lines.push(format!(
+                    "  WARNING: within its expiry window ({}): rotate it (`kcert ca rotate prepare`)",
+                    args.warn_within
+                ));
+            }
+        }
+        match &rotation {
+            Some(r) => lines.push(format!(
+                "rotation {}: asked {}, reached {}{}",
+                r.name_any(),
+                r.spec.phase,
+                r.status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .map_or("nothing yet".into(), |p| p.to_string()),
+                r.status
+                    .as_ref()
+                    .filter(|s| !s.message.is_empty())
+                    .map_or(String::new(), |s| format!(": {}", s.message))
+            )),
+            None => lines.push("no rotation under way".into()),
+        }
+        lines.join("\n")
+    });
     Ok(())
 }
