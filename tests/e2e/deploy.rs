@@ -94,6 +94,7 @@ async fn the_controller_works_with_exactly_the_privileges_deploy_grants() {
             api,
             token: None,
             every: Duration::from_millis(500),
+            trust_bundle_signers: vec![],
         }),
         ..Settings::default()
     };

@@ -197,7 +197,13 @@ impl Looping {
 }
 
 async fn rotation_loses_no_request(backend: Backend) {
-    let cluster = TestCluster::start().await.unwrap();
+    // ClusterTrustBundles are beta and off by default in v1.36: the gate and the API.
+    let cluster = TestCluster::builder()
+        .apiserver_arg("--feature-gates=ClusterTrustBundle=true")
+        .apiserver_arg("--runtime-config=certificates.k8s.io/v1beta1/clustertrustbundles=true")
+        .start()
+        .await
+        .unwrap();
     install_crds(&cluster).await;
     allow_everyone_to_request(&cluster).await;
     let admin = cluster.admin_client().await.unwrap();
@@ -323,6 +329,7 @@ async fn rotation_loses_no_request(backend: Backend) {
                 api,
                 token: token.clone(),
                 every: Duration::from_millis(500),
+                trust_bundle_signers: vec![SIGNER.into()],
             }),
             ..Settings::default()
         },
@@ -359,6 +366,7 @@ async fn rotation_loses_no_request(backend: Backend) {
     })
     .await;
     assert_eq!(bundle_len(&admin).await, 1);
+    same_trust_bundle(&admin, 1).await;
 
     // 1. prepare: both CAs published; CA1 still signs.
     let ca2_cert = dir.path().join("ca2.crt");
@@ -418,6 +426,8 @@ async fn rotation_loses_no_request(backend: Backend) {
         Some(old_id.as_str()),
         "prepared: CA1 signs"
     );
+
+    same_trust_bundle(&admin, 2).await;
 
     // 2. switch before the API server trusts CA2: refused, and set back to Prepare.
     let refused = kcert_cli(&kubeconfig, &["ca", "rotate", "switch", "--wait", "4s"]).await;
@@ -551,6 +561,7 @@ async fn rotation_loses_no_request(backend: Backend) {
     assert!(r.spec.forced_by.is_some());
     assert_eq!(r.status.clone().unwrap().trusted.len(), 1);
     assert_eq!(sync_client_ca(&cluster, &admin).await, 1);
+    same_trust_bundle(&admin, 1).await;
     eventually(
         "the old CA's certificate is refused",
         Duration::from_secs(120),
@@ -733,4 +744,41 @@ async fn bundle_len(admin: &Client) -> usize {
     kcert_pki::pem::parse_blocks(bundle.as_bytes())
         .unwrap()
         .len()
+}
+
+/// The ClusterTrustBundle linked to kcert's signer holds exactly the published bundle, of `n`
+/// CAs (the same bytes `kcert ca bundle` prints).
+async fn same_trust_bundle(admin: &Client, n: usize) {
+    use k8s_openapi::api::certificates::v1beta1::ClusterTrustBundle;
+    let name = kcert_controller::rotation::trust_bundle_name(SIGNER);
+    assert_eq!(name, "kcert.dev:rotating:kcert");
+    eventually(
+        "the ClusterTrustBundle matches the bundle",
+        Duration::from_secs(20),
+        || {
+            let (admin, name) = (admin.clone(), name.clone());
+            async move {
+                let cm = Api::<ConfigMap>::namespaced(admin.clone(), NS)
+                    .get(kcert_kube::rotation::BUNDLE_CONFIGMAP)
+                    .await
+                    .unwrap();
+                let pem = cm.data.unwrap()[kcert_kube::rotation::BUNDLE_KEY].clone();
+                let ctb = Api::<ClusterTrustBundle>::all(admin)
+                    .get_opt(&name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("no ClusterTrustBundle yet")?;
+                let blocks = kcert_pki::pem::parse_blocks(pem.as_bytes()).unwrap().len();
+                if ctb.spec.trust_bundle == pem
+                    && blocks == n
+                    && ctb.spec.signer_name.as_deref() == Some(SIGNER)
+                {
+                    Ok(())
+                } else {
+                    Err(format!("{blocks} in the bundle; CTB {:?}", ctb.spec))
+                }
+            }
+        },
+    )
+    .await;
 }

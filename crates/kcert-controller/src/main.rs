@@ -74,6 +74,12 @@ struct Flags {
     /// ConfigMap kcert-ca-bundle (in POD_NAMESPACE). "off": the CA from the flags alone.
     #[arg(long, env = "KCERT_CA_ROTATION", default_value = kcert_kube::rotation::DEFAULT_ROTATION)]
     ca_rotation: String,
+    /// Also publish the trust bundle as a ClusterTrustBundle per signer name served
+    /// (`<signer with "/" as ":">:kcert`, certificates.k8s.io/v1beta1: kube-apiserver needs the
+    /// ClusterTrustBundle feature gate and that API enabled), kept current through rotations.
+    /// Needs create/get/update on clustertrustbundles and `attest` on the signers.
+    #[arg(long, env = "KCERT_CLUSTER_TRUST_BUNDLES")]
+    cluster_trust_bundles: bool,
     /// When a CA in force counts as expiring: a fraction of its lifetime left (1/3, 25%) or a
     /// duration (90d). Within it: a warning in /readyz (still ready), the log and a Warning
     /// Event (CaExpiring) on the bundle ConfigMap; kcert_ca_not_after_seconds always.
@@ -487,6 +493,11 @@ async fn run(flags: Flags) -> Result<()> {
             .await
             .context("no kubeconfig and not in a cluster")?,
     };
+    if flags.cluster_trust_bundles && flags.ca_rotation == "off" {
+        bail!(
+            "--cluster-trust-bundles publishes what --ca-rotation follows: do not set --ca-rotation off"
+        );
+    }
     if flags.ca_rotation != "off" {
         settings.rotation = Some(kcert_controller::rotation::RotationSettings {
             name: flags.ca_rotation.clone(),
@@ -497,6 +508,11 @@ async fn run(flags: Flags) -> Result<()> {
                 _ => None,
             },
             every: std::time::Duration::from_secs(2),
+            trust_bundle_signers: if flags.cluster_trust_bundles {
+                settings.signer_names.clone()
+            } else {
+                Vec::new()
+            },
         });
     }
     let client = kube::Client::try_from(config)?;

@@ -33,6 +33,10 @@ pub struct RotationSettings {
     pub token: Option<kcert_pkcs11::TokenConfig>,
     /// How often the rotation is read.
     pub every: Duration,
+    /// Also publish the bundle as a ClusterTrustBundle linked to each of these signer names
+    /// (certificates.k8s.io/v1beta1; needs `attest` on the signer), kept current through
+    /// rotations. Empty: none.
+    pub trust_bundle_signers: Vec<String>,
 }
 
 /// How long a failed probe is not repeated.
@@ -47,6 +51,8 @@ struct Follower {
     probe: Option<(String, Probe, std::time::Instant)>,
     /// The bundle last published.
     published: Option<String>,
+    /// The bundle last published as ClusterTrustBundles.
+    published_ctb: Option<String>,
     /// The bundle whose write last failed, and when (retried every [`PUBLISH_RETRY`], not at
     /// every look; a changed bundle at once).
     publish_failed: Option<(String, std::time::Instant)>,
@@ -317,6 +323,16 @@ impl Follower {
         );
         // What is published: the certificates and which of them signs, with its key's place.
         let pem = bundle_pem(cas);
+        if !settings.trust_bundle_signers.is_empty()
+            && self.published_ctb.as_deref() != Some(pem.as_str())
+        {
+            match publish_trust_bundles(client, &settings.trust_bundle_signers, &pem).await {
+                Ok(()) => self.published_ctb = Some(pem.clone()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot publish the CA bundle as ClusterTrustBundles; retrying")
+                }
+            }
+        }
         let published = format!("{pem}{annotations:?}");
         if self.published.as_deref() == Some(published.as_str())
             || self
@@ -419,6 +435,50 @@ async fn publish_bundle(
             api.create(&PostParams::default(), &cm).await.map(drop)
         }
     }
+}
+
+/// The ClusterTrustBundle kcert keeps for `signer` (the signer-linked naming rule:
+/// `<signer with "/" as ":">:<suffix>`).
+pub fn trust_bundle_name(signer: &str) -> String {
+    format!("{}:kcert", signer.replace('/', ":"))
+}
+
+/// Create or update one ClusterTrustBundle per signer holding exactly `pem`.
+async fn publish_trust_bundles(
+    client: &Client,
+    signers: &[String],
+    pem: &str,
+) -> Result<(), kube::Error> {
+    use k8s_openapi::api::certificates::v1beta1::{ClusterTrustBundle, ClusterTrustBundleSpec};
+    let api: Api<ClusterTrustBundle> = Api::all(client.clone());
+    for signer in signers {
+        let name = trust_bundle_name(signer);
+        match api.get_opt(&name).await? {
+            Some(b) if b.spec.trust_bundle == pem => {}
+            Some(mut b) => {
+                b.spec.trust_bundle = pem.to_string();
+                api.replace(&name, &PostParams::default(), &b).await?;
+            }
+            None => {
+                let b = ClusterTrustBundle {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(name.clone()),
+                        labels: Some(
+                            [("app.kubernetes.io/name".to_string(), "kcert".to_string())].into(),
+                        ),
+                        ..Default::default()
+                    },
+                    spec: ClusterTrustBundleSpec {
+                        signer_name: Some(signer.clone()),
+                        trust_bundle: pem.to_string(),
+                    },
+                };
+                api.create(&PostParams::default(), &b).await?;
+            }
+        }
+        tracing::info!(bundle = %name, signer = %signer, "ClusterTrustBundle published");
+    }
+    Ok(())
 }
 
 /// Whether the API server authenticates a certificate of `ca`: a fresh key, a 10-minute
