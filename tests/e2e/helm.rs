@@ -235,6 +235,53 @@ async fn the_helm_chart_lints_renders_the_kustomize_base_and_installs() {
         "off by default"
     );
 
+    // The CA key in a token: the token's flags instead of --ca-secret, the certificate and the
+    // PIN mounted read-only (the PIN a file, never an argument); ClusterTrustBundles add their
+    // flag and RBAC. Both lint clean.
+    let token_args = [
+        "--set",
+        "pkcs11.enabled=true",
+        "--set",
+        "pkcs11.env[0].name=SOFTHSM2_CONF",
+        "--set",
+        "pkcs11.env[0].value=/etc/softhsm/softhsm2.conf",
+        "--set",
+        "clusterTrustBundles=true",
+    ];
+    let lint = run(Command::new(&helm)
+        .args(["lint", "--strict", CHART])
+        .args(token_args));
+    assert!(lint.contains("0 chart(s) failed"), "{lint}");
+    let with_token = run(Command::new(&helm)
+        .args(["template", "kcert", CHART, "--namespace", "kcert-system"])
+        .args(token_args));
+    let deployment = objects(&with_token)["Deployment/kcert-system/kcert-controller"].clone();
+    let pod = &deployment["spec"]["template"]["spec"];
+    let args: Vec<String> = serde_json::from_value(pod["containers"][0]["args"].clone()).unwrap();
+    for needle in [
+        "--ca-cert=/etc/kcert/ca/ca.crt",
+        "--ca-pkcs11-module=/usr/lib/softhsm/libsofthsm2.so",
+        "--ca-pkcs11-token=kcert",
+        "--ca-pkcs11-key-label=kcert-ca",
+        "--ca-pkcs11-pin-file=/etc/kcert/pin/pin",
+        "--cluster-trust-bundles",
+    ] {
+        assert!(args.iter().any(|a| a == needle), "{needle} not in {args:?}");
+    }
+    assert!(
+        !args.iter().any(|a| a.starts_with("--ca-secret")),
+        "{args:?}"
+    );
+    assert_eq!(pod["volumes"][0]["configMap"]["name"], "kcert-ca-cert");
+    assert_eq!(pod["volumes"][1]["secret"]["secretName"], "kcert-ca-pin");
+    assert_eq!(pod["containers"][0]["volumeMounts"][1]["readOnly"], true);
+    assert_eq!(pod["containers"][0]["env"][2]["name"], "SOFTHSM2_CONF");
+    assert!(with_token.contains("attest") && with_token.contains("clustertrustbundles"));
+    assert!(
+        !rendered.contains("attest") && !rendered.contains("pkcs11"),
+        "off by default"
+    );
+
     // helm install onto a real API server, then the controller as the chart's ServiceAccount.
     let cluster = TestCluster::start().await.unwrap();
     run(Command::new(&helm)

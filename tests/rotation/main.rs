@@ -315,25 +315,23 @@ async fn rotation_loses_no_request(backend: Backend) {
     )
     .await
     .unwrap();
-    let _controller = RunningController::start_with(
-        admin.clone(),
-        Settings {
-            signer_names: vec![SIGNER.into()],
-            policy: PolicySource::Static(policy),
-            ca: Some(source),
-            max_duration: Duration::from_secs(3600),
-            ledger: true,
-            rotation: Some(RotationSettings {
-                name: kcert_kube::rotation::DEFAULT_ROTATION.into(),
-                namespace: NS.into(),
-                api,
-                token: token.clone(),
-                every: Duration::from_millis(500),
-                trust_bundle_signers: vec![SIGNER.into()],
-            }),
-            ..Settings::default()
-        },
-    );
+    let settings = Settings {
+        signer_names: vec![SIGNER.into()],
+        policy: PolicySource::Static(policy),
+        ca: Some(source),
+        max_duration: Duration::from_secs(3600),
+        ledger: true,
+        rotation: Some(RotationSettings {
+            name: kcert_kube::rotation::DEFAULT_ROTATION.into(),
+            namespace: NS.into(),
+            api,
+            token: token.clone(),
+            every: Duration::from_millis(500),
+            trust_bundle_signers: vec![SIGNER.into()],
+        }),
+        ..Settings::default()
+    };
+    let controller = RunningController::start_with(admin.clone(), settings.clone());
     let kubeconfig = cluster.admin_kubeconfig_path().to_path_buf();
 
     // Jane, from CA1, works; a client keeps asking through the whole rotation.
@@ -448,6 +446,10 @@ async fn rotation_loses_no_request(backend: Backend) {
     assert_eq!(sync_client_ca(&cluster, &admin).await, 2);
     let switched = kcert_cli(&kubeconfig, &["ca", "rotate", "switch", "--wait", "120s"]).await;
     assert_eq!(switched, 0, "switch once the API server trusts the new CA");
+    // A controller killed and restarted mid-rotation, its flags still naming CA1: it picks up
+    // where the rotation's status says and signs with CA2 from its first CSR.
+    controller.kill();
+    let _controller = RunningController::start_with(admin.clone(), settings.clone());
     // The bundle says which CA signs and where its key is; `kcert ca status` reads it.
     let signing_fp = rotation(&admin).await.status.unwrap().signing.unwrap();
     eventually(
@@ -781,4 +783,229 @@ async fn same_trust_bundle(admin: &Client, n: usize) {
         },
     )
     .await;
+}
+
+/// A Secret `kcert-system/NAME` holding `ca`'s certificate with its chain and `key`.
+async fn ca_secret(admin: &Client, name: &str, ca: &CertificateAuthority, key_pem: &str) {
+    Api::<Secret>::namespaced(admin.clone(), NS)
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    ..Default::default()
+                },
+                type_: Some("kubernetes.io/tls".into()),
+                data: Some(
+                    [
+                        (
+                            "tls.crt".to_string(),
+                            k8s_openapi::ByteString(ca.certificate_chain_pem().into_bytes()),
+                        ),
+                        (
+                            "tls.key".to_string(),
+                            k8s_openapi::ByteString(key_pem.as_bytes().to_vec()),
+                        ),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+}
+
+/// An intermediate CA whose root stays offline: the API server trusts the root alone, kcert
+/// writes leaf + intermediate into CSR status (and so into kubeconfigs), and the certificate
+/// authenticates. Rotating to another intermediate under the same root changes no bundle: the
+/// switch probe passes with nothing synced, and the old intermediate's certificates keep
+/// working after complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intermediate_ca_issues_its_chain_and_rotates_under_its_root_without_a_bundle_change() {
+    let cluster = TestCluster::start().await.unwrap();
+    install_crds(&cluster).await;
+    allow_everyone_to_request(&cluster).await;
+    let admin = cluster.admin_client().await.unwrap();
+    Api::<Namespace>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(NS.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let now = SystemTime::now();
+    let day = Duration::from_secs(86_400);
+    // The root: only its certificate leaves this function's memory.
+    let root = CertificateAuthority::create(
+        PrivateKey::generate(KeyType::EcdsaP256).unwrap(),
+        "kcert offline root",
+        365 * day,
+        now,
+        &SystemRandom,
+    )
+    .unwrap();
+    let intermediate = |name: &str| {
+        let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+        let key_pem = key.to_pkcs8_pem().unwrap().to_string();
+        let ca = root
+            .create_intermediate(Arc::new(key), name, 30 * day, now, &SystemRandom)
+            .unwrap();
+        (ca, key_pem)
+    };
+    let (i1, k1) = intermediate("kcert intermediate 1");
+    let (i2, k2) = intermediate("kcert intermediate 2");
+    assert_eq!(i1.chain_pem(), root.certificate_pem());
+    ca_secret(&admin, "kcert-ca", &i1, &k1).await;
+    std::fs::write(
+        cluster.ca_cert_path(),
+        format!("{}{}", cluster.ca_pem(), root.certificate_pem()),
+    )
+    .unwrap();
+    let policy: kcert_policy::PolicySpec = serde_yaml::from_str(&format!(
+        "rules: [{{id: developers-self, signerNames: [\"{SIGNER}\"], requesters: {{groups: [developers, dev]}}, commonName: {{self: true}}, groups: {{allowed: [dev]}}}}]"
+    ))
+    .unwrap();
+    let api = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(cluster.admin_kubeconfig_path()).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let _controller = RunningController::start_with(
+        admin.clone(),
+        Settings {
+            signer_names: vec![SIGNER.into()],
+            policy: PolicySource::Static(policy),
+            ca: Some(CaSource::Secret {
+                namespace: NS.into(),
+                name: "kcert-ca".into(),
+            }),
+            max_duration: Duration::from_secs(3600),
+            ledger: true,
+            rotation: Some(RotationSettings {
+                name: kcert_kube::rotation::DEFAULT_ROTATION.into(),
+                namespace: NS.into(),
+                api,
+                token: None,
+                every: Duration::from_millis(500),
+                trust_bundle_signers: vec![],
+            }),
+            ..Settings::default()
+        },
+    );
+    let kubeconfig = cluster.admin_kubeconfig_path().to_path_buf();
+    let bundle = || {
+        let admin = admin.clone();
+        async move {
+            Api::<ConfigMap>::namespaced(admin, NS)
+                .get_opt(kcert_kube::rotation::BUNDLE_CONFIGMAP)
+                .await
+                .map_err(|e| e.to_string())?
+                .and_then(|cm| cm.data?.get(kcert_kube::rotation::BUNDLE_KEY).cloned())
+                .ok_or_else(|| "no bundle yet".to_string())
+        }
+    };
+    // The bundle holds the root, not the intermediate that signs.
+    let published = eventually("the bundle published", Duration::from_secs(30), bundle).await;
+    assert_eq!(published, root.certificate_pem());
+
+    let requester = cluster.user_client("jane", &["developers"]).await.unwrap();
+    let name = cluster.unique_name("jane");
+    let (csr, key_pem) = csr_with_key(&name, SIGNER, "jane", &["dev"], Some(3600));
+    Api::<CertificateSigningRequest>::all(requester)
+        .create(&PostParams::default(), &csr)
+        .await
+        .unwrap();
+    let csrs: Api<CertificateSigningRequest> = Api::all(admin.clone());
+    let done = wait_for(&csrs, &name, Duration::from_secs(60), "issued", issued).await;
+    let chain = String::from_utf8(done.status.unwrap().certificate.unwrap().0).unwrap();
+    let blocks = kcert_pki::pem::parse_blocks(chain.as_bytes()).unwrap();
+    assert_eq!(blocks.len(), 2, "leaf + intermediate");
+    assert_eq!(
+        kcert_pki::pem::encode("CERTIFICATE", &blocks[1].der),
+        i1.certificate_pem()
+    );
+    i1.verify_issued(&blocks[0].der).unwrap();
+    let jane = client_for(&cluster, "jane", &chain, &key_pem).await;
+    eventually(
+        "the intermediate's certificate authenticates",
+        Duration::from_secs(90),
+        || {
+            let c = jane.clone();
+            async move { who(&c).await }
+        },
+    )
+    .await;
+    // The ledger reads the leaf of the chain.
+    eventually(
+        "jane's certificate on the ledger",
+        Duration::from_secs(10),
+        || {
+            let (admin, id) = (admin.clone(), i1.info().subject_key_id.clone().unwrap());
+            async move {
+                let index = kcert_kube::ledger::read_index(&admin)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let now = k8s_openapi::jiff::Timestamp::now().as_second();
+                match index.live_from(&id, now).len() {
+                    1 => Ok(()),
+                    n => Err(format!("{n} live")),
+                }
+            }
+        },
+    )
+    .await;
+
+    // Rotate to the second intermediate: nothing to sync, the probe passes at once.
+    ca_secret(&admin, "kcert-ca-next", &i2, &k2).await;
+    assert_eq!(
+        kcert_cli(
+            &kubeconfig,
+            &["ca", "rotate", "prepare", "-n", NS, "--existing"]
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        bundle().await.unwrap(),
+        root.certificate_pem(),
+        "no bundle change"
+    );
+    assert_eq!(
+        kcert_cli(&kubeconfig, &["ca", "rotate", "switch", "--wait", "30s"]).await,
+        0,
+        "the root is trusted already"
+    );
+    let bob = cluster.user_client("bob", &["developers"]).await.unwrap();
+    let (bob_chain, bob_key, bob_info) = issue(&cluster, &admin, &bob, "bob").await;
+    assert_eq!(bob_info.authority_key_id, i2.info().subject_key_id);
+    assert_eq!(
+        who(&client_for(&cluster, "bob", &bob_chain, &bob_key).await).await,
+        Ok("bob".to_string())
+    );
+    assert_eq!(
+        kcert_cli(
+            &kubeconfig,
+            &["ca", "rotate", "complete", "--force", "--wait", "90s"]
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        bundle().await.unwrap(),
+        root.certificate_pem(),
+        "no bundle change"
+    );
+    assert_eq!(
+        who(&jane).await,
+        Ok("jane".to_string()),
+        "the same root still vouches"
+    );
 }

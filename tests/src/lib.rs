@@ -276,7 +276,7 @@ pub fn certificate(csr: &CertificateSigningRequest) -> kcert_pki::CertificateInf
         .and_then(|s| s.certificate.as_ref())
         .expect("an issued CSR")
         .0;
-    kcert_pki::CertificateInfo::from_pem(pem).expect("a certificate kcert can read")
+    kcert_pki::CertificateInfo::from_pem_chain(pem).expect("a certificate kcert can read")
 }
 
 /// Whether the CSR has a certificate.

@@ -288,7 +288,7 @@ async fn wait_recorded(
         .and_then(|s| s.certificate)
         .map(|c| c.0)
         .unwrap_or_default();
-    let serial = kcert_pki::CertificateInfo::from_pem(&pem)?.serial;
+    let serial = kcert_pki::CertificateInfo::from_pem_chain(&pem)?.serial;
     let client = cluster.admin_client().await?;
     for _ in 0..600 {
         if kcert_kube::ledger::find_serial(&client, &serial)

@@ -62,7 +62,7 @@ pub fn due(
         .status
         .as_ref()
         .and_then(|st| st.certificate.as_ref())
-        .and_then(|c| kcert_pki::CertificateInfo::from_pem(&c.0).ok())
+        .and_then(|c| kcert_pki::CertificateInfo::from_pem_chain(&c.0).ok())
         && cert.not_after_time() <= now
     {
         return Some("certificate expired");
@@ -85,7 +85,7 @@ fn on_record(csr: &CertificateSigningRequest, ledger: &LedgerView) -> bool {
         .status
         .as_ref()
         .and_then(|st| st.certificate.as_ref())
-        .and_then(|c| kcert_pki::CertificateInfo::from_pem(&c.0).ok())
+        .and_then(|c| kcert_pki::CertificateInfo::from_pem_chain(&c.0).ok())
     else {
         return !conditions::has_certificate(csr);
     };

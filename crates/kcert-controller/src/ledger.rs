@@ -90,7 +90,7 @@ pub fn requested_with(csr: &CertificateSigningRequest) -> Option<String> {
 /// The certificate a CSR holds, parsed.
 fn certificate(csr: &CertificateSigningRequest) -> Option<CertificateInfo> {
     let pem = csr.status.as_ref()?.certificate.as_ref()?;
-    CertificateInfo::from_pem(&pem.0).ok()
+    CertificateInfo::from_pem_chain(&pem.0).ok()
 }
 
 /// The ledger as this process sees it: one watch of the pages, shared by the webhook (every

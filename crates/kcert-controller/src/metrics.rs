@@ -370,7 +370,7 @@ fn cached_not_after(
     {
         return Some(*t);
     }
-    let t = kcert_pki::CertificateInfo::from_pem(&pem.0)
+    let t = kcert_pki::CertificateInfo::from_pem_chain(&pem.0)
         .ok()?
         .not_after_time();
     cache.insert(uid, (version, t));

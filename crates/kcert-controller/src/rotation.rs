@@ -384,9 +384,17 @@ fn same_status(a: &CaRotationStatus, b: &CaRotationStatus) -> bool {
         && outcome(a) == outcome(b)
 }
 
-/// The CA certificates, PEM, in order.
+/// The certificates relying parties trust for these CAs, PEM, in order, each once: a root CA
+/// itself, an intermediate its chain's top (so that rotating an intermediate under the same
+/// root leaves the bundle as it is).
 pub fn bundle_pem(cas: &[Arc<CertificateAuthority>]) -> String {
-    cas.iter().map(|ca| ca.certificate_pem()).collect()
+    let mut out: Vec<String> = Vec::new();
+    for pem in cas.iter().map(|ca| ca.anchor_pem()) {
+        if !out.contains(&pem) {
+            out.push(pem);
+        }
+    }
+    out.concat()
 }
 
 async fn publish_bundle(
@@ -526,7 +534,7 @@ async fn probe_once(api: &kube::Config, ca: &CertificateAuthority) -> Result<Str
     let key_pem = key.to_pkcs8_pem().map_err(|e| e.to_string())?;
     let mut config = api.clone();
     config.auth_info = kube::config::AuthInfo {
-        client_certificate_data: Some(b64(&issued.to_pem())),
+        client_certificate_data: Some(b64(&issued.to_pem_with_chain())),
         client_key_data: Some(b64(key_pem.as_str()).into()),
         ..Default::default()
     };

@@ -150,7 +150,12 @@ fn held_certificate(
         .as_ref()
         .and_then(|s| s.certificate.as_ref())
         .ok_or("no certificate")?;
-    let block = kcert_pki::pem::single_block(&pem.0, "CERTIFICATE").map_err(|e| e.to_string())?;
+    // The leaf first; after it, an intermediate CA's chain (which kcert writes itself).
+    let blocks = kcert_pki::pem::parse_blocks(&pem.0).map_err(|e| e.to_string())?;
+    let block = match blocks.first() {
+        Some(b) if b.label == "CERTIFICATE" => b,
+        _ => return Err("status.certificate does not start with a CERTIFICATE".into()),
+    };
     let cert = kcert_pki::CertificateInfo::from_der(&block.der).map_err(|e| e.to_string())?;
     Ok((block.der.to_vec(), cert))
 }
@@ -739,7 +744,8 @@ async fn write_certificate(
     issued: &kcert_pki::IssuedCertificate,
 ) -> Result<Written, Error> {
     let api: Api<CertificateSigningRequest> = Api::all(ctx.client.clone());
-    let pem = ByteString(issued.to_pem().into_bytes());
+    // With the chain of an intermediate CA, so that kubeconfigs carry it.
+    let pem = ByteString(issued.to_pem_with_chain().into_bytes());
     replace_with_retry(&api, csr, Subresource::Status, |current| {
         // The uid is checked by the helper; the state here.
         if conditions::has_certificate(current)

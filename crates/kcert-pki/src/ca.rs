@@ -19,6 +19,13 @@ pub struct CertificateAuthority {
     info: CertificateInfo,
     key: Arc<dyn CaKey>,
     key_id: Vec<u8>,
+    /// For an intermediate CA: the certificates above it, its issuer first, each checked to
+    /// have signed the one before (the root last, when the bundle holds it). Empty for a root.
+    chain_der: Vec<Vec<u8>>,
+    /// What a leaf it issues is followed by (PEM): for an intermediate, itself and the
+    /// intermediates above it (never a self-signed root: the relying party has that one);
+    /// empty for a root.
+    presented_chain_pem: String,
 }
 
 impl CertificateAuthority {
@@ -46,7 +53,7 @@ impl CertificateAuthority {
             });
         }
         let mut matching = None;
-        for block in certs {
+        for block in &certs {
             let info = CertificateInfo::from_der(&block.der)?;
             if info.public_key() == key.public_key() {
                 matching = Some((block.der.to_vec(), info));
@@ -54,6 +61,12 @@ impl CertificateAuthority {
             }
         }
         let (cert_der, info) = matching.ok_or(PkiError::CaKeyMismatch)?;
+        let others: Vec<(Vec<u8>, CertificateInfo)> = certs
+            .iter()
+            .filter(|b| b.der.as_slice() != cert_der.as_slice())
+            .map(|b| Ok((b.der.to_vec(), CertificateInfo::from_der(&b.der)?)))
+            .collect::<Result<_>>()?;
+        let chain_der = chain_above(&cert_der, &others, now)?;
         if !info.is_ca {
             return Err(PkiError::NotACa);
         }
@@ -68,11 +81,14 @@ impl CertificateAuthority {
             .as_deref()
             .and_then(|h| hex::decode(h).ok())
             .unwrap_or_else(|| key.public_key().key_identifier());
+        let presented_chain_pem = presented_chain(&cert_der, &chain_der)?;
         Ok(CertificateAuthority {
             cert_der,
             info,
             key,
             key_id,
+            chain_der,
+            presented_chain_pem,
         })
     }
 
@@ -130,7 +146,86 @@ impl CertificateAuthority {
             info,
             key,
             key_id,
+            chain_der: Vec::new(),
+            presented_chain_pem: String::new(),
         })
+    }
+
+    /// An intermediate CA issued by this one: named `common_name`, for `key`, valid from `now`
+    /// (backdated by an hour) for `lifetime`, never past this CA. Its chain is this CA and this
+    /// CA's chain, so that what it issues carries the way to the root the API server trusts.
+    pub fn create_intermediate(
+        &self,
+        key: Arc<dyn CaKey>,
+        common_name: &str,
+        lifetime: Duration,
+        now: SystemTime,
+        rng: &dyn RandomSource,
+    ) -> Result<Self> {
+        if lifetime.is_zero() {
+            return Err(PkiError::InvalidLifetime(
+                "a CA needs a lifetime above zero".into(),
+            ));
+        }
+        let subject = CsrSubject::new(common_name, Vec::<String>::new())?.to_der()?;
+        let now = truncate_to_seconds(now);
+        let template = CertificateTemplate {
+            serial: serial_number(rng)?,
+            issuer_der: &self.info.subject_der,
+            subject_der: &subject,
+            public_key: key.public_key(),
+            not_before: now
+                - Duration::from_secs(3600).min(
+                    now.duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or_default(),
+                ),
+            not_after: (now + lifetime).min(self.info.not_after_time()),
+            is_ca: true,
+            // digitalSignature, keyCertSign, cRLSign
+            key_usage_bits: 0b110_0001,
+            extended_key_usages: Vec::new(),
+            authority_key_id: Some(&self.key_id),
+            san_extension: None,
+        };
+        let der = sign_certificate(&template, self.key.as_ref())?;
+        let info = CertificateInfo::from_der(&der)?;
+        let key_id = key.public_key().key_identifier();
+        let mut chain_der = vec![self.cert_der.clone()];
+        chain_der.extend(self.chain_der.iter().cloned());
+        let presented_chain_pem = presented_chain(&der, &chain_der)?;
+        Ok(CertificateAuthority {
+            cert_der: der,
+            info,
+            key,
+            key_id,
+            chain_der,
+            presented_chain_pem,
+        })
+    }
+
+    /// The certificates above this CA (its issuer first, the root last when known), PEM; empty
+    /// for a root. (A leaf it issues is followed by this CA and the intermediates above it:
+    /// [`IssuedCertificate::to_pem_with_chain`].)
+    pub fn chain_pem(&self) -> String {
+        self.chain_der
+            .iter()
+            .map(|d| pem::encode("CERTIFICATE", d))
+            .collect()
+    }
+
+    /// This CA's certificate followed by its chain, PEM (what a Secret's `tls.crt` holds).
+    pub fn certificate_chain_pem(&self) -> String {
+        format!("{}{}", self.certificate_pem(), self.chain_pem())
+    }
+
+    /// The certificate a relying party trusts for this CA: the top of its chain (the root,
+    /// when the chain holds it), or the CA itself. What the trust bundle publishes: rotating an
+    /// intermediate under the same root changes no bundle.
+    pub fn anchor_pem(&self) -> String {
+        pem::encode(
+            "CERTIFICATE",
+            self.chain_der.last().unwrap_or(&self.cert_der),
+        )
     }
 
     /// Sign `csr` as `profile` allows, at `now`, for the subject built from the request's values
@@ -219,6 +314,7 @@ impl CertificateAuthority {
             serial,
             not_before,
             not_after,
+            chain_pem: self.presented_chain_pem.clone(),
         })
     }
 
@@ -301,6 +397,97 @@ impl CertificateAuthority {
             rfc3339(self.info.not_after_time())
         )
     }
+}
+
+/// The certificates of `others` above `cert_der`, its issuer first: each the one whose subject is
+/// the previous one's issuer and whose key verifies its signature, until a self-issued one (or
+/// none is found: the chain ends there, as an intermediate whose root stays offline). Every
+/// certificate of the chain must be a CA valid at `now`; certificates of `others` that are not
+/// on the way (another CA of a bundle) are left out.
+fn chain_above(
+    cert_der: &[u8],
+    others: &[(Vec<u8>, CertificateInfo)],
+    now: SystemTime,
+) -> Result<Vec<Vec<u8>>> {
+    let mut chain: Vec<Vec<u8>> = Vec::new();
+    let mut current = cert_der.to_vec();
+    loop {
+        let issuer = issuer_der_of(&current)?;
+        if issuer == CertificateInfo::from_der(&current)?.subject_der {
+            return Ok(chain);
+        }
+        let next = others.iter().find(|(der, info)| {
+            info.subject_der == issuer
+                && !chain.contains(der)
+                && verify_signed_by(&current, info).is_ok()
+        });
+        let Some((der, info)) = next else {
+            return Ok(chain);
+        };
+        if !info.is_ca {
+            return Err(PkiError::NotACa);
+        }
+        if now < info.not_before_time() || now >= info.not_after_time() {
+            return Err(PkiError::CaNotValidNow {
+                not_before: info.not_before.clone(),
+                not_after: info.not_after.clone(),
+            });
+        }
+        chain.push(der.clone());
+        current = der.clone();
+        if chain.len() >= 8 {
+            // Deeper than any PKI kcert serves; what is beyond is the relying party's to have.
+            return Ok(chain);
+        }
+    }
+}
+
+/// What follows a leaf issued by the CA `cert_der` with `chain` above it: every certificate of
+/// the CA and its chain that is not self-issued (a root is the relying party's own).
+fn presented_chain(cert_der: &[u8], chain: &[Vec<u8>]) -> Result<String> {
+    let mut out = String::new();
+    for der in std::iter::once(cert_der).chain(chain.iter().map(|d| d.as_slice())) {
+        if issuer_der_of(der)? != CertificateInfo::from_der(der)?.subject_der {
+            out.push_str(&pem::encode("CERTIFICATE", der));
+        }
+    }
+    Ok(out)
+}
+
+/// The issuer name of a certificate, DER.
+fn issuer_der_of(cert_der: &[u8]) -> Result<Vec<u8>> {
+    use der::{Decode, Encode};
+    let cert =
+        x509_cert::Certificate::from_der(cert_der).map_err(crate::error::corrupt("certificate"))?;
+    cert.tbs_certificate()
+        .issuer()
+        .to_der()
+        .map_err(crate::error::encode("issuer"))
+}
+
+/// Whether `issuer`'s key signed `cert_der` (the names are the caller's to compare).
+fn verify_signed_by(cert_der: &[u8], issuer: &CertificateInfo) -> Result<()> {
+    use der::{Decode, Encode};
+    let cert =
+        x509_cert::Certificate::from_der(cert_der).map_err(crate::error::corrupt("certificate"))?;
+    let tbs_der = cert
+        .tbs_certificate()
+        .to_der()
+        .map_err(crate::error::encode("certificate"))?;
+    let alg_der = cert
+        .signature_algorithm()
+        .to_der()
+        .map_err(crate::error::encode("signature algorithm"))?;
+    let alg = spki::AlgorithmIdentifierRef::from_der(&alg_der)
+        .map_err(crate::error::corrupt("signature algorithm"))?;
+    let signature = cert
+        .signature()
+        .as_bytes()
+        .ok_or(PkiError::NotIssuedByCa("its signature is not whole bytes"))?;
+    issuer
+        .public_key()
+        .verify(&alg, &tbs_der, signature)
+        .map_err(|_| PkiError::NotIssuedByCa("its signature does not verify with this CA's key"))
 }
 
 #[cfg(test)]
@@ -584,5 +771,107 @@ mod tests {
             prop_assert_eq!(info.subject.common_name.as_deref(), Some(cn.as_str()));
             prop_assert_eq!(&info.subject.organizations, &groups);
         }
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+    use crate::{KeyType, SystemRandom};
+
+    fn root(name: &str) -> CertificateAuthority {
+        CertificateAuthority::create(
+            PrivateKey::generate(KeyType::EcdsaP256).unwrap(),
+            name,
+            Duration::from_secs(86_400),
+            SystemTime::now(),
+            &SystemRandom,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_intermediate_loads_with_the_chain_to_its_root_and_issues_with_it() {
+        let now = SystemTime::now();
+        let r = root("root");
+        let other = root("someone else");
+        let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+        let key_pem = key.to_pkcs8_pem().unwrap();
+        let i = r
+            .create_intermediate(
+                Arc::new(key),
+                "intermediate",
+                Duration::from_secs(3600),
+                now,
+                &SystemRandom,
+            )
+            .unwrap();
+        assert!(i.info().is_ca);
+        r.verify_issued(i.certificate_der()).unwrap();
+        assert_eq!(i.chain_pem(), r.certificate_pem());
+        assert_eq!(i.anchor_pem(), r.certificate_pem());
+        assert_eq!(r.anchor_pem(), r.certificate_pem());
+        assert_eq!(r.chain_pem(), "");
+        // A bundle with an unrelated CA in it: the chain follows issuers and signatures only.
+        let bundle = format!(
+            "{}{}{}",
+            other.certificate_pem(),
+            i.certificate_pem(),
+            r.certificate_pem()
+        );
+        let loaded =
+            CertificateAuthority::load(bundle.as_bytes(), key_pem.as_bytes(), now).unwrap();
+        assert_eq!(loaded.chain_pem(), r.certificate_pem());
+        // Without the root (it stays offline): the intermediate is its own anchor.
+        let alone =
+            CertificateAuthority::load(i.certificate_pem().as_bytes(), key_pem.as_bytes(), now)
+                .unwrap();
+        assert_eq!(alone.chain_pem(), "");
+        assert_eq!(alone.anchor_pem(), i.certificate_pem());
+        // A namesake of the root that did not sign the intermediate is not its issuer.
+        let namesake = root("root");
+        let fake = format!("{}{}", i.certificate_pem(), namesake.certificate_pem());
+        let loaded = CertificateAuthority::load(fake.as_bytes(), key_pem.as_bytes(), now).unwrap();
+        assert_eq!(loaded.chain_pem(), "");
+        // What it issues carries the chain after the leaf.
+        let leaf_key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+        let subject = CsrSubject::new("jane", ["dev"]).unwrap();
+        let csr = crate::build_csr(&leaf_key, &subject, &SubjectAltNames::default()).unwrap();
+        let csr = CertificateRequest::from_pem(csr.as_bytes()).unwrap();
+        let issued = loaded
+            .sign(
+                &csr,
+                &SigningProfile::client(Duration::from_secs(600)),
+                now,
+                &SystemRandom,
+            )
+            .unwrap();
+        let blocks = pem::parse_blocks(issued.to_pem_with_chain().as_bytes()).unwrap();
+        assert_eq!(blocks.len(), 2, "the leaf and the intermediate; the namesake is not carried");
+        assert_eq!(pem::encode("CERTIFICATE", &blocks[1].der), i.certificate_pem());
+        let issued = i
+            .sign(
+                &csr,
+                &SigningProfile::client(Duration::from_secs(600)),
+                now,
+                &SystemRandom,
+            )
+            .unwrap();
+        let chain = issued.to_pem_with_chain();
+        let blocks = pem::parse_blocks(chain.as_bytes()).unwrap();
+        assert_eq!(blocks.len(), 2, "the leaf and the intermediate, not the root");
+        i.verify_issued(&blocks[0].der).unwrap();
+        assert_eq!(pem::encode("CERTIFICATE", &blocks[1].der), i.certificate_pem());
+        // A root's leaves go alone.
+        let by_root = r
+            .sign(&csr, &SigningProfile::client(Duration::from_secs(600)), now, &SystemRandom)
+            .unwrap();
+        assert_eq!(by_root.to_pem_with_chain(), by_root.to_pem());
+        let leaf = CertificateInfo::from_pem_chain(chain.as_bytes()).unwrap();
+        assert_eq!(leaf.subject.common_name.as_deref(), Some("jane"));
+        assert!(
+            CertificateInfo::from_pem(chain.as_bytes()).is_err(),
+            "one block expected there"
+        );
     }
 }

@@ -206,6 +206,23 @@ impl CertificateInfo {
         Self::from_der(&pem::single_block(input, "CERTIFICATE")?.der)
     }
 
+    /// The leaf of a chain: the first of one or more `CERTIFICATE` blocks (a CSR's
+    /// `status.certificate` and a kubeconfig's `client-certificate-data` hold the leaf, then an
+    /// intermediate CA's chain). Anything but certificates is refused.
+    pub fn from_pem_chain(input: &[u8]) -> Result<Self> {
+        let blocks = pem::parse_blocks(input)?;
+        if let Some(other) = blocks.iter().find(|b| b.label != "CERTIFICATE") {
+            return Err(crate::PkiError::WrongPemType {
+                found: other.label.clone(),
+                expected: "CERTIFICATE",
+            });
+        }
+        let first = blocks.first().ok_or(crate::PkiError::NotPem {
+            expected: "CERTIFICATE",
+        })?;
+        Self::from_der(&first.der)
+    }
+
     /// Read DER.
     pub fn from_der(der: &[u8]) -> Result<Self> {
         let cert = x509_cert::Certificate::from_der(der).map_err(corrupt("certificate"))?;
@@ -323,11 +340,21 @@ pub struct IssuedCertificate {
     pub not_before: SystemTime,
     /// End of validity.
     pub not_after: SystemTime,
+    /// The issuing CA's chain above it (an intermediate's issuer and up), PEM; empty when a
+    /// root issued it.
+    pub chain_pem: String,
 }
 
 impl IssuedCertificate {
-    /// As PEM `CERTIFICATE` (what `status.certificate` holds).
+    /// The certificate alone, PEM `CERTIFICATE`.
     pub fn to_pem(&self) -> String {
         pem::encode("CERTIFICATE", &self.der)
+    }
+
+    /// The certificate and the chain to the CA the relying party trusts (what `status.certificate`
+    /// holds, and kubeconfigs: a client presents them all, the API server verifies up to its
+    /// `--client-ca-file`).
+    pub fn to_pem_with_chain(&self) -> String {
+        format!("{}{}", self.to_pem(), self.chain_pem)
     }
 }

@@ -232,7 +232,7 @@ pub async fn show(name: &str, out: OutputFormat, target: &Target) -> Result<()> 
         .status
         .as_ref()
         .and_then(|s| s.certificate.as_ref())
-        .and_then(|c| CertificateInfo::from_pem(&c.0).ok());
+        .and_then(|c| CertificateInfo::from_pem_chain(&c.0).ok());
     // The ledger's revocation of the certificate, if any (no ledger: none).
     let revocation = match &cert {
         Some(c) => kcert_kube::ledger::read_index(&client)
@@ -752,7 +752,7 @@ async fn unrecorded_matches(
             .status
             .as_ref()
             .and_then(|s| s.certificate.as_ref())
-            .and_then(|c| CertificateInfo::from_pem(&c.0).ok())
+            .and_then(|c| CertificateInfo::from_pem_chain(&c.0).ok())
         else {
             continue;
         };

@@ -24,7 +24,7 @@ pub async fn run(args: &CredentialArgs) -> Result<()> {
     let mut cert_pem =
         String::from_utf8(read(&args.cert_file)?).context("the certificate is not text")?;
     let mut key_pem = String::from_utf8(read(&args.key_file)?).context("the key is not text")?;
-    let info = CertificateInfo::from_pem(cert_pem.as_bytes())
+    let info = CertificateInfo::from_pem_chain(cert_pem.as_bytes())
         .map_err(|e| anyhow!("{}: {e}", args.cert_file.display()))?;
     let now = SystemTime::now();
     let left = info
@@ -233,7 +233,7 @@ async fn renew(
         .await
         .map_err(|e| anyhow!("creating renewal CSR {name}: {}", api_message(&e)))?;
     let new_cert = wait_for_certificate(&api, &name, args.timeout, OutputFormat::Json).await?;
-    let new_info = CertificateInfo::from_pem(new_cert.as_bytes())?;
+    let new_info = CertificateInfo::from_pem_chain(new_cert.as_bytes())?;
     if new_info.public_key() != key.public_key() {
         bail!("the renewed certificate is for another key");
     }

@@ -111,7 +111,7 @@ fn inspect_kubeconfig(bytes: &[u8]) -> Result<Vec<Value>> {
         |section: Option<&serde_yaml::Value>, field: &str| -> Result<Option<Value>> {
             match b64(section.and_then(|s| s.get(field)))? {
                 Some(pem) => Ok(Some(certificate_json(
-                    &CertificateInfo::from_pem(&pem).context(field.to_string())?,
+                    &CertificateInfo::from_pem_chain(&pem).context(field.to_string())?,
                 ))),
                 None => Ok(None),
             }

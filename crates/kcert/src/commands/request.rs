@@ -219,7 +219,7 @@ async fn request_one(
             .map_err(|e| anyhow!("creating CSR {name}: {}", api_message(&e)))?;
     }
     let cert_pem = wait_for_certificate(&api, &name, args.timeout, out).await?;
-    let info = CertificateInfo::from_pem(cert_pem.as_bytes())
+    let info = CertificateInfo::from_pem_chain(cert_pem.as_bytes())
         .map_err(|e| anyhow!("CSR {name}: the issued certificate: {e}"))?;
     if info.public_key() != key.public_key() {
         bail!("CSR {name}: the issued certificate is for another key; refusing to use it");

@@ -117,13 +117,26 @@ async fn prepare(client: &Client, args: &RotatePrepareArgs, out: OutputFormat) -
             common.rotation
         );
     }
-    let bundle = published(client, &common.namespace).await?;
-    let [old] = bundle.as_slice() else {
-        bail!(
-            "the published bundle holds {} CAs, not the one kcert-controller signs with: a rotation may be under way (`kcert ca rotate status`)",
-            bundle.len()
-        );
-    };
+    // The CA that signs now, as kcert-controller publishes it beside the bundle (for an
+    // intermediate CA the bundle holds its root, not itself).
+    published(client, &common.namespace).await?;
+    let old_fp = Api::<ConfigMap>::namespaced(client.clone(), &common.namespace)
+        .get(BUNDLE_CONFIGMAP)
+        .await
+        .map_err(|e| anyhow!("reading ConfigMap {}/{BUNDLE_CONFIGMAP}: {}", common.namespace, api_message(&e)))?
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .get(kcert_kube::rotation::SIGNING_ANNOTATION)
+        .map(|f| kcert_kube::crd::normalize_fingerprint(f))
+        .filter(|f| f.len() == 64)
+        .ok_or_else(|| {
+            anyhow!(
+                "ConfigMap {}/{BUNDLE_CONFIGMAP} does not say which CA signs (annotation {}): is kcert-controller running, and this version or later?",
+                common.namespace,
+                kcert_kube::rotation::SIGNING_ANNOTATION
+            )
+        })?;
     let (next, new_info) = match (&args.token_key_label, &args.certificate) {
         (Some(label), Some(path)) => {
             let pem =
@@ -164,14 +177,14 @@ async fn prepare(client: &Client, args: &RotatePrepareArgs, out: OutputFormat) -
             )
         }
     };
-    if next.fingerprint == kcert_kube::crd::normalize_fingerprint(&old.fingerprint_sha256) {
+    if next.fingerprint == old_fp {
         bail!("the new CA is the one kcert-controller signs with already");
     }
     let rotation = CaRotationObject::new(
         &common.rotation,
         CaRotationSpec {
             phase: AskedPhase::Prepare,
-            from: kcert_kube::crd::normalize_fingerprint(&old.fingerprint_sha256),
+            from: old_fp,
             next,
             forced_by: None,
         },

@@ -37,7 +37,7 @@ pub fn run(args: &SignArgs, out: OutputFormat) -> Result<()> {
     let issued = ca
         .sign(&csr, &profile, now, &SystemRandom)
         .map_err(in_file(&args.csr))?;
-    let pem = issued.to_pem();
+    let pem = issued.to_pem_with_chain();
     let path = Staged::new(&args.out, pem.as_bytes(), Mode::Public, args.force)?
         .commit()
         .context("writing the certificate")?;

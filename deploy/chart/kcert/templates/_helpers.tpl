@@ -4,11 +4,22 @@ them: it runs `--controllers=webhook` with its own few flags (templates/webhook.
 */}}
 {{- define "kcert.controllerArgs" -}}
 - --signer-name={{ join "," .Values.signerNames }}
+{{- if .Values.pkcs11.enabled }}
+- --ca-cert=/etc/kcert/ca/ca.crt
+- --ca-pkcs11-module={{ .Values.pkcs11.module }}
+- --ca-pkcs11-token={{ .Values.pkcs11.token }}
+- --ca-pkcs11-key-label={{ .Values.pkcs11.keyLabel }}
+- --ca-pkcs11-pin-file=/etc/kcert/pin/pin
+{{- else }}
 - --ca-secret={{ .Release.Namespace }}/{{ .Values.caSecret }}
+{{- end }}
 - --max-duration={{ .Values.maxDuration }}
 - --log-format={{ .Values.logFormat }}
 {{- if .Values.leaderElection.enabled }}
 - --leader-elect
+{{- end }}
+{{- if .Values.clusterTrustBundles }}
+- --cluster-trust-bundles
 {{- end }}
 {{- if .Values.policy }}
 - --policy-file=/etc/kcert/policy/policy.yaml
