@@ -276,11 +276,14 @@ async fn the_helm_chart_lints_renders_the_kustomize_base_and_installs() {
     assert_eq!(pod["volumes"][1]["secret"]["secretName"], "kcert-ca-pin");
     assert_eq!(pod["containers"][0]["volumeMounts"][1]["readOnly"], true);
     assert_eq!(pod["containers"][0]["env"][2]["name"], "SOFTHSM2_CONF");
-    assert!(with_token.contains("attest") && with_token.contains("clustertrustbundles"));
-    assert!(
-        !rendered.contains("attest") && !rendered.contains("pkcs11"),
-        "off by default"
-    );
+    assert!(with_token.contains("verbs: [attest]") && with_token.contains("[clustertrustbundles]"));
+    for needle in [
+        "verbs: [attest]",
+        "[clustertrustbundles]",
+        "--ca-pkcs11-module=",
+    ] {
+        assert!(!rendered.contains(needle), "{needle}: off by default");
+    }
 
     // helm install onto a real API server, then the controller as the chart's ServiceAccount.
     let cluster = TestCluster::start().await.unwrap();

@@ -888,8 +888,28 @@ mod x509_cert_attr {
     pub use x509_cert::attr::AttributeTypeAndValue;
 }
 
+/// Where the CA key of a hostile-corpus run lives.
+#[derive(Clone, Copy, Debug)]
+enum CaBackend {
+    /// The test bed's CA, key in a file (in memory).
+    Memory,
+    /// A CA whose key is in a SoftHSM2 token (PKCS#11), never read out of it.
+    Token,
+}
+
 #[tokio::test]
 async fn a_hostile_corpus_gets_no_wrongful_approval_and_each_its_reason() {
+    hostile_corpus(CaBackend::Memory).await;
+}
+
+/// The same corpus, the same expectations, with the CA key in a token: what is decided and what
+/// is signed does not depend on where the key lives.
+#[tokio::test]
+async fn a_hostile_corpus_gets_the_same_answers_with_the_ca_key_in_a_token() {
+    hostile_corpus(CaBackend::Token).await;
+}
+
+async fn hostile_corpus(backend: CaBackend) {
     let cluster = TestCluster::shared().await;
     allow_everyone_to_request(cluster).await;
     bind_privileged(cluster).await;
@@ -899,12 +919,56 @@ async fn a_hostile_corpus_gets_no_wrongful_approval_and_each_its_reason() {
     ))
     .unwrap();
     let admin = cluster.admin_client().await.unwrap();
-    let _controller = RunningController::start(
-        cluster,
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, source) = match backend {
+        CaBackend::Memory => {
+            let ca = kcert_pki::CertificateAuthority::load(
+                cluster.ca_pem().as_bytes(),
+                &std::fs::read(cluster.ca_key_path()).unwrap(),
+                std::time::SystemTime::now(),
+            )
+            .unwrap();
+            let source = kcert_controller::CaSource::Files {
+                cert: cluster.ca_cert_path(),
+                key: cluster.ca_key_path(),
+            };
+            (ca, source)
+        }
+        CaBackend::Token => {
+            let label = format!("kcert-hostile-{}", std::process::id());
+            kcert_testbed::softhsm::init_token(&label, "hostile-pin").unwrap();
+            let token = kcert_pkcs11::TokenConfig {
+                module: kcert_testbed::softhsm::module(),
+                token: kcert_pkcs11::TokenSelector::Label(label),
+                key: kcert_pkcs11::KeySelector::Label("kcert-ca".into()),
+                pin: "hostile-pin".to_string().into(),
+            };
+            let key = std::sync::Arc::new(
+                kcert_pkcs11::TokenKey::generate(token.clone(), kcert_pki::KeyType::EcdsaP256)
+                    .unwrap(),
+            );
+            let ca = kcert_pki::CertificateAuthority::create_with_key(
+                key,
+                "kcert hostile token CA",
+                Duration::from_secs(86_400),
+                std::time::SystemTime::now(),
+                &kcert_pki::SystemRandom,
+            )
+            .unwrap();
+            let cert = dir.path().join("ca.crt");
+            std::fs::write(&cert, ca.certificate_pem()).unwrap();
+            (ca, kcert_controller::CaSource::Pkcs11 { cert, token })
+        }
+    };
+    let _controller = RunningController::start_with(
         admin.clone(),
-        &signer,
-        PolicySource::Static(policy),
-        Duration::from_secs(86_400),
+        kcert_controller::Settings {
+            signer_names: vec![signer.clone()],
+            policy: PolicySource::Static(policy),
+            ca: Some(source),
+            max_duration: Duration::from_secs(86_400),
+            ..kcert_controller::Settings::default()
+        },
     );
     let mallory: Api<CertificateSigningRequest> = Api::all(
         cluster
@@ -958,6 +1022,9 @@ async fn a_hostile_corpus_gets_no_wrongful_approval_and_each_its_reason() {
             Expect::Approved => {
                 assert_eq!(conds[0].0, "Approved", "{}: {conds:?}", c.name);
                 let cert = certificate(&csr);
+                let pem = &csr.status.as_ref().unwrap().certificate.as_ref().unwrap().0;
+                ca.verify_issued(&kcert_pki::pem::parse_blocks(pem).unwrap()[0].der)
+                    .unwrap_or_else(|e| panic!("{} ({backend:?}): {e}", c.name));
                 assert!(!cert.is_ca, "{}: a CA certificate was issued", c.name);
                 assert!(!cert.usages.iter().any(|u| u == "cert sign"), "{}", c.name);
                 assert!(cert.sans.is_empty(), "{}", c.name);

@@ -124,6 +124,7 @@ fn a_ca_whose_key_is_in_the_token_issues_what_openssl_accepts() {
         KeyType::EcdsaP384,
         KeyType::Rsa2048,
         KeyType::Rsa3072,
+        KeyType::Rsa4096,
     ] {
         let label = format!("ca-{key_type}");
         let key = Arc::new(TokenKey::generate(config(&label), key_type).unwrap());
@@ -338,6 +339,107 @@ fn a_wrong_pin_is_refused_and_never_printed() {
             "--exact",
             "a_wrong_pin_is_refused_and_never_printed",
             "--test-threads=1",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "the child failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A token removed while kcert signs with it (here: deleted from SoftHSM2's store, in a child
+/// process whose module has it loaded): the next signature is `CaKeyUnavailable`, which the
+/// signer treats as the key being away (the CSR waits and is retried in 5 s; no certificate,
+/// no Failed), never a panic or a certificate, and opening the key again names the token.
+#[test]
+fn a_token_removed_mid_run_is_an_error_never_a_certificate() {
+    const REMOVABLE: &str = "kcert-removable";
+    if std::env::var_os(CHILD).is_some() {
+        let config = TokenConfig {
+            token: TokenSelector::Label(REMOVABLE.into()),
+            ..config("ca-removable")
+        };
+        let key = Arc::new(TokenKey::generate(config.clone(), KeyType::EcdsaP256).unwrap());
+        let ca = CertificateAuthority::create_with_key(
+            key,
+            "removable",
+            Duration::from_secs(3600),
+            SystemTime::now(),
+            &SystemRandom,
+        )
+        .unwrap();
+        sign_client(&ca);
+        let out = Command::new("softhsm2-util")
+            .args(["--delete-token", "--token", REMOVABLE])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let key_pem = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+        let subject = CsrSubject::new("jane", ["dev"]).unwrap();
+        let csr = build_csr(&key_pem, &subject, &SubjectAltNames::default()).unwrap();
+        let csr = CertificateRequest::from_pem(csr.as_bytes()).unwrap();
+        let signed = ca.sign(
+            &csr,
+            &SigningProfile::client(Duration::from_secs(600)),
+            SystemTime::now(),
+            &SystemRandom,
+        );
+        match signed {
+            Err(PkiError::CaKeyUnavailable { .. }) => {}
+            Ok(_) => panic!("a removed token signed"),
+            Err(e) => panic!("a removed token must read as the key being away, not: {e}"),
+        }
+        let err = TokenKey::open(config).unwrap_err();
+        assert!(err.to_string().contains(REMOVABLE), "{err}");
+        return;
+    }
+    // A store of its own, so that removing the token never disturbs this process's tests.
+    let conf = token().with_file_name("softhsm2-removable.conf");
+    let tokens = conf.with_file_name("tokens-removable");
+    let _ = std::fs::remove_dir_all(&tokens);
+    std::fs::create_dir_all(&tokens).unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            REMOVABLE,
+            "--pin",
+            PIN,
+            "--so-pin",
+            "5678-so",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env(CHILD, "1")
+        .env("SOFTHSM2_CONF", &conf)
+        .args([
+            "--exact",
+            "a_token_removed_mid_run_is_an_error_never_a_certificate",
+            "--test-threads=1",
+            "--nocapture",
         ])
         .output()
         .unwrap();

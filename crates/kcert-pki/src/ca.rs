@@ -847,8 +847,15 @@ mod chain_tests {
             )
             .unwrap();
         let blocks = pem::parse_blocks(issued.to_pem_with_chain().as_bytes()).unwrap();
-        assert_eq!(blocks.len(), 2, "the leaf and the intermediate; the namesake is not carried");
-        assert_eq!(pem::encode("CERTIFICATE", &blocks[1].der), i.certificate_pem());
+        assert_eq!(
+            blocks.len(),
+            2,
+            "the leaf and the intermediate; the namesake is not carried"
+        );
+        assert_eq!(
+            pem::encode("CERTIFICATE", &blocks[1].der),
+            i.certificate_pem()
+        );
         let issued = i
             .sign(
                 &csr,
@@ -859,12 +866,24 @@ mod chain_tests {
             .unwrap();
         let chain = issued.to_pem_with_chain();
         let blocks = pem::parse_blocks(chain.as_bytes()).unwrap();
-        assert_eq!(blocks.len(), 2, "the leaf and the intermediate, not the root");
+        assert_eq!(
+            blocks.len(),
+            2,
+            "the leaf and the intermediate, not the root"
+        );
         i.verify_issued(&blocks[0].der).unwrap();
-        assert_eq!(pem::encode("CERTIFICATE", &blocks[1].der), i.certificate_pem());
+        assert_eq!(
+            pem::encode("CERTIFICATE", &blocks[1].der),
+            i.certificate_pem()
+        );
         // A root's leaves go alone.
         let by_root = r
-            .sign(&csr, &SigningProfile::client(Duration::from_secs(600)), now, &SystemRandom)
+            .sign(
+                &csr,
+                &SigningProfile::client(Duration::from_secs(600)),
+                now,
+                &SystemRandom,
+            )
             .unwrap();
         assert_eq!(by_root.to_pem_with_chain(), by_root.to_pem());
         let leaf = CertificateInfo::from_pem_chain(chain.as_bytes()).unwrap();
