@@ -333,6 +333,17 @@ fn tempfile_in_target() -> (std::path::PathBuf, std::io::BufWriter<std::fs::File
 
 #[test]
 fn kcert_reads_subjects_as_go_and_the_api_server_do_or_refuses() {
+    differential(false);
+}
+
+/// The same cases signed by a CA whose key is in a SoftHSM2 token: what the API server reads
+/// from a certificate does not depend on where the key that signed it lives.
+#[test]
+fn certificates_signed_in_a_token_read_the_same_to_the_api_server() {
+    differential(true);
+}
+
+fn differential(in_token: bool) {
     let cases: usize = std::env::var("KCERT_DIFFERENTIAL_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -341,14 +352,33 @@ fn kcert_reads_subjects_as_go_and_the_api_server_do_or_refuses() {
     let go = kcert_testbed::x509read().expect("building x509read");
     let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
     let now = SystemTime::now();
-    let ca = CertificateAuthority::create(
-        PrivateKey::generate(KeyType::EcdsaP256).unwrap(),
+    let ca_key: std::sync::Arc<dyn kcert_pki::CaKey> = if in_token {
+        std::sync::Arc::new(
+            kcert_pkcs11::TokenKey::generate(
+                kcert_pkcs11::TokenConfig {
+                    module: kcert_testbed::softhsm::module(),
+                    token: kcert_pkcs11::TokenSelector::Label(
+                        kcert_testbed::softhsm::process_token().unwrap(),
+                    ),
+                    key: kcert_pkcs11::KeySelector::Label("differential-ca".into()),
+                    pin: kcert_testbed::softhsm::PIN.to_string().into(),
+                },
+                KeyType::EcdsaP256,
+            )
+            .unwrap(),
+        )
+    } else {
+        std::sync::Arc::new(PrivateKey::generate(KeyType::EcdsaP256).unwrap())
+    };
+    let ca = CertificateAuthority::create_with_key(
+        ca_key,
         "differential-ca",
         Duration::from_secs(86_400),
         now,
         &SystemRandom,
     )
     .unwrap();
+    assert_eq!(ca.private_key().is_none(), in_token);
     let mut rng = Rng(0x6b63_6572_7421_u64 ^ cases as u64);
     let (mut agreed, mut refused, mut signed) = (0usize, 0usize, 0usize);
     let mut left = cases;
@@ -462,7 +492,12 @@ fn kcert_reads_subjects_as_go_and_the_api_server_do_or_refuses() {
         }
     }
     eprintln!(
-        "differential: {cases} subjects in {:.1}s: {agreed} read alike by kcert and Go, {refused} refused by kcert; {signed} certificates signed, each read by the API server's authenticator as approved",
+        "differential ({}): {cases} subjects in {:.1}s: {agreed} read alike by kcert and Go, {refused} refused by kcert; {signed} certificates signed, each read by the API server's authenticator as approved",
+        if in_token {
+            "CA key in SoftHSM2"
+        } else {
+            "CA key in memory"
+        },
         started.elapsed().as_secs_f64()
     );
     assert_eq!(agreed + refused, cases);

@@ -935,13 +935,13 @@ async fn hostile_corpus(backend: CaBackend) {
             (ca, source)
         }
         CaBackend::Token => {
-            let label = format!("kcert-hostile-{}", std::process::id());
-            kcert_testbed::softhsm::init_token(&label, "hostile-pin").unwrap();
             let token = kcert_pkcs11::TokenConfig {
                 module: kcert_testbed::softhsm::module(),
-                token: kcert_pkcs11::TokenSelector::Label(label),
-                key: kcert_pkcs11::KeySelector::Label("kcert-ca".into()),
-                pin: "hostile-pin".to_string().into(),
+                token: kcert_pkcs11::TokenSelector::Label(
+                    kcert_testbed::softhsm::process_token().unwrap(),
+                ),
+                key: kcert_pkcs11::KeySelector::Label("hostile-ca".into()),
+                pin: kcert_testbed::softhsm::PIN.to_string().into(),
             };
             let key = std::sync::Arc::new(
                 kcert_pkcs11::TokenKey::generate(token.clone(), kcert_pki::KeyType::EcdsaP256)

@@ -26,7 +26,6 @@ use std::time::{Duration, SystemTime};
 
 const NS: &str = "kcert-system";
 const SIGNER: &str = "kcert.dev/rotating";
-const PIN: &str = "rotation-pin";
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Backend {
@@ -207,32 +206,16 @@ async fn rotation_loses_no_request(backend: Backend) {
     install_crds(&cluster).await;
     allow_everyone_to_request(&cluster).await;
     let admin = cluster.admin_client().await.unwrap();
-    Api::<Namespace>::all(admin.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(NS.into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    create_namespace(&admin).await;
     let dir = tempfile::tempdir().unwrap();
     let lifetime = Duration::from_secs(30 * 86_400);
 
     // CA1, where the controller's flags say.
-    let token = (backend == Backend::Token).then(|| {
-        let label = format!("kcert-rotation-{}", std::process::id());
-        kcert_testbed::softhsm::init_token(&label, PIN).unwrap();
-        TokenConfig {
-            module: kcert_testbed::softhsm::module(),
-            token: TokenSelector::Label(label),
-            key: KeySelector::Label("ca1".into()),
-            pin: PIN.to_string().into(),
-        }
+    let token = (backend == Backend::Token).then(|| TokenConfig {
+        module: kcert_testbed::softhsm::module(),
+        token: TokenSelector::Label(kcert_testbed::softhsm::process_token().unwrap()),
+        key: KeySelector::Label("ca1".into()),
+        pin: kcert_testbed::softhsm::PIN.to_string().into(),
     });
     let (ca1, source) = match &token {
         None => {
@@ -245,33 +228,7 @@ async fn rotation_loses_no_request(backend: Backend) {
             )
             .unwrap();
             let key = ca.private_key().unwrap().to_pkcs8_pem().unwrap();
-            Api::<Secret>::namespaced(admin.clone(), NS)
-                .create(
-                    &PostParams::default(),
-                    &Secret {
-                        metadata: ObjectMeta {
-                            name: Some("kcert-ca".into()),
-                            ..Default::default()
-                        },
-                        type_: Some("kubernetes.io/tls".into()),
-                        data: Some(
-                            [
-                                (
-                                    "tls.crt".to_string(),
-                                    k8s_openapi::ByteString(ca.certificate_pem().into_bytes()),
-                                ),
-                                (
-                                    "tls.key".to_string(),
-                                    k8s_openapi::ByteString(key.as_bytes().to_vec()),
-                                ),
-                            ]
-                            .into(),
-                        ),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .unwrap();
+            ca_secret(&admin, "kcert-ca", &ca, &key).await;
             let source = CaSource::Secret {
                 namespace: NS.into(),
                 name: "kcert-ca".into(),
@@ -785,6 +742,22 @@ async fn same_trust_bundle(admin: &Client, n: usize) {
     .await;
 }
 
+async fn create_namespace(admin: &Client) {
+    Api::<Namespace>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(NS.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+}
+
 /// A Secret `kcert-system/NAME` holding `ca`'s certificate with its chain and `key`.
 async fn ca_secret(admin: &Client, name: &str, ca: &CertificateAuthority, key_pem: &str) {
     Api::<Secret>::namespaced(admin.clone(), NS)
@@ -827,21 +800,14 @@ async fn an_intermediate_ca_issues_its_chain_and_rotates_under_its_root_without_
     install_crds(&cluster).await;
     allow_everyone_to_request(&cluster).await;
     let admin = cluster.admin_client().await.unwrap();
-    Api::<Namespace>::all(admin.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(NS.into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    create_namespace(&admin).await;
     let now = SystemTime::now();
     let day = Duration::from_secs(86_400);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     // The root: only its certificate leaves this function's memory.
     let root = CertificateAuthority::create(
         PrivateKey::generate(KeyType::EcdsaP256).unwrap(),
@@ -897,10 +863,62 @@ async fn an_intermediate_ca_issues_its_chain_and_rotates_under_its_root_without_
                 every: Duration::from_millis(500),
                 trust_bundle_signers: vec![],
             }),
+            // The intermediates live 30 days: with a 90-day window they are expiring.
+            ca_expiry_window: kcert_kube::rotation::ExpiryWindow::Before(90 * day),
+            metrics_addr: Some(([127, 0, 0, 1], port).into()),
             ..Settings::default()
         },
     );
     let kubeconfig = cluster.admin_kubeconfig_path().to_path_buf();
+    // Expiry said, not discovered: the metric, /readyz still 200 with a warning, and an Event on
+    // the bundle ConfigMap.
+    let (metrics, ready) = eventually(
+        "the CA's expiry reported",
+        Duration::from_secs(30),
+        || async {
+            let ready = http_get(port, "/readyz");
+            let metrics = http_get(port, "/metrics");
+            match (&ready, &metrics) {
+                ((200, r), (200, m))
+                    if r.contains("warning: CA CN=kcert intermediate 1")
+                        && m.contains("kcert_ca_not_after_seconds{") =>
+                {
+                    Ok((m.clone(), r.clone()))
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(ready.starts_with("ok\n"), "{ready}");
+    let not_after = i1
+        .not_after()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(metrics.contains(&format!("}} {not_after}")), "{metrics}");
+    eventually(
+        "a CaExpiring Event on the bundle",
+        Duration::from_secs(20),
+        || async {
+            let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(admin.clone(), NS)
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            events
+                .items
+                .iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some(kcert_controller::ca_expiry::CA_EXPIRING)
+                        && e.type_.as_deref() == Some("Warning")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                            == Some(kcert_kube::rotation::BUNDLE_CONFIGMAP)
+                })
+                .map(drop)
+                .ok_or_else(|| format!("{} Events, none CaExpiring", events.items.len()))
+        },
+    )
+    .await;
     let bundle = || {
         let admin = admin.clone();
         async move {
@@ -1008,4 +1026,27 @@ async fn an_intermediate_ca_issues_its_chain_and_rotates_under_its_root_without_
         Ok("jane".to_string()),
         "the same root still vouches"
     );
+}
+
+/// `GET path` on 127.0.0.1:`port`: status code and body.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        code,
+        text.split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string(),
+    )
 }

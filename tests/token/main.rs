@@ -16,17 +16,13 @@ use kube::api::PostParams;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-const PIN: &str = "e2e-user-pin";
-
 /// A fresh token of this process in SoftHSM2's store.
 fn token() -> TokenConfig {
-    let label = format!("kcert-e2e-{}", std::process::id());
-    kcert_testbed::softhsm::init_token(&label, PIN).unwrap();
     TokenConfig {
         module: kcert_testbed::softhsm::module(),
-        token: TokenSelector::Label(label),
+        token: TokenSelector::Label(kcert_testbed::softhsm::process_token().unwrap()),
         key: KeySelector::Label("kcert-ca".into()),
-        pin: PIN.to_string().into(),
+        pin: kcert_testbed::softhsm::PIN.to_string().into(),
     }
 }
 

@@ -37,16 +37,8 @@ pub fn kcert_token(cluster: &TestCluster, extra: &[&str]) -> Result<Running> {
     let dir = cluster
         .dir()
         .join(format!("softhsm-{}", CALLS.fetch_add(1, Ordering::Relaxed)));
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens)?;
     let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )?;
+    kcert_testbed::softhsm::write_conf(&conf, &dir.join("tokens")).map_err(anyhow::Error::msg)?;
     let run = |program: &std::path::Path, args: &[&str]| -> Result<()> {
         let out = std::process::Command::new(program)
             .args(args)

@@ -489,21 +489,46 @@ async fn publish_trust_bundles(
     Ok(())
 }
 
+/// How many connections a switch probe makes: each must authenticate. Behind a load balancer
+/// of several API servers, each new connection may reach another one (not a proof that all
+/// have read the new bundle; sync every API server's --client-ca-file before switching).
+const PROBE_CONNECTIONS: usize = 3;
+
 /// Whether the API server authenticates a certificate of `ca`: a fresh key, a 10-minute
-/// certificate for [`PROBE_USER`] (no groups: RBAC grants it nothing), one SelfSubjectReview
-/// on a connection of its own.
+/// certificate for [`PROBE_USER`] (no groups: RBAC grants it nothing), a SelfSubjectReview on
+/// each of [`PROBE_CONNECTIONS`] connections of its own.
 pub async fn probe(api: &kube::Config, ca: &CertificateAuthority) -> Probe {
-    let (authenticated, message) = match probe_once(api, ca).await {
-        Ok(user) if user == PROBE_USER => (true, format!("authenticated as {PROBE_USER}")),
-        Ok(user) => (
-            false,
-            format!(
-                "authenticated as {}, not {PROBE_USER}",
-                kcert_policy::escape_for_message(&user)
-            ),
-        ),
-        Err(e) => (false, e),
+    let mut outcome = (true, String::new());
+    let config = match probe_config(api, ca) {
+        Ok(c) => c,
+        Err(e) => {
+            return Probe {
+                at: now_rfc3339(),
+                authenticated: false,
+                message: e,
+            };
+        }
     };
+    for _ in 0..PROBE_CONNECTIONS {
+        outcome = match probe_once(&config).await {
+            Ok(user) if user == PROBE_USER => (
+                true,
+                format!("authenticated as {PROBE_USER} on {PROBE_CONNECTIONS} connections"),
+            ),
+            Ok(user) => (
+                false,
+                format!(
+                    "authenticated as {}, not {PROBE_USER}",
+                    kcert_policy::escape_for_message(&user)
+                ),
+            ),
+            Err(e) => (false, e),
+        };
+        if !outcome.0 {
+            break;
+        }
+    }
+    let (authenticated, message) = outcome;
     Probe {
         at: now_rfc3339(),
         authenticated,
@@ -511,7 +536,8 @@ pub async fn probe(api: &kube::Config, ca: &CertificateAuthority) -> Probe {
     }
 }
 
-async fn probe_once(api: &kube::Config, ca: &CertificateAuthority) -> Result<String, String> {
+/// `api` with a fresh probe certificate of `ca` (and its chain) as the only credential.
+fn probe_config(api: &kube::Config, ca: &CertificateAuthority) -> Result<kube::Config, String> {
     use base64::Engine as _;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let key = kcert_pki::PrivateKey::generate(kcert_pki::KeyType::EcdsaP256)
@@ -540,7 +566,12 @@ async fn probe_once(api: &kube::Config, ca: &CertificateAuthority) -> Result<Str
     };
     config.connect_timeout = Some(Duration::from_secs(5));
     config.read_timeout = Some(Duration::from_secs(10));
-    let client = Client::try_from(config).map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+/// One SelfSubjectReview on a connection of its own: the user the API server saw.
+async fn probe_once(config: &kube::Config) -> Result<String, String> {
+    let client = Client::try_from(config.clone()).map_err(|e| e.to_string())?;
     let review = Api::<SelfSubjectReview>::all(client)
         .create(&PostParams::default(), &SelfSubjectReview::default())
         .await

@@ -113,42 +113,7 @@ impl CertificateAuthority {
         now: SystemTime,
         rng: &dyn RandomSource,
     ) -> Result<Self> {
-        if lifetime.is_zero() {
-            return Err(PkiError::InvalidLifetime(
-                "a CA needs a lifetime above zero".into(),
-            ));
-        }
-        let subject = CsrSubject::new(common_name, Vec::<String>::new())?.to_der()?;
-        let now = truncate_to_seconds(now);
-        let template = CertificateTemplate {
-            serial: serial_number(rng)?,
-            issuer_der: &subject,
-            subject_der: &subject,
-            public_key: key.public_key(),
-            not_before: now
-                - Duration::from_secs(3600).min(
-                    now.duration_since(SystemTime::UNIX_EPOCH)
-                        .unwrap_or_default(),
-                ),
-            not_after: now + lifetime,
-            is_ca: true,
-            // digitalSignature, keyCertSign, cRLSign
-            key_usage_bits: 0b110_0001,
-            extended_key_usages: Vec::new(),
-            authority_key_id: None,
-            san_extension: None,
-        };
-        let der = sign_certificate(&template, key.as_ref())?;
-        let info = CertificateInfo::from_der(&der)?;
-        let key_id = key.public_key().key_identifier();
-        Ok(CertificateAuthority {
-            cert_der: der,
-            info,
-            key,
-            key_id,
-            chain_der: Vec::new(),
-            presented_chain_pem: String::new(),
-        })
+        Self::new_ca(key, common_name, lifetime, now, rng, None)
     }
 
     /// An intermediate CA issued by this one: named `common_name`, for `key`, valid from `now`
@@ -162,6 +127,18 @@ impl CertificateAuthority {
         now: SystemTime,
         rng: &dyn RandomSource,
     ) -> Result<Self> {
+        Self::new_ca(key, common_name, lifetime, now, rng, Some(self))
+    }
+
+    /// A new CA certificate for `key`, self-signed or issued by `parent`.
+    fn new_ca(
+        key: Arc<dyn CaKey>,
+        common_name: &str,
+        lifetime: Duration,
+        now: SystemTime,
+        rng: &dyn RandomSource,
+        parent: Option<&CertificateAuthority>,
+    ) -> Result<Self> {
         if lifetime.is_zero() {
             return Err(PkiError::InvalidLifetime(
                 "a CA needs a lifetime above zero".into(),
@@ -169,9 +146,13 @@ impl CertificateAuthority {
         }
         let subject = CsrSubject::new(common_name, Vec::<String>::new())?.to_der()?;
         let now = truncate_to_seconds(now);
+        let not_after = match parent {
+            Some(p) => (now + lifetime).min(p.info.not_after_time()),
+            None => now + lifetime,
+        };
         let template = CertificateTemplate {
             serial: serial_number(rng)?,
-            issuer_der: &self.info.subject_der,
+            issuer_der: parent.map_or(&subject, |p| &p.info.subject_der),
             subject_der: &subject,
             public_key: key.public_key(),
             not_before: now
@@ -179,19 +160,27 @@ impl CertificateAuthority {
                     now.duration_since(SystemTime::UNIX_EPOCH)
                         .unwrap_or_default(),
                 ),
-            not_after: (now + lifetime).min(self.info.not_after_time()),
+            not_after,
             is_ca: true,
             // digitalSignature, keyCertSign, cRLSign
             key_usage_bits: 0b110_0001,
             extended_key_usages: Vec::new(),
-            authority_key_id: Some(&self.key_id),
+            authority_key_id: parent.map(|p| p.key_id.as_slice()),
             san_extension: None,
         };
-        let der = sign_certificate(&template, self.key.as_ref())?;
+        let signer: &dyn CaKey = match parent {
+            Some(p) => p.key.as_ref(),
+            None => key.as_ref(),
+        };
+        let der = sign_certificate(&template, signer)?;
         let info = CertificateInfo::from_der(&der)?;
         let key_id = key.public_key().key_identifier();
-        let mut chain_der = vec![self.cert_der.clone()];
-        chain_der.extend(self.chain_der.iter().cloned());
+        let chain_der: Vec<Vec<u8>> = match parent {
+            Some(p) => std::iter::once(p.cert_der.clone())
+                .chain(p.chain_der.iter().cloned())
+                .collect(),
+            None => Vec::new(),
+        };
         let presented_chain_pem = presented_chain(&der, &chain_der)?;
         Ok(CertificateAuthority {
             cert_der: der,

@@ -11,6 +11,35 @@ pub fn module() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"))
 }
 
+/// The user PIN of [`process_token`].
+pub const PIN: &str = "kcert-tests-pin";
+
+/// This process's token (label `kcert-tests-<pid>`, PIN [`PIN`]), initialised once, on first
+/// use: SoftHSM2 reads its store when the module is loaded, so a token made after that is
+/// invisible to the process. Tests of one binary share it, each with key labels of its own.
+pub fn process_token() -> Result<String, String> {
+    static LABEL: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    LABEL
+        .get_or_init(|| {
+            let label = format!("kcert-tests-{}", std::process::id());
+            init_token(&label, PIN).map(|()| label)
+        })
+        .clone()
+}
+
+/// A SoftHSM2 configuration at `conf` keeping its tokens in `tokens` (created).
+pub fn write_conf(conf: &std::path::Path, tokens: &std::path::Path) -> Result<(), String> {
+    std::fs::create_dir_all(tokens).map_err(|e| format!("{}: {e}", tokens.display()))?;
+    std::fs::write(
+        conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .map_err(|e| format!("{}: {e}", conf.display()))
+}
+
 /// A fresh token labelled `label` with user PIN `pin` in SoftHSM2's store (`SOFTHSM2_CONF`,
 /// set by the workspace's .cargo/config.toml; its configuration is written if no test has yet).
 /// Label it per process and purpose: tokens are never removed by this.
@@ -18,17 +47,8 @@ pub fn init_token(label: &str, pin: &str) -> Result<(), String> {
     let conf = PathBuf::from(std::env::var_os("SOFTHSM2_CONF").ok_or(
         "SOFTHSM2_CONF is unset: it is set by .cargo/config.toml; run the tests through cargo",
     )?);
-    let tokens = conf.with_file_name("tokens");
-    std::fs::create_dir_all(&tokens).map_err(|e| format!("{}: {e}", tokens.display()))?;
     if !conf.exists() {
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .map_err(|e| format!("{}: {e}", conf.display()))?;
+        write_conf(&conf, &conf.with_file_name("tokens"))?;
     }
     let out = Command::new("softhsm2-util")
         .args([

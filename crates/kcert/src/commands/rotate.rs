@@ -394,7 +394,7 @@ async fn complete(client: &Client, args: &RotateCompleteArgs, out: OutputFormat)
         return Err(super::Exit {
             code: crate::exit::ERROR,
             message: format!(
-                "not completed: {} unexpired, unrevoked certificate(s) of the old CA are on the ledger: {}. Renew them (`kcert request --renew`, or the credential plugin on its next use), revoke them, or pass --force to cut them off",
+                "not completed: {} unexpired, unrevoked certificate(s) of the old CA are on the ledger: {}. Renew them (`kcert --kubeconfig THEIR.kubeconfig request … --force`, or the credential plugin at its next renewal), revoke them, or pass --force to cut them off",
                 live.len(),
                 named.join(", ")
             ),
