@@ -957,7 +957,13 @@ async fn hostile_corpus(backend: CaBackend) {
             .unwrap();
             let cert = dir.path().join("ca.crt");
             std::fs::write(&cert, ca.certificate_pem()).unwrap();
-            (ca, kcert_controller::CaSource::Pkcs11 { cert, token })
+            (
+                ca,
+                kcert_controller::CaSource::Pkcs11 {
+                    cert: Some(cert),
+                    token,
+                },
+            )
         }
     };
     let _controller = RunningController::start_with(

@@ -250,7 +250,7 @@ async fn rotation_loses_no_request(backend: Backend) {
             (
                 ca,
                 CaSource::Pkcs11 {
-                    cert,
+                    cert: Some(cert),
                     token: config.clone(),
                 },
             )

@@ -7,7 +7,7 @@ use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcert_controller::{CaSource, PolicySource, Settings};
 use kcert_pkcs11::{KeySelector, TokenConfig, TokenKey, TokenSelector};
-use kcert_pki::{CertificateAuthority, KeyType, SystemRandom};
+use kcert_pki::CertificateAuthority;
 use kcert_testbed::kubeconfig::{Credentials, render};
 use kcert_testbed::{TestCluster, client_from_kubeconfig};
 use kcert_tests::*;
@@ -31,19 +31,59 @@ async fn a_ca_key_in_a_token_issues_certificates_the_api_server_authenticates() 
     let cluster = TestCluster::start().await.unwrap();
     allow_everyone_to_request(&cluster).await;
     let config = token();
-    let key = Arc::new(TokenKey::generate(config.clone(), KeyType::EcdsaP256).unwrap());
-    let ca = CertificateAuthority::create_with_key(
-        key,
+    // `kcert ca init --pkcs11-module`: the key made in the token, the certificate signed there,
+    // written to ca.crt and kept in the token beside the key.
+    let dir = tempfile::tempdir().unwrap();
+    let pin_file = dir.path().join("pin");
+    std::fs::write(&pin_file, format!("{}\n", kcert_testbed::softhsm::PIN)).unwrap();
+    let TokenSelector::Label(token_label) = &config.token else {
+        unreachable!("the process token is named by its label")
+    };
+    let module = config.module.display().to_string();
+    let args: Vec<std::ffi::OsString> = [
+        "kcert",
+        "ca",
+        "init",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--type",
+        "ecdsa-p256",
+        "--name",
         "kcert token CA",
-        Duration::from_secs(30 * 86_400),
+        "--pkcs11-module",
+        &module,
+        "--pkcs11-token",
+        token_label,
+        "--pkcs11-pin-file",
+        pin_file.to_str().unwrap(),
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    let code = tokio::task::spawn_blocking(move || kcert::main(args))
+        .await
+        .unwrap();
+    assert_eq!(
+        format!("{code:?}"),
+        format!("{:?}", std::process::ExitCode::SUCCESS)
+    );
+    assert!(
+        !dir.path().join("ca.key").exists(),
+        "no key file for a token's key"
+    );
+    let key = Arc::new(TokenKey::open(config.clone()).unwrap());
+    let stored = key
+        .certificate()
+        .unwrap()
+        .expect("the certificate kept in the token");
+    let ca = CertificateAuthority::with_key(
+        &std::fs::read(dir.path().join("ca.crt")).unwrap(),
+        key,
         SystemTime::now(),
-        &SystemRandom,
     )
     .unwrap();
+    assert_eq!(stored, ca.certificate_der());
     assert!(ca.private_key().is_none());
-    let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("ca.crt");
-    std::fs::write(&cert, ca.certificate_pem()).unwrap();
     // The API server trusts the token's CA beside the test bed's (it re-reads the file).
     let mut bundle = std::fs::read_to_string(cluster.ca_cert_path()).unwrap();
     bundle.push_str(&ca.certificate_pem());
@@ -55,14 +95,15 @@ async fn a_ca_key_in_a_token_issues_certificates_the_api_server_authenticates() 
     ))
     .unwrap();
     let admin = cluster.admin_client().await.unwrap();
-    // The controller opens the key itself, as a restarted one would: by the token's label.
+    // The controller opens the key itself, as a restarted one would: by the token's label, and
+    // reads the CA certificate from the token.
     let _controller = RunningController::start_with(
         admin.clone(),
         Settings {
             signer_names: vec![signer.into()],
             policy: PolicySource::Static(policy),
             ca: Some(CaSource::Pkcs11 {
-                cert: cert.clone(),
+                cert: None,
                 token: config,
             }),
             max_duration: Duration::from_secs(3600),

@@ -18,10 +18,11 @@ pub enum CaSource {
         /// The key.
         key: PathBuf,
     },
-    /// The certificate from a file, the key in a PKCS#11 token (never read out of it).
+    /// The key in a PKCS#11 token (never read out of it); the certificate from a file or, when
+    /// none is given, the one kept in the token beside the key.
     Pkcs11 {
-        /// The CA certificate (re-read when it changes).
-        cert: PathBuf,
+        /// The CA certificate (re-read when it changes); `None`: the token's.
+        cert: Option<PathBuf>,
         /// The token and key.
         token: kcert_pkcs11::TokenConfig,
     },
@@ -205,7 +206,7 @@ pub async fn keep_current(source: CaSource, store: CaStore, client: Client) {
 /// Open the token's key (retrying with backoff while the token is away or refuses: the CA
 /// stays unloaded, so readiness stays false and nothing is signed), then pair it with the
 /// certificate file, again whenever that changes.
-async fn keep_token_ca(cert: PathBuf, token: kcert_pkcs11::TokenConfig, store: CaStore) {
+async fn keep_token_ca(cert: Option<PathBuf>, token: kcert_pkcs11::TokenConfig, store: CaStore) {
     let mut backoff = Duration::from_secs(1);
     let key = loop {
         let config = token.clone();
@@ -220,6 +221,42 @@ async fn keep_token_ca(cert: PathBuf, token: kcert_pkcs11::TokenConfig, store: C
         backoff = (backoff * 2).min(Duration::from_secs(60));
     };
     tracing::info!(key = %kcert_pki::CaKey::location(key.as_ref()), "CA key opened in its token");
+    let Some(cert) = cert else {
+        // The certificate kept in the token: read now and every 30 s (a new one stored there,
+        // e.g. a re-issued CA certificate for the same key, is picked up).
+        let mut last: Option<Vec<u8>> = None;
+        loop {
+            let k = key.clone();
+            match tokio::task::spawn_blocking(move || k.certificate()).await {
+                Ok(Ok(Some(der))) if last.as_ref() != Some(&der) => {
+                    let pem = kcert_pki::pem::encode("CERTIFICATE", &der);
+                    match CertificateAuthority::with_key(
+                        pem.as_bytes(),
+                        key.clone(),
+                        SystemTime::now(),
+                    ) {
+                        Ok(ca) => {
+                            store.set(ca);
+                            last = Some(der);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "the CA certificate in the token is refused; keeping the previous one")
+                        }
+                    }
+                }
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None)) => tracing::error!(
+                    key = %kcert_pki::CaKey::location(key.as_ref()),
+                    "no CA certificate in the token beside the key and no --ca-cert: store one (`kcert ca init --pkcs11-module`) or pass --ca-cert"
+                ),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot read the CA certificate from the token; retrying")
+                }
+                Err(e) => tracing::error!(error = %e, "reading the token panicked"),
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+    };
     crate::file_watch::watch_files(vec![cert.clone()], Duration::from_secs(5), move |_| {
         match std::fs::read(&cert) {
             Ok(c) => match CertificateAuthority::with_key(&c, key.clone(), SystemTime::now()) {

@@ -41,10 +41,11 @@ struct Flags {
     #[arg(long, env = "KCERT_CA_KEY", requires = "ca_cert")]
     ca_key: Option<PathBuf>,
     /// The CA key in a PKCS#11 token: the module (shared library), e.g.
-    /// /usr/lib/softhsm/libsofthsm2.so. With --ca-cert; the PIN from --ca-pkcs11-pin-file or
-    /// KCERT_CA_PKCS11_PIN. The key must be sensitive and non-extractable (`kcert ca init
-    /// --pkcs11-module` makes one).
-    #[arg(long, env = "KCERT_CA_PKCS11_MODULE", requires = "ca_cert", conflicts_with_all = ["ca_key", "ca_secret"])]
+    /// /usr/lib/softhsm/libsofthsm2.so. The CA certificate from --ca-cert, or else the one kept
+    /// in the token beside the key (`kcert ca init --pkcs11-module` stores it there). The PIN
+    /// from --ca-pkcs11-pin-file or KCERT_CA_PKCS11_PIN. The key must be sensitive and
+    /// non-extractable.
+    #[arg(long, env = "KCERT_CA_PKCS11_MODULE", conflicts_with_all = ["ca_key", "ca_secret"])]
     ca_pkcs11_module: Option<PathBuf>,
     /// The token by its label.
     #[arg(
@@ -300,7 +301,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(flags: Flags) -> Result<()> {
     let ca = match (&flags.ca_cert, &flags.ca_key, &flags.ca_secret) {
-        (Some(cert), None, None) => {
+        (cert, None, None) if flags.ca_pkcs11_module.is_some() || cert.is_some() => {
             let Some(module) = &flags.ca_pkcs11_module else {
                 bail!("--ca-cert needs --ca-key, or --ca-pkcs11-module for a key in a token");
             };

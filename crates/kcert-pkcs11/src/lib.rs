@@ -582,6 +582,96 @@ impl TokenKey {
         &self.config
     }
 
+    /// Keep the CA certificate `der` in the token beside the key (a CKO_CERTIFICATE object with
+    /// the key's label and id), replacing any certificate there under the same selector: the
+    /// controller then needs no certificate file (`kcert ca init --pkcs11-module` stores it).
+    pub fn store_certificate(&self, der: &[u8]) -> Result<()> {
+        let info = kcert_pki::CertificateInfo::from_der(der)
+            .map_err(|e| TokenError::BadKey(e, self.config.describe()))?;
+        let subject_der = info.subject_der();
+        let (session, key) = self.session()?;
+        let pkcs11 = |what: &'static str| {
+            let location = self.config.describe();
+            move |source| TokenError::Pkcs11 {
+                location,
+                what,
+                source,
+            }
+        };
+        for old in session
+            .find_objects(&key_template(ObjectClass::CERTIFICATE, &self.config.key))
+            .map_err(pkcs11("finding the certificate"))?
+        {
+            session
+                .destroy_object(old)
+                .map_err(pkcs11("replacing the certificate"))?;
+        }
+        let (label, id) = match &self.config.key {
+            KeySelector::Label(l) => (l.as_bytes().to_vec(), l.as_bytes().to_vec()),
+            KeySelector::Id(id) => (Vec::new(), id.clone()),
+        };
+        let mut template = vec![
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::CertificateType(cryptoki::object::CertificateType::X_509),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Id(id),
+            Attribute::Subject(subject_der.to_vec()),
+            Attribute::Value(der.to_vec()),
+        ];
+        if !label.is_empty() {
+            template.push(Attribute::Label(label));
+        }
+        session
+            .create_object(&template)
+            .map_err(pkcs11("storing the certificate"))?;
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((session, key));
+        Ok(())
+    }
+
+    /// The CA certificate kept in the token under the key's selector (DER), if there is one.
+    pub fn certificate(&self) -> Result<Option<Vec<u8>>> {
+        let (session, key) = self.session()?;
+        let location = self.config.describe();
+        let found = session
+            .find_objects(&key_template(ObjectClass::CERTIFICATE, &self.config.key))
+            .map_err(|source| TokenError::Pkcs11 {
+                location: location.clone(),
+                what: "finding the certificate",
+                source,
+            })?;
+        let der = match found.as_slice() {
+            [] => None,
+            [one] => session
+                .get_attributes(*one, &[AttributeType::Value])
+                .map_err(|source| TokenError::Pkcs11 {
+                    location: location.clone(),
+                    what: "reading the certificate",
+                    source,
+                })?
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::Value(v) => Some(v),
+                    _ => None,
+                }),
+            many => {
+                return Err(TokenError::AmbiguousKey {
+                    token: self.config.token.clone(),
+                    key: self.config.key.clone(),
+                    count: many.len(),
+                });
+            }
+        };
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((session, key));
+        Ok(der)
+    }
+
     fn session(&self) -> Result<(Session, ObjectHandle)> {
         if let Some(s) = self
             .sessions

@@ -282,6 +282,42 @@ fn a_ca_certificate_of_another_key_does_not_pair_with_the_tokens() {
 }
 
 #[test]
+fn the_ca_certificate_is_kept_in_the_token_beside_its_key_and_replaced_not_doubled() {
+    let key = Arc::new(TokenKey::generate(config("ca-with-cert"), KeyType::EcdsaP256).unwrap());
+    assert_eq!(key.certificate().unwrap(), None);
+    let make = |name: &str| {
+        CertificateAuthority::create_with_key(
+            key.clone(),
+            name,
+            Duration::from_secs(86_400),
+            SystemTime::now(),
+            &SystemRandom,
+        )
+        .unwrap()
+    };
+    let first = make("first");
+    key.store_certificate(first.certificate_der()).unwrap();
+    assert_eq!(
+        key.certificate().unwrap().as_deref(),
+        Some(first.certificate_der())
+    );
+    // Re-issued for the same key: the new one replaces it (one certificate under the label).
+    let second = make("second");
+    key.store_certificate(second.certificate_der()).unwrap();
+    let stored = key.certificate().unwrap().unwrap();
+    assert_eq!(stored, second.certificate_der());
+    // What the controller does with it: pair it with the key, again from a fresh open.
+    let reopened = Arc::new(TokenKey::open(config("ca-with-cert")).unwrap());
+    let pem = kcert_pki::pem::encode("CERTIFICATE", &reopened.certificate().unwrap().unwrap());
+    let ca = CertificateAuthority::with_key(pem.as_bytes(), reopened, SystemTime::now()).unwrap();
+    assert_eq!(ca.info().subject.to_string(), "CN=second");
+    sign_client(&ca);
+    // Another key's label has no certificate.
+    let other = TokenKey::generate(config("ca-without-cert"), KeyType::EcdsaP256).unwrap();
+    assert_eq!(other.certificate().unwrap(), None);
+}
+
+#[test]
 fn signatures_from_many_threads_share_the_session_pool() {
     let key = Arc::new(TokenKey::generate(config("ca-threads"), KeyType::EcdsaP256).unwrap());
     let ca = Arc::new(

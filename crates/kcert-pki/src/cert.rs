@@ -206,6 +206,11 @@ impl CertificateInfo {
         Self::from_der(&pem::single_block(input, "CERTIFICATE")?.der)
     }
 
+    /// The subject name as it is encoded (DER).
+    pub fn subject_der(&self) -> &[u8] {
+        &self.subject_der
+    }
+
     /// The leaf of a chain: the first of one or more `CERTIFICATE` blocks (a CSR's
     /// `status.certificate` and a kubeconfig's `client-certificate-data` hold the leaf, then an
     /// intermediate CA's chain). Anything but certificates is refused.

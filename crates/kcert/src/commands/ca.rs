@@ -88,12 +88,14 @@ fn init_in_token(
     let key = std::sync::Arc::new(kcert_pkcs11::TokenKey::generate(config, args.key_type)?);
     let location = kcert_pki::CaKey::location(key.as_ref());
     let ca = CertificateAuthority::create_with_key(
-        key,
+        key.clone(),
         &args.name,
         lifetime,
         SystemTime::now(),
         &SystemRandom,
     )?;
+    // Kept in the token too, beside the key: kcert-controller then needs no --ca-cert.
+    key.store_certificate(ca.certificate_der())?;
     let written = write_all(
         vec![(cert_path, ca.certificate_pem().into_bytes(), Mode::Public)],
         args.force,
@@ -111,7 +113,7 @@ fn init_in_token(
         }),
         || {
             format!(
-                "wrote {}; the key is in the {} ({}, {}, valid until {})",
+                "wrote {} (also kept in the token); the key is in the {} ({}, {}, valid until {})",
                 written[0].display(),
                 location,
                 info.subject,
