@@ -5,7 +5,9 @@ them: it runs `--controllers=webhook` with its own few flags (templates/webhook.
 {{- define "kcert.controllerArgs" -}}
 - --signer-name={{ join "," .Values.signerNames }}
 {{- if .Values.pkcs11.enabled }}
+{{- if .Values.pkcs11.caCertConfigMap }}
 - --ca-cert=/etc/kcert/ca/ca.crt
+{{- end }}
 - --ca-pkcs11-module={{ .Values.pkcs11.module }}
 - --ca-pkcs11-token={{ .Values.pkcs11.token }}
 - --ca-pkcs11-key-label={{ .Values.pkcs11.keyLabel }}
