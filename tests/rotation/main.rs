@@ -546,6 +546,42 @@ async fn rotation_loses_no_request(backend: Backend) {
         Some(new_id.as_str()),
         "completed: CA2 signs"
     );
+
+    // The completed rotation deleted while the controller's flags still name CA1: CA1 was
+    // retired on the bundle, and never signs again.
+    let ca1_fp = kcert_kube::crd::normalize_fingerprint(&ca1.info().fingerprint_sha256);
+    let retired = Api::<ConfigMap>::namespaced(admin.clone(), NS)
+        .get(kcert_kube::rotation::BUNDLE_CONFIGMAP)
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .get(kcert_kube::rotation::RETIRED_ANNOTATION)
+        .cloned()
+        .unwrap_or_default();
+    assert!(retired.contains(&ca1_fp), "{retired}");
+    Api::<CaRotationObject>::all(admin.clone())
+        .delete(kcert_kube::rotation::DEFAULT_ROTATION, &Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let name = cluster.unique_name("bob");
+    let (csr, _) = csr_with_key(&name, SIGNER, "bob", &["dev"], Some(3600));
+    Api::<CertificateSigningRequest>::all(bob.clone())
+        .create(&PostParams::default(), &csr)
+        .await
+        .unwrap();
+    let csrs: Api<CertificateSigningRequest> = Api::all(admin.clone());
+    wait_for(&csrs, &name, Duration::from_secs(30), "approved", |c| {
+        conditions(c).iter().any(|x| x.0 == "Approved")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        !issued(&csrs.get(&name).await.unwrap()),
+        "a retired CA signed after its rotation was deleted"
+    );
 }
 
 /// Attacks on a prepared rotation, each with its exact outcome (docs/security.md, "Hostile CA

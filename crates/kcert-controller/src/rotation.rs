@@ -11,7 +11,8 @@ use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kcert_kube::rotation::{
     BUNDLE_CONFIGMAP, BUNDLE_KEY, CaRotationObject, CaRotationStatus, NextCa, PROBE_USER, Probe,
-    ReachedPhase, SIGNING_ANNOTATION, SIGNING_KEY_ANNOTATION, Seen, TrustedCa, Which,
+    RETIRED_ANNOTATION, ReachedPhase, SIGNING_ANNOTATION, SIGNING_KEY_ANNOTATION, Seen, TrustedCa,
+    Which,
 };
 use kcert_pki::CertificateAuthority;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -51,6 +52,10 @@ struct Follower {
     probe: Option<(String, Probe, std::time::Instant)>,
     /// The bundle last published.
     published: Option<String>,
+    /// The own CA, once a completed rotation has retired it (recorded on the bundle).
+    retire: Option<String>,
+    /// Whether the own CA was last found retired (said once, not at every look).
+    refused_retired: bool,
     /// The bundle last published as ClusterTrustBundles.
     published_ctb: Option<String>,
     /// The bundle whose write last failed, and when (retried every [`PUBLISH_RETRY`], not at
@@ -104,13 +109,34 @@ impl Follower {
         let own = store.own();
         let api: Api<CaRotationObject> = Api::all(client.clone());
         let Some(rotation) = api.get_opt(&settings.name).await? else {
-            store.set_rotation(None, Some(Which::Own), vec![Which::Own]);
-            if let Some(own) = &own {
-                self.publish(client, settings, std::slice::from_ref(own), Some(own))
-                    .await;
+            let Some(own) = &own else {
+                store.set_rotation(None, None, vec![]);
+                return Ok(());
+            };
+            // A CA a completed rotation retired never signs again, rotation object or not.
+            if retired(client, &settings.namespace)
+                .await?
+                .contains(&fingerprint(own))
+            {
+                store.set_rotation(None, None, vec![]);
+                if !self.refused_retired {
+                    tracing::error!(ca = %own.describe(), "the controller's CA was retired by a completed rotation (bundle annotation kcert.dev/retired-sha256): nothing is signed; point the CA flags at the new CA");
+                    self.refused_retired = true;
+                }
+                return Ok(());
             }
+            self.refused_retired = false;
+            store.set_rotation(None, Some(Which::Own), vec![Which::Own]);
+            self.publish(client, settings, std::slice::from_ref(own), Some(own))
+                .await;
             return Ok(());
         };
+        if own.is_none() {
+            // Starting: nothing signs until the own CA is loaded (the plan would say so), and the
+            // status a running replica wrote is left as it is, not blanked.
+            store.set_rotation(None, None, vec![]);
+            return Ok(());
+        }
         let next = self.load_next(client, settings, &rotation.spec.next).await;
         let next_fp = next.as_ref().map(|ca| fingerprint(ca));
         let status = rotation.status.clone().unwrap_or_default();
@@ -171,6 +197,9 @@ impl Follower {
             tracing::info!(reached = ?plan.reached, signing = ?plan.signing, message = %plan.message, "CA rotation: plan in force");
         }
         store.set_rotation(next_ca.clone(), plan.signing, plan.trusted.clone());
+        if plan.reached == Some(ReachedPhase::Completed) && !plan.trusted.contains(&Which::Own) {
+            self.retire = own_fp.clone();
+        }
         let ca_of = |w: &Which| match w {
             Which::Own => own.clone(),
             Which::Next => next_ca.clone(),
@@ -197,9 +226,16 @@ impl Follower {
                     let ca = ca_of(w)?;
                     let info = ca.info();
                     Some(TrustedCa {
-                        role: match w {
-                            Which::Own => "old",
-                            Which::Next => "new",
+                        // The flags already naming the new CA: it is "new", not "old".
+                        role: if matches!(w, Which::Next)
+                            || fingerprint(&ca)
+                                == kcert_kube::crd::normalize_fingerprint(
+                                    &rotation.spec.next.fingerprint,
+                                )
+                        {
+                            "new"
+                        } else {
+                            "old"
                         }
                         .into(),
                         fingerprint: fingerprint(&ca),
@@ -322,6 +358,10 @@ impl Follower {
                 .flatten(),
         );
         // What is published: the certificates and which of them signs, with its key's place.
+        let mut annotations = annotations;
+        if let Some(fp) = &self.retire {
+            annotations.insert(RETIRED_ANNOTATION.to_string(), fp.clone());
+        }
         let pem = bundle_pem(cas);
         if !settings.trust_bundle_signers.is_empty()
             && self.published_ctb.as_deref() != Some(pem.as_str())
@@ -405,18 +445,48 @@ async fn publish_bundle(
 ) -> Result<(), kube::Error> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let data = std::collections::BTreeMap::from([(BUNDLE_KEY.to_string(), pem.to_string())]);
+    let existing = api.get_opt(BUNDLE_CONFIGMAP).await?;
+    // Retired CAs accumulate: what is there stays, a newly retired one is added.
+    let mut annotations = annotations.clone();
+    let mut retired: Vec<String> = existing
+        .as_ref()
+        .and_then(|cm| {
+            cm.metadata
+                .annotations
+                .as_ref()?
+                .get(RETIRED_ANNOTATION)
+                .cloned()
+        })
+        .map(|v| {
+            v.split(',')
+                .map(str::to_string)
+                .filter(|f| !f.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(fp) = annotations.remove(RETIRED_ANNOTATION)
+        && !retired.contains(&fp)
+    {
+        retired.push(fp);
+    }
+    if !retired.is_empty() {
+        annotations.insert(RETIRED_ANNOTATION.to_string(), retired.join(","));
+    }
+    let keys = [
+        SIGNING_ANNOTATION,
+        SIGNING_KEY_ANNOTATION,
+        RETIRED_ANNOTATION,
+    ];
     let annotated = |cm: &ConfigMap| {
         let have = cm.metadata.annotations.clone().unwrap_or_default();
-        [SIGNING_ANNOTATION, SIGNING_KEY_ANNOTATION]
-            .iter()
-            .all(|k| have.get(*k) == annotations.get(*k))
+        keys.iter().all(|k| have.get(*k) == annotations.get(*k))
     };
-    match api.get_opt(BUNDLE_CONFIGMAP).await? {
+    match existing {
         Some(cm) if cm.data.as_ref() == Some(&data) && annotated(&cm) => Ok(()),
         Some(mut cm) => {
             cm.data = Some(data);
             let all = cm.metadata.annotations.get_or_insert_with(Default::default);
-            for k in [SIGNING_ANNOTATION, SIGNING_KEY_ANNOTATION] {
+            for k in keys {
                 match annotations.get(k) {
                     Some(v) => all.insert(k.to_string(), v.clone()),
                     None => all.remove(k),
@@ -431,7 +501,7 @@ async fn publish_bundle(
                 metadata: kube::api::ObjectMeta {
                     name: Some(BUNDLE_CONFIGMAP.into()),
                     namespace: Some(namespace.into()),
-                    annotations: Some(annotations.clone()),
+                    annotations: Some(annotations),
                     labels: Some(
                         [("app.kubernetes.io/name".to_string(), "kcert".to_string())].into(),
                     ),
@@ -443,6 +513,21 @@ async fn publish_bundle(
             api.create(&PostParams::default(), &cm).await.map(drop)
         }
     }
+}
+
+/// The CAs (SHA-256) the bundle ConfigMap records as retired by completed rotations.
+async fn retired(client: &Client, namespace: &str) -> Result<Vec<String>, kube::Error> {
+    Ok(Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .get_opt(BUNDLE_CONFIGMAP)
+        .await?
+        .and_then(|cm| cm.metadata.annotations?.get(RETIRED_ANNOTATION).cloned())
+        .map(|v| {
+            v.split(',')
+                .map(kcert_kube::crd::normalize_fingerprint)
+                .filter(|f| !f.is_empty())
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// The ClusterTrustBundle kcert keeps for `signer` (the signer-linked naming rule:

@@ -464,6 +464,12 @@ impl std::fmt::Display for ExpiryWindow {
 /// The bundle ConfigMap's annotation naming the CA that signs (SHA-256 of its certificate).
 pub const SIGNING_ANNOTATION: &str = "kcert.dev/signing-sha256";
 
+/// The bundle ConfigMap's annotation listing the CAs (SHA-256, comma-separated) retired by a
+/// completed rotation: a controller whose own CA is one of them signs nothing, so that deleting
+/// a completed rotation before the controller's flags name the new CA does not bring the old CA
+/// back. (Remove a fingerprint from it by hand to use that CA again.)
+pub const RETIRED_ANNOTATION: &str = "kcert.dev/retired-sha256";
+
 /// The bundle ConfigMap's annotation saying where the signing CA's key lives (a file, a
 /// Secret, a PKCS#11 token and key label; never key material).
 pub const SIGNING_KEY_ANNOTATION: &str = "kcert.dev/signing-key";
