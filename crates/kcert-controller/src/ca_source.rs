@@ -43,7 +43,20 @@ pub struct CaStore {
     state: Arc<RwLock<InForce>>,
     /// Bumped whenever the own CA is (re)loaded: the rotation follower looks again at once.
     loads: Arc<tokio::sync::watch::Sender<u64>>,
+    /// When the key last could not sign (a token away), in milliseconds since [`epoch`] plus
+    /// one; 0 once it has signed since (a relaxed load per signature on the hot path).
+    away_since: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// The process's clock origin for [`CaStore`]'s key-away mark.
+fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}
+
+/// How long after the key last could not sign readiness stays false (when nothing has been
+/// signed since: with CSRs waiting, each retry every 5 s says again whether it is back).
+pub const KEY_AWAY_UNREADY: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct InForce {
@@ -66,11 +79,38 @@ impl Default for CaStore {
         CaStore {
             state: Arc::default(),
             loads: Arc::new(tokio::sync::watch::channel(0).0),
+            away_since: Arc::default(),
         }
     }
 }
 
 impl CaStore {
+    /// The key could not sign (its token is away): readiness is false for a while.
+    pub(crate) fn key_away(&self) {
+        let now = epoch().elapsed().as_millis() as u64 + 1;
+        self.away_since
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The key signed.
+    pub(crate) fn key_back(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.away_since.load(Relaxed) != 0 {
+            self.away_since.store(0, Relaxed);
+        }
+    }
+
+    /// Whether the key could not sign within [`KEY_AWAY_UNREADY`] and has not signed since.
+    pub fn key_is_away(&self) -> bool {
+        match self.away_since.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => false,
+            at => {
+                let now = epoch().elapsed().as_millis() as u64 + 1;
+                now.saturating_sub(at) < KEY_AWAY_UNREADY.as_millis() as u64
+            }
+        }
+    }
+
     /// A receiver that sees each (re)load of the own CA.
     pub fn loads(&self) -> tokio::sync::watch::Receiver<u64> {
         self.loads.subscribe()
@@ -302,6 +342,16 @@ mod tests {
         assert!(store.trusted().is_empty());
         store.set_rotation(None, Some(Which::Own), vec![Which::Own]);
         assert_eq!(subject(&store.get().unwrap()), "CN=old");
+    }
+
+    #[test]
+    fn a_key_that_could_not_sign_is_away_until_it_signs_again() {
+        let store = CaStore::default();
+        assert!(!store.key_is_away());
+        store.key_away();
+        assert!(store.key_is_away());
+        store.clone().key_back();
+        assert!(!store.key_is_away(), "clones share the mark");
     }
 
     #[test]

@@ -413,6 +413,9 @@ struct Sources {
     nodes: node_view::NodeView,
     /// What /readyz warns of (an expiring CA).
     warnings: ca_expiry::Warnings,
+    /// Whether this replica leads (always, without leader election): only the leader probes a
+    /// rotation's new CA and writes the rotation's status and the trust bundle.
+    leading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Sources {
@@ -436,6 +439,9 @@ impl Sources {
             ledger: ledger::LedgerView::default(),
             nodes: node_view::NodeView::default(),
             warnings: ca_expiry::Warnings::default(),
+            leading: Arc::new(std::sync::atomic::AtomicBool::new(
+                settings.leader_election.is_none(),
+            )),
         };
         if settings.needs_nodes() {
             tasks.spawn(node_view::keep_current(
@@ -504,6 +510,7 @@ impl Sources {
                 r,
                 sources.ca.clone(),
                 settings.reads_ledger().then(|| sources.ledger.clone()),
+                sources.leading.clone(),
             ));
         }
         sources
@@ -522,7 +529,7 @@ impl Sources {
             (!need_nodes || nodes.is_read())
                 && (!need_ledger || ledger.is_read())
                 && (!approver || policy.get().is_some())
-                && (!signer || ca.get().is_some())
+                && (!signer || (ca.get().is_some() && !ca.key_is_away()))
                 && rbac.get().is_some()
         })
     }
@@ -747,6 +754,9 @@ pub async fn run(
         },
         None => None,
     };
+    sources
+        .leading
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let lost = match &leadership {
         Some(l) => l.lost().boxed(),
         None => std::future::pending().boxed(),

@@ -1680,14 +1680,18 @@ async fn a_ca_key_that_is_away_decides_nothing_and_waits() {
     let api = FakeApi::new(vec![]);
     let ctx = context(&api, true);
     ctx.ca.set(troubled_ca(true));
-    let action = crate::signer::reconcile(Arc::new(approved(csr("x", "uid-1", &["dev"]))), ctx)
-        .await
-        .unwrap();
+    assert!(!ctx.ca.key_is_away());
+    let action =
+        crate::signer::reconcile(Arc::new(approved(csr("x", "uid-1", &["dev"]))), ctx.clone())
+            .await
+            .unwrap();
     assert_eq!(
         action,
         kube::runtime::controller::Action::requeue(crate::signer::CA_KEY_RETRY)
     );
     api.assert_done();
+    // Readiness says so until the key signs again.
+    assert!(ctx.ca.key_is_away());
 }
 
 #[tokio::test]

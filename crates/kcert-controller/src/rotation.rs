@@ -3,8 +3,9 @@
 //! [`CaStore`], publish the trust bundle and report in the object's status.
 //!
 //! Every replica running the signer follows (so that the one that becomes leader signs with the
-//! right CA from its first CSR: until it has read the rotation once, it signs nothing). They
-//! compute the same plan from the same objects, so their writes agree.
+//! right CA from its first CSR: until it has read the rotation once, it signs nothing); only the
+//! leader probes and writes (the status, the bundle, ClusterTrustBundles), the others follow the
+//! status it writes.
 
 use crate::CaStore;
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
@@ -56,6 +57,8 @@ struct Follower {
     retire: Option<String>,
     /// Whether the own CA was last found retired (said once, not at every look).
     refused_retired: bool,
+    /// Whether this replica leads: only then does it probe and write.
+    leading: bool,
     /// The bundle last published as ClusterTrustBundles.
     published_ctb: Option<String>,
     /// The bundle whose write last failed, and when (retried every [`PUBLISH_RETRY`], not at
@@ -67,15 +70,19 @@ struct Follower {
 const PUBLISH_RETRY: Duration = Duration::from_secs(30);
 
 /// Follow the rotation `settings.name` for as long as the controller runs.
+/// `leading`: whether this replica leads; one that does not follows the status the leader
+/// writes (the CA in force for it too, should it become leader) but neither probes nor writes.
 pub async fn follow(
     client: Client,
     settings: RotationSettings,
     store: CaStore,
     ledger: Option<crate::ledger::LedgerView>,
+    leading: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut follower = Follower::default();
     let mut loads = store.loads();
     loop {
+        follower.leading = leading.load(std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = follower
             .look(&client, &settings, &store, ledger.as_ref())
             .await
@@ -178,6 +185,7 @@ impl Follower {
         };
         let mut plan = seen(probe_now(self).as_ref());
         if plan.probe
+            && self.leading
             && let Ok(ca) = &next
         {
             let due = self.probe.as_ref().is_none_or(|(fp, _, at)| {
@@ -255,7 +263,7 @@ impl Follower {
             old_ca_live: *old_live.as_ref().unwrap_or(&status.old_ca_live),
             message: plan.message.clone(),
         };
-        if !same_status(&status, &new_status) {
+        if self.leading && !same_status(&status, &new_status) {
             let patch = serde_json::json!({ "status": new_status });
             api.patch_status(
                 &settings.name,
@@ -346,6 +354,9 @@ impl Follower {
         cas: &[Arc<CertificateAuthority>],
         signing: Option<&Arc<CertificateAuthority>>,
     ) {
+        if !self.leading {
+            return;
+        }
         let annotations = std::collections::BTreeMap::from_iter(
             signing
                 .map(|ca| {

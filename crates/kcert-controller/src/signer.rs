@@ -458,15 +458,19 @@ pub(crate) fn prepare(
         ),
     };
     match signed {
-        Ok(issued) => Prepared::Signed {
-            issued,
-            plan: Box::new(plan),
-            started,
-        },
+        Ok(issued) => {
+            ctx.ca.key_back();
+            Prepared::Signed {
+                issued,
+                plan: Box::new(plan),
+                started,
+            }
+        }
         // The key's backend is away (a token removed, an HSM restarting): nothing is decided,
         // the CSR is looked at again in a while, not in a tight loop.
         Err(e @ kcert_pki::PkiError::CaKeyUnavailable { .. }) => {
             tracing::warn!(error = %e, "the CA key cannot sign now; will retry");
+            ctx.ca.key_away();
             Prepared::Wait(Action::requeue(CA_KEY_RETRY))
         }
         Err(e) => Prepared::Refuse(e.to_string()),
