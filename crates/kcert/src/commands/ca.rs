@@ -34,12 +34,31 @@ pub fn init(args: &CaInitArgs, out: OutputFormat) -> Result<()> {
         ],
         args.force,
     )?;
+    report_ca(
+        out,
+        &ca,
+        &written[1],
+        serde_json::json!(written[0]),
+        &format!("and {}", written[0].display()),
+    );
+    Ok(())
+}
+
+/// What `kcert ca init` made: the certificate written to `cert`, the key (`key` in JSON,
+/// `key_text` after the certificate's path in the text).
+fn report_ca(
+    out: OutputFormat,
+    ca: &CertificateAuthority,
+    cert: &std::path::Path,
+    key: serde_json::Value,
+    key_text: &str,
+) {
     let info = ca.info();
     report(
         out,
         serde_json::json!({
-            "key": written[0],
-            "certificate": written[1],
+            "key": key,
+            "certificate": cert,
             "subject": info.subject.to_string(),
             "keyAlgorithm": info.key_algorithm.to_string(),
             "notAfter": info.not_after,
@@ -47,16 +66,14 @@ pub fn init(args: &CaInitArgs, out: OutputFormat) -> Result<()> {
         }),
         || {
             format!(
-                "wrote {} and {} ({}, {}, valid until {})",
-                written[1].display(),
-                written[0].display(),
+                "wrote {} {key_text} ({}, {}, valid until {})",
+                cert.display(),
                 info.subject,
                 info.key_algorithm,
                 info.not_after
             )
         },
     );
-    Ok(())
 }
 
 /// `kcert ca init --pkcs11-module`: the key generated in the token, the certificate signed
@@ -100,27 +117,12 @@ fn init_in_token(
         vec![(cert_path, ca.certificate_pem().into_bytes(), Mode::Public)],
         args.force,
     )?;
-    let info = ca.info();
-    report(
+    report_ca(
         out,
-        serde_json::json!({
-            "certificate": written[0],
-            "key": location,
-            "subject": info.subject.to_string(),
-            "keyAlgorithm": info.key_algorithm.to_string(),
-            "notAfter": info.not_after,
-            "fingerprintSha256": info.fingerprint_sha256,
-        }),
-        || {
-            format!(
-                "wrote {} (also kept in the token); the key is in the {} ({}, {}, valid until {})",
-                written[0].display(),
-                location,
-                info.subject,
-                info.key_algorithm,
-                info.not_after
-            )
-        },
+        &ca,
+        &written[0],
+        serde_json::json!(location),
+        &format!("(also kept in the token); the key is in the {location}"),
     );
     Ok(())
 }
