@@ -352,6 +352,7 @@ fn differential(in_token: bool) {
     let go = kcert_testbed::x509read().expect("building x509read");
     let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
     let now = SystemTime::now();
+    let turn = in_token.then(kcert_testbed::softhsm::writing);
     let ca_key: std::sync::Arc<dyn kcert_pki::CaKey> = if in_token {
         std::sync::Arc::new(
             kcert_pkcs11::TokenKey::generate(
@@ -370,6 +371,7 @@ fn differential(in_token: bool) {
     } else {
         std::sync::Arc::new(PrivateKey::generate(KeyType::EcdsaP256).unwrap())
     };
+    drop(turn);
     let ca = CertificateAuthority::create_with_key(
         ca_key,
         "differential-ca",

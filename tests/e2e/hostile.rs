@@ -943,10 +943,12 @@ async fn hostile_corpus(backend: CaBackend) {
                 key: kcert_pkcs11::KeySelector::Label("hostile-ca".into()),
                 pin: kcert_testbed::softhsm::PIN.to_string().into(),
             };
+            let turn = kcert_testbed::softhsm::writing();
             let key = std::sync::Arc::new(
                 kcert_pkcs11::TokenKey::generate(token.clone(), kcert_pki::KeyType::EcdsaP256)
                     .unwrap(),
             );
+            drop(turn);
             let ca = kcert_pki::CertificateAuthority::create_with_key(
                 key,
                 "kcert hostile token CA",

@@ -26,6 +26,7 @@ async fn certificates_signed_in_a_token_authenticate_with_all_groups() {
         ("pki-ca-ec", KeyType::EcdsaP256),
         ("pki-ca-rsa", KeyType::Rsa2048),
     ] {
+        let turn = kcert_testbed::softhsm::writing();
         let key = std::sync::Arc::new(
             kcert_pkcs11::TokenKey::generate(
                 kcert_pkcs11::TokenConfig {
@@ -40,6 +41,7 @@ async fn certificates_signed_in_a_token_authenticate_with_all_groups() {
             )
             .unwrap(),
         );
+        drop(turn);
         let ca = kcert_pki::CertificateAuthority::create_with_key(
             key,
             label,

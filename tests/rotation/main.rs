@@ -113,12 +113,31 @@ async fn sync_client_ca(cluster: &TestCluster, admin: &Client) -> usize {
     let n = kcert_pki::pem::parse_blocks(bundle.as_bytes())
         .unwrap()
         .len();
-    std::fs::write(
-        cluster.ca_cert_path(),
-        format!("{}{bundle}", cluster.ca_pem()),
-    )
-    .unwrap();
+    set_client_ca(cluster, &bundle);
     n
+}
+
+/// kube-apiserver's --client-ca-file: the test bed's CA, then `pem`.
+fn set_client_ca(cluster: &TestCluster, pem: &str) {
+    std::fs::write(cluster.ca_cert_path(), format!("{}{pem}", cluster.ca_pem())).unwrap();
+}
+
+/// Jane and bob (groups developers, or dev once they hold a certificate) get themselves in dev.
+fn self_service() -> kcert_policy::PolicySpec {
+    serde_yaml::from_str(&format!(
+        "rules: [{{id: developers-self, signerNames: [\"{SIGNER}\"], requesters: {{groups: [developers, dev]}}, commonName: {{self: true}}, groups: {{allowed: [dev]}}}}]"
+    ))
+    .unwrap()
+}
+
+/// The API server as the admin reaches it (the controller's probe connects from it).
+async fn admin_config(cluster: &TestCluster) -> kube::Config {
+    kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(cluster.admin_kubeconfig_path()).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap()
 }
 
 async fn rotation(admin: &Client) -> CaRotationObject {
@@ -256,22 +275,10 @@ async fn rotation_loses_no_request(backend: Backend) {
             )
         }
     };
-    std::fs::write(
-        cluster.ca_cert_path(),
-        format!("{}{}", cluster.ca_pem(), ca1.certificate_pem()),
-    )
-    .unwrap();
+    set_client_ca(&cluster, &ca1.certificate_pem());
 
-    let policy: kcert_policy::PolicySpec = serde_yaml::from_str(&format!(
-        "rules: [{{id: developers-self, signerNames: [\"{SIGNER}\"], requesters: {{groups: [developers, dev]}}, commonName: {{self: true}}, groups: {{allowed: [dev]}}}}]"
-    ))
-    .unwrap();
-    let api = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(cluster.admin_kubeconfig_path()).unwrap(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
+    let policy = self_service();
+    let api = admin_config(&cluster).await;
     let settings = Settings {
         signer_names: vec![SIGNER.into()],
         policy: PolicySource::Static(policy),
@@ -865,21 +872,9 @@ async fn an_intermediate_ca_issues_its_chain_and_rotates_under_its_root_without_
     let (i2, k2) = intermediate("kcert intermediate 2");
     assert_eq!(i1.chain_pem(), root.certificate_pem());
     ca_secret(&admin, "kcert-ca", &i1, &k1).await;
-    std::fs::write(
-        cluster.ca_cert_path(),
-        format!("{}{}", cluster.ca_pem(), root.certificate_pem()),
-    )
-    .unwrap();
-    let policy: kcert_policy::PolicySpec = serde_yaml::from_str(&format!(
-        "rules: [{{id: developers-self, signerNames: [\"{SIGNER}\"], requesters: {{groups: [developers, dev]}}, commonName: {{self: true}}, groups: {{allowed: [dev]}}}}]"
-    ))
-    .unwrap();
-    let api = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(cluster.admin_kubeconfig_path()).unwrap(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
+    set_client_ca(&cluster, &root.certificate_pem());
+    let policy = self_service();
+    let api = admin_config(&cluster).await;
     let _controller = RunningController::start_with(
         admin.clone(),
         Settings {

@@ -57,6 +57,8 @@ struct Follower {
     retire: Option<String>,
     /// Whether the own CA was last found retired (said once, not at every look).
     refused_retired: bool,
+    /// The own CA's fingerprint, whether the bundle lists it as retired, and when that was read.
+    retired_seen: Option<(String, bool, std::time::Instant)>,
     /// Whether this replica leads: only then does it probe and write.
     leading: bool,
     /// The bundle last published as ClusterTrustBundles.
@@ -65,6 +67,9 @@ struct Follower {
     /// every look; a changed bundle at once).
     publish_failed: Option<(String, std::time::Instant)>,
 }
+
+/// How long whether the own CA is retired is taken as read.
+const RETIRED_EVERY: Duration = Duration::from_secs(30);
 
 /// How long a failed bundle write waits before the next try.
 const PUBLISH_RETRY: Duration = Duration::from_secs(30);
@@ -121,10 +126,22 @@ impl Follower {
                 return Ok(());
             };
             // A CA a completed rotation retired never signs again, rotation object or not.
-            if retired(client, &settings.namespace)
-                .await?
-                .contains(&fingerprint(own))
-            {
+            // (Read again when the own CA changes, else every RETIRED_EVERY: a retirement is
+            // written by this controller's leader, or undone by hand.)
+            let own_fp = fingerprint(own);
+            let is_retired = match &self.retired_seen {
+                Some((fp, verdict, at)) if *fp == own_fp && at.elapsed() < RETIRED_EVERY => {
+                    *verdict
+                }
+                _ => {
+                    let verdict = retired(client, &settings.namespace)
+                        .await?
+                        .contains(&own_fp);
+                    self.retired_seen = Some((own_fp, verdict, std::time::Instant::now()));
+                    verdict
+                }
+            };
+            if is_retired {
                 store.set_rotation(None, None, vec![]);
                 if !self.refused_retired {
                     tracing::error!(ca = %own.describe(), "the controller's CA was retired by a completed rotation (bundle annotation kcert.dev/retired-sha256): nothing is signed; point the CA flags at the new CA");

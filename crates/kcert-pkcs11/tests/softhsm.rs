@@ -43,17 +43,7 @@ fn token() -> &'static PathBuf {
             // A child of a test of this binary: the parent's token, as it is.
             return conf;
         }
-        let tokens = conf.with_file_name("tokens");
-        let _ = std::fs::remove_dir_all(&tokens);
-        std::fs::create_dir_all(&tokens).unwrap();
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
+        fresh_store(&conf, &conf.with_file_name("tokens"));
         let out = Command::new("softhsm2-util")
             .env("SOFTHSM2_CONF", &conf)
             .args([
@@ -75,6 +65,27 @@ fn token() -> &'static PathBuf {
         );
         conf
     })
+}
+
+/// One test at a time in this process: SoftHSM2's file store fails writes made at once from
+/// several sessions (CKR_GENERAL_ERROR on key generation, seen about one run in three).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static STORE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    STORE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An empty SoftHSM2 store: `tokens` emptied, `conf` pointing at it.
+fn fresh_store(conf: &std::path::Path, tokens: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(tokens);
+    std::fs::create_dir_all(tokens).unwrap();
+    std::fs::write(
+        conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
 }
 
 fn config(key_label: &str) -> TokenConfig {
@@ -119,6 +130,7 @@ fn openssl_verifies(ca_pem: &str, leaf_pem: &str) -> Result<(), String> {
 
 #[test]
 fn a_ca_whose_key_is_in_the_token_issues_what_openssl_accepts() {
+    let _serial = serial();
     for key_type in [
         KeyType::EcdsaP256,
         KeyType::EcdsaP384,
@@ -155,6 +167,7 @@ fn a_ca_whose_key_is_in_the_token_issues_what_openssl_accepts() {
 
 #[test]
 fn the_private_key_cannot_be_read_out_of_the_token() {
+    let _serial = serial();
     let cfg = config("ca-unreadable");
     TokenKey::generate(cfg.clone(), KeyType::Rsa2048).unwrap();
     let session = kcert_pkcs11::session(&cfg).unwrap();
@@ -204,6 +217,7 @@ fn the_private_key_cannot_be_read_out_of_the_token() {
 
 #[test]
 fn a_key_that_could_leave_the_token_is_refused() {
+    let _serial = serial();
     let cfg = config("ca-loose");
     let session = kcert_pkcs11::session(&cfg).unwrap();
     let label = b"ca-loose".to_vec();
@@ -236,6 +250,7 @@ fn a_key_that_could_leave_the_token_is_refused() {
 
 #[test]
 fn an_unknown_token_or_a_missing_key_says_what_to_fix() {
+    let _serial = serial();
     let good = config("ca-errors");
     TokenKey::generate(good.clone(), KeyType::EcdsaP256).unwrap();
 
@@ -265,6 +280,7 @@ fn an_unknown_token_or_a_missing_key_says_what_to_fix() {
 
 #[test]
 fn a_ca_certificate_of_another_key_does_not_pair_with_the_tokens() {
+    let _serial = serial();
     let a = Arc::new(TokenKey::generate(config("ca-pair-a"), KeyType::EcdsaP256).unwrap());
     let b = Arc::new(TokenKey::generate(config("ca-pair-b"), KeyType::EcdsaP256).unwrap());
     let ca_a = CertificateAuthority::create_with_key(
@@ -283,6 +299,7 @@ fn a_ca_certificate_of_another_key_does_not_pair_with_the_tokens() {
 
 #[test]
 fn the_ca_certificate_is_kept_in_the_token_beside_its_key_and_replaced_not_doubled() {
+    let _serial = serial();
     let key = Arc::new(TokenKey::generate(config("ca-with-cert"), KeyType::EcdsaP256).unwrap());
     assert_eq!(key.certificate().unwrap(), None);
     let make = |name: &str| {
@@ -319,6 +336,7 @@ fn the_ca_certificate_is_kept_in_the_token_beside_its_key_and_replaced_not_doubl
 
 #[test]
 fn signatures_from_many_threads_share_the_session_pool() {
+    let _serial = serial();
     let key = Arc::new(TokenKey::generate(config("ca-threads"), KeyType::EcdsaP256).unwrap());
     let ca = Arc::new(
         CertificateAuthority::create_with_key(
@@ -354,6 +372,7 @@ fn signatures_from_many_threads_share_the_session_pool() {
 /// just this test, on the parent's token.
 #[test]
 fn a_wrong_pin_is_refused_and_never_printed() {
+    let _serial = serial();
     if std::env::var_os(CHILD).is_some() {
         let mut wrong_pin = config("ca-pin");
         wrong_pin.pin = "0000-wrong".to_string().into();
@@ -392,6 +411,7 @@ fn a_wrong_pin_is_refused_and_never_printed() {
 /// no Failed), never a panic or a certificate, and opening the key again names the token.
 #[test]
 fn a_token_removed_mid_run_is_an_error_never_a_certificate() {
+    let _serial = serial();
     const REMOVABLE: &str = "kcert-removable";
     if std::env::var_os(CHILD).is_some() {
         let config = TokenConfig {
@@ -438,17 +458,7 @@ fn a_token_removed_mid_run_is_an_error_never_a_certificate() {
     }
     // A store of its own, so that removing the token never disturbs this process's tests.
     let conf = token().with_file_name("softhsm2-removable.conf");
-    let tokens = conf.with_file_name("tokens-removable");
-    let _ = std::fs::remove_dir_all(&tokens);
-    std::fs::create_dir_all(&tokens).unwrap();
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
+    fresh_store(&conf, &conf.with_file_name("tokens-removable"));
     let out = Command::new("softhsm2-util")
         .env("SOFTHSM2_CONF", &conf)
         .args([

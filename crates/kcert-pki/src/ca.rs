@@ -311,34 +311,10 @@ impl CertificateAuthority {
     /// verifies with this CA's key. Anyone holding the key passes too, so a caller deciding
     /// whether a certificate is one it issued also compares what the certificate says.
     pub fn verify_issued(&self, cert_der: &[u8]) -> Result<()> {
-        use der::{Decode, Encode};
-        let cert = x509_cert::Certificate::from_der(cert_der)
-            .map_err(crate::error::corrupt("certificate"))?;
-        let tbs = cert.tbs_certificate();
-        let issuer = tbs
-            .issuer()
-            .to_der()
-            .map_err(crate::error::encode("issuer"))?;
-        if issuer != self.info.subject_der {
+        if issuer_der_of(cert_der)? != self.info.subject_der {
             return Err(PkiError::NotIssuedByCa("its issuer is another name"));
         }
-        let tbs_der = tbs.to_der().map_err(crate::error::encode("certificate"))?;
-        let alg_der = cert
-            .signature_algorithm()
-            .to_der()
-            .map_err(crate::error::encode("signature algorithm"))?;
-        let alg = spki::AlgorithmIdentifierRef::from_der(&alg_der)
-            .map_err(crate::error::corrupt("signature algorithm"))?;
-        let signature = cert
-            .signature()
-            .as_bytes()
-            .ok_or(PkiError::NotIssuedByCa("its signature is not whole bytes"))?;
-        self.info
-            .public_key()
-            .verify(&alg, &tbs_der, signature)
-            .map_err(|_| {
-                PkiError::NotIssuedByCa("its signature does not verify with this CA's key")
-            })
+        verify_signed_by(cert_der, &self.info)
     }
 
     /// The CA certificate, DER.

@@ -27,6 +27,14 @@ pub fn process_token() -> Result<String, String> {
         .clone()
 }
 
+/// Held while creating objects in a token (generating a key, storing a certificate): SoftHSM2's
+/// file store fails writes made at once from several sessions of a process (CKR_GENERAL_ERROR),
+/// so tests that share [`process_token`] take turns. Signing needs no turn.
+pub fn writing() -> std::sync::MutexGuard<'static, ()> {
+    static STORE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    STORE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A SoftHSM2 configuration at `conf` keeping its tokens in `tokens` (created).
 pub fn write_conf(conf: &std::path::Path, tokens: &std::path::Path) -> Result<(), String> {
     std::fs::create_dir_all(tokens).map_err(|e| format!("{}: {e}", tokens.display()))?;
